@@ -1,0 +1,160 @@
+"""Every hook a plugin may implement, grouped by lifecycle.
+
+A plugin is a module (or object) with functions named like these, decorated
+with ``engine.hookspecs.hookimpl``. Hooks that collect contributions return a
+list; hooks marked *first result* stop at the first plugin that answers.
+docs/plugins.md documents each one; tests/test_hookspecs.py keeps the two
+in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from engine.errors import Problem
+    from engine.fieldtypes import FieldType
+    from engine.registry import DocType, Registry
+
+hookspec = pluggy.HookspecMarker("crm")
+hookimpl = pluggy.HookimplMarker("crm")
+
+
+# --- startup -----------------------------------------------------------------
+
+
+@hookspec
+def crm_startup(app: Any, registry: Registry) -> None:
+    """Called once when an app for a configuration has been built, before it
+    serves a request. Open connections or register signal handlers here."""
+
+
+# --- metadata ----------------------------------------------------------------
+
+
+@hookspec
+def crm_metadata_layers() -> list[tuple[str, Path]]:
+    """Return the metadata layers this plugin brings, as ``(layer name,
+    folder)`` pairs. Layers load after the base and before the config's own
+    files, in the order the config lists its plugins."""
+
+
+@hookspec
+def crm_field_types() -> list[FieldType]:
+    """Return extra field types (``engine.fieldtypes.FieldType``) that metadata
+    may then use by name. A name that is already taken is a check error."""
+
+
+@hookspec
+def crm_check(registry: Registry) -> list[Problem]:
+    """Check the sections this plugin interprets (``processes``,
+    ``automations``, its own options) and return problems with their YAML
+    locations. Called by ``crm check`` and at every start-up."""
+
+
+# --- documents ---------------------------------------------------------------
+
+
+@hookspec
+def crm_document_created(session: Any, doctype: DocType, doc: Any, user: Any) -> None:
+    """Called after a document is inserted, inside its transaction: whatever
+    the plugin writes commits or rolls back with it."""
+
+
+@hookspec
+def crm_document_updated(
+    session: Any, doctype: DocType, doc: Any, user: Any, changes: dict[str, tuple[Any, Any]]
+) -> None:
+    """Called after a document is updated, inside its transaction. ``changes``
+    maps each changed field to ``(old, new)``."""
+
+
+@hookspec
+def crm_document_deleted(session: Any, doctype: DocType, doc: Any, user: Any) -> None:
+    """Called before a document is deleted, inside its transaction."""
+
+
+# --- statuses ----------------------------------------------------------------
+
+
+@hookspec
+def crm_before_transition(
+    session: Any, doctype: DocType, doc: Any, source: str | None, target: str, user: Any
+) -> str | None:
+    """Called when the metadata rules allow a transition. Return a message to
+    veto it (shown to the user with the other reasons), or None to allow."""
+
+
+@hookspec
+def crm_status_changed(
+    session: Any, doctype: DocType, doc: Any, source: str | None, target: str, user: Any
+) -> None:
+    """Called after a transition has been applied and its history row written,
+    inside the same transaction."""
+
+
+# --- communication -----------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def crm_send_email(message: Any, settings: dict[str, Any]) -> str | None:
+    """Deliver one email (an ``email.message.EmailMessage``). Return the
+    provider's message id, or None if this plugin does not send email.
+    *First result.* Called by the job runner, never inside a web request."""
+
+
+@hookspec(firstresult=True)
+def crm_send_sms(to: str, text: str, settings: dict[str, Any]) -> str | None:
+    """Deliver one SMS to an E.164 number. Return the provider's message id,
+    or None if this plugin does not send SMS. *First result.*"""
+
+
+@hookspec(firstresult=True)
+def crm_place_call(extension: str, number: str, settings: dict[str, Any]) -> str | None:
+    """Ask the PBX to ring ``extension``, then ``number``. Return the
+    provider's call id, or None if this plugin places no calls. *First result.*"""
+
+
+@hookspec
+def crm_call_event(session: Any, event: dict[str, Any]) -> None:
+    """Called for every call event a provider receives (ringing, answered,
+    hung up, recording), with the normalized number under ``event["number"]``."""
+
+
+@hookspec
+def crm_notification_channels() -> list[str]:
+    """Return the names of the notification channels this plugin delivers
+    (``user``, ``email``, ``sms``, ...). Using a channel nobody delivers is a
+    check error."""
+
+
+@hookspec
+def crm_process_step_kinds() -> list[str]:
+    """Return extra step kinds for route maps (beyond the built-in ``task``,
+    ``if``, ``notify``, ``set``, ``wait``, ``parallel`` and ``end``)."""
+
+
+# --- views -------------------------------------------------------------------
+
+
+@hookspec
+def crm_register_views(appbuilder: Any, registry: Registry) -> None:
+    """Add views, APIs and menu items to the app (Flask-AppBuilder's
+    ``appbuilder.add_view`` and friends)."""
+
+
+# --- jobs --------------------------------------------------------------------
+
+
+@hookspec
+def crm_jobs() -> dict[str, Any]:
+    """Return background jobs this plugin runs, as ``{name: callable}``; the
+    job runner calls ``callable(session, payload)``."""
+
+
+@hookspec
+def crm_schedules() -> list[tuple[str, int]]:
+    """Return periodic jobs as ``(job name, every N seconds)`` pairs."""

@@ -1,0 +1,783 @@
+"""From a config directory to a :class:`~engine.registry.Registry`.
+
+Layers load in order: the base (``metadata/``), the enabled plugins' layers,
+then the config's own ``*.yaml`` files by name. A later layer may add types,
+fields, enum values, states, transitions, labels and access rules, and make a
+field required, unique or indexed; it may not change a field's type or remove
+it. Every problem found on the way is collected with its location; nothing is
+half-built.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine import schema as S
+from engine.errors import Loc, MetadataError, Problem, did_you_mean
+from engine.names import identifier_problem
+from engine.plugins import ROOT, make_plugin_manager
+from engine.registry import (
+    SYSTEM_FIELDS,
+    USER,
+    Access,
+    DocType,
+    Field,
+    FormSection,
+    Label,
+    ListSpec,
+    Numbering,
+    Registry,
+    Report,
+    RequireNext,
+    Role,
+    Section,
+    Segment,
+    State,
+    Statuses,
+    Transition,
+    frozen_map,
+)
+from engine.yamlload import LList, LMap, load_file
+
+BASE_LAYER = ROOT / "metadata"
+CONFIG_FILE = "config.yaml"
+SECTIONS = ("documents", "attributes", "roles", "processes", "automations", "segments", "reports")
+#: options a later layer may change on an existing field without an error
+MERGEABLE = {"label", "help", "default", "hidden", "readonly", "min", "max", "pattern"}
+#: options a later layer may only switch on
+SWITCH_ON = {"required", "index", "unique"}
+
+
+def shown_path(path: Path) -> str:
+    """How a file is named in messages: relative to the working folder when inside it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if rel.startswith("..") else rel
+
+
+# --- drafts: mutable while layers merge, frozen into the registry at the end --
+
+
+@dataclass
+class FieldDraft:
+    name: str
+    spec: dict[str, Any]
+    loc: Loc
+    layer: str
+    locs: dict[str, Loc] = field(default_factory=dict)
+    values: dict[str, Label] = field(default_factory=dict)
+    children: dict[str, FieldDraft] = field(default_factory=dict)
+
+
+@dataclass
+class StatusesDraft:
+    spec: LMap
+    loc: Loc
+    states: dict[str, tuple[LMap, Loc, Label]] = field(default_factory=dict)
+    transitions: list[tuple[LMap, Loc]] = field(default_factory=list)
+
+
+@dataclass
+class DocDraft:
+    name: str
+    loc: Loc
+    layer: str
+    label: Label
+    fields: dict[str, FieldDraft] = field(default_factory=dict)
+    settings: dict[str, tuple[Any, Loc]] = field(default_factory=dict)
+    statuses: StatusesDraft | None = None
+    access: dict[str, tuple[LMap, Loc]] = field(default_factory=dict)
+    builtin: bool = False
+
+
+class Loader:
+    def __init__(self, config_dir: Path, env: Mapping[str, str] | None = None):
+        self.config_dir = Path(config_dir)
+        self.env = dict(os.environ if env is None else env)
+        self.problems: list[Problem] = []
+        self.docs: dict[str, DocDraft] = {}
+        self.roles: dict[str, Role] = {}
+        self.segments: dict[str, Segment] = {}
+        self.reports: dict[str, Report] = {}
+        self.processes: dict[str, Section] = {}
+        self.automations: dict[str, Section] = {}
+        self.field_types: set[str] = set()
+        self.pm: Any = None
+
+    # -- entry point ----------------------------------------------------------
+
+    def load(self) -> Registry:
+        config, config_loc = self._load_config()
+        if config is None:
+            raise MetadataError(self.problems)
+        plugins = config.get("plugins") or LMap()
+        if not isinstance(plugins, Mapping):
+            plugins = LMap()
+        plugin_locs = {n: plugins.key_loc(n) for n in plugins} if isinstance(plugins, LMap) else {}
+        self.pm, problems = make_plugin_manager(plugins, plugin_locs)
+        self.problems += problems
+        for result in self.pm.hook.crm_field_types():
+            for ft in result:
+                self.field_types.add(ft.name)
+        self._add_user_type()
+        layers: list[tuple[str, list[Path], Path]] = []
+        wanted = config.get("layers", ["base"])
+        if "base" in wanted:
+            layers.append(("base", _yaml_files(BASE_LAYER), BASE_LAYER))
+        for contributed in self.pm.hook.crm_metadata_layers():
+            for name, folder in contributed:
+                layers.append((name, _yaml_files(Path(folder)), Path(folder)))
+        for name in wanted:
+            if name != "base":
+                loc = config.value_loc("layers") if isinstance(config, LMap) else config_loc
+                self.problems.append(
+                    Problem(loc, f"unknown layer `{name}`: layers are `base` and the plugins'")
+                )
+        own = [p for p in _yaml_files(self.config_dir, recursive=False) if p.name != CONFIG_FILE]
+        layers.append(("config", own, self.config_dir))
+        for layer, files, _folder in layers:
+            for path in files:
+                self._load_metadata_file(path, layer)
+        registry = self._build(config)
+        if not self.problems:
+            from engine.checks import check_registry
+
+            self.problems += check_registry(registry, self.field_types)
+            for result in self.pm.hook.crm_check(registry=registry):
+                self.problems += result or []
+        if self.problems:
+            raise MetadataError(self.problems)
+        return registry
+
+    # -- config.yaml ----------------------------------------------------------
+
+    def _load_config(self) -> tuple[LMap | None, Loc]:
+        path = self.config_dir / CONFIG_FILE
+        name = shown_path(path)
+        loc = Loc(name, 1, 1)
+        if not self.config_dir.is_dir():
+            self.problems.append(Problem(Loc(shown_path(self.config_dir)), "no such config folder"))
+            return None, loc
+        if not path.is_file():
+            self.problems.append(Problem(loc, "the config folder has no config.yaml"))
+            return None, loc
+        result = load_file(path, name, self.env)
+        self.problems += result.problems
+        if result.problems:
+            return None, loc
+        data = result.data
+        problems = S.check(S.ConfigSchema(), data, loc, "config.yaml")
+        self.problems += problems
+        if problems:
+            return None, loc
+        return data, loc
+
+    # -- one metadata file ----------------------------------------------------
+
+    def _load_metadata_file(self, path: Path, layer: str) -> None:
+        name = shown_path(path)
+        result = load_file(path, name, self.env)
+        self.problems += result.problems
+        data = result.data
+        if data is None or result.problems:
+            return
+        loc = Loc(name, 1, 1)
+        problems = S.check(S.FileSchema(), data, loc, "a metadata file")
+        if problems:
+            self.problems += [_section_hint(p) for p in problems]
+            return
+        for section in SECTIONS:
+            body = data.get(section)
+            if body is None:
+                continue
+            handler = getattr(self, f"_section_{section}")
+            for key, value in body.items():
+                key_loc, value_loc = body.key_loc(key), body.value_loc(key)
+                handler(key, value, key_loc, value_loc, layer)
+
+    # -- documents and attributes ---------------------------------------------
+
+    def _section_documents(self, name: Any, spec: Any, loc: Loc, vloc: Loc, layer: str) -> None:
+        problem = identifier_problem(name, "document type")
+        if problem:
+            self.problems.append(Problem(loc, problem))
+            return
+        if spec is None:
+            spec = LMap()
+            spec.loc, spec.key_locs, spec.value_locs = vloc, {}, {}
+        problems = S.check(S.DocumentSchema(), spec, vloc, f"the document type `{name}`")
+        if problems:
+            self.problems += problems
+            return
+        draft = self.docs.get(name)
+        if draft is None:
+            if name == USER:
+                self.problems.append(
+                    Problem(
+                        loc, "`User` is built in: add user attributes under `attributes: User:`"
+                    )
+                )
+                return
+            draft = DocDraft(name, loc, layer, Label.of(spec.get("label"), name))
+            self.docs[name] = draft
+        elif "label" in spec:
+            draft.label = draft.label.merged(Label.of(spec["label"], name))
+        for key in ("title", "list", "form", "views"):
+            if key in spec:
+                draft.settings[key] = (spec[key], spec.value_loc(key))
+        for key in ("owner", "numbering"):
+            if key in spec:
+                self._set_once(draft, key, spec[key], spec.value_loc(key))
+        for fname, fspec in (spec.get("fields") or {}).items():
+            self._add_field(draft.fields, draft.name, fname, fspec, spec["fields"], layer)
+        for role, rule in (spec.get("access") or {}).items():
+            rloc = spec["access"].value_loc(role)
+            problems = S.check(S.AccessSchema(), rule, rloc, f"access for `{role}`")
+            if problems:
+                self.problems += problems
+                continue
+            draft.access[role] = (rule, spec["access"].key_loc(role))
+        if "statuses" in spec:
+            self._merge_statuses(draft, spec["statuses"], spec.value_loc("statuses"))
+
+    def _section_attributes(self, name: Any, spec: Any, loc: Loc, vloc: Loc, layer: str) -> None:
+        draft = self.docs.get(name)
+        if draft is None:
+            self.problems.append(
+                Problem(
+                    loc,
+                    f"attributes for an unknown document type `{name}`"
+                    f"{did_you_mean(name, self.docs)}",
+                )
+            )
+            return
+        if not isinstance(spec, LMap):
+            self.problems.append(Problem(vloc, f"attributes of `{name}` must be a map of fields"))
+            return
+        for fname, fspec in spec.items():
+            self._add_field(draft.fields, draft.name, fname, fspec, spec, layer)
+
+    def _set_once(self, draft: DocDraft, key: str, value: Any, loc: Loc) -> None:
+        if key in draft.settings and draft.settings[key][0] != value:
+            first = draft.settings[key][1]
+            self.problems.append(
+                Problem(
+                    loc, f"`{draft.name}.{key}` was set at {first}; a later layer may not change it"
+                )
+            )
+            return
+        draft.settings[key] = (value, loc)
+
+    def _add_field(
+        self,
+        fields: dict[str, FieldDraft],
+        owner: str,
+        name: Any,
+        spec: Any,
+        parent: LMap,
+        layer: str,
+    ) -> None:
+        loc, vloc = parent.key_loc(name), parent.value_loc(name)
+        problem = identifier_problem(name, "field")
+        if problem:
+            self.problems.append(Problem(loc, problem))
+            return
+        if name in SYSTEM_FIELDS:
+            self.problems.append(
+                Problem(loc, f"`{name}` is a field every document has; choose another name")
+            )
+            return
+        existing = fields.get(name)
+        if spec is None:
+            if existing:
+                self.problems.append(
+                    Problem(
+                        loc,
+                        f"a layer may not remove the field `{owner}.{name}` "
+                        f"defined at {existing.loc}",
+                    )
+                )
+            else:
+                self.problems.append(Problem(vloc, f"the field `{owner}.{name}` needs a `type`"))
+            return
+        if isinstance(spec, str):
+            self.problems.append(
+                Problem(vloc, f"write the field as a map, e.g. `{name}: {{type: {spec}}}`")
+            )
+            return
+        problems = S.check(S.FieldSchema(), spec, vloc, f"the field `{owner}.{name}`")
+        if problems:
+            self.problems += problems
+            return
+        ftype = spec["type"]
+        if ftype not in self.field_types:
+            self.problems.append(
+                Problem(
+                    spec.value_loc("type"),
+                    f"unknown field type `{ftype}`{did_you_mean(ftype, self.field_types)}",
+                )
+            )
+            return
+        values = self._enum_values(spec, owner, name) if ftype == "enum" else {}
+        if existing is None:
+            draft = FieldDraft(name, dict(spec), loc, layer, dict(spec.value_locs), values)
+            fields[name] = draft
+        else:
+            draft = existing
+            self._merge_field(draft, spec, owner)
+            for key, label in values.items():
+                draft.values[key] = (
+                    draft.values[key].merged(label) if key in draft.values else label
+                )
+        if ftype == "table":
+            children = spec.get("fields")
+            if not children:
+                if existing is None:
+                    self.problems.append(
+                        Problem(vloc, f"the table `{owner}.{name}` needs `fields` for its rows")
+                    )
+                return
+            for cname, cspec in children.items():
+                if isinstance(cspec, Mapping) and cspec.get("type") == "table":
+                    self.problems.append(
+                        Problem(
+                            children.value_loc(cname), "a table's rows cannot hold another table"
+                        )
+                    )
+                    continue
+                self._add_field(draft.children, f"{owner}.{name}", cname, cspec, children, layer)
+
+    def _merge_field(self, draft: FieldDraft, spec: LMap, owner: str) -> None:
+        where = f"`{owner}.{draft.name}`"
+        if spec["type"] != draft.spec["type"]:
+            self.problems.append(
+                Problem(
+                    spec.value_loc("type"),
+                    f"a layer may not change the type of {where} from `{draft.spec['type']}` "
+                    f"(defined at {draft.loc}) to `{spec['type']}`",
+                )
+            )
+            return
+        for key, value in spec.items():
+            if key in ("type", "fields", "values"):
+                continue
+            old = draft.spec.get(key)
+            if key == "label":
+                draft.spec[key] = (
+                    Label.of(old, draft.name).merged(Label.of(value, draft.name)).texts
+                )
+            elif key in MERGEABLE or old == value:
+                draft.spec[key] = value
+            elif key in SWITCH_ON:
+                if value is False and old:
+                    self.problems.append(
+                        Problem(
+                            spec.key_loc(key),
+                            f"a layer may make {where} `{key}` but not undo it "
+                            f"(set at {draft.locs.get(key, draft.loc)})",
+                        )
+                    )
+                    continue
+                draft.spec[key] = value
+            else:
+                self.problems.append(
+                    Problem(
+                        spec.key_loc(key),
+                        f"a layer may not change `{key}` of {where} (defined at {draft.loc})",
+                    )
+                )
+                continue
+            draft.locs[key] = spec.value_loc(key)
+
+    def _enum_values(self, spec: LMap, owner: str, name: str) -> dict[str, Label]:
+        raw = spec.get("values")
+        loc = spec.value_loc("values") if "values" in spec else spec.loc
+        out: dict[str, Label] = {}
+        if isinstance(raw, list):
+            for i, v in enumerate(raw):
+                if isinstance(v, bool) or not isinstance(v, (str, int)):
+                    self.problems.append(Problem(raw.item_loc(i), "an enum value must be a word"))
+                    continue
+                out[str(v)] = Label.of(None, str(v))
+        elif isinstance(raw, Mapping):
+            for k, label in raw.items():
+                try:
+                    out[str(k)] = Label.of(label, str(k))
+                except AttributeError:
+                    self.problems.append(Problem(raw.value_loc(k), "an enum label must be text"))
+        elif raw is not None:
+            self.problems.append(Problem(loc, "`values` must be a list or a map value → label"))
+        for k in out:
+            if len(k) > 64:
+                self.problems.append(Problem(loc, f"the enum value `{k[:20]}…` is longer than 64"))
+        return out
+
+    def _merge_statuses(self, draft: DocDraft, spec: LMap, loc: Loc) -> None:
+        if draft.statuses is None:
+            draft.statuses = StatusesDraft(spec, loc)
+        else:
+            first = draft.statuses.spec
+            for key in ("field", "initial"):
+                if key in spec and spec[key] != first.get(key):
+                    self.problems.append(
+                        Problem(
+                            spec.value_loc(key),
+                            f"a layer may not change `statuses.{key}` of `{draft.name}` "
+                            f"(set at {draft.statuses.loc})",
+                        )
+                    )
+        states = spec["states"]
+        for sname, sspec in states.items():
+            sloc = states.key_loc(sname)
+            problem = identifier_problem(sname, "state")
+            if problem:
+                self.problems.append(Problem(sloc, problem))
+                continue
+            if sspec is None:
+                sspec = LMap()
+                sspec.loc, sspec.key_locs, sspec.value_locs = sloc, {}, {}
+            problems = S.check(
+                S.StateSchema(), sspec, states.value_loc(sname), f"the state `{sname}`"
+            )
+            if problems:
+                self.problems += problems
+                continue
+            label = Label.of(sspec.get("label"), sname)
+            if sname in draft.statuses.states:
+                old, old_loc, old_label = draft.statuses.states[sname]
+                merged = LMap({**old, **{k: v for k, v in sspec.items() if k != "label"}})
+                merged.loc, merged.key_locs = old.loc, {**old.key_locs, **sspec.key_locs}
+                merged.value_locs = {**old.value_locs, **sspec.value_locs}
+                if "require" in old and "require" in sspec:
+                    merged["require"] = [*old["require"], *sspec["require"]]
+                draft.statuses.states[sname] = (merged, old_loc, old_label.merged(label))
+            else:
+                draft.statuses.states[sname] = (sspec, sloc, label)
+        transitions = spec.get("transitions") or LList()
+        for i, t in enumerate(transitions):
+            draft.statuses.transitions.append((t, transitions.item_loc(i)))
+
+    # -- other sections -------------------------------------------------------
+
+    def _named(self, what: str, name: Any, loc: Loc, seen: Mapping[str, Any]) -> bool:
+        problem = identifier_problem(name, what)
+        if problem:
+            self.problems.append(Problem(loc, problem))
+            return False
+        return True
+
+    def _section_roles(self, name: Any, spec: Any, loc: Loc, vloc: Loc, layer: str) -> None:
+        if not self._named("role", name, loc, self.roles):
+            return
+        spec = spec if spec is not None else {}
+        problems = S.check(S.RoleSchema(), spec, vloc, f"the role `{name}`")
+        if problems:
+            self.problems += problems
+            return
+        label = Label.of(spec.get("label"), name)
+        if name in self.roles:
+            label = self.roles[name].label.merged(label)
+            loc = self.roles[name].loc
+        self.roles[name] = Role(name, label, loc)
+
+    def _section_segments(self, name: Any, spec: Any, loc: Loc, vloc: Loc, layer: str) -> None:
+        if not self._named("segment", name, loc, self.segments):
+            return
+        problems = S.check(S.SegmentSchema(), spec, vloc, f"the segment `{name}`")
+        if problems:
+            self.problems += problems
+            return
+        self.segments[name] = Segment(
+            name, spec["document"], Label.of(spec.get("label"), name), spec["filter"], loc
+        )
+
+    def _section_reports(self, name: Any, spec: Any, loc: Loc, vloc: Loc, layer: str) -> None:
+        if not self._named("report", name, loc, self.reports):
+            return
+        problems = S.check(S.ReportSchema(), spec, vloc, f"the report `{name}`")
+        if problems:
+            self.problems += problems
+            return
+        options = {k: v for k, v in spec.items() if k not in ("type", "document")}
+        self.reports[name] = Report(
+            name, spec["type"], spec["document"], spec_view(spec, options), loc
+        )
+
+    def _section_processes(self, name: Any, spec: Any, loc: Loc, vloc: Loc, layer: str) -> None:
+        if self._named("process", name, loc, self.processes):
+            self.processes[name] = Section(name, spec, loc)
+
+    def _section_automations(self, name: Any, spec: Any, loc: Loc, vloc: Loc, layer: str) -> None:
+        if self._named("automation", name, loc, self.automations):
+            self.automations[name] = Section(name, spec, loc)
+
+    # -- the built-in User type -------------------------------------------------
+
+    def _add_user_type(self) -> None:
+        user = DocDraft(
+            USER,
+            Loc("<engine>", 0, 0),
+            "engine",
+            Label.of({"en": "User", "ru": "Пользователь"}, USER),
+        )
+        user.builtin = True
+        for name, ftype, label in (
+            ("username", "string", {"en": "Login", "ru": "Логин"}),
+            ("first_name", "string", {"en": "First name", "ru": "Имя"}),
+            ("last_name", "string", {"en": "Last name", "ru": "Фамилия"}),
+            ("email", "email", {"en": "Email", "ru": "Эл. почта"}),
+            ("active", "boolean", {"en": "Active", "ru": "Активен"}),
+        ):
+            user.fields[name] = FieldDraft(
+                name, {"type": ftype, "label": label, "readonly": True}, user.loc, "engine"
+            )
+        user.settings["title"] = ("{{ first_name }} {{ last_name }}", user.loc)
+        self.docs[USER] = user
+
+    # -- freezing -------------------------------------------------------------
+
+    def _build(self, config: LMap) -> Registry:
+        documents = {name: self._freeze_doc(d) for name, d in self.docs.items()}
+        return Registry(
+            name=config["name"],
+            locale=config.get("locale", "en"),
+            documents=frozen_map(documents),
+            roles=frozen_map(self.roles),
+            segments=frozen_map(self.segments),
+            reports=frozen_map(self.reports),
+            processes=frozen_map(self.processes),
+            automations=frozen_map(self.automations),
+            plugins=frozen_map(
+                {k: frozen_map(v or {}) for k, v in (config.get("plugins") or {}).items()}
+            ),
+            layers=tuple(config.get("layers", ["base"])),
+            database=_database_url(
+                self.env.get("CRM_DATABASE_URL") or config.get("database"), self.config_dir
+            ),
+            settings=frozen_map(
+                {
+                    "region": config.get("region")
+                    or ("RU" if config.get("locale", "en") == "ru" else "US"),
+                    "timezone": config.get("timezone", "UTC"),
+                    "config_dir": str(self.config_dir.resolve()),
+                    **(config.get("settings") or {}),
+                }
+            ),
+        )
+
+    def _freeze_field(self, d: FieldDraft) -> Field:
+        s = d.spec
+        return Field(
+            name=d.name,
+            type=s["type"],
+            loc=d.loc,
+            layer=d.layer,
+            label=Label.of(s.get("label"), d.name.replace("_", " ").capitalize()),
+            required=bool(s.get("required", False)),
+            default=s.get("default"),
+            unique=bool(s.get("unique", False)),
+            index=bool(s.get("index", False)),
+            help=Label.of(s["help"], "") if s.get("help") else None,
+            readonly=bool(s.get("readonly", False)),
+            hidden=bool(s.get("hidden", False)),
+            min=s.get("min"),
+            max=s.get("max"),
+            compute=s.get("compute"),
+            max_length=s.get("max_length"),
+            pattern=s.get("pattern"),
+            digits=s.get("digits"),
+            places=s.get("places"),
+            values=frozen_map(d.values),
+            to=s.get("to"),
+            fields=frozen_map({n: self._freeze_field(c) for n, c in d.children.items()}),
+            system=d.layer == "engine",
+        )
+
+    def _freeze_doc(self, d: DocDraft) -> DocType:
+        fields: dict[str, Field] = {}
+        numbering = None
+        if "numbering" in d.settings:
+            n, _ = d.settings["numbering"]
+            numbering = Numbering(n["prefix"], n["width"], n.get("field", "number"))
+            fields[numbering.field] = Field(
+                numbering.field,
+                "string",
+                d.settings["numbering"][1],
+                d.layer,
+                Label.of({"en": "Number", "ru": "Номер"}, "number"),
+                unique=True,
+                readonly=True,
+                max_length=64,
+                system=True,
+            )
+        statuses = self._freeze_statuses(d) if d.statuses else None
+        if statuses is not None and statuses.field not in d.fields:
+            fields[statuses.field] = Field(
+                statuses.field,
+                "enum",
+                statuses.loc,
+                d.layer,
+                Label.of(
+                    {"en": "Status", "ru": "Статус"}
+                    if statuses.field == "status"
+                    else statuses.field.replace("_", " ").capitalize(),
+                    statuses.field,
+                ),
+                required=True,
+                default=statuses.initial,
+                index=True,
+                readonly=True,
+                values=frozen_map({k: s.label for k, s in statuses.states.items()}),
+                system=True,
+            )
+        for name, f in d.fields.items():
+            fields[name] = self._freeze_field(f)
+        if not d.builtin:
+            fields.update(_audit_fields(d.loc))
+        settings = {k: v for k, (v, _) in d.settings.items()}
+        list_spec = None
+        if "list" in settings:
+            ls, lloc = d.settings["list"]
+            list_spec = ListSpec(
+                tuple(ls["columns"]),
+                tuple(ls.get("search", ())),
+                tuple(ls.get("filters", ())),
+                ls.get("order", "-created_at"),
+                lloc,
+            )
+        form = tuple(
+            FormSection(Label.of(s.get("label"), ""), tuple(s["fields"]))
+            for s in (settings.get("form") or {}).get("sections", [])
+        )
+        access = {
+            role: Access(
+                rule.get("read", False),
+                rule.get("create", False),
+                rule.get("update", False),
+                rule.get("delete", False),
+                loc,
+            )
+            for role, (rule, loc) in d.access.items()
+        }
+        return DocType(
+            name=d.name,
+            loc=d.loc,
+            layer=d.layer,
+            label=d.label,
+            fields=frozen_map(fields),
+            title=settings.get("title"),
+            owner=settings.get("owner"),
+            numbering=numbering,
+            statuses=statuses,
+            list=list_spec,
+            form=form,
+            views=frozen_map({k: frozen_map(v) for k, v in (settings.get("views") or {}).items()}),
+            access=frozen_map(access),
+            builtin=d.builtin,
+        )
+
+    def _freeze_statuses(self, d: DocDraft) -> Statuses:
+        st = d.statuses
+        assert st is not None
+        states: dict[str, State] = {}
+        for name, (spec, loc, label) in st.states.items():
+            rn = spec.get("require_next")
+            states[name] = State(
+                name,
+                label,
+                loc,
+                bool(spec.get("final", False)),
+                spec.get("outcome"),
+                tuple(spec.get("require", ())),
+                RequireNext(
+                    rn["document"], rn.get("min", 1), rn["link"], spec.value_loc("require_next")
+                )
+                if rn
+                else None,
+            )
+        transitions = tuple(
+            Transition(
+                _names(t["from"]), _names(t["to"]), loc, tuple(t.get("roles", ())), t.get("when")
+            )
+            for t, loc in st.transitions
+        )
+        return Statuses(
+            st.spec.get("field", "status"),
+            st.spec["initial"],
+            frozen_map(states),
+            transitions,
+            st.loc,
+        )
+
+
+def _database_url(url: str | None, config_dir: Path) -> str:
+    """A relative SQLite path is taken from the config folder, wherever `crm` runs."""
+    if not url:
+        url = "sqlite:///instance/crm.db"
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+        return prefix + str((config_dir / url[len(prefix) :]).resolve())
+    return url
+
+
+def _audit_fields(loc: Loc) -> dict[str, Field]:
+    def f(name: str, ftype: str, en: str, ru: str, **kw: Any) -> tuple[str, Field]:
+        return name, Field(
+            name,
+            ftype,
+            loc,
+            "engine",
+            Label.of({"en": en, "ru": ru}, name),
+            readonly=True,
+            system=True,
+            **kw,
+        )
+
+    return dict(
+        (
+            f("id", "integer", "ID", "ID"),
+            f("created_at", "datetime", "Created", "Создано", index=True),
+            f("created_by", "ref", "Created by", "Автор", to=USER),
+            f("updated_at", "datetime", "Updated", "Изменено"),
+            f("updated_by", "ref", "Updated by", "Изменил", to=USER),
+            f("version", "integer", "Version", "Версия"),
+        )
+    )
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def spec_view(spec: LMap, options: dict[str, Any]) -> Mapping[str, Any]:
+    out = LMap(options)
+    out.loc, out.key_locs, out.value_locs = spec.loc, spec.key_locs, spec.value_locs
+    return out
+
+
+def _yaml_files(folder: Path, recursive: bool = True) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern) if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def _section_hint(p: Problem) -> Problem:
+    if p.message.startswith("unknown key"):
+        return Problem(
+            p.loc,
+            p.message.replace("unknown key", "unknown section", 1)
+            + f"; sections are {', '.join(SECTIONS)}",
+        )
+    return p
+
+
+def load(config_dir: str | Path, env: Mapping[str, str] | None = None) -> Registry:
+    """Load and check a configuration; raises MetadataError with every problem."""
+    return Loader(Path(config_dir), env).load()

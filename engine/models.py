@@ -1,0 +1,248 @@
+"""SQLAlchemy models built from a registry: one set of classes per configuration.
+
+Every field is a real column of the right type (additional attributes too);
+refs are foreign keys with an index; a ``table`` field is a child table with a
+row order; each status field gets a history table. The classes live on their
+own ``DeclarativeBase`` and ``MetaData`` so two configurations in one process
+never share a class or a table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.orderinglist import ordering_list
+from sqlalchemy.orm import DeclarativeBase, relationship
+
+from engine.fieldtypes import CORE_TYPES, FieldType
+from engine.registry import USER, DocType, Field, Registry
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+SEQUENCE_TABLE = "crm_sequence"
+#: columns of Flask-AppBuilder's user table that the engine reads
+USER_COLUMNS = ("username", "first_name", "last_name", "email", "active")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class Models:
+    """The mapped classes and tables of one configuration."""
+
+    registry: Registry
+    metadata: sa.MetaData
+    base: type[DeclarativeBase]
+    types: dict[str, FieldType]
+    classes: dict[str, type] = field(default_factory=dict)
+    children: dict[tuple[str, str], type] = field(default_factory=dict)
+    histories: dict[str, type] = field(default_factory=dict)
+    sequence: sa.Table | None = None
+
+    def cls(self, doctype: str) -> type:
+        return self.classes[doctype]
+
+    def table(self, doctype: str) -> sa.Table:
+        return self.classes[doctype].__table__  # type: ignore[attr-defined, no-any-return]
+
+    def dispose(self) -> None:
+        """Forget the mappers: tests build many configurations in one process."""
+        self.base.registry.dispose()
+        self.metadata.clear()
+
+
+def build(registry: Registry, field_types: dict[str, FieldType] | None = None) -> Models:
+    metadata = sa.MetaData(naming_convention=NAMING)
+
+    class Base(DeclarativeBase):
+        pass
+
+    Base.metadata = metadata
+    types = {t.name: t for t in CORE_TYPES} | (field_types or {})
+    models = Models(registry, metadata, Base, types)
+    models.sequence = sa.Table(
+        SEQUENCE_TABLE, metadata,
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("value", sa.BigInteger, nullable=False, server_default="0"),
+    )  # fmt: skip
+    # tables first (refs may point forward), then mappers with relationships
+    tables = {name: _doc_table(models, d) for name, d in registry.documents.items()}
+    for name, d in registry.documents.items():
+        _map_doc(models, d, tables[name])
+    return models
+
+
+def _column(models: Models, doc_table: str, f: Field) -> sa.Column[Any]:
+    ftype = models.types[f.type]
+    kwargs: dict[str, Any] = {"nullable": True}
+    args: list[Any] = []
+    if f.type == "ref":
+        target = models.registry.documents[f.to].table if f.to else "ab_user"
+        args.append(sa.ForeignKey(f"{target}.id"))
+        kwargs["index"] = True
+    elif f.unique:
+        # a unique index, not a constraint: a later layer can add it in place
+        kwargs["unique"] = True
+        kwargs["index"] = True
+    elif f.index:
+        kwargs["index"] = True
+    default = _server_default(f)
+    if default is not None:
+        kwargs["server_default"] = default
+    if f.label:
+        kwargs["comment"] = str(f.label)
+    return sa.Column(f.column, ftype.column(f), *args, **kwargs)
+
+
+def _server_default(f: Field) -> str | None:
+    """Defaults the database applies itself, so that new columns fill old rows alike."""
+    value = f.default
+    if f.type == "boolean":
+        return "1" if value is True else "0" if value in (None, False) else None
+    if value is None or value == "current_user" or f.compute or f.type == "ref":
+        return None
+    if f.type in ("integer", "decimal", "money") and isinstance(value, (int, float, Decimal)):
+        return str(value)
+    if f.type in ("string", "enum", "text", "phone", "email", "url") and isinstance(value, str):
+        return value
+    return None
+
+
+def _doc_table(models: Models, d: DocType) -> sa.Table:
+    md = models.metadata
+    if d.name == USER:
+        cols = [sa.Column("id", sa.Integer, primary_key=True)]
+        for name in USER_COLUMNS:
+            f = d.fields[name]
+            cols.append(sa.Column(name, models.types[f.type].column(f)))
+        cols += [_column(models, d.table, f) for f in d.fields.values() if not f.system]
+        return sa.Table(d.table, md, *cols)
+    cols = [
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=utcnow),
+        sa.Column("created_by_id", sa.Integer, sa.ForeignKey("ab_user.id"), index=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True, onupdate=utcnow),
+        sa.Column("updated_by_id", sa.Integer, sa.ForeignKey("ab_user.id")),
+    ]
+    skip = {"id", "version", "created_at", "created_by", "updated_at", "updated_by"}
+    for f in d.fields.values():
+        if f.name in skip or not f.stored:
+            continue
+        cols.append(_column(models, d.table, f))
+    table = sa.Table(d.table, md, *cols, comment=str(d.label))
+    for columns in _composite_indexes(d):
+        sa.Index(f"ix_{d.table}_{'_'.join(columns)}", *(table.c[c] for c in columns))
+    for f in d.fields.values():
+        if f.type == "table":
+            _child_table(models, d, f)
+    if d.statuses is not None:
+        sa.Table(
+            d.history_table, md,
+            sa.Column("id", sa.Integer, primary_key=True),
+            sa.Column("doc_id", sa.Integer, sa.ForeignKey(f"{d.table}.id", ondelete="CASCADE"), nullable=False),
+            sa.Column("field", sa.String(64), nullable=False),
+            sa.Column("from_state", sa.String(64)),
+            sa.Column("to_state", sa.String(64), nullable=False),
+            sa.Column("at", sa.DateTime(timezone=True), nullable=False, default=utcnow),
+            sa.Column("by_id", sa.Integer, sa.ForeignKey("ab_user.id")),
+            sa.Index(f"ix_{d.history_table}_doc_id_at", "doc_id", "at"),
+            sa.Index(f"ix_{d.history_table}_to_state_at", "to_state", "at"),
+            comment=f"{d.label}: history of {d.statuses.field}",
+        )  # fmt: skip
+    return table
+
+
+def _composite_indexes(d: DocType) -> list[tuple[str, ...]]:
+    """Indexes that end in the list's sort column, one per list filter (and the
+    status), so that a filtered, sorted page is an index range scan rather
+    than a sort of the whole table."""
+    wanted: list[tuple[str, ...]] = [("created_at", "id")]
+    order_col = "created_at"
+    if d.list is not None:
+        order_field = d.fields.get(d.list.order_field)
+        if order_field is not None and order_field.stored:
+            order_col = order_field.column
+    if order_col != "created_at":
+        wanted.append((order_col, "id"))
+    filters = list(d.list.filters) if d.list else []
+    if d.statuses is not None:
+        filters.insert(0, d.statuses.field)
+    for name in filters:
+        f = d.fields.get(name)
+        if f is not None and f.stored and f.column != order_col:
+            wanted.append((f.column, order_col))
+    return list(dict.fromkeys(wanted))
+
+
+def _child_table(models: Models, d: DocType, f: Field) -> sa.Table:
+    cols = [
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column(
+            "parent_id",
+            sa.Integer,
+            sa.ForeignKey(f"{d.table}.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("idx", sa.Integer, nullable=False, server_default="0"),
+    ]
+    cols += [_column(models, d.child_table(f.name), c) for c in f.fields.values()]
+    table = sa.Table(d.child_table(f.name), models.metadata, *cols, comment=f"{d.label}: {f.label}")
+    sa.Index(f"ix_{table.name}_parent_id_idx", table.c.parent_id, table.c.idx)
+    return table
+
+
+def _map_doc(models: Models, d: DocType, table: sa.Table) -> None:
+    props: dict[str, Any] = {"__table__": table, "__doctype__": d}
+    if d.name != USER:
+        props["__mapper_args__"] = {"version_id_col": table.c.version}
+    for f in d.fields.values():
+        if f.type == "ref":
+            target = d.name if f.to == d.name else f.to
+            props[f.name] = relationship(
+                lambda target=target: models.classes[target],  # type: ignore[misc]
+                foreign_keys=[table.c[f.column]],
+                remote_side=[table.c.id] if target == d.name else None,
+                lazy="select",
+            )
+        elif f.type == "table":
+            child_cls = _map_child(models, d, f)
+            props[f.name] = relationship(
+                child_cls,
+                order_by=child_cls.__table__.c.idx,  # type: ignore[attr-defined]
+                collection_class=ordering_list("idx"),
+                cascade="all, delete-orphan",
+                passive_deletes=True,
+                lazy="select",
+            )
+    cls = type(d.name, (models.base,), props)
+    models.classes[d.name] = cls
+    if d.statuses is not None:
+        hist = models.metadata.tables[d.history_table]
+        models.histories[d.name] = type(f"{d.name}History", (models.base,), {"__table__": hist})
+
+
+def _map_child(models: Models, d: DocType, f: Field) -> type:
+    table = models.metadata.tables[d.child_table(f.name)]
+    props: dict[str, Any] = {"__table__": table}
+    for c in f.fields.values():
+        if c.type == "ref":
+            props[c.name] = relationship(
+                lambda target=c.to: models.classes[target],  # type: ignore[misc]
+                foreign_keys=[table.c[c.column]],
+                lazy="select",
+            )
+    cls = type(f"{d.name}_{f.name}", (models.base,), props)
+    models.children[(d.name, f.name)] = cls
+    return cls

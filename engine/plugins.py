@@ -1,0 +1,74 @@
+"""The plugin manager: built-in and outside plugins through one entry point group.
+
+Every plugin, the built-in ones included, is found through the entry point
+group ``crm.plugins``; a configuration's ``plugins:`` section chooses which
+are on. The engine's own defaults (core field types, the base layer) are a
+plugin too, always on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from engine import hookspecs
+from engine.errors import Loc, Problem, did_you_mean
+from engine.hookspecs import hookimpl
+
+ENTRY_POINT_GROUP = "crm.plugins"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class CorePlugin:
+    """What the engine itself contributes through its own hooks."""
+
+    @hookimpl
+    def crm_field_types(self) -> list[Any]:
+        from engine.fieldtypes import CORE_TYPES
+
+        return list(CORE_TYPES)
+
+
+def available_plugins() -> dict[str, Any]:
+    """name → entry point, for every installed plugin."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def make_plugin_manager(
+    enabled: Mapping[str, Any], where: Mapping[str, Loc] | None = None
+) -> tuple[pluggy.PluginManager, list[Problem]]:
+    """A manager with the core and the enabled plugins registered, or the
+    problems that prevented it (an unknown plugin name, a misspelt hook)."""
+    pm = pluggy.PluginManager("crm")
+    pm.add_hookspecs(hookspecs)
+    pm.register(CorePlugin(), name="core")
+    problems: list[Problem] = []
+    installed = available_plugins()
+    where = where or {}
+    for name in enabled:
+        loc = where.get(name, Loc("config.yaml", 1, 1))
+        ep = installed.get(name)
+        if ep is None:
+            problems.append(
+                Problem(
+                    loc,
+                    f"unknown plugin `{name}`{did_you_mean(name, installed)}; "
+                    f"installed: {', '.join(sorted(installed)) or 'none'}",
+                )
+            )
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # an outside plugin that fails to import
+            problems.append(Problem(loc, f"plugin `{name}` failed to load: {exc}"))
+            continue
+        pm.register(plugin, name=name)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        problems.append(Problem(Loc("<plugins>", 0, 0), f"plugin error: {exc}"))
+    return pm, problems

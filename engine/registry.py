@@ -1,0 +1,295 @@
+"""The registry: the checked, immutable description of one configuration.
+
+After loading, nothing re-reads YAML: models, views, the status engine and
+plugins all read these dataclasses. Every node keeps the :class:`Loc` it came
+from, so that any later error can still point at the consultant's file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from engine.errors import UNKNOWN, Loc
+
+#: Field types of metadata version 1.
+FIELD_TYPES = (
+    "string", "text", "integer", "decimal", "money", "boolean", "date", "datetime",
+    "enum", "ref", "phone", "email", "url", "table",
+)  # fmt: skip
+#: Columns every document has; a consultant cannot declare fields with these names.
+SYSTEM_FIELDS = ("id", "created_at", "created_by", "updated_at", "updated_by", "version")
+ACCESS_ACTIONS = ("read", "create", "update", "delete")
+USER = "User"
+
+
+def frozen_map(items: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(items or {}))
+
+
+def snake_case(name: str) -> str:
+    """``CustomerOrder`` → ``customer_order``: table and REST resource names."""
+    s = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s).lower()
+
+
+@dataclass(frozen=True)
+class Label:
+    """Human text in several languages; ``str()`` gives the first one."""
+
+    texts: Mapping[str, str]
+
+    @classmethod
+    def of(cls, value: Any, fallback: str) -> Label:
+        if isinstance(value, Mapping):
+            return cls(frozen_map({str(k): str(v) for k, v in value.items()}))
+        if value is None:
+            return cls(frozen_map({"": fallback}))
+        return cls(frozen_map({"": str(value)}))
+
+    def get(self, locale: str | None = None) -> str:
+        if locale and locale in self.texts:
+            return self.texts[locale]
+        if "" in self.texts:
+            return self.texts[""]
+        if "en" in self.texts:
+            return self.texts["en"]
+        return next(iter(self.texts.values()), "")
+
+    def merged(self, later: Label) -> Label:
+        return Label(frozen_map({**self.texts, **later.texts}))
+
+    def __str__(self) -> str:
+        return self.get()
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: str
+    loc: Loc = UNKNOWN
+    layer: str = ""
+    label: Label = Label(frozen_map())
+    required: bool = False
+    default: Any = None
+    unique: bool = False
+    index: bool = False
+    help: Label | None = None
+    readonly: bool = False
+    hidden: bool = False
+    min: Any = None
+    max: Any = None
+    compute: str | None = None
+    max_length: int | None = None
+    pattern: str | None = None
+    digits: int | None = None
+    places: int | None = None
+    #: enum: key → label, in order
+    values: Mapping[str, Label] = field(default_factory=frozen_map)
+    #: ref: the target type's name (or ``User``)
+    to: str | None = None
+    #: table: the child row's fields, in order
+    fields: Mapping[str, Field] = field(default_factory=frozen_map)
+    #: set by the engine for fields it creates (status field, numbering)
+    system: bool = False
+
+    @property
+    def stored(self) -> bool:
+        return self.type != "table"
+
+    @property
+    def column(self) -> str:
+        """The database column: ``customer_id`` for a ref, the field's name otherwise."""
+        return f"{self.name}_id" if self.type == "ref" else self.name
+
+
+@dataclass(frozen=True)
+class RequireNext:
+    document: str
+    min: int
+    link: str
+    loc: Loc = UNKNOWN
+
+
+@dataclass(frozen=True)
+class State:
+    name: str
+    label: Label
+    loc: Loc = UNKNOWN
+    final: bool = False
+    outcome: str | None = None
+    require: tuple[str, ...] = ()
+    require_next: RequireNext | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    sources: tuple[str, ...]  # "*" means any state
+    targets: tuple[str, ...]
+    loc: Loc = UNKNOWN
+    roles: tuple[str, ...] = ()
+    when: str | None = None
+
+    def matches(self, source: str | None, target: str) -> bool:
+        return target in self.targets and ("*" in self.sources or source in self.sources)
+
+
+@dataclass(frozen=True)
+class Statuses:
+    field: str
+    initial: str
+    states: Mapping[str, State]
+    transitions: tuple[Transition, ...]
+    loc: Loc = UNKNOWN
+
+    @property
+    def free(self) -> bool:
+        """No transitions listed: any state may go to any other."""
+        return not self.transitions
+
+
+@dataclass(frozen=True)
+class Numbering:
+    prefix: str
+    width: int
+    field: str = "number"
+
+
+@dataclass(frozen=True)
+class ListSpec:
+    columns: tuple[str, ...]
+    search: tuple[str, ...] = ()
+    filters: tuple[str, ...] = ()
+    order: str = "-created_at"
+    loc: Loc = UNKNOWN
+
+    @property
+    def order_field(self) -> str:
+        return self.order.lstrip("-+")
+
+    @property
+    def descending(self) -> bool:
+        return self.order.startswith("-")
+
+
+@dataclass(frozen=True)
+class FormSection:
+    label: Label
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Access:
+    read: bool | str = False
+    create: bool | str = False
+    update: bool | str = False
+    delete: bool | str = False
+    loc: Loc = UNKNOWN
+
+    def rule(self, action: str) -> bool | str:
+        return getattr(self, action)
+
+
+@dataclass(frozen=True)
+class DocType:
+    name: str
+    loc: Loc
+    layer: str
+    label: Label
+    fields: Mapping[str, Field]
+    title: str | None = None
+    owner: str | None = None
+    numbering: Numbering | None = None
+    statuses: Statuses | None = None
+    list: ListSpec | None = None
+    form: tuple[FormSection, ...] = ()
+    views: Mapping[str, Mapping[str, Any]] = field(default_factory=frozen_map)
+    access: Mapping[str, Access] = field(default_factory=frozen_map)
+    #: where each piece was extended by a later layer: name → Loc
+    builtin: bool = False
+
+    @property
+    def table(self) -> str:
+        return "ab_user" if self.name == USER else snake_case(self.name)
+
+    @property
+    def resource(self) -> str:
+        return snake_case(self.name)
+
+    def child_table(self, field_name: str) -> str:
+        return f"{self.table}__{field_name}"
+
+    @property
+    def history_table(self) -> str:
+        return f"{self.table}__history"
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    label: Label
+    loc: Loc = UNKNOWN
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str
+    document: str
+    label: Label
+    filter: Mapping[str, Any]
+    loc: Loc = UNKNOWN
+
+
+@dataclass(frozen=True)
+class Report:
+    name: str
+    type: str
+    document: str
+    options: Mapping[str, Any]
+    loc: Loc = UNKNOWN
+
+
+@dataclass(frozen=True)
+class Section:
+    """A section that a plugin interprets (``processes``, ``automations``):
+    kept as loaded YAML, with locations, for the plugin's own checks."""
+
+    name: str
+    body: Any
+    loc: Loc = UNKNOWN
+
+
+@dataclass(frozen=True)
+class Registry:
+    name: str
+    locale: str
+    documents: Mapping[str, DocType]
+    roles: Mapping[str, Role]
+    segments: Mapping[str, Segment]
+    reports: Mapping[str, Report]
+    processes: Mapping[str, Section]
+    automations: Mapping[str, Section]
+    plugins: Mapping[str, Mapping[str, Any]]
+    layers: tuple[str, ...]
+    database: str
+    settings: Mapping[str, Any] = field(default_factory=frozen_map)
+
+    def doc(self, name: str) -> DocType:
+        return self.documents[name]
+
+    def field_path(self, doctype: str, path: str) -> list[Field]:
+        """Follow a dotted name (``manager.department``) through refs; KeyError if broken."""
+        fields: list[Field] = []
+        current = self.documents[doctype]
+        parts = path.split(".")
+        for i, part in enumerate(parts):
+            f = current.fields[part]
+            fields.append(f)
+            if i < len(parts) - 1:
+                if f.type != "ref" or f.to is None:
+                    raise KeyError(part)
+                current = self.documents[f.to]
+        return fields
