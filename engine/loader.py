@@ -130,7 +130,8 @@ class Loader:
         wanted = config.get("layers", ["base"])
         if "base" in wanted:
             layers.append(("base", _yaml_files(BASE_LAYER), BASE_LAYER))
-        for contributed in self.pm.hook.crm_metadata_layers():
+        # pluggy calls the last registered plugin first: reverse to keep config order
+        for contributed in reversed(self.pm.hook.crm_metadata_layers()):
             for name, folder in contributed:
                 layers.append((name, _yaml_files(Path(folder)), Path(folder)))
         for name in wanted:

@@ -89,7 +89,9 @@ def _column(models: Models, doc_table: str, f: Field) -> sa.Column[Any]:
     args: list[Any] = []
     if f.type == "ref":
         target = models.registry.documents[f.to].table if f.to else "ab_user"
-        args.append(sa.ForeignKey(f"{target}.id"))
+        # use_alter: refs may form cycles (a user's department, the department's
+        # head); the FK is then added after both tables exist
+        args.append(sa.ForeignKey(f"{target}.id", use_alter=True))
         kwargs["index"] = True
     elif f.unique:
         # a unique index, not a constraint: a later layer can add it in place
@@ -132,9 +134,11 @@ def _doc_table(models: Models, d: DocType) -> sa.Table:
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("version", sa.Integer, nullable=False, server_default="1"),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=utcnow),
-        sa.Column("created_by_id", sa.Integer, sa.ForeignKey("ab_user.id"), index=True),
+        sa.Column(
+            "created_by_id", sa.Integer, sa.ForeignKey("ab_user.id", use_alter=True), index=True
+        ),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True, onupdate=utcnow),
-        sa.Column("updated_by_id", sa.Integer, sa.ForeignKey("ab_user.id")),
+        sa.Column("updated_by_id", sa.Integer, sa.ForeignKey("ab_user.id", use_alter=True)),
     ]
     skip = {"id", "version", "created_at", "created_by", "updated_at", "updated_by"}
     for f in d.fields.values():
@@ -156,7 +160,7 @@ def _doc_table(models: Models, d: DocType) -> sa.Table:
             sa.Column("from_state", sa.String(64)),
             sa.Column("to_state", sa.String(64), nullable=False),
             sa.Column("at", sa.DateTime(timezone=True), nullable=False, default=utcnow),
-            sa.Column("by_id", sa.Integer, sa.ForeignKey("ab_user.id")),
+            sa.Column("by_id", sa.Integer, sa.ForeignKey("ab_user.id", use_alter=True)),
             sa.Index(f"ix_{d.history_table}_doc_id_at", "doc_id", "at"),
             sa.Index(f"ix_{d.history_table}_to_state_at", "to_state", "at"),
             comment=f"{d.label}: history of {d.statuses.field}",

@@ -66,9 +66,36 @@ def make_plugin_manager(
         except Exception as exc:  # an outside plugin that fails to import
             problems.append(Problem(loc, f"plugin `{name}` failed to load: {exc}"))
             continue
-        pm.register(plugin, name=name)
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        problems.append(Problem(Loc("<plugins>", 0, 0), f"plugin error: {exc}"))
+        try:
+            pm.register(plugin, name=name)
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            # a hook implemented with arguments its spec does not have, or the
+            # same module enabled twice: leave no half-registered plugin behind
+            if pm.has_plugin(name) and pm.get_plugin(name) is plugin:
+                pm.unregister(name=name)
+            problems.append(Problem(loc, f"plugin `{name}`: {_one_line(exc)}"))
+    problems += _unknown_hooks(pm, where)
     return pm, problems
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, where: Mapping[str, Loc]) -> list[Problem]:
+    """``pm.check_pending()``, but every misspelt hook is reported, with a hint."""
+    specs = [n for n in vars(pm.hook) if not n.startswith("_") and getattr(pm.hook, n).has_spec()]
+    problems = []
+    for name, caller in sorted(vars(pm.hook).items()):
+        if name.startswith("_") or caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if not impl.optionalhook:
+                problems.append(
+                    Problem(
+                        where.get(impl.plugin_name, Loc("config.yaml", 1, 1)),
+                        f"plugin `{impl.plugin_name}` implements unknown hook "
+                        f"`{name}`{did_you_mean(name, specs)}",
+                    )
+                )
+    return problems
+
+
+def _one_line(exc: Exception) -> str:
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())

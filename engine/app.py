@@ -1,0 +1,83 @@
+"""The app factory: one Flask + Flask-AppBuilder app per configuration.
+
+Start-up only reads: permissions and roles are synced by ``crm migrate``
+(``FAB_UPDATE_PERMS`` is off), the security tables are created there too, so
+several workers can start at once without racing each other.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask_appbuilder import AppBuilder
+from flask_sqlalchemy import SQLAlchemy
+
+from engine.loader import Loader
+from engine.models import Models, build
+from engine.registry import Registry
+
+
+@dataclass
+class CRM:
+    """What an app knows about its configuration: ``app.extensions["crm"]``."""
+
+    registry: Registry
+    models: Models
+    pm: Any
+    db: SQLAlchemy
+    appbuilder: AppBuilder
+
+
+def secret_key(registry: Registry) -> str:
+    """``CRM_SECRET_KEY``, or a random key kept in the config's instance folder."""
+    if os.environ.get("CRM_SECRET_KEY"):
+        return os.environ["CRM_SECRET_KEY"]
+    folder = Path(registry.settings["config_dir"]) / "instance"
+    path = folder / "secret_key"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48), encoding="utf-8")
+        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip()
+
+
+def create_app(config_dir: str | Path, test_config: dict[str, Any] | None = None) -> Flask:
+    loader = Loader(Path(config_dir))
+    registry = loader.load()
+    field_types = {t.name: t for result in loader.pm.hook.crm_field_types() for t in result}
+    models = build(registry, field_types)
+    app = Flask("engine", instance_path=str(Path(registry.settings["config_dir"]) / "instance"))
+    app.config.update(
+        SECRET_KEY=secret_key(registry),
+        SQLALCHEMY_DATABASE_URI=registry.database,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        APP_NAME=registry.name,
+        AUTH_TYPE=1,  # database users
+        AUTH_ROLE_ADMIN="Admin",
+        AUTH_ROLE_PUBLIC="Public",
+        FAB_UPDATE_PERMS=False,
+        FAB_CREATE_DB=False,
+        FAB_ADD_SECURITY_API=False,
+        BABEL_DEFAULT_LOCALE=registry.locale,
+        LANGUAGES={
+            "en": {"flag": "gb", "name": "English"},
+            "ru": {"flag": "ru", "name": "Русский"},
+        },
+        WTF_CSRF_ENABLED=True,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+    )
+    app.config.update(test_config or {})
+    db = SQLAlchemy()
+    db.init_app(app)
+    with app.app_context():
+        appbuilder = AppBuilder(app, db.session)
+        app.extensions["crm"] = CRM(registry, models, loader.pm, db, appbuilder)
+        loader.pm.hook.crm_register_views(appbuilder=appbuilder, registry=registry)
+        loader.pm.hook.crm_startup(app=app, registry=registry)
+    return app

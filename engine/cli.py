@@ -1,0 +1,185 @@
+"""The ``crm`` command: check, migrate and serve a configuration.
+
+Every error a user can cause is printed as one clear line (``file:line:col``
+for metadata) with exit status 1; a traceback means a bug in the engine.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import sqlalchemy as sa
+
+from engine.errors import HandledError, MetadataError
+
+F = TypeVar("F", bound=Callable[..., Any])
+CONFIG = click.argument("path", type=click.Path(file_okay=False, path_type=Path))
+
+
+def handled(fn: F) -> F:
+    """Turn the errors a user can fix into messages and exit status 1."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MetadataError as exc:
+            for problem in exc.problems:
+                click.echo(str(problem))
+            n = len(exc.problems)
+            click.echo(f"{n} problem{'s' if n != 1 else ''} found", err=True)
+            sys.exit(1)
+        except HandledError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except sa.exc.OperationalError as exc:
+            click.echo(f"error: the database is not reachable: {_db_message(exc)}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _db_message(exc: sa.exc.OperationalError) -> str:
+    """The driver's first line, without the statement or connection parameters."""
+    return str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
+
+
+def safe_url(url: str) -> str:
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="crm-framework", prog_name="crm")
+def main() -> None:
+    """A low-code CRM: describe it in YAML, check it, migrate the database, serve it."""
+
+
+@main.command()
+@CONFIG
+@handled
+def check(path: Path) -> None:
+    """Validate a configuration; print every problem as file:line:col: message."""
+    from engine.loader import load
+
+    registry = load(path)
+    types = [d for d in registry.documents.values() if not d.builtin]
+    click.echo(f"{path}: OK — {len(types)} document types, {len(registry.roles)} roles, "
+               f"{len(registry.segments)} segments, {len(registry.reports)} reports")  # fmt: skip
+
+
+@main.command()
+@CONFIG
+@click.option("--dry-run", is_flag=True, help="Show the plan and change nothing.")
+@click.option(
+    "--drop-retired",
+    is_flag=True,
+    help="Also drop columns no field uses any more (their data is lost).",
+)
+@handled
+def migrate(path: Path, dry_run: bool, drop_retired: bool) -> None:
+    """Show and apply schema changes (tables, columns, indexes) and sync roles."""
+    from engine import migrate as m
+    from engine.app import create_app
+    from engine.security import sync
+
+    app = create_app(path)
+    crm = app.extensions["crm"]
+    url = crm.registry.database
+    _ensure_sqlite_folder(url)
+    engine = sa.create_engine(url)
+    try:
+        the_plan = m.plan(crm.models, engine, drop_retired=drop_retired)
+        click.echo(f"Database {safe_url(url)}:")
+        lines = the_plan.lines()
+        click.echo("\n".join(lines) if lines else "  the schema is up to date")
+        if the_plan.refused:
+            raise HandledError(f"{len(the_plan.refused)} change(s) refused; nothing was applied")
+        if dry_run:
+            click.echo("dry run: nothing was changed")
+            return
+        m.apply(crm.models, engine, the_plan)
+    finally:
+        engine.dispose()
+    with app.app_context():
+        changes = sync(crm.appbuilder, crm.registry)
+    for line in changes:
+        click.echo(f"  * {line}")
+    click.echo("migrated" if lines or changes else "nothing to do")
+
+
+def _ensure_sqlite_folder(url: str) -> None:
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+@main.command()
+@CONFIG
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--debug", is_flag=True, help="Reload on code changes (development only).")
+@handled
+def run(path: Path, host: str, port: int, debug: bool) -> None:
+    """Serve a configuration with the development server (use gunicorn in production)."""
+    from engine.app import create_app
+
+    app = create_app(path)
+    click.echo(f"Serving {app.config['APP_NAME']} on http://{host}:{port}/")
+    app.run(host=host, port=port, debug=debug, use_reloader=debug)
+
+
+@main.group()
+def users() -> None:
+    """Manage the people who log in."""
+
+
+@users.command("create")
+@CONFIG
+@click.option("--username", required=True)
+@click.option("--password", required=True, prompt=True, hide_input=True)
+@click.option("--first-name", default="")
+@click.option("--last-name", default="")
+@click.option("--email", default=None)
+@click.option(
+    "--role", "roles", multiple=True, help="A role from the metadata; repeat for several."
+)
+@click.option("--admin", is_flag=True, help="An administrator may do everything.")
+@handled
+def users_create(path: Path, username: str, password: str, first_name: str, last_name: str,
+                 email: str | None, roles: tuple[str, ...], admin: bool) -> None:  # fmt: skip
+    """Create a user with roles (run `crm migrate` first)."""
+    from engine.app import create_app
+    from engine.errors import did_you_mean
+
+    app = create_app(path)
+    crm = app.extensions["crm"]
+    for role in roles:
+        if role not in crm.registry.roles:
+            raise HandledError(f"unknown role `{role}`{did_you_mean(role, crm.registry.roles)}")
+    with app.app_context():
+        sm = crm.appbuilder.sm
+        if sm.find_user(username=username):
+            raise HandledError(f"a user `{username}` exists already")
+        wanted = [sm.find_role(r) for r in roles] + (
+            [sm.find_role(sm.auth_role_admin)] if admin else []
+        )
+        if not wanted:
+            raise HandledError("give the user at least one --role, or --admin")
+        if any(r is None for r in wanted):
+            raise HandledError("roles are missing in the database: run `crm migrate` first")
+        user = sm.add_user(username, first_name or username, last_name or "-",
+                           email or f"{username}@localhost", wanted, password)  # fmt: skip
+        if not user:
+            raise HandledError("the user could not be created (is the email already used?)")
+    click.echo(
+        f"created {username} ({', '.join(roles) + (' + admin' if admin else '') if roles else 'admin'})"
+    )
+
+
+if __name__ == "__main__":
+    main()

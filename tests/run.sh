@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install the project and its test tools into .venv, then run the whole suite:
+# once on SQLite, once on PostgreSQL (when a server answers, always in CI),
+# then the quick benchmark. Usage: bash tests/run.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+PG_URL=${CRM_PG_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+
+echo "== tests on SQLite"
+.venv/bin/pytest "$@"
+
+if .venv/bin/python -c "import sqlalchemy as sa, sys; sa.create_engine(sys.argv[1]).connect().close()" "$PG_URL" 2>/dev/null; then
+  echo "== tests on PostgreSQL"
+  CRM_TEST_DATABASE_URL=$PG_URL .venv/bin/pytest "$@"
+elif [ "${CI:-}" = "true" ]; then
+  echo "PostgreSQL at $PG_URL does not answer; CI needs it" >&2
+  exit 1
+else
+  echo "== PostgreSQL not reachable at $PG_URL: skipped that run (CI runs it)"
+fi
+
+if [ -d bench ] && [ -f bench/__main__.py ]; then
+  echo "== benchmark (quick)"
+  .venv/bin/python -m bench --quick
+fi

@@ -1,0 +1,184 @@
+"""`crm migrate`: additive schema changes that keep every row, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from engine import migrate
+from engine.loader import load
+from engine.models import Models, build
+
+CONFIG = "name: Migrations Ltd\nlayers: []\n"
+CUSTOMER = """
+documents:
+  Customer:
+    title: "{{ name }}"
+    fields:
+      name:  {type: string, required: true}
+      phone: {type: phone}
+      notes: {type: text}
+"""
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def migrated(engine: sa.Engine) -> Iterator[Callable[[Path], tuple[Models, migrate.Plan]]]:
+    built: list[Models] = []
+
+    def run(folder: Path) -> tuple[Models, migrate.Plan]:
+        models = build(load(folder, env={}))
+        built.append(models)
+        the_plan = migrate.plan(models, engine)
+        migrate.apply(models, engine, the_plan)
+        return models, the_plan
+
+    yield run
+    for models in built:
+        models.dispose()
+
+
+def _rows(engine: sa.Engine, sql: str) -> list[tuple[object, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(sql))]
+
+
+def test_create_add_attribute_then_remove_field_keeps_every_value(
+    make_config: Callable[..., Path],
+    migrated: Callable[..., tuple[Models, migrate.Plan]],
+    engine: sa.Engine,
+) -> None:
+    folder = make_config({"customer.yaml": CUSTOMER}, CONFIG)
+    models, first = migrated(folder)
+    assert any(str(s) == "add table customer" for s in first.steps)
+    with engine.begin() as conn:
+        conn.execute(
+            models.table("Customer").insert(),
+            [{"name": "Romashka", "phone": "+74951234567", "notes": "old friend", "version": 1,
+              "created_at": dt.datetime.now(dt.UTC)}],
+        )  # fmt: skip
+
+    # a consultant adds an attribute in a new file
+    (folder / "zz_attributes.yaml").write_text(
+        "attributes:\n  Customer:\n    loyalty_card: {type: string, index: true}\n"
+        "    vip: {type: boolean}\n    discount: {type: decimal, default: 5}\n",
+        encoding="utf-8",
+    )
+    _, second = migrated(folder)
+    assert [str(s) for s in second.steps] == [
+        "add column customer.loyalty_card",
+        "add column customer.vip",
+        "add column customer.discount",
+        "add index customer.ix_customer_loyalty_card",
+    ]
+    assert _rows(engine, "SELECT name, phone, notes, vip, discount FROM customer") == [
+        ("Romashka", "+74951234567", "old friend", False, 5)
+    ]
+
+    # ... and later removes a field: its column and data stay, reported as retired
+    (folder / "customer.yaml").write_text(
+        CUSTOMER.replace("      notes: {type: text}\n", ""), encoding="utf-8"
+    )
+    _, third = migrated(folder)
+    assert third.steps == []
+    assert third.retired == ["customer.notes"]
+    assert _rows(engine, "SELECT name, notes FROM customer") == [("Romashka", "old friend")]
+    inspector = sa.inspect(engine)
+    assert "ix_customer_loyalty_card" in {i["name"] for i in inspector.get_indexes("customer")}
+
+
+def test_a_new_ref_attribute_gets_a_foreign_key_and_an_index(
+    make_config: Callable[..., Path],
+    migrated: Callable[..., tuple[Models, migrate.Plan]],
+    engine: sa.Engine,
+) -> None:
+    folder = make_config({"a.yaml": CUSTOMER}, CONFIG)
+    migrated(folder)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO customer (name, version, created_at) VALUES ('A', 1, CURRENT_TIMESTAMP)"
+            )
+        )
+    (folder / "b.yaml").write_text(
+        "documents:\n  Region:\n    fields:\n      name: {type: string}\n"
+        "attributes:\n  Customer:\n    region: {type: ref, to: Region}\n",
+        encoding="utf-8",
+    )
+    _, the_plan = migrated(folder)
+    assert "add table region" in [str(s) for s in the_plan.steps]
+    assert "add column customer.region_id" in [str(s) for s in the_plan.steps]
+    inspector = sa.inspect(engine)
+    fks = inspector.get_foreign_keys("customer")
+    assert any(
+        fk["referred_table"] == "region" and fk["constrained_columns"] == ["region_id"]
+        for fk in fks
+    )
+    assert any(i["column_names"] == ["region_id"] for i in inspector.get_indexes("customer"))
+    assert _rows(engine, "SELECT name, region_id FROM customer") == [("A", None)]
+
+
+def test_a_type_change_is_refused_and_nothing_is_applied(
+    make_config: Callable[..., Path],
+    migrated: Callable[..., tuple[Models, migrate.Plan]],
+    engine: sa.Engine,
+) -> None:
+    folder = make_config({"customer.yaml": CUSTOMER}, CONFIG)
+    migrated(folder)
+    changed = (
+        CUSTOMER.replace("notes: {type: text}", "notes: {type: integer}")
+        + "      extra: {type: string}\n"
+    )
+    (folder / "customer.yaml").write_text(changed, encoding="utf-8")
+    models = build(load(folder, env={}))
+    try:
+        the_plan = migrate.plan(models, engine)
+        assert the_plan.refused == [
+            "customer.notes holds text values in the database but the metadata now says integer: "
+            "changing a field's type needs a data migration"
+        ]
+        with pytest.raises(migrate.MigrationRefused):
+            migrate.apply(models, engine, the_plan)
+    finally:
+        models.dispose()
+    assert "extra" not in {c["name"] for c in sa.inspect(engine).get_columns("customer")}
+
+
+def test_drop_retired_drops_only_when_asked(
+    make_config: Callable[..., Path],
+    migrated: Callable[..., tuple[Models, migrate.Plan]],
+    engine: sa.Engine,
+) -> None:
+    folder = make_config({"customer.yaml": CUSTOMER}, CONFIG)
+    migrated(folder)
+    (folder / "customer.yaml").write_text(
+        CUSTOMER.replace("      notes: {type: text}\n", ""), encoding="utf-8"
+    )
+    models = build(load(folder, env={}))
+    try:
+        the_plan = migrate.plan(models, engine, drop_retired=True)
+        assert [str(s) for s in the_plan.steps] == ["DROP column customer.notes"]
+        migrate.apply(models, engine, the_plan)
+    finally:
+        models.dispose()
+    assert "notes" not in {c["name"] for c in sa.inspect(engine).get_columns("customer")}
+
+
+def test_migrating_twice_plans_nothing(
+    make_config: Callable[..., Path], migrated: Callable[..., tuple[Models, migrate.Plan]]
+) -> None:
+    folder = make_config(config="name: Base\nlayers: [base]\n")
+    _, first = migrated(folder)
+    assert first.steps
+    _, second = migrated(folder)
+    assert second.steps == [] and second.retired == [] and second.refused == []

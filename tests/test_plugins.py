@@ -1,0 +1,564 @@
+"""Plugins: every hook reaches a plugin with its arguments, mistakes are reported.
+
+A recorder plugin implements every hook and notes what pluggy passed it;
+outside plugins with mistakes are written to a temporary folder and offered
+through a stand-in entry point; the sample outside plugin in
+``tests/plugins/sample_plugin`` is installed for real, once per session.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import json
+import os
+import site
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import engine.plugins
+import plugins.mail
+import plugins.processes
+import plugins.telephony
+from engine import hookspecs
+from engine.errors import Loc, MetadataError, Problem
+from engine.fieldtypes import CORE_TYPES, Context, Invalid
+from engine.hookspecs import hookimpl
+from engine.loader import load
+from engine.plugins import ENTRY_POINT_GROUP, available_plugins, make_plugin_manager
+from engine.registry import Field
+
+SPECS = {
+    name: fn
+    for name, fn in vars(hookspecs).items()
+    if callable(fn) and hasattr(fn, "crm_spec") and name.startswith("crm_")
+}
+FIRST_RESULT = {"crm_send_email", "crm_send_sms", "crm_place_call"}
+
+
+class Stand:
+    """A stand-in for an object the engine passes (an app, a session, a user)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+APP, REGISTRY, APPBUILDER = Stand("app"), Stand("registry"), Stand("appbuilder")
+SESSION, DOCTYPE, DOC, USER = Stand("session"), Stand("Deal"), Stand("deal 1"), Stand("user")
+SETTINGS = {"telephony": {"provider": "example-pbx"}, "mail": {}}
+MESSAGE = EmailMessage()
+MESSAGE["To"] = "buyer@example.com"
+
+
+def ping(session: Any, payload: Any) -> None:
+    """A job the recorder declares."""
+
+
+#: hook → the keyword arguments the test calls it with
+CALLS: dict[str, dict[str, Any]] = {
+    "crm_startup": {"app": APP, "registry": REGISTRY},
+    "crm_metadata_layers": {},
+    "crm_field_types": {},
+    "crm_check": {"registry": REGISTRY},
+    "crm_document_created": {"session": SESSION, "doctype": DOCTYPE, "doc": DOC, "user": USER},
+    "crm_document_updated": {
+        "session": SESSION,
+        "doctype": DOCTYPE,
+        "doc": DOC,
+        "user": USER,
+        "changes": {"amount": (100, 250)},
+    },
+    "crm_document_deleted": {"session": SESSION, "doctype": DOCTYPE, "doc": DOC, "user": USER},
+    "crm_before_transition": {
+        "session": SESSION,
+        "doctype": DOCTYPE,
+        "doc": DOC,
+        "source": None,
+        "target": "new",
+        "user": USER,
+    },
+    "crm_status_changed": {
+        "session": SESSION,
+        "doctype": DOCTYPE,
+        "doc": DOC,
+        "source": "new",
+        "target": "won",
+        "user": USER,
+    },
+    "crm_send_email": {"message": MESSAGE, "settings": SETTINGS},
+    "crm_send_sms": {"to": "+74951234567", "text": "Your order has shipped", "settings": SETTINGS},
+    "crm_place_call": {"extension": "101", "number": "+74951234567", "settings": SETTINGS},
+    "crm_call_event": {"session": SESSION, "event": {"number": "+74951234567", "state": "ringing"}},
+    "crm_notification_channels": {},
+    "crm_process_step_kinds": {},
+    "crm_register_views": {"appbuilder": APPBUILDER, "registry": REGISTRY},
+    "crm_jobs": {},
+    "crm_schedules": {},
+}
+
+#: hook → what the recorder returns from it
+RESULTS: dict[str, Any] = {
+    "crm_startup": None,
+    "crm_metadata_layers": [("recorder", Path("/layers/recorder"))],
+    "crm_field_types": [Stand("field type")],
+    "crm_check": [Problem(Loc("config.yaml", 3, 1), "the recorder objects")],
+    "crm_document_created": None,
+    "crm_document_updated": None,
+    "crm_document_deleted": None,
+    "crm_before_transition": "Fill in the amount first",
+    "crm_status_changed": None,
+    "crm_send_email": "email-1",
+    "crm_send_sms": "sms-1",
+    "crm_place_call": "call-1",
+    "crm_call_event": None,
+    "crm_notification_channels": ["pigeon"],
+    "crm_process_step_kinds": ["approve"],
+    "crm_register_views": None,
+    "crm_jobs": {"recorder.ping": ping},
+    "crm_schedules": [("recorder.ping", 60)],
+}
+
+
+class Recorder:
+    """Implements every hook; notes each call with the arguments pluggy passed."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def _got(self, hook: str, args: dict[str, Any]) -> Any:
+        self.calls.append((hook, {k: v for k, v in args.items() if k != "self"}))
+        return RESULTS[hook]
+
+    @hookimpl
+    def crm_startup(self, app: Any, registry: Any) -> Any:
+        return self._got("crm_startup", locals())
+
+    @hookimpl
+    def crm_metadata_layers(self) -> Any:
+        return self._got("crm_metadata_layers", locals())
+
+    @hookimpl
+    def crm_field_types(self) -> Any:
+        return self._got("crm_field_types", locals())
+
+    @hookimpl
+    def crm_check(self, registry: Any) -> Any:
+        return self._got("crm_check", locals())
+
+    @hookimpl
+    def crm_document_created(self, session: Any, doctype: Any, doc: Any, user: Any) -> Any:
+        return self._got("crm_document_created", locals())
+
+    @hookimpl
+    def crm_document_updated(
+        self, session: Any, doctype: Any, doc: Any, user: Any, changes: Any
+    ) -> Any:
+        return self._got("crm_document_updated", locals())
+
+    @hookimpl
+    def crm_document_deleted(self, session: Any, doctype: Any, doc: Any, user: Any) -> Any:
+        return self._got("crm_document_deleted", locals())
+
+    @hookimpl
+    def crm_before_transition(
+        self, session: Any, doctype: Any, doc: Any, source: Any, target: Any, user: Any
+    ) -> Any:
+        return self._got("crm_before_transition", locals())
+
+    @hookimpl
+    def crm_status_changed(
+        self, session: Any, doctype: Any, doc: Any, source: Any, target: Any, user: Any
+    ) -> Any:
+        return self._got("crm_status_changed", locals())
+
+    @hookimpl
+    def crm_send_email(self, message: Any, settings: Any) -> Any:
+        return self._got("crm_send_email", locals())
+
+    @hookimpl
+    def crm_send_sms(self, to: Any, text: Any, settings: Any) -> Any:
+        return self._got("crm_send_sms", locals())
+
+    @hookimpl
+    def crm_place_call(self, extension: Any, number: Any, settings: Any) -> Any:
+        return self._got("crm_place_call", locals())
+
+    @hookimpl
+    def crm_call_event(self, session: Any, event: Any) -> Any:
+        return self._got("crm_call_event", locals())
+
+    @hookimpl
+    def crm_notification_channels(self) -> Any:
+        return self._got("crm_notification_channels", locals())
+
+    @hookimpl
+    def crm_process_step_kinds(self) -> Any:
+        return self._got("crm_process_step_kinds", locals())
+
+    @hookimpl
+    def crm_register_views(self, appbuilder: Any, registry: Any) -> Any:
+        return self._got("crm_register_views", locals())
+
+    @hookimpl
+    def crm_jobs(self) -> Any:
+        return self._got("crm_jobs", locals())
+
+    @hookimpl
+    def crm_schedules(self) -> Any:
+        return self._got("crm_schedules", locals())
+
+
+def test_the_recorder_covers_every_hook() -> None:
+    implemented = {name for name in vars(Recorder) if name.startswith("crm_")}
+    assert implemented == set(SPECS) == set(CALLS) == set(RESULTS)
+
+
+@pytest.mark.parametrize("hook", sorted(CALLS))
+def test_calls_are_complete(hook: str) -> None:
+    assert set(CALLS[hook]) == set(inspect.signature(SPECS[hook]).parameters)
+
+
+@pytest.mark.parametrize("hook", sorted(CALLS))
+def test_each_hook_reaches_the_plugin_with_its_arguments(hook: str) -> None:
+    pm, problems = make_plugin_manager({})
+    assert problems == []
+    recorder = Recorder()
+    pm.register(recorder, name="recorder")
+    pm.check_pending()
+
+    result = getattr(pm.hook, hook)(**CALLS[hook])
+
+    assert recorder.calls == [(hook, CALLS[hook])]
+    if hook in FIRST_RESULT:
+        assert result == RESULTS[hook]
+    elif RESULTS[hook] is None:
+        assert result == []  # pluggy leaves out None
+    else:
+        assert RESULTS[hook] in result
+
+
+def test_first_result_hooks_are_marked_so() -> None:
+    pm, _ = make_plugin_manager({})
+    marked = {name for name in SPECS if getattr(pm.hook, name).spec.opts["firstresult"]}
+    assert marked == FIRST_RESULT
+
+
+class Sender:
+    """Answers the first-result hooks with a fixed id (None: not my business)."""
+
+    def __init__(self, answer: str | None) -> None:
+        self.answer = answer
+        self.asked: list[str] = []
+
+    @hookimpl
+    def crm_send_email(self, message: Any, settings: Any) -> str | None:
+        self.asked.append("crm_send_email")
+        return self.answer
+
+    @hookimpl
+    def crm_send_sms(self, to: str, text: str, settings: Any) -> str | None:
+        self.asked.append("crm_send_sms")
+        return self.answer
+
+    @hookimpl
+    def crm_place_call(self, extension: str, number: str, settings: Any) -> str | None:
+        self.asked.append("crm_place_call")
+        return self.answer
+
+
+@pytest.mark.parametrize("hook", sorted(FIRST_RESULT))
+def test_first_result_stops_at_the_first_plugin_that_answers(hook: str) -> None:
+    pm, _ = make_plugin_manager({})
+    first_enabled, answering, not_mine = Sender("id-a"), Sender("id-b"), Sender(None)
+    for name, plugin in (("a", first_enabled), ("b", answering), ("c", not_mine)):
+        pm.register(plugin, name=name)
+
+    # the plugin registered last is asked first; None passes the turn on
+    assert getattr(pm.hook, hook)(**CALLS[hook]) == "id-b"
+    assert not_mine.asked == answering.asked == [hook]
+    assert first_enabled.asked == []
+
+
+@pytest.mark.parametrize("hook", sorted(FIRST_RESULT))
+def test_first_result_is_none_when_no_plugin_answers(hook: str) -> None:
+    pm, _ = make_plugin_manager({})
+    assert getattr(pm.hook, hook)(**CALLS[hook]) is None
+    pm.register(Sender(None), name="silent")
+    assert getattr(pm.hook, hook)(**CALLS[hook]) is None
+
+
+def test_core_field_types_come_from_the_core_plugin() -> None:
+    pm, problems = make_plugin_manager({})
+    assert problems == []
+    assert pm.hook.crm_field_types() == [list(CORE_TYPES)]
+
+
+# --- mistakes in plugins and configs -----------------------------------------
+
+
+@pytest.fixture
+def outside_plugin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., None]]:
+    """``outside_plugin("name", source)``: a plugin module offered by a stand-in entry point."""
+    installed = dict(available_plugins())
+    monkeypatch.setattr(engine.plugins, "available_plugins", lambda: installed)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    modules: list[str] = []
+
+    def add(name: str, source: str) -> None:
+        module = f"crm_test_plugin_{name}"
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+        installed[name] = importlib.metadata.EntryPoint(
+            name=name, value=module, group=ENTRY_POINT_GROUP
+        )
+        modules.append(module)
+
+    yield add
+    for module in modules:
+        sys.modules.pop(module, None)
+
+
+HERE = Loc("config.yaml", 7, 3)
+
+
+def test_misspelt_hook_is_a_problem(outside_plugin: Callable[..., None]) -> None:
+    outside_plugin(
+        "typo",
+        """
+        from engine.hookspecs import hookimpl
+
+        @hookimpl
+        def crm_send_smss(to, text, settings):
+            return "sms-1"
+        """,
+    )
+    _pm, problems = make_plugin_manager({"typo": {}}, {"typo": HERE})
+    assert [str(p) for p in problems] == [
+        "config.yaml:7:3: plugin `typo` implements unknown hook `crm_send_smss`"
+        " (did you mean `crm_send_sms`?)"
+    ]
+
+
+def test_hook_with_an_argument_its_spec_lacks_is_a_problem(
+    outside_plugin: Callable[..., None],
+) -> None:
+    outside_plugin(
+        "wrongargs",
+        """
+        from engine.hookspecs import hookimpl
+
+        @hookimpl
+        def crm_notification_channels():
+            return ["pigeon"]
+
+        @hookimpl
+        def crm_send_sms(to, txt, settings):
+            return "sms-1"
+        """,
+    )
+    pm, problems = make_plugin_manager({"wrongargs": {}}, {"wrongargs": HERE})
+    assert len(problems) == 1
+    assert problems[0].loc == HERE
+    assert problems[0].message.startswith("plugin `wrongargs`: ")
+    assert "txt" in problems[0].message
+    assert "\n" not in problems[0].message
+    # nothing of the faulty plugin stays registered
+    assert not pm.has_plugin("wrongargs")
+    assert pm.hook.crm_notification_channels() == []
+    assert pm.hook.crm_send_sms(**CALLS["crm_send_sms"]) is None
+
+
+def test_plugin_that_fails_to_import_is_a_problem(outside_plugin: Callable[..., None]) -> None:
+    outside_plugin("broken", "import crm_no_such_sdk\n")
+    pm, problems = make_plugin_manager({"broken": {}, "processes": {}}, {"broken": HERE})
+    assert [str(p) for p in problems] == [
+        "config.yaml:7:3: plugin `broken` failed to load: No module named 'crm_no_such_sdk'"
+    ]
+    assert not pm.has_plugin("broken")
+    assert pm.has_plugin("processes")
+
+
+def test_unknown_plugin_name_is_a_problem_with_a_hint() -> None:
+    pm, problems = make_plugin_manager({"telephon": {}}, {"telephon": HERE})
+    assert len(problems) == 1
+    assert problems[0].loc == HERE
+    assert problems[0].message.startswith(
+        "unknown plugin `telephon` (did you mean `telephony`?); installed: "
+    )
+    assert not pm.has_plugin("telephon")
+
+
+def test_config_with_an_unknown_plugin_fails_to_load(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(
+        "name: Test company\nlocale: en\nlayers: []\nplugins:\n  telephon: {}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(MetadataError) as caught:
+        load(tmp_path, env={})
+    assert [(p.loc.line, p.loc.col) for p in caught.value.problems] == [(5, 3)]
+    assert "did you mean `telephony`?" in caught.value.problems[0].message
+
+
+# --- the built-in plugins ----------------------------------------------------
+
+BUILT_IN = {"processes": plugins.processes, "mail": plugins.mail, "telephony": plugins.telephony}
+
+
+def test_built_in_plugins_are_installed_and_register_cleanly() -> None:
+    assert set(BUILT_IN) <= set(available_plugins())
+    pm, problems = make_plugin_manager({name: {} for name in BUILT_IN})
+    assert problems == []
+    for name, module in BUILT_IN.items():
+        assert pm.get_plugin(name) is module
+    for layers in pm.hook.crm_metadata_layers():
+        for name, folder in layers:
+            assert name in BUILT_IN
+            assert folder.is_dir()
+
+
+@pytest.mark.parametrize("name", sorted(BUILT_IN))
+def test_built_in_metadata_layer_only_when_its_folder_exists(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = BUILT_IN[name]
+    folder = tmp_path / "metadata"
+    monkeypatch.setattr(module, "METADATA", folder)
+    assert module.crm_metadata_layers() == []
+    folder.mkdir()
+    assert module.crm_metadata_layers() == [(name, folder)]
+
+
+# --- the sample outside plugin, installed through its entry point ------------
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "plugins" / "sample_plugin"
+SAMPLE_DIST = "crm-sample-plugin"
+SAMPLE_MODULE = "crm_sample_plugin"
+
+
+def _need(condition: bool, reason: str) -> None:
+    """Skip on a developer's machine that lacks a tool; in CI, fail."""
+    if not condition:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def _sample_is_installed_from_here() -> bool:
+    try:
+        dist = importlib.metadata.distribution(SAMPLE_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    direct_url = json.loads(dist.read_text("direct_url.json") or "{}")
+    return bool(
+        direct_url.get("dir_info", {}).get("editable")
+        and direct_url.get("url") == SAMPLE_DIR.as_uri()
+    )
+
+
+def _can_build_editable() -> bool:
+    """setuptools builds an editable wheel with ``wheel`` installed, or alone from 70.1 on."""
+    if importlib.util.find_spec("setuptools") is None:
+        return False
+    if importlib.util.find_spec("wheel") is not None:
+        return True
+    major, minor = (int(part) for part in importlib.metadata.version("setuptools").split(".")[:2])
+    return (major, minor) >= (70, 1)
+
+
+def _activate_sample() -> None:
+    """Process the ``.pth`` file pip just wrote, as a fresh interpreter would at start."""
+    importlib.invalidate_caches()
+    dist = importlib.metadata.distribution(SAMPLE_DIST)
+    for file in dist.files or []:
+        if file.name.endswith(".pth"):
+            path = Path(str(dist.locate_file(file)))
+            site.addpackage(str(path.parent), path.name, None)
+    importlib.invalidate_caches()
+
+
+@pytest.fixture(scope="session")
+def sample_plugin() -> None:
+    """Install tests/plugins/sample_plugin in editable mode, once, unless it already is."""
+    if not _sample_is_installed_from_here():
+        _need(
+            importlib.util.find_spec("pip") is not None,
+            f"pip is not available to {sys.executable}, so the sample plugin cannot be installed",
+        )
+        _need(
+            _can_build_editable(),
+            "installing the sample plugin without build isolation needs `wheel` (or "
+            "setuptools >= 70.1) in this environment: pip install wheel",
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-input",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--no-build-isolation",
+            "-e",
+            str(SAMPLE_DIR),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}"
+    importlib.invalidate_caches()
+    if importlib.util.find_spec(SAMPLE_MODULE) is None:
+        _activate_sample()
+    assert importlib.util.find_spec(SAMPLE_MODULE) is not None
+
+
+def test_sample_plugin_is_found_through_its_entry_point(sample_plugin: None) -> None:
+    entry_point = available_plugins()["sample"]
+    assert entry_point.value == SAMPLE_MODULE
+
+    pm, problems = make_plugin_manager({"sample": {}})
+    assert problems == []
+    assert pm.has_plugin("sample")
+    assert pm.hook.crm_notification_channels() == [["sample"]]
+
+    types = {ft.name: ft for result in pm.hook.crm_field_types() for ft in result}
+    assert set(types) == {ft.name for ft in CORE_TYPES} | {"inn"}
+    inn, field = types["inn"], Field("inn", "inn")
+    assert inn.normalize(" 7707083893 ", field, Context()) == "7707083893"
+    assert inn.normalize("5001-0073-2259", field, Context()) == "500100732259"
+    with pytest.raises(Invalid, match="10 or 12 digits"):
+        inn.normalize("77070838", field, Context())
+
+
+def test_config_may_use_the_sample_plugins_field_type(sample_plugin: None, tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(
+        "name: Test company\nlocale: en\nlayers: []\nplugins:\n  sample: {greeting: hello}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "company.yaml").write_text(
+        textwrap.dedent(
+            """\
+            documents:
+              Company:
+                label: {en: Company}
+                fields:
+                  name: {type: string, required: true}
+                  inn: {type: inn, label: {en: Taxpayer number}}
+            """
+        ),
+        encoding="utf-8",
+    )
+    registry = load(tmp_path, env={})
+    assert registry.documents["Company"].fields["inn"].type == "inn"
+    assert dict(registry.plugins["sample"]) == {"greeting": "hello"}
