@@ -10,20 +10,18 @@ the ``crm_check`` hook.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from engine import expressions
 from engine.errors import Loc, Problem, did_you_mean
 from engine.filters import check_filter
 from engine.registry import USER, DocType, Field, Registry
+from engine.yamlload import LList, LMap
 
 Check = Callable[[Registry], Iterator[Problem]]
 CHECKS: list[Check] = []
-COMMON_OPTIONS = {
-    "type", "label", "required", "default", "unique", "index", "help", "readonly",
-    "hidden", "min", "max", "compute",
-}  # fmt: skip
 REPORT_TYPES = {
     "funnel", "conversion", "plan_fact", "by_manager", "by_department", "forecast",
     "stage_time", "won_lost", "loss_reasons", "stale", "sources", "abc_xyz",
@@ -36,11 +34,70 @@ def check(fn: Check) -> Check:
     return fn
 
 
-def check_registry(registry: Registry, field_types: set[str] | None = None) -> list[Problem]:
-    problems: list[Problem] = []
-    for fn in CHECKS:
-        problems.extend(fn(registry))
-    return problems
+#: where the pieces of the registry were written (see ``Loader.sources``): the
+#: frozen registry keeps one location per field or type, the YAML has one per option
+_SOURCES: ContextVar[Mapping[tuple[Any, ...], Any]] = ContextVar("crm_check_sources")
+
+
+def check_registry(
+    registry: Registry,
+    field_types: set[str] | None = None,
+    sources: Mapping[tuple[Any, ...], Any] | None = None,
+) -> list[Problem]:
+    """Run every check; ``sources`` (from the loader) sharpens the locations."""
+    token = _SOURCES.set(sources or {})
+    try:
+        problems: list[Problem] = []
+        for fn in CHECKS:
+            problems.extend(fn(registry))
+        return problems
+    finally:
+        _SOURCES.reset(token)
+
+
+def _source(*key: Any) -> Any:
+    return _SOURCES.get({}).get(key)
+
+
+def _at(node: Any, default: Loc, *keys: Any, item: Any = None) -> Loc:
+    """Where ``node[k1][k2]...`` was written (or the list item equal to ``item``)."""
+    loc = default
+    for key in keys:
+        if not isinstance(node, LMap) or key not in node.value_locs:
+            return loc
+        loc, node = node.value_loc(key), node.get(key)
+    if item is not None and isinstance(node, LList):
+        for index, value in enumerate(node):
+            if value == item:
+                return node.item_loc(index)
+    return loc
+
+
+def _option_loc(path: str, f: Field, option: str) -> Loc:
+    """Where a field's option was written: ``Deal.amount`` ``min`` → its value."""
+    locs = _source("field", path) or {}
+    return locs.get(option, f.loc)
+
+
+def _setting(d: DocType, key: str) -> tuple[Any, Loc]:
+    """A document setting (``list``, ``title``, ...) as written, and where."""
+    settings = _source("doc", d.name) or {}
+    return settings.get(key, (None, d.loc))
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
+def _expression(source: str, **kwargs: Any) -> list[str]:
+    """``expressions.check``, without calling a forbidden callee an unknown name too."""
+    problems = expressions.check(source, **kwargs)
+    called = {m.group(1) for p in problems if (m := re.search(r" calls `([^`]+)`:", p))}
+    return [
+        p
+        for p in problems
+        if not any(p.startswith(f"unknown name `{name}` in ") for name in called)
+    ]
 
 
 def _docs(registry: Registry) -> Iterator[DocType]:
@@ -76,35 +133,20 @@ def field_path_problem(registry: Registry, d: DocType, path: str) -> str | None:
 
 
 @check
-def field_options_fit_type(registry: Registry) -> Iterator[Problem]:
-    from engine.fieldtypes import CORE_TYPES
-
-    specific = {t.name: t.options for t in CORE_TYPES}
-    all_specific = set().union(*specific.values())
-    for d in registry.documents.values():
-        for path, f, _ in _all_fields(d):
-            allowed = specific.get(f.type, all_specific)
-            for option in all_specific - allowed:
-                if getattr(f, option, None) not in (None, {}, ()) and (
-                    option != "fields" or f.fields
-                ):
-                    if option == "values" and not f.values:
-                        continue
-                    yield Problem(f.loc, f"`{path}`: `{option}` does not apply to a {f.type} field")
-
-
-@check
 def refs_point_to_types(registry: Registry) -> Iterator[Problem]:
     for d in registry.documents.values():
         for path, f, _ in _all_fields(d):
             if f.type != "ref":
                 continue
             if not f.to:
-                yield Problem(f.loc, f"`{path}` is a ref: say what it refers `to`")
+                yield Problem(
+                    f.loc, f"`{path}` is a ref: say what it refers to, e.g. `to: Customer`"
+                )
             elif f.to not in registry.documents:
                 yield Problem(
-                    f.loc,
-                    f"`{path}` refers to an unknown type `{f.to}`{did_you_mean(f.to, registry.documents)}",
+                    _option_loc(path, f, "to"),
+                    f"`{path}` refers to an unknown type `{f.to}`"
+                    f"{did_you_mean(f.to, registry.documents)}",
                 )
 
 
@@ -114,53 +156,82 @@ def enums_have_values(registry: Registry) -> Iterator[Problem]:
         for path, f, _ in _all_fields(d):
             if f.type == "enum" and not f.values:
                 yield Problem(f.loc, f"the enum `{path}` needs `values`")
-            if f.type == "enum" and f.default is not None and str(f.default) not in f.values:
+            elif f.type == "enum" and f.default is not None and str(f.default) not in f.values:
                 yield Problem(
-                    f.loc,
-                    f"the default `{f.default}` of `{path}` is not one of its values"
-                    f"{did_you_mean(f.default, f.values)}",
+                    _option_loc(path, f, "default"),
+                    f"the default `{f.default}` of `{path}` is not one of its values "
+                    f"({', '.join(f.values)}){did_you_mean(f.default, f.values)}",
                 )
+
+
+def _fails(exc: Exception) -> str:
+    """A field type's complaint, the end of a sentence ("... must be at most 2 characters")."""
+    return str(exc)
+
+
+def _normalize(registry: Registry, f: Field, value: Any) -> Any:
+    """A value from metadata in the field's type; raises ``Invalid`` with the reason."""
+    from engine.fieldtypes import CORE_TYPES, Context
+
+    types = {t.name: t for t in CORE_TYPES}
+    if f.type not in types:
+        return value
+    return types[f.type].normalize(value, f, Context(registry.settings.get("region", "RU")))
 
 
 @check
 def defaults_fit_type(registry: Registry) -> Iterator[Problem]:
-    from engine.fieldtypes import CORE_TYPES, Context, Invalid
+    from engine.fieldtypes import Invalid
 
-    types = {t.name: t for t in CORE_TYPES}
     for d in _docs(registry):
         for path, f, _ in _all_fields(d):
-            if f.default is None or f.type in ("enum", "table") or f.type not in types:
+            if f.default is None or f.type in ("enum", "table"):
                 continue
+            where = _option_loc(path, f, "default")
             if f.default == "current_user":
                 if f.type != "ref" or f.to != USER:
                     yield Problem(
-                        f.loc, f"`{path}`: `current_user` is a default for a ref to User only"
+                        where, f"`{path}`: `current_user` is a default for a ref to User only"
                     )
                 continue
             if f.default in ("today", "now") and f.type in ("date", "datetime"):
                 continue
             try:
-                types[f.type].normalize(
-                    f.default, f, Context(registry.settings.get("region", "RU"))
-                )
+                _normalize(registry, f, f.default)
             except Invalid as exc:
-                yield Problem(f.loc, f"the default of `{path}` {exc}")
+                yield Problem(where, f"the default `{f.default}` of `{path}` {_fails(exc)}")
 
 
 @check
 def min_max_fit(registry: Registry) -> Iterator[Problem]:
-    ordered = {"integer", "decimal", "money", "date", "datetime", "string"}
+    from engine.fieldtypes import Invalid
+
     for d in _docs(registry):
         for path, f, _ in _all_fields(d):
-            if (f.min is not None or f.max is not None) and f.type not in ordered:
-                yield Problem(f.loc, f"`{path}`: `min`/`max` do not apply to a {f.type} field")
-            elif (
-                f.min is not None
-                and f.max is not None
-                and type(f.min) is type(f.max)
-                and f.min > f.max
-            ):
-                yield Problem(f.loc, f"`{path}`: `min` {f.min} is above `max` {f.max}")
+            bounds: dict[str, Any] = {}
+            for key in ("min", "max"):
+                value = getattr(f, key)
+                if value is None or (value in ("today", "now") and f.type in ("date", "datetime")):
+                    continue
+                try:
+                    bounds[key] = _normalize(registry, f, value)
+                except Invalid as exc:
+                    yield Problem(
+                        _option_loc(path, f, key),
+                        f"the `{key}` `{value}` of `{path}` {_fails(exc)}",
+                    )
+            if f.digits is not None and f.places is not None and f.places > f.digits:
+                yield Problem(
+                    _option_loc(path, f, "places"),
+                    f"`{path}`: `places` {f.places} is more than `digits` {f.digits} "
+                    "(digits counts all of them, places those after the point)",
+                )
+            low, high = bounds.get("min"), bounds.get("max")
+            if low is not None and high is not None and f.type != "string" and low > high:
+                yield Problem(
+                    _option_loc(path, f, "min"),
+                    f"`{path}`: `min` {f.min} is above `max` {f.max}",
+                )
 
 
 @check
@@ -172,7 +243,8 @@ def patterns_compile(registry: Registry) -> Iterator[Problem]:
                     re.compile(f.pattern)
                 except re.error as exc:
                     yield Problem(
-                        f.loc, f"the pattern of `{path}` is not a valid regular expression: {exc}"
+                        _option_loc(path, f, "pattern"),
+                        f"the pattern of `{path}` is not a valid regular expression: {exc}",
                     )
 
 
@@ -180,19 +252,31 @@ def patterns_compile(registry: Registry) -> Iterator[Problem]:
 def computed_fields(registry: Registry) -> Iterator[Problem]:
     for d in _docs(registry):
         for path, f, siblings in _all_fields(d):
-            if not f.compute:
+            if f.compute is None:
                 continue
+            where = _option_loc(path, f, "compute")
             if f.type in ("table", "ref"):
-                yield Problem(f.loc, f"`{path}`: a {f.type} field cannot be computed")
+                yield Problem(where, f"`{path}`: {_a(f.type)} field cannot be computed")
                 continue
             names = [n for n in siblings if n != f.name]
-            for message in expressions.check(
-                f.compute, names=names, resolve=_resolver(registry, d)
-            ):
-                yield Problem(f.loc, f"`{path}`: {message}")
+            for message in _expression(f.compute, names=names, resolve=_resolver(registry, d)):
+                yield Problem(where, f"`compute` of `{path}`: {message}")
 
 
 # --- document settings -----------------------------------------------------------
+
+
+def _names_field(
+    d: DocType, name: str, what: str, types: tuple[str, ...], kind: str, loc: Loc
+) -> Iterator[Problem]:
+    """``what`` of ``d`` (the kanban's `by`, ...) must name a field of one of ``types``."""
+    f = d.fields.get(name)
+    if f is None:
+        yield Problem(
+            loc, f"{what} of `{d.name}` names no field `{name}`{did_you_mean(name, d.fields)}"
+        )
+    elif f.type not in types:
+        yield Problem(loc, f"{what} of `{d.name}` must be {kind}; `{name}` is {_a(f.type)} field")
 
 
 @check
@@ -200,26 +284,26 @@ def owner_is_user_ref(registry: Registry) -> Iterator[Problem]:
     for d in _docs(registry):
         if d.owner is None:
             continue
+        loc = _setting(d, "owner")[1]
         f = d.fields.get(d.owner)
-        if f is None:
+        if f is not None and f.type == "ref" and f.to != USER:
             yield Problem(
-                d.loc,
-                f"the owner of `{d.name}` names no field `{d.owner}`{did_you_mean(d.owner, d.fields)}",
+                loc,
+                f"the owner of `{d.name}` must be a ref to User; `{d.owner}` refers to `{f.to}`",
             )
-        elif f.type != "ref" or f.to != USER:
-            yield Problem(
-                f.loc, f"the owner of `{d.name}` must be a ref to User; `{d.owner}` is a {f.type}"
-            )
+        else:
+            yield from _names_field(d, d.owner, "the owner", ("ref",), "a ref to User", loc)
 
 
 @check
 def title_template(registry: Registry) -> Iterator[Problem]:
     for d in _docs(registry):
-        if d.title:
-            for message in expressions.check(
+        if d.title is not None:
+            loc = _setting(d, "title")[1]
+            for message in _expression(
                 d.title, template=True, names=list(d.fields), resolve=_resolver(registry, d)
             ):
-                yield Problem(d.loc, f"the title of `{d.name}`: {message}")
+                yield Problem(loc, f"the title of `{d.name}`: {message}")
 
 
 @check
@@ -227,78 +311,105 @@ def list_names_fields(registry: Registry) -> Iterator[Problem]:
     for d in _docs(registry):
         if d.list is None:
             continue
+        raw, _ = _setting(d, "list")
         for part in ("columns", "search", "filters"):
             for name in getattr(d.list, part):
+                loc = _at(raw, d.list.loc, part, item=name)
                 problem = field_path_problem(registry, d, name)
                 if problem:
-                    yield Problem(d.list.loc, f"list {part} of `{d.name}`: {problem}")
+                    yield Problem(loc, f"the list {part} of `{d.name}`: {problem}")
                 elif registry.field_path(d.name, name)[-1].type == "table":
-                    yield Problem(d.list.loc, f"list {part} of `{d.name}`: `{name}` is a table")
+                    yield Problem(
+                        loc,
+                        f"the list {part} of `{d.name}`: `{name}` is a table; "
+                        "its rows are shown in the form",
+                    )
         order = d.list.order_field
-        if order not in d.fields or not d.fields[order].stored:
+        if order not in d.fields:
             yield Problem(
-                d.list.loc,
-                f"the list order of `{d.name}` names no field `{order}`{did_you_mean(order, d.fields)}",
+                _at(raw, d.list.loc, "order"),
+                f"the list order of `{d.name}` names no field `{order}`"
+                f"{did_you_mean(order, d.fields)}",
+            )
+        elif not d.fields[order].stored:
+            yield Problem(
+                _at(raw, d.list.loc, "order"),
+                f"the list of `{d.name}` cannot be ordered by the table `{order}`",
             )
 
 
 @check
 def form_names_fields(registry: Registry) -> Iterator[Problem]:
     for d in _docs(registry):
+        raw, form_loc = _setting(d, "form")
+        sections = raw.get("sections") if isinstance(raw, LMap) else None
         seen: set[str] = set()
-        for section in d.form:
+        for index, section in enumerate(d.form):
+            item = sections[index] if isinstance(sections, list) else None
+            default = sections.item_loc(index) if isinstance(sections, LList) else form_loc
             for name in section.fields:
+                loc = _at(item, default, "fields", item=name)
                 if name not in d.fields:
                     yield Problem(
-                        d.loc,
-                        f"the form of `{d.name}` names no field `{name}`{did_you_mean(name, d.fields)}",
+                        loc,
+                        f"the form of `{d.name}` names no field `{name}`"
+                        f"{did_you_mean(name, d.fields)}",
                     )
                 elif name in seen:
-                    yield Problem(d.loc, f"the form of `{d.name}` shows `{name}` twice")
+                    yield Problem(loc, f"the form of `{d.name}` shows `{name}` twice")
                 seen.add(name)
 
 
 @check
 def views_name_fields(registry: Registry) -> Iterator[Problem]:
+    dates = ("date", "datetime")
     for d in _docs(registry):
+        raw, loc = _setting(d, "views")
         kanban = d.views.get("kanban")
         if kanban:
-            by = d.fields.get(kanban["by"])
-            if by is None:
-                yield Problem(
-                    d.loc,
-                    f"the kanban of `{d.name}` is by an unknown field `{kanban['by']}`{did_you_mean(kanban['by'], d.fields)}",
-                )
-            elif by.type != "enum":
-                yield Problem(
-                    by.loc,
-                    f"the kanban of `{d.name}` needs an enum or status field; `{by.name}` is a {by.type}",
-                )
-            amount = kanban.get("amount")
-            if amount and (
-                amount not in d.fields
-                or d.fields[amount].type not in ("money", "decimal", "integer")
-            ):
-                yield Problem(
-                    d.loc, f"the kanban amount of `{d.name}` must be a number field, not `{amount}`"
+            yield from _names_field(
+                d,
+                kanban["by"],
+                "the kanban",
+                ("enum",),
+                "an enum or the status field",
+                _at(raw, loc, "kanban", "by"),
+            )
+            if kanban.get("amount"):
+                yield from _names_field(
+                    d,
+                    kanban["amount"],
+                    "the kanban amount",
+                    ("money", "decimal", "integer"),
+                    "a number field",
+                    _at(raw, loc, "kanban", "amount"),
                 )
         calendar = d.views.get("calendar")
         if calendar:
             for key in ("date", "end"):
-                name = calendar.get(key)
-                if name is None:
-                    continue
-                f = d.fields.get(name)
-                if f is None or f.type not in ("date", "datetime"):
-                    yield Problem(
-                        d.loc,
-                        f"the calendar {key} of `{d.name}` must be a date or datetime field, not `{name}`{did_you_mean(name, d.fields)}",
+                if calendar.get(key):
+                    yield from _names_field(
+                        d,
+                        calendar[key],
+                        f"the calendar {key}",
+                        dates,
+                        "a date or datetime field",
+                        _at(raw, loc, "calendar", key),
                     )
             owner = calendar.get("owner")
-            if owner and (owner not in d.fields or d.fields[owner].to != USER):
-                yield Problem(
-                    d.loc, f"the calendar owner of `{d.name}` must be a ref to User, not `{owner}`"
-                )
+            if owner:
+                where = _at(raw, loc, "calendar", "owner")
+                f = d.fields.get(owner)
+                if f is not None and f.type == "ref" and f.to != USER:
+                    yield Problem(
+                        where,
+                        f"the calendar owner of `{d.name}` must be a ref to User; "
+                        f"`{owner}` refers to `{f.to}`",
+                    )
+                else:
+                    yield from _names_field(
+                        d, owner, "the calendar owner", ("ref",), "a ref to User", where
+                    )
 
 
 @check
@@ -306,8 +417,9 @@ def numbering_field_free(registry: Registry) -> Iterator[Problem]:
     for d in _docs(registry):
         if d.numbering and not d.fields[d.numbering.field].system:
             yield Problem(
-                d.loc,
-                f"`{d.name}` is numbered into `{d.numbering.field}`, which is also declared as a field",
+                _setting(d, "numbering")[1],
+                f"`{d.name}` is numbered into `{d.numbering.field}`, "
+                "which is also declared as a field",
             )
 
 
@@ -320,81 +432,106 @@ def statuses_consistent(registry: Registry) -> Iterator[Problem]:
         st = d.statuses
         if st is None:
             continue
+        spec = _source("statuses", d.name)
         if not st.states:
-            yield Problem(st.loc, f"the statuses of `{d.name}` list no states")
+            yield Problem(_at(spec, st.loc, "states"), f"the statuses of `{d.name}` list no states")
             continue
         if st.initial not in st.states:
             yield Problem(
-                st.loc,
-                f"the initial state `{st.initial}` of `{d.name}` is not a state{did_you_mean(st.initial, st.states)}",
+                _at(spec, st.loc, "initial"),
+                f"the initial state `{st.initial}` of `{d.name}` is not one of its states"
+                f"{did_you_mean(st.initial, st.states)}",
             )
         declared = d.fields[st.field]
         if not declared.system:
             yield Problem(
                 declared.loc,
-                f"`{d.name}.{st.field}` holds the status: it is made from `statuses.states`, do not declare it",
+                f"`{d.name}.{st.field}` holds the status: the engine makes it from "
+                "`statuses.states`, do not declare it",
             )
-        for t in st.transitions:
-            for end, names in (("from", t.sources), ("to", t.targets)):
-                for name in names:
-                    if name == "*" and end == "from":
-                        continue
-                    if name not in st.states:
-                        yield Problem(
-                            t.loc,
-                            f"a transition of `{d.name}` goes {end} an unknown state `{name}`{did_you_mean(name, st.states)}",
-                        )
-            for role in t.roles:
-                if role not in registry.roles:
-                    yield Problem(
-                        t.loc,
-                        f"a transition of `{d.name}` names an unknown role `{role}`{did_you_mean(role, registry.roles)}",
-                    )
-            if t.when:
-                for message in expressions.check(
-                    t.when, names=list(d.fields), resolve=_resolver(registry, d)
-                ):
-                    yield Problem(t.loc, f"`when` of a transition of `{d.name}`: {message}")
+        for index, t in enumerate(st.transitions):
+            yield from _transition(registry, d, t, _source("transition", d.name, index))
         for s in st.states.values():
-            for name in s.require:
-                if name not in d.fields:
-                    yield Problem(
-                        s.loc,
-                        f"the state `{s.name}` of `{d.name}` requires an unknown field `{name}`{did_you_mean(name, d.fields)}",
-                    )
-            if s.outcome and not s.final:
+            yield from _state(registry, d, s, _source("state", d.name, s.name))
+
+
+def _transition(registry: Registry, d: DocType, t: Any, raw: Any) -> Iterator[Problem]:
+    st = d.statuses
+    assert st is not None
+    for end, names in (("from", t.sources), ("to", t.targets)):
+        for name in names:
+            if name == "*" and end == "from":
+                continue
+            if name not in st.states:
                 yield Problem(
-                    s.loc,
-                    f"the state `{s.name}` of `{d.name}` has an outcome, so it must be `final: true`",
+                    _at(raw, t.loc, end, item=name),
+                    f"a transition of `{d.name}` goes {end} an unknown state `{name}`"
+                    f"{did_you_mean(name, st.states)}",
                 )
-            if s.require_next:
-                yield from _require_next(registry, d, s)
+    for role in t.roles:
+        if role not in registry.roles:
+            yield Problem(
+                _at(raw, t.loc, "roles", item=role),
+                f"a transition of `{d.name}` names an unknown role `{role}`"
+                f"{did_you_mean(role, registry.roles)}",
+            )
+    if t.when is not None:
+        for message in _expression(t.when, names=list(d.fields), resolve=_resolver(registry, d)):
+            yield Problem(
+                _at(raw, t.loc, "when"), f"`when` of a transition of `{d.name}`: {message}"
+            )
 
 
-def _require_next(registry: Registry, d: DocType, s: Any) -> Iterator[Problem]:
+def _state(registry: Registry, d: DocType, s: Any, raw: Any) -> Iterator[Problem]:
+    for name in s.require:
+        if name not in d.fields:
+            yield Problem(
+                _at(raw, s.loc, "require", item=name),
+                f"the state `{s.name}` of `{d.name}` requires an unknown field `{name}`"
+                f"{did_you_mean(name, d.fields)}",
+            )
+    if s.outcome and not s.final:
+        yield Problem(
+            _at(raw, s.loc, "outcome"),
+            f"the state `{s.name}` of `{d.name}` has an outcome, so it must be `final: true`",
+        )
+    if s.require_next:
+        yield from _require_next(registry, d, s, raw)
+
+
+def _require_next(registry: Registry, d: DocType, s: Any, raw: Any) -> Iterator[Problem]:
     rn = s.require_next
+    where = f"`require_next` of the state `{s.name}` of `{d.name}`"
     target = registry.documents.get(rn.document)
     if target is None:
         yield Problem(
-            rn.loc,
-            f"`require_next` of `{d.name}.{s.name}` names an unknown type `{rn.document}`{did_you_mean(rn.document, registry.documents)}",
+            _at(raw, rn.loc, "require_next", "document"),
+            f"{where} names an unknown type `{rn.document}`"
+            f"{did_you_mean(rn.document, registry.documents)}",
         )
         return
+    link_loc = _at(raw, rn.loc, "require_next", "link")
     link = target.fields.get(rn.link)
     if link is None:
         yield Problem(
-            rn.loc,
-            f"`require_next`: `{rn.document}` has no field `{rn.link}`{did_you_mean(rn.link, target.fields)}",
+            link_loc,
+            f"{where}: `{rn.document}` has no field `{rn.link}`"
+            f"{did_you_mean(rn.link, target.fields)}",
         )
     elif link.type != "ref" or (link.to != d.name and not _links_through(registry, d, link)):
+        actual = f"a ref to `{link.to}`" if link.type == "ref" else _a(link.type) + " field"
         yield Problem(
-            rn.loc,
-            f"`require_next`: `{rn.document}.{rn.link}` must be a ref to `{d.name}` (or to a type `{d.name}` refers to)",
+            link_loc,
+            f"{where}: `{rn.document}.{rn.link}` must be a ref to `{d.name}` "
+            f"(or to a type `{d.name}` refers to); it is {actual}",
         )
     if target.statuses is None and not any(
         f.type in ("date", "datetime") for f in target.fields.values() if not f.system
     ):
-        yield Problem(rn.loc, f"`require_next`: `{rn.document}` has no date to plan by")
+        yield Problem(
+            _at(raw, rn.loc, "require_next", "document"),
+            f"{where}: `{rn.document}` has no date to plan by",
+        )
 
 
 def _links_through(registry: Registry, d: DocType, link: Field) -> bool:
@@ -412,30 +549,76 @@ def _links_through(registry: Registry, d: DocType, link: Field) -> bool:
 def access_names_roles(registry: Registry) -> Iterator[Problem]:
     for d in registry.documents.values():
         for role, rule in d.access.items():
+            raw = _source("access", d.name, role)
             if role not in registry.roles and role != "admin":
                 yield Problem(
                     rule.loc,
-                    f"access of `{d.name}` names an unknown role `{role}`{did_you_mean(role, registry.roles)}",
+                    f"the access of `{d.name}` names an unknown role `{role}`"
+                    f"{did_you_mean(role, registry.roles)}",
                 )
-            if "own" in (rule.read, rule.update, rule.delete) and d.owner is None:
-                yield Problem(rule.loc, f"access `own` on `{d.name}` needs an `owner` field")
+            own = [a for a in ("read", "update", "delete") if rule.rule(a) == "own"]
+            if own and d.owner is None:
+                yield Problem(
+                    _at(raw, rule.loc, own[0]),
+                    f"the access of `{role}` to `{d.name}`: `{own[0]}: own` needs an `owner`, "
+                    f"the field that says whose record it is (e.g. `owner: manager`)",
+                )
             if rule.create == "own":
-                yield Problem(rule.loc, f"access of `{d.name}`: `create` is true or false, not own")
+                yield Problem(
+                    _at(raw, rule.loc, "create"),
+                    f"the access of `{role}` to `{d.name}`: `create` is true or false, not own "
+                    "(a record has no owner before it exists)",
+                )
 
 
 # --- segments and reports --------------------------------------------------------------
 
 
+def _filter(registry: Registry, d: DocType, spec: Any, loc: Loc, what: str) -> Iterator[Problem]:
+    """``check_filter``, one condition at a time so each problem points at its operator."""
+    from engine.filters import OPERATORS
+
+    # (the condition alone, where its field is named, where its operator or value is)
+    parts: list[tuple[Any, Loc, Loc]] = []
+    if not isinstance(spec, LMap):
+        parts.append((spec, loc, loc))
+    else:
+        for path, cond in spec.items():
+            field_loc = spec.key_loc(path)
+            ops = list(cond.items()) if isinstance(cond, LMap) and cond else [(None, cond)]
+            for op, value in ops:
+                if op is None:
+                    one, where = LMap({path: cond}), spec.value_loc(path)
+                else:
+                    one = LMap({path: LMap({op: value})})
+                    where = cond.value_loc(op) if op in OPERATORS else cond.key_loc(op)
+                one.loc, one.key_locs, one.value_locs = spec.loc, {path: where}, {}
+                parts.append((one, field_loc, where))
+    for part, field_loc, where in parts:
+        for p in check_filter(registry, d, part, where):
+            message = re.sub(r"^filter(?: on `[^`]*`)?: ", "", p.message)
+            about_field = re.search(r"has no field|is not a reference", message)
+            yield Problem(field_loc if about_field else p.loc, f"the filter of {what}: {message}")
+
+
 @check
 def segments_valid(registry: Registry) -> Iterator[Problem]:
     for s in registry.segments.values():
+        raw = _source("segment", s.name)
         if s.document not in registry.documents:
             yield Problem(
-                s.loc,
-                f"the segment `{s.name}` is of an unknown type `{s.document}`{did_you_mean(s.document, registry.documents)}",
+                _at(raw, s.loc, "document"),
+                f"the segment `{s.name}` is of an unknown type `{s.document}`"
+                f"{did_you_mean(s.document, registry.documents)}",
             )
             continue
-        yield from check_filter(registry, registry.documents[s.document], s.filter, s.loc)
+        yield from _filter(
+            registry,
+            registry.documents[s.document],
+            s.filter,
+            _at(raw, s.loc, "filter"),
+            f"the segment `{s.name}`",
+        )
 
 
 @check
@@ -443,39 +626,60 @@ def reports_valid(registry: Registry) -> Iterator[Problem]:
     for r in registry.reports.values():
         if r.type not in REPORT_TYPES:
             yield Problem(
-                r.loc,
-                f"the report `{r.name}` has an unknown type `{r.type}`{did_you_mean(r.type, REPORT_TYPES)}",
+                _at(r.options, r.loc, "type"),
+                f"the report `{r.name}` has an unknown type `{r.type}`"
+                f"{did_you_mean(r.type, REPORT_TYPES)}; types are {', '.join(sorted(REPORT_TYPES))}",
             )
         d = registry.documents.get(r.document)
         if d is None:
             yield Problem(
-                r.loc,
-                f"the report `{r.name}` is of an unknown type `{r.document}`{did_you_mean(r.document, registry.documents)}",
+                _at(r.options, r.loc, "document"),
+                f"the report `{r.name}` is of an unknown document type `{r.document}`"
+                f"{did_you_mean(r.document, registry.documents)}",
             )
             continue
         for key in ("amount", "date", "subject"):
             name = r.options.get(key)
-            if isinstance(name, str):
-                problem = field_path_problem(registry, d, name)
-                if problem:
-                    yield Problem(_opt_loc(r, key), f"the report `{r.name}`: {problem}")
+            if name is None:
+                continue
+            problem = (
+                field_path_problem(registry, d, name)
+                if isinstance(name, str)
+                else "it must name a field"
+            )
+            if problem:
+                yield Problem(
+                    _at(r.options, r.loc, key), f"the report `{r.name}`, `{key}`: {problem}"
+                )
         by = r.options.get("by")
-        for name in [by] if isinstance(by, str) else by or []:
+        names = [by] if isinstance(by, str) else by if isinstance(by, list) else []
+        if by is not None and not names:
+            yield Problem(
+                _at(r.options, r.loc, "by"),
+                f"the report `{r.name}`: `by` must be a field or a list of fields",
+            )
+        for name in names:
             problem = field_path_problem(registry, d, str(name))
             if problem:
-                yield Problem(_opt_loc(r, "by"), f"the report `{r.name}`: {problem}")
+                yield Problem(
+                    _at(r.options, r.loc, "by", item=name),
+                    f"the report `{r.name}`, `by`: {problem}",
+                )
         plan = r.options.get("plan")
         if plan is not None and plan not in registry.documents:
             yield Problem(
-                _opt_loc(r, "plan"), f"the report `{r.name}` names an unknown plan type `{plan}`"
+                _at(r.options, r.loc, "plan"),
+                f"the report `{r.name}` names an unknown plan type `{plan}`"
+                f"{did_you_mean(str(plan), registry.documents)}",
             )
         if "filter" in r.options:
-            yield from check_filter(registry, d, r.options["filter"], _opt_loc(r, "filter"))
-
-
-def _opt_loc(r: Any, key: str) -> Loc:
-    getter = getattr(r.options, "value_loc", None)
-    return getter(key) if getter else r.loc
+            yield from _filter(
+                registry,
+                d,
+                r.options["filter"],
+                _at(r.options, r.loc, "filter"),
+                f"the report `{r.name}`",
+            )
 
 
 def _resolver(registry: Registry, d: DocType) -> Callable[[list[str]], str | None]:

@@ -51,7 +51,7 @@ def _string(value: Any, f: Field, ctx: Context) -> str:
     text = str(value).strip()
     limit = f.max_length or 255
     if len(text) > limit:
-        raise Invalid(f"at most {limit} characters")
+        raise Invalid(f"must be at most {limit} characters")
     if f.pattern and text and not re.fullmatch(f.pattern, text):
         raise Invalid("does not match the required pattern")
     return text

@@ -11,6 +11,7 @@ half-built.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,12 @@ class Loader:
         self.processes: dict[str, Section] = {}
         self.automations: dict[str, Section] = {}
         self.field_types: set[str] = set()
+        #: field type → (the options it takes beyond the common ones, whether min/max apply)
+        self.type_options: dict[str, tuple[frozenset[str], bool]] = {}
+        #: document types whose definition was refused: not reported again as unknown
+        self.broken: set[str] = set()
+        #: where each piece of the merged metadata was written, for the checks' messages
+        self.sources: dict[tuple[Any, ...], Any] = {}
         self.pm: Any = None
 
     # -- entry point ----------------------------------------------------------
@@ -125,6 +132,7 @@ class Loader:
         for result in self.pm.hook.crm_field_types():
             for ft in result:
                 self.field_types.add(ft.name)
+                self.type_options[ft.name] = (frozenset(ft.options), bool(ft.ordered))
         self._add_user_type()
         layers: list[tuple[str, list[Path], Path]] = []
         wanted = config.get("layers", ["base"])
@@ -145,11 +153,12 @@ class Loader:
         for layer, files, _folder in layers:
             for path in files:
                 self._load_metadata_file(path, layer)
+        self._check_merged(plugins)
         registry = self._build(config)
         if not self.problems:
             from engine.checks import check_registry
 
-            self.problems += check_registry(registry, self.field_types)
+            self.problems += check_registry(registry, self.field_types, self.sources)
             for result in self.pm.hook.crm_check(registry=registry):
                 self.problems += result or []
         if self.problems:
@@ -174,6 +183,15 @@ class Loader:
             return None, loc
         data = result.data
         problems = S.check(S.ConfigSchema(), data, loc, "config.yaml")
+        plugins = data.get("plugins") if isinstance(data, Mapping) else None
+        for name, settings in (plugins or {}).items() if isinstance(plugins, LMap) else ():
+            if settings is not None and not isinstance(settings, Mapping):
+                problems.append(
+                    Problem(
+                        plugins.value_loc(name),
+                        f"the settings of the plugin `{name}` must be a map, e.g. `{name}: {{}}`",
+                    )
+                )
         self.problems += problems
         if problems:
             return None, loc
@@ -205,6 +223,11 @@ class Loader:
     # -- documents and attributes ---------------------------------------------
 
     def _section_documents(self, name: Any, spec: Any, loc: Loc, vloc: Loc, layer: str) -> None:
+        if name == USER:
+            self.problems.append(
+                Problem(loc, "`User` is built in: add user attributes under `attributes: User:`")
+            )
+            return
         problem = identifier_problem(name, "document type")
         if problem:
             self.problems.append(Problem(loc, problem))
@@ -215,16 +238,10 @@ class Loader:
         problems = S.check(S.DocumentSchema(), spec, vloc, f"the document type `{name}`")
         if problems:
             self.problems += problems
+            self.broken.add(name)
             return
         draft = self.docs.get(name)
         if draft is None:
-            if name == USER:
-                self.problems.append(
-                    Problem(
-                        loc, "`User` is built in: add user attributes under `attributes: User:`"
-                    )
-                )
-                return
             draft = DocDraft(name, loc, layer, Label.of(spec.get("label"), name))
             self.docs[name] = draft
         elif "label" in spec:
@@ -239,17 +256,22 @@ class Loader:
             self._add_field(draft.fields, draft.name, fname, fspec, spec["fields"], layer)
         for role, rule in (spec.get("access") or {}).items():
             rloc = spec["access"].value_loc(role)
-            problems = S.check(S.AccessSchema(), rule, rloc, f"access for `{role}`")
+            problems = S.check(
+                S.AccessSchema(), rule, rloc, f"the access of `{role}` to `{draft.name}`"
+            )
             if problems:
                 self.problems += problems
                 continue
             draft.access[role] = (rule, spec["access"].key_loc(role))
+            self.sources["access", draft.name, role] = rule
         if "statuses" in spec:
             self._merge_statuses(draft, spec["statuses"], spec.value_loc("statuses"))
 
     def _section_attributes(self, name: Any, spec: Any, loc: Loc, vloc: Loc, layer: str) -> None:
         draft = self.docs.get(name)
         if draft is None:
+            if name in self.broken:
+                return
             self.problems.append(
                 Problem(
                     loc,
@@ -301,17 +323,21 @@ class Loader:
                     Problem(
                         loc,
                         f"a layer may not remove the field `{owner}.{name}` "
-                        f"defined at {existing.loc}",
+                        f"({_defined(existing.loc)}); hide it with `hidden: true` instead",
                     )
                 )
             else:
-                self.problems.append(Problem(vloc, f"the field `{owner}.{name}` needs a `type`"))
+                self.problems.append(Problem(vloc, f"the field `{owner}.{name}` needs `type`"))
             return
         if isinstance(spec, str):
             self.problems.append(
                 Problem(vloc, f"write the field as a map, e.g. `{name}: {{type: {spec}}}`")
             )
             return
+        if existing is not None and isinstance(spec, LMap) and "type" not in spec:
+            # a later layer that only makes a field required (or relabels it) need not
+            # repeat its type
+            spec = _with(spec, "type", existing.spec["type"])
         problems = S.check(S.FieldSchema(), spec, vloc, f"the field `{owner}.{name}`")
         if problems:
             self.problems += problems
@@ -324,6 +350,8 @@ class Loader:
                     f"unknown field type `{ftype}`{did_you_mean(ftype, self.field_types)}",
                 )
             )
+            return
+        if not self._options_fit(spec, ftype, f"{owner}.{name}"):
             return
         values = self._enum_values(spec, owner, name) if ftype == "enum" else {}
         if existing is None:
@@ -354,6 +382,25 @@ class Loader:
                     continue
                 self._add_field(draft.children, f"{owner}.{name}", cname, cspec, children, layer)
 
+    def _options_fit(self, spec: LMap, ftype: str, path: str) -> bool:
+        """Options that belong to another type (``max_length`` on an integer) are mistakes."""
+        specific = {o for options, _ in self.type_options.values() for o in options}
+        own, ordered = self.type_options.get(ftype, (frozenset(), False))
+        misplaced = [k for k in spec if k in specific - own]
+        if not ordered:
+            misplaced += [k for k in ("min", "max") if k in spec]
+        if ftype == "table":
+            # a table is rows in a child table, not a column
+            misplaced += [k for k in ("default", "unique", "index") if k in spec]
+        for key in misplaced:
+            self.problems.append(
+                Problem(
+                    spec.key_loc(key),
+                    f"the field `{path}`: `{key}` does not apply to {_a(ftype)} field",
+                )
+            )
+        return not misplaced
+
     def _merge_field(self, draft: FieldDraft, spec: LMap, owner: str) -> None:
         where = f"`{owner}.{draft.name}`"
         if spec["type"] != draft.spec["type"]:
@@ -361,7 +408,7 @@ class Loader:
                 Problem(
                     spec.value_loc("type"),
                     f"a layer may not change the type of {where} from `{draft.spec['type']}` "
-                    f"(defined at {draft.loc}) to `{spec['type']}`",
+                    f"({_defined(draft.loc)}) to `{spec['type']}`",
                 )
             )
             return
@@ -370,9 +417,9 @@ class Loader:
                 continue
             old = draft.spec.get(key)
             if key == "label":
-                draft.spec[key] = (
-                    Label.of(old, draft.name).merged(Label.of(value, draft.name)).texts
-                )
+                # the same fallback as a field without a label: `loss_reason` → "Loss reason"
+                fallback = draft.name.replace("_", " ").capitalize()
+                draft.spec[key] = Label.of(old, fallback).merged(Label.of(value, fallback)).texts
             elif key in MERGEABLE or old == value:
                 draft.spec[key] = value
             elif key in SWITCH_ON:
@@ -381,16 +428,25 @@ class Loader:
                         Problem(
                             spec.key_loc(key),
                             f"a layer may make {where} `{key}` but not undo it "
-                            f"(set at {draft.locs.get(key, draft.loc)})",
+                            f"({_defined(draft.locs.get(key, draft.loc), 'set')})",
                         )
                     )
                     continue
                 draft.spec[key] = value
+            elif old is None:
+                self.problems.append(
+                    Problem(
+                        spec.key_loc(key),
+                        f"a layer may not add `{key}` to {where} ({_defined(draft.loc)})",
+                    )
+                )
+                continue
             else:
                 self.problems.append(
                     Problem(
                         spec.key_loc(key),
-                        f"a layer may not change `{key}` of {where} (defined at {draft.loc})",
+                        f"a layer may not change `{key}` of {where} from `{old}` "
+                        f"({_defined(draft.locs.get(key, draft.loc), 'set')}) to `{value}`",
                     )
                 )
                 continue
@@ -399,24 +455,41 @@ class Loader:
     def _enum_values(self, spec: LMap, owner: str, name: str) -> dict[str, Label]:
         raw = spec.get("values")
         loc = spec.value_loc("values") if "values" in spec else spec.loc
+        where = f"the enum `{owner}.{name}`"
         out: dict[str, Label] = {}
         if isinstance(raw, list):
             for i, v in enumerate(raw):
-                if isinstance(v, bool) or not isinstance(v, (str, int)):
-                    self.problems.append(Problem(raw.item_loc(i), "an enum value must be a word"))
-                    continue
-                out[str(v)] = Label.of(None, str(v))
+                if isinstance(v, bool) or not isinstance(v, (str, int)) or v == "":
+                    self.problems.append(
+                        Problem(raw.item_loc(i), f"{where}: a value must be a word or a number")
+                    )
+                elif str(v) in out:
+                    self.problems.append(
+                        Problem(raw.item_loc(i), f"{where}: the value `{v}` is listed twice")
+                    )
+                else:
+                    out[str(v)] = Label.of(None, str(v))
         elif isinstance(raw, Mapping):
             for k, label in raw.items():
-                try:
-                    out[str(k)] = Label.of(label, str(k))
-                except AttributeError:
-                    self.problems.append(Problem(raw.value_loc(k), "an enum label must be text"))
+                if label is not None and not _is_label(label):
+                    self.problems.append(
+                        Problem(
+                            raw.value_loc(k),
+                            f"{where}: the label of `{k}` must be text, "
+                            "or a map of language → text such as {en: Won}",
+                        )
+                    )
+                    continue
+                out[str(k)] = Label.of(label, str(k))
         elif raw is not None:
-            self.problems.append(Problem(loc, "`values` must be a list or a map value → label"))
+            self.problems.append(
+                Problem(loc, f"{where}: `values` must be a list, or a map value → label")
+            )
         for k in out:
             if len(k) > 64:
-                self.problems.append(Problem(loc, f"the enum value `{k[:20]}…` is longer than 64"))
+                self.problems.append(
+                    Problem(loc, f"{where}: the value `{k[:20]}…` is longer than 64 characters")
+                )
         return out
 
     def _merge_statuses(self, draft: DocDraft, spec: LMap, loc: Loc) -> None:
@@ -424,16 +497,17 @@ class Loader:
             draft.statuses = StatusesDraft(spec, loc)
         else:
             first = draft.statuses.spec
-            for key in ("field", "initial"):
-                if key in spec and spec[key] != first.get(key):
+            for key, default in (("field", "status"), ("initial", None)):
+                old = first.get(key, default)
+                if key in spec and spec[key] != old:
                     self.problems.append(
                         Problem(
                             spec.value_loc(key),
                             f"a layer may not change `statuses.{key}` of `{draft.name}` "
-                            f"(set at {draft.statuses.loc})",
+                            f"from `{old}` (set at {first.value_loc(key)}) to `{spec[key]}`",
                         )
                     )
-        states = spec["states"]
+        states = spec.get("states") or LMap()
         for sname, sspec in states.items():
             sloc = states.key_loc(sname)
             problem = identifier_problem(sname, "state")
@@ -444,7 +518,10 @@ class Loader:
                 sspec = LMap()
                 sspec.loc, sspec.key_locs, sspec.value_locs = sloc, {}, {}
             problems = S.check(
-                S.StateSchema(), sspec, states.value_loc(sname), f"the state `{sname}`"
+                S.StateSchema(),
+                sspec,
+                states.value_loc(sname),
+                f"the state `{sname}` of `{draft.name}`",
             )
             if problems:
                 self.problems += problems
@@ -463,6 +540,47 @@ class Loader:
         transitions = spec.get("transitions") or LList()
         for i, t in enumerate(transitions):
             draft.statuses.transitions.append((t, transitions.item_loc(i)))
+
+    def _check_merged(self, plugins: Mapping[str, Any]) -> None:
+        """What only the merge of all layers can tell."""
+        for draft in self.docs.values():
+            made: dict[str, str] = {}
+            if "numbering" in draft.settings:
+                numbering = draft.settings["numbering"][0]
+                name = numbering.get("field", "number")
+                self._engine_field(draft, name, "numbering", numbering.value_loc("field"), made)
+            st = draft.statuses
+            if st is None:
+                continue
+            if "initial" not in st.spec:
+                self.problems.append(
+                    Problem(st.loc, f"the statuses of `{draft.name}` need an `initial` state")
+                )
+            name = st.spec.get("field", "status")
+            self._engine_field(draft, name, "status", st.spec.value_loc("field"), made)
+        if "processes" not in plugins:
+            for what, items in (("process", self.processes), ("automation", self.automations)):
+                for item in items.values():
+                    self.problems.append(
+                        Problem(
+                            item.loc,
+                            f"the {what} `{item.name}` needs the `processes` plugin: "
+                            "add `processes: {}` under `plugins` in config.yaml",
+                        )
+                    )
+
+    def _engine_field(
+        self, draft: DocDraft, name: str, what: str, loc: Loc, made: dict[str, str]
+    ) -> None:
+        """The field the engine makes for numbering or statuses needs a free, valid name."""
+        problem = identifier_problem(name, f"{what} field")
+        if problem is None and name in SYSTEM_FIELDS:
+            problem = f"`{name}` is a field every document has; choose another {what} field"
+        if problem is None and name in made:
+            problem = f"`{draft.name}.{name}` cannot hold both the {made[name]} and the {what}"
+        if problem:
+            self.problems.append(Problem(loc, problem))
+        made[name] = what
 
     # -- other sections -------------------------------------------------------
 
@@ -494,6 +612,7 @@ class Loader:
         if problems:
             self.problems += problems
             return
+        self.sources["segment", name] = spec
         self.segments[name] = Segment(
             name, spec["document"], Label.of(spec.get("label"), name), spec["filter"], loc
         )
@@ -601,6 +720,11 @@ class Loader:
         )
 
     def _freeze_doc(self, d: DocDraft) -> DocType:
+        self.sources["doc", d.name] = d.settings
+        for fd in d.fields.values():
+            self.sources["field", f"{d.name}.{fd.name}"] = fd.locs
+            for child in fd.children.values():
+                self.sources["field", f"{d.name}.{fd.name}.{child.name}"] = child.locs
         fields: dict[str, Field] = {}
         numbering = None
         if "numbering" in d.settings:
@@ -686,8 +810,12 @@ class Loader:
     def _freeze_statuses(self, d: DocDraft) -> Statuses:
         st = d.statuses
         assert st is not None
+        self.sources["statuses", d.name] = st.spec
+        for i, (t, _) in enumerate(st.transitions):
+            self.sources["transition", d.name, i] = t
         states: dict[str, State] = {}
         for name, (spec, loc, label) in st.states.items():
+            self.sources["state", d.name, name] = spec
             rn = spec.get("require_next")
             states[name] = State(
                 name,
@@ -710,7 +838,7 @@ class Loader:
         )
         return Statuses(
             st.spec.get("field", "status"),
-            st.spec["initial"],
+            st.spec.get("initial", ""),
             frozen_map(states),
             transitions,
             st.loc,
@@ -752,6 +880,27 @@ def _audit_fields(loc: Loc) -> dict[str, Field]:
     )
 
 
+def _with(spec: LMap, key: str, value: Any) -> LMap:
+    """A copy of ``spec`` with one more key, keeping every location."""
+    out = LMap({**spec, key: value})
+    out.loc, out.key_locs, out.value_locs = spec.loc, dict(spec.key_locs), dict(spec.value_locs)
+    return out
+
+
+def _defined(loc: Loc, verb: str = "defined") -> str:
+    return "built into the engine" if loc.file == "<engine>" else f"{verb} at {loc}"
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
+def _is_label(value: Any) -> bool:
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return True
+    return isinstance(value, Mapping) and all(isinstance(v, str) for v in value.values())
+
+
 def _names(value: Any) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
@@ -770,11 +919,11 @@ def _yaml_files(folder: Path, recursive: bool = True) -> list[Path]:
 
 
 def _section_hint(p: Problem) -> Problem:
-    if p.message.startswith("unknown key"):
+    match = re.match(r"unknown key (`.*?`) in a metadata file(.*)$", p.message)
+    if match:
         return Problem(
             p.loc,
-            p.message.replace("unknown key", "unknown section", 1)
-            + f"; sections are {', '.join(SECTIONS)}",
+            f"unknown section {match.group(1)}{match.group(2)}; sections are {', '.join(SECTIONS)}",
         )
     return p
 

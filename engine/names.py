@@ -95,6 +95,8 @@ SQL_RESERVED = frozenset(
 
 def identifier_problem(name: object, what: str) -> str | None:
     """Why ``name`` cannot be used as a ``what`` name, or None if it can."""
+    if isinstance(name, bool):
+        return f"the {what} name `{str(name).lower()}` is true/false in YAML; choose a word"
     if not isinstance(name, str):
         return f"the {what} name `{name}` must be a word, not a number"
     if not IDENTIFIER.match(name):

@@ -95,6 +95,14 @@ class AnyValue(mf.Field):
         return value
 
 
+def _range(low: int, high: int) -> validate.Range:
+    return validate.Range(min=low, max=high, error="must be between {min} and {max}, not {input}")
+
+
+def _one_of(*choices: str) -> validate.OneOf:
+    return validate.OneOf(choices, error="must be one of {choices}, not `{input}`")
+
+
 class Strict(Schema):
     class Meta:
         unknown = RAISE
@@ -113,10 +121,10 @@ class FieldSchema(Strict):
     min = Number()
     max = Number()
     compute = Text()
-    max_length = Int(validate=validate.Range(min=1, max=10_000))
+    max_length = Int(validate=_range(1, 10_000))
     pattern = Text()
-    digits = Int(validate=validate.Range(min=1, max=38))
-    places = Int(validate=validate.Range(min=0, max=20))
+    digits = Int(validate=_range(1, 38))
+    places = Int(validate=_range(0, 20))
     values = AnyValue()
     to = Text()
     fields = MapOf()
@@ -124,7 +132,7 @@ class FieldSchema(Strict):
 
 class NumberingSchema(Strict):
     prefix = Text(required=True)
-    width = Int(required=True, validate=validate.Range(min=1, max=20))
+    width = Int(required=True, validate=_range(1, 20))
     field = Text()
 
 
@@ -176,14 +184,14 @@ class AccessSchema(Strict):
 
 class RequireNextSchema(Strict):
     document = Text(required=True)
-    min = Int(validate=validate.Range(min=1, max=100))
+    min = Int(validate=_range(1, 100))
     link = Text(required=True)
 
 
 class StateSchema(Strict):
     label = LabelField()
     final = StrictBool()
-    outcome = Text(validate=validate.OneOf(["won", "lost", "cancelled", "done"]))
+    outcome = Text(validate=_one_of("won", "lost", "cancelled", "done"))
     require = NameList()
     require_next = mf.Nested(RequireNextSchema)
 
@@ -198,8 +206,9 @@ class TransitionSchema(Strict):
 
 class StatusesSchema(Strict):
     field = Text()
-    initial = Text(required=True)
-    states = MapOf(required=True)
+    # required of the layer that first defines the statuses; the loader checks that
+    initial = Text()
+    states = MapOf()
     transitions = mf.List(mf.Nested(TransitionSchema))
 
 
@@ -249,8 +258,10 @@ class FileSchema(Strict):
 
 class ConfigSchema(Strict):
     name = Text(required=True)
-    locale = Text(validate=validate.OneOf(["ru", "en"]))
-    region = Text(validate=validate.Length(equal=2))
+    locale = Text(validate=_one_of("ru", "en"))
+    region = Text(
+        validate=validate.Length(equal=2, error="must be two letters such as RU, not `{input}`")
+    )
     timezone = Text()
     layers = NameList()
     plugins = MapOf()
@@ -259,73 +270,116 @@ class ConfigSchema(Strict):
 
 
 def check(schema: Schema, data: Any, loc: Loc, what: str) -> list[Problem]:
-    """Validate one level of YAML; messages come back with the YAML's location."""
+    """Validate one level of YAML; messages come back with the YAML's location.
+
+    ``what`` names the thing for the consultant (``the field `Deal.amount```);
+    messages about nested maps and list items extend it (```views.kanban` of
+    the document type `Deal```, ``transition 2 of ...``).
+    """
     if not isinstance(data, Mapping):
-        return [Problem(loc, f"{what} must be a map of keys")]
+        return [Problem(loc, f"{what} must be a map of keys, not {_kind(data)}")]
     try:
         schema.load(dict(data))
     except ValidationError as exc:
-        return _problems(schema, exc.messages, data, loc)
+        return _problems(schema, exc.messages, data, loc, what, "")
     return []
 
 
-def _problems(schema: Schema, messages: Any, data: Any, loc: Loc) -> list[Problem]:
-    out: list[Problem] = []
+def _kind(value: Any) -> str:
+    """How a wrong value is named in a message: short, and never a whole document."""
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, (int, float)):
+        return f"the number `{value}`"
+    if isinstance(value, Mapping):
+        return "a map"
+    text = str(value)
+    return f"`{text[:40]}…`" if len(text) > 40 else f"`{text}`"
+
+
+def _field_of(schema: Schema | None, key: Any) -> mf.Field | None:
+    if schema is None:
+        return None
+    if key in schema.fields and schema.fields[key].data_key in (None, key):
+        return schema.fields[key]
+    return next((f for f in schema.fields.values() if f.data_key == key), None)
+
+
+def _inside(what: str, path: str) -> str:
+    return f"`{path}` of {what}" if path else what
+
+
+def _problems(
+    schema: Schema | None, messages: Any, data: Any, loc: Loc, what: str, path: str
+) -> list[Problem]:
+    """marshmallow's nested messages → problems at the keys and values they are about.
+
+    ``what`` is the top-level thing; ``path`` the dotted keys below it.
+    """
+    here = _inside(what, path)
     if isinstance(messages, list):
+        out: list[Problem] = []
         for m in messages:
             if isinstance(m, str):
-                out.append(Problem(loc, m))
+                out.append(Problem(loc, f"{here} {_lower(m)}"))
             else:
-                out.extend(_problems(schema, m, data, loc))
+                out.extend(_problems(schema, m, data, loc, what, path))
         return out
     if not isinstance(messages, Mapping):
-        return [Problem(loc, str(messages))]
+        return [Problem(loc, f"{here}: {messages}")]
     known = [f.data_key or name for name, f in schema.fields.items()] if schema else []
+    out = []
     for key, value in messages.items():
+        if key == "_schema":
+            out.append(Problem(loc, f"{here} must be a map of keys, not {_kind(data)}"))
+            continue
         if isinstance(data, LMap) and key in data:
             key_loc, val_loc = data.key_loc(key), data.value_loc(key)
-        elif isinstance(data, LList) and isinstance(key, int):
-            key_loc = val_loc = data.item_loc(key)
         else:
             key_loc = val_loc = loc
         if value == ["Unknown field."]:
-            out.append(Problem(key_loc, f"unknown key `{key}`{did_you_mean(key, known)}"))
+            out.append(Problem(key_loc, f"unknown key `{key}` in {here}{did_you_mean(key, known)}"))
             continue
         if value == ["Missing data for required field."]:
-            out.append(Problem(loc, f"`{key}` is required"))
+            out.append(Problem(loc, f"{here} needs `{key}`"))
             continue
-        sub_schema = None
-        child = (
-            data.get(key)
-            if isinstance(data, Mapping)
-            else (
-                data[key]
-                if isinstance(data, list) and isinstance(key, int) and key < len(data)
-                else None
-            )
-        )
-        if schema is not None and key in schema.fields:
-            f = schema.fields[key]
-        else:
-            f = next(
-                (f for f in (schema.fields.values() if schema else []) if f.data_key == key), None
-            )
-        if isinstance(f, mf.Nested):
-            sub_schema = f.schema
-        elif isinstance(f, mf.List) and isinstance(f.inner, mf.Nested):
-            sub_schema = f.inner.schema
-            if isinstance(value, Mapping):
-                for index, item_messages in value.items():
-                    item = child[index] if isinstance(child, list) and index < len(child) else None
-                    item_loc = child.item_loc(index) if isinstance(child, LList) else val_loc
-                    out.extend(_problems(sub_schema, item_messages, item, item_loc))
-                continue
+        child = data.get(key) if isinstance(data, Mapping) else None
+        f = _field_of(schema, key)
+        sub_path = f"{path}.{key}" if path else str(key)
+        if isinstance(f, mf.List) and isinstance(f.inner, mf.Nested) and isinstance(value, Mapping):
+            items = child if isinstance(child, list) else []
+            singular = str(key)[:-1] if str(key).endswith("s") else str(key)
+            for index, item_messages in value.items():
+                item = items[index] if isinstance(index, int) and index < len(items) else None
+                item_loc = child.item_loc(index) if isinstance(child, LList) else val_loc
+                item_what = f"{singular} {index + 1} of {_inside(what, path)}"
+                out.extend(_problems(f.inner.schema, item_messages, item, item_loc, item_what, ""))
+            continue
         if isinstance(value, list) and all(isinstance(m, str) for m in value):
             for m in value:
-                out.append(Problem(val_loc, f"`{key}` {_lower(m)}"))
-        else:
-            out.extend(_problems(sub_schema, value, child, val_loc))
+                out.append(Problem(val_loc, f"{here}: `{key}` {_message(m, f, child)}"))
+            continue
+        sub_schema = f.schema if isinstance(f, mf.Nested) else None
+        out.extend(_problems(sub_schema, value, child, val_loc, what, sub_path))
     return out
+
+
+def _message(message: str, f: mf.Field | None, value: Any) -> str:
+    """One of marshmallow's messages, reworded; with a hint for a misspelt choice."""
+    if message == "Not a valid list.":
+        return f"must be a list, not {_kind(value)}"
+    if message == "Field may not be null.":
+        return "must not be empty"
+    if message == "Invalid input type.":
+        return f"must be a map of keys, not {_kind(value)}"
+    for v in getattr(f, "validators", []):
+        if isinstance(v, validate.OneOf) and isinstance(value, str):
+            return _lower(message) + did_you_mean(value, [str(c) for c in v.choices])
+    return _lower(message)
 
 
 def _lower(message: str) -> str:

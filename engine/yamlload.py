@@ -20,7 +20,9 @@ from ruamel.yaml.events import (
     AliasEvent,
     CollectionStartEvent,
     MappingEndEvent,
+    MappingStartEvent,
     NodeEvent,
+    ScalarEvent,
     SequenceEndEvent,
 )
 
@@ -90,29 +92,102 @@ class _TooLarge(Exception):
         self.where = where
 
 
+#: plain scalars that YAML reads as something other than text (``1``, ``true``, ``~``)
+_NOT_TEXT = re.compile(
+    r"[-+]?(\.?[0-9][0-9_.eExXoObB+-]*|\.inf|\.Inf|\.INF|\.nan|\.NaN|\.NAN)"
+    r"|true|True|TRUE|false|False|FALSE|null|Null|NULL|~|"
+)
+
+
+class _Collection:
+    """One open map or list while prescanning: for nesting, duplicate keys and sizes."""
+
+    def __init__(self, is_map: bool, anchor: str | None, start: int):
+        self.is_map = is_map
+        self.anchor = anchor
+        self.start = start
+        self.expect_key = True
+        self.keys: dict[tuple[bool, str], int] = {}
+
+
+def _show_tag(tag: str) -> str:
+    return "!!" + tag[len("tag:yaml.org,2002:") :] if tag.startswith("tag:yaml.org,2002:") else tag
+
+
 def _prescan(text: str, name: str) -> list[Problem]:
-    """Walk the parser's events: tags, aliases and depth, before constructing anything."""
+    """Walk the parser's events before constructing anything.
+
+    Refuses tags other than the plain YAML ones, more than ``MAX_ALIASES``
+    aliases, nesting deeper than ``MAX_DEPTH`` and aliases that would expand
+    the file beyond ``MAX_NODES`` values (the "billion laughs" bomb): all in
+    time proportional to the text, not to what it would expand to. Duplicate
+    keys are reported with both lines, every one of them.
+    """
     problems: list[Problem] = []
     aliases = 0
-    depth = 0
+    total = 0
+    sizes: dict[str, int] = {}
+    stack: list[_Collection] = []
+
+    def node(key: tuple[bool, str] | None, line: int, where: Loc) -> None:
+        """A complete node (scalar, alias or closed collection) inside the open one."""
+        if not stack:
+            return
+        top = stack[-1]
+        if top.is_map and top.expect_key and key is not None and key[1] != "<<":
+            first = top.keys.get(key)
+            if first is None:
+                top.keys[key] = line
+            else:
+                problems.append(
+                    Problem(
+                        where,
+                        f"the key `{key[1]}` appears twice in one map (first at line {first})",
+                    )
+                )
+        if top.is_map:
+            top.expect_key = not top.expect_key
+
     for event in YAML(typ="rt").parse(io.StringIO(text)):
         mark = event.start_mark
         where = Loc(name, mark.line + 1, mark.column + 1)
-        if isinstance(event, NodeEvent):
+        if isinstance(event, NodeEvent) and not isinstance(event, AliasEvent):
             tag = getattr(event, "tag", None)
             tag = str(tag) if tag is not None else None
             if tag not in ALLOWED_TAGS:
-                return [Problem(where, f"the tag `{tag}` is not allowed in metadata")]
+                return [
+                    Problem(where, f"the tag `{_show_tag(tag or '')}` is not allowed in metadata")
+                ]
         if isinstance(event, AliasEvent):
             aliases += 1
             if aliases > MAX_ALIASES:
                 return [Problem(where, f"more than {MAX_ALIASES} aliases in one file")]
+            total += sizes.get(event.anchor, 1)
+            if total > MAX_NODES:
+                return [
+                    Problem(
+                        where,
+                        f"aliases would expand the file to more than {MAX_NODES} values "
+                        '(a "billion laughs" bomb?)',
+                    )
+                ]
+            node(None, mark.line + 1, where)
+        elif isinstance(event, ScalarEvent):
+            total += 1
+            if event.anchor:
+                sizes[event.anchor] = 1
+            plain = event.style is None and bool(_NOT_TEXT.fullmatch(event.value))
+            node((plain, event.value), mark.line + 1, where)
         elif isinstance(event, CollectionStartEvent):
-            depth += 1
-            if depth > MAX_DEPTH:
+            if len(stack) >= MAX_DEPTH:
                 return [Problem(where, f"nesting deeper than {MAX_DEPTH} levels")]
+            total += 1
+            stack.append(_Collection(isinstance(event, MappingStartEvent), event.anchor, total))
         elif isinstance(event, (MappingEndEvent, SequenceEndEvent)):
-            depth -= 1
+            closed = stack.pop()
+            if closed.anchor:
+                sizes[closed.anchor] = total - closed.start + 1
+            node(None, mark.line + 1, where)
     return problems
 
 
@@ -190,6 +265,47 @@ def _substitute(text: str, env: dict[str, str], state: LoadResult, where: Loc) -
     return ENV_REF.sub(repl, text) if "${" in text else text
 
 
+#: ruamel's words for what it was reading → a consultant's words
+_CONTEXTS = {
+    "flow mapping": "the `{` map",
+    "flow sequence": "the `[` list",
+    "block mapping": "the map",
+    "block collection": "the list",
+    "quoted scalar": "the quoted text",
+}
+
+
+def _yaml_message(exc: MarkedYAMLError) -> str:
+    """A YAML syntax error in words a consultant can act on."""
+    problem = (exc.problem or exc.context or "invalid YAML").strip()
+    context = (exc.context or "").strip()
+    cm = exc.context_mark
+    if "duplicate key" in problem:
+        return "YAML: " + problem.split(" with value")[0]
+    if "'\\t'" in problem or "'\t'" in problem:
+        return "YAML: a tab cannot indent YAML; use spaces"
+    if problem == "mapping values are not allowed here":
+        return "YAML: a `: ` is not allowed here; put quotes around a value that holds one"
+    if "another document" in problem:
+        return "YAML: a metadata file holds one document; remove the `---` line"
+    start = re.fullmatch(r"found character '(.)' that cannot start any token", problem)
+    if start:
+        return f"YAML: a value cannot start with `{start.group(1)}`; put it in quotes"
+    what = next((w for k, w in _CONTEXTS.items() if context.endswith(k)), None)
+    if what is None or cm is None:
+        return f"YAML: {problem}"
+    opened = f"{what} that starts at line {cm.line + 1}"
+    found = re.search(r"but (?:found|got) '(.+)'$", problem)
+    token = found.group(1) if found else ""
+    if "<block end>" in problem and token in ("}", "]"):
+        return f"YAML: `{token}` closes nothing (in {opened})"
+    if "<block end>" in problem:
+        return f"YAML: this line is not indented like the rest of {opened}"
+    if "end of stream" in problem or "<stream end>" in problem:
+        return f"YAML: {opened} is never closed"
+    return f"YAML: {problem} (in {opened})"
+
+
 def load_text(text: str, name: str, env: dict[str, str] | None = None) -> LoadResult:
     env = dict(os.environ) if env is None else env
     state = LoadResult(None, [], set())
@@ -208,10 +324,7 @@ def load_text(text: str, name: str, env: dict[str, str] | None = None) -> LoadRe
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = (exc.problem or exc.context or "invalid YAML").strip()
-        if "duplicate key" in message:
-            message = message.split(" with value")[0]
-        state.problems.append(Problem(Loc(name, line, col), f"YAML: {message}"))
+        state.problems.append(Problem(Loc(name, line, col), _yaml_message(exc)))
         return state
     except YAMLError as exc:
         state.problems.append(Problem(Loc(name, 1, 1), f"YAML: {exc}"))
@@ -237,11 +350,24 @@ def load_file(path: Path, shown_as: str, env: dict[str, str] | None = None) -> L
                 ],
                 set(),
             )
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        return LoadResult(None, [Problem(Loc(shown_as, 1, 1), "the file is not UTF-8 text")], set())
+        raw = path.read_bytes()
     except OSError as exc:
         return LoadResult(
             None, [Problem(Loc(shown_as, 1, 1), f"cannot read: {exc.strerror}")], set()
         )
-    return load_text(text, shown_as, env)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return LoadResult(None, [_not_utf8(raw, exc, shown_as)], set())
+    return load_text(text.removeprefix("\ufeff"), shown_as, env)
+
+
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError, shown_as: str) -> Problem:
+    """Point at the first byte that is not UTF-8: an editor saved the file as cp1251 or latin-1."""
+    line_start = raw.rfind(b"\n", 0, exc.start) + 1
+    line = raw.count(b"\n", 0, exc.start) + 1
+    col = len(raw[line_start : exc.start].decode("utf-8", "replace")) + 1
+    return Problem(
+        Loc(shown_as, line, col),
+        f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02x}); save it as UTF-8",
+    )
