@@ -17,6 +17,7 @@ from flask import Flask
 from flask_appbuilder import AppBuilder
 from flask_sqlalchemy import SQLAlchemy
 
+from engine import web
 from engine.loader import Loader
 from engine.models import Models, build
 from engine.registry import Registry
@@ -63,6 +64,7 @@ def create_app(config_dir: str | Path, test_config: dict[str, Any] | None = None
         FAB_UPDATE_PERMS=False,
         FAB_CREATE_DB=False,
         FAB_ADD_SECURITY_API=False,
+        FAB_API_SWAGGER_UI=True,
         BABEL_DEFAULT_LOCALE=registry.locale,
         LANGUAGES={
             "en": {"flag": "gb", "name": "English"},
@@ -77,7 +79,10 @@ def create_app(config_dir: str | Path, test_config: dict[str, Any] | None = None
     db.init_app(app)
     with app.app_context():
         appbuilder = AppBuilder(app, db.session)
-        app.extensions["crm"] = CRM(registry, models, loader.pm, db, appbuilder)
+        state = CRM(registry, models, loader.pm, db, appbuilder)
+        app.extensions["crm"] = state
+        app.context_processor(lambda: {"crm_locale": registry.locale, "crm": state})
+        web.register(appbuilder, state)
         loader.pm.hook.crm_register_views(appbuilder=appbuilder, registry=registry)
         loader.pm.hook.crm_startup(app=app, registry=registry)
     return app

@@ -172,7 +172,7 @@ def users_create(path: Path, username: str, password: str, first_name: str, last
             raise HandledError("give the user at least one --role, or --admin")
         if any(r is None for r in wanted):
             raise HandledError("roles are missing in the database: run `crm migrate` first")
-        user = sm.add_user(username, first_name or username, last_name or "-",
+        user = sm.add_user(username, first_name or username, last_name,
                            email or f"{username}@localhost", wanted, password)  # fmt: skip
         if not user:
             raise HandledError("the user could not be created (is the email already used?)")

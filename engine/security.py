@@ -38,8 +38,13 @@ def sync(appbuilder: Any, registry: Registry) -> list[str]:
     for name in doc_names:
         for perm in PERMISSIONS:
             pvms[(perm, name)] = sm.add_permission_view_menu(perm, name)
+    # everyone who logs in may read the API's description
+    shared = [
+        sm.add_permission_view_menu("can_get", "OpenApi"),
+        sm.add_permission_view_menu("can_show", "SwaggerView"),
+    ]
     admin = sm.find_role(sm.auth_role_admin) or sm.add_role(sm.auth_role_admin)
-    for pvm in pvms.values():
+    for pvm in [*pvms.values(), *shared]:
         if pvm not in admin.permissions:
             sm.add_permission_role(admin, pvm)
     for role_name in registry.roles:
@@ -47,6 +52,9 @@ def sync(appbuilder: Any, registry: Registry) -> list[str]:
         if role is None:
             role = sm.add_role(role_name)
             changes.append(f"add role {role_name}")
+        for pvm in shared:
+            if pvm not in role.permissions:
+                sm.add_permission_role(role, pvm)
         want = granted(registry, role_name)
         have = {
             (p.permission.name, p.view_menu.name)

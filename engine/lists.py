@@ -1,0 +1,521 @@
+"""The list page: one query shape for the web UI and the REST API.
+
+A page costs two statements whatever its size and whatever its columns:
+
+- the rows, with each reference column's display text fetched by a LEFT OUTER
+  JOIN (one alias per reference path) instead of one query per row;
+- a count capped at ``count_cap``: ``SELECT count(*) FROM (SELECT 1 ... LIMIT
+  cap + 1)``. Counting 200 000 matching rows exactly costs more than the page
+  itself; a pager only needs "10 000+".
+
+Rows are ordered by the sort column, then by id: the shape of the composite
+indexes that ``engine.models`` builds for list filters, so a filtered, sorted
+page is an index range scan that stops after ``limit`` rows. Deep pages use a
+keyset cursor (the last row's sort value and id) rather than a large OFFSET.
+
+NULLs keep each database's own order (PostgreSQL: largest, SQLite: smallest),
+because asking for another order would stop it reading the index in order;
+the keyset cursor follows the same rule.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import re
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from engine.filters import TEXTUAL, FilterError, compile_filter, label_field
+from engine.models import Models
+from engine.registry import USER, DocType, Field
+
+DEFAULT_LIMIT = 25
+MAX_LIMIT = 1000
+COUNT_CAP = 10_000
+#: how many references a dotted column may follow (`customer.manager.department`)
+MAX_DEPTH = 3
+#: databases that sort NULL above every value (ORDER BY ... ASC puts NULLs last)
+NULLS_LARGEST = frozenset({"postgresql", "oracle"})
+
+
+class ListError(FilterError):
+    """A list request (column, order, cursor, limit) is wrong; the message is for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A reference cell: the target's id and the text a person recognizes it by."""
+
+    id: int
+    label: str
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[dict[str, Any]]
+    #: matching rows, at most ``count_cap``; with ``count_capped`` show it as "10 000+"
+    count: int
+    count_capped: bool
+    #: pass as ``after`` to get the next page; None on the last page
+    next_cursor: str | None
+    columns: tuple[str, ...]
+    offset: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class _Cell:
+    key: str
+    value: int
+    #: position of the joined label for a reference column
+    label: int | None
+    ref: bool
+
+
+Executor = Session | sa.Connection
+
+
+class ListQuery:
+    """The two statements of one list page, built but not run.
+
+    Built apart from running so that the benchmark can print and time the very
+    SQL the engine sends; :func:`page` is the usual entry point.
+    """
+
+    def __init__(
+        self,
+        models: Models,
+        doctype: str,
+        *,
+        dialect: str,
+        filter: Mapping[str, Any] | None = None,
+        search: str | None = None,
+        order: str | None = None,
+        offset: int = 0,
+        after: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+        columns: Sequence[str] | None = None,
+        user_id: int | None = None,
+        base_where: sa.ColumnElement[bool] | None = None,
+        count_cap: int | None = COUNT_CAP,
+    ) -> None:
+        if doctype not in models.registry.documents:
+            raise ListError(f"there is no document type `{doctype}`")
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ListError(f"a page holds 1 to {MAX_LIMIT} rows, not {limit}")
+        if offset < 0:
+            raise ListError("the offset cannot be negative")
+        self.models = models
+        self.doc: DocType = models.registry.documents[doctype]
+        self.dialect = dialect
+        self.table = models.table(doctype)
+        self.limit = limit
+        self.offset = offset
+        self.count_cap = count_cap
+        spec = self.doc.list
+        self.columns = tuple(columns if columns is not None else _default_columns(self.doc))
+        self.order = order or (spec.order if spec else _default_order(self.doc))
+        self.descending = self.order.startswith("-")
+        self.sort_field = self.order.lstrip("-+")
+        self.sort_column = self._sort_column(self.sort_field)
+
+        where: list[sa.ColumnElement[bool]] = []
+        if base_where is not None:
+            where.append(base_where)
+        if filter:
+            where.append(compile_filter(models, doctype, filter, user_id))
+        if search and search.strip():
+            where.append(self._search(search.strip()))
+        self.where = sa.and_(sa.true(), *where)
+        self.rows_select, self._cells, self._sort_pos = self._rows(after)
+        self.count_select = self._count()
+
+    # -- running --------------------------------------------------------------
+
+    def run(self, executor: Executor) -> Page:
+        rows = executor.execute(self.rows_select).all()
+        count, capped = self.count_of(executor.execute(self.count_select).scalar_one())
+        more = len(rows) > self.limit
+        rows = rows[: self.limit]
+        cursor = None
+        if more:
+            last = rows[-1]
+            sort_value = last[self._sort_pos] if self._sort_pos is not None else None
+            cursor = encode_cursor(sort_value, last[0])
+        return Page(
+            [self._row(r) for r in rows],
+            count,
+            capped,
+            cursor,
+            self.columns,
+            self.offset,
+            self.limit,
+        )
+
+    def count_of(self, counted: int) -> tuple[int, bool]:
+        if self.count_cap is not None and counted > self.count_cap:
+            return self.count_cap, True
+        return counted, False
+
+    def _row(self, row: sa.Row[Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": row[0]}
+        for cell in self._cells:
+            value = row[cell.value]
+            if cell.ref and value is not None:
+                text = row[cell.label] if cell.label is not None else None
+                value = Ref(value, str(text) if text is not None else str(value))
+            out[cell.key] = value
+        return out
+
+    # -- building ---------------------------------------------------------------
+
+    def _sort_column(self, name: str) -> sa.ColumnElement[Any]:
+        if name == "id":
+            return self.table.c.id
+        f = self.doc.fields.get(name)
+        if f is None or not f.stored:
+            raise ListError(f"`{self.doc.name}` has no field `{name}` to sort by")
+        if f.type == "ref":
+            raise ListError(f"`{name}` is a reference; sort by one of its own fields")
+        return self.table.c[f.column]
+
+    def _rows(self, after: str | None) -> tuple[sa.Select[Any], list[_Cell], int | None]:
+        t = self.table
+        selected: list[sa.ColumnElement[Any]] = [t.c.id]
+        joined: sa.FromClause = t
+        aliases: dict[str, sa.FromClause] = {}
+
+        def source(path: tuple[str, ...]) -> sa.FromClause:
+            """The table (aliased, joined) that a dotted prefix leads to."""
+            nonlocal joined
+            if not path:
+                return t
+            key = ".".join(path)
+            if key not in aliases:
+                parent = source(path[:-1])
+                f = self._field_at(path)
+                alias = _alias(self.models, self.doc.name, path, f.to or USER)
+                joined = joined.outerjoin(alias, alias.c.id == parent.c[f.column])
+                aliases[key] = alias
+            return aliases[key]
+
+        def add(column: sa.ColumnElement[Any]) -> int:
+            selected.append(column.label(f"c{len(selected)}"))
+            return len(selected) - 1
+
+        cells: list[_Cell] = []
+        for name in self.columns:
+            if name == "id":
+                continue
+            path = tuple(name.split("."))
+            f = self._field_at(path)
+            if not f.stored:
+                raise ListError(f"`{name}` holds rows and cannot be a list column")
+            position = add(source(path[:-1]).c[f.column])
+            label = None
+            if f.type == "ref":
+                target = self.models.registry.documents[f.to or USER]
+                lf = label_field(target)
+                if lf is not None:
+                    label = add(source(path).c[lf.column])
+            cells.append(_Cell(name, position, label, f.type == "ref"))
+
+        sort_pos: int | None = None
+        if self.sort_field != "id":
+            sort_pos = next(
+                (c.value for c in cells if c.key == self.sort_field),
+                None,
+            )
+            if sort_pos is None:
+                sort_pos = add(self.sort_column)
+
+        where = self.where
+        if after is not None:
+            where = sa.and_(where, self._after(after))
+        id_order = t.c.id.desc() if self.descending else t.c.id.asc()
+        order_by = [id_order]
+        if self.sort_field != "id":
+            sort = self.sort_column.desc() if self.descending else self.sort_column.asc()
+            order_by.insert(0, sort)
+        query = (
+            sa.select(*selected)
+            .select_from(joined)
+            .where(where)
+            .order_by(*order_by)
+            .limit(self.limit + 1)
+        )
+        if self.offset:
+            query = query.offset(self.offset)
+        return query, cells, sort_pos
+
+    def _count(self) -> sa.Select[Any]:
+        if self.count_cap is None:
+            return sa.select(sa.func.count()).select_from(self.table).where(self.where)
+        inner = (
+            sa.select(sa.literal_column("1").label("one"))
+            .select_from(self.table)
+            .where(self.where)
+            .limit(self.count_cap + 1)
+            .subquery("capped")
+        )
+        return sa.select(sa.func.count()).select_from(inner)
+
+    def _field_at(self, path: Sequence[str]) -> Field:
+        if len(path) > MAX_DEPTH + 1:
+            raise ListError(f"`{'.'.join(path)}` follows more than {MAX_DEPTH} references")
+        d = self.doc
+        for i, part in enumerate(path):
+            f = d.fields.get(part)
+            if f is None:
+                raise ListError(f"`{d.name}` has no field `{part}`")
+            if i == len(path) - 1:
+                return f
+            if f.type != "ref":
+                raise ListError(f"`{d.name}.{part}` is not a reference, so `{'.'.join(path)}` cannot follow it")  # fmt: skip
+            d = self.models.registry.documents[f.to or USER]
+        raise ListError("an empty column name")
+
+    def _after(self, cursor: str) -> sa.ColumnElement[bool]:
+        """Rows after the cursor in the page order, as a range the sort index can seek to."""
+        sort_value, last_id = decode_cursor(cursor)
+        t = self.table
+        desc = self.descending
+        next_id = t.c.id < last_id if desc else t.c.id > last_id
+        if self.sort_field == "id":
+            return next_id
+        col = self.sort_column
+        nulls_first = (self.dialect in NULLS_LARGEST) == desc
+        if sort_value is None:
+            in_nulls = sa.and_(col.is_(None), next_id)
+            return sa.or_(in_nulls, col.is_not(None)) if nulls_first else in_nulls
+        value = self._cursor_value(sort_value)
+        # `col <= v` alone is what lets the index seek; the OR refines the tie on v
+        within = col <= value if desc else col >= value
+        beyond = col < value if desc else col > value
+        cond = sa.and_(within, sa.or_(beyond, next_id))
+        nullable = getattr(col, "nullable", True)
+        if not nulls_first and nullable:
+            cond = sa.or_(cond, col.is_(None))
+        return cond
+
+    def _cursor_value(self, raw: Any) -> Any:
+        f = self.doc.fields.get(self.sort_field)
+        ftype = f.type if f is not None else "integer"
+        try:
+            if ftype == "datetime":
+                return dt.datetime.fromisoformat(raw)
+            if ftype == "date":
+                return dt.date.fromisoformat(raw)
+            if ftype in ("decimal", "money"):
+                return Decimal(raw)
+            if ftype == "integer":
+                return int(raw)
+            if ftype == "boolean":
+                return bool(raw)
+        except (TypeError, ValueError, InvalidOperation) as exc:
+            raise ListError("the page cursor is not valid") from exc
+        return str(raw)
+
+    # -- search ---------------------------------------------------------------
+
+    def _search(self, term: str) -> sa.ColumnElement[bool]:
+        """Prefix match on the list's search fields, OR'd; a field of another
+        type joins in only when the text can be its value."""
+        names = self.doc.list.search if self.doc.list else ()
+        if not names:
+            lf = label_field(self.doc)
+            names = (lf.name,) if lf is not None else ()
+        conditions: list[sa.ColumnElement[bool]] = []
+        for name in names:
+            cond = self._search_path(self.doc, name.split("."), term)
+            if cond is not None:
+                conditions.append(cond)
+        return sa.or_(*conditions) if conditions else sa.false()
+
+    def _search_path(self, d: DocType, path: list[str], term: str) -> sa.ColumnElement[bool] | None:
+        f = d.fields.get(path[0])
+        if f is None or not f.stored:
+            raise ListError(f"`{d.name}` has no field `{path[0]}` to search")
+        column = self.models.table(d.name).c[f.column]
+        if f.type == "ref":
+            target = self.models.registry.documents[f.to or USER]
+            rest = path[1:]
+            if not rest:
+                lf = label_field(target)
+                if lf is None:
+                    return column == int(term) if term.isdigit() else None
+                rest = [lf.name]
+            inner = self._search_path(target, rest, term)
+            if inner is None:
+                return None
+            return column.in_(sa.select(self.models.table(target.name).c.id).where(inner))
+        if len(path) > 1:
+            raise ListError(f"`{d.name}.{f.name}` is not a reference")
+        if f.type == "phone":
+            # stored as E.164, so "+7 495", "7495" and "+7(495)" all mean "+7495"; a
+            # range rather than LIKE, so that the phone's own index serves it
+            # ('+' then digits sort by their digits in any collation)
+            digits = re.sub(r"[\s()+-]", "", term)
+            if not digits.isdigit():
+                return None
+            low = f"+{digits}"
+            return sa.and_(column >= low, column < _successor(low))
+        if f.type in TEXTUAL:
+            return prefix_match(column, term, self.dialect)
+        if f.type == "enum":
+            low = term.lower()
+            keys = [
+                k
+                for k, label in f.values.items()
+                if k.lower().startswith(low)
+                or any(text.lower().startswith(low) for text in label.texts.values())
+            ]
+            return column.in_(keys) if keys else None
+        if f.type == "integer" and term.lstrip("-").isdigit():
+            return column == int(term)
+        return None
+
+
+#: the aliases of each configuration's reference joins, made once: building an
+#: alias copies every column of its table, a third of a page's Python time
+_ALIASES: weakref.WeakKeyDictionary[sa.MetaData, dict[tuple[str, ...], sa.FromClause]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _alias(models: Models, doctype: str, path: tuple[str, ...], target: str) -> sa.FromClause:
+    """The alias for the rows a reference path leads to, named after the path
+    (``_customer__manager``): a leading underscore no table name has."""
+    known = _ALIASES.setdefault(models.metadata, {})
+    key = (doctype, *path)
+    if key not in known:
+        name = "_" + "__".join(path)
+        known[key] = models.table(target).alias(name)
+    return known[key]
+
+
+def prefix_match(column: sa.ColumnElement[Any], term: str, dialect: str) -> sa.ColumnElement[bool]:
+    """Case-insensitive "starts with", in the form each database can answer from an index.
+
+    PostgreSQL: ``lower(col) LIKE 'abc%'``, which an index on
+    ``lower(col) text_pattern_ops`` serves. SQLite never uses an index for LIKE
+    on an expression, so there it is the equivalent range ``lower(col) >= 'abc'
+    AND lower(col) < 'abd'``, which an index on ``lower(col)`` serves; and
+    since SQLite's lower() folds ASCII only, the term is also tried capitalized
+    and upper-cased, so that "ром" finds "Ромашка".
+    """
+    lowered = sa.func.lower(column)
+    if dialect != "sqlite":
+        escaped = term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return lowered.like(escaped + "%", escape="\\")
+    variants = dict.fromkeys(
+        _ascii_lower(v) for v in (term.lower(), term[:1].upper() + term[1:].lower(), term.upper())
+    )
+    return sa.or_(*(sa.and_(lowered >= v, lowered < _successor(v)) for v in variants))
+
+
+def _ascii_lower(text: str) -> str:
+    return "".join(c.lower() if "A" <= c <= "Z" else c for c in text)
+
+
+def _successor(prefix: str) -> str:
+    """The least string above every string that starts with ``prefix`` (code point order)."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop()) + 1
+        if 0xD800 <= code <= 0xDFFF:
+            code = 0xE000
+        if code <= 0x10FFFF:
+            return "".join(chars) + chr(code)
+    return "\U0010ffff" * (len(prefix) + 1)
+
+
+def _default_columns(d: DocType) -> tuple[str, ...]:
+    if d.list is not None:
+        return d.list.columns
+    lf = label_field(d)
+    names = [f.name for f in d.fields.values() if f.stored and not f.system and not f.hidden]
+    if lf is not None:
+        names = [lf.name, *(n for n in names if n != lf.name)]
+    return tuple(names[:6])
+
+
+def _default_order(d: DocType) -> str:
+    return "-created_at" if "created_at" in d.fields else "-id"
+
+
+# -- cursors ------------------------------------------------------------------
+
+
+def encode_cursor(sort_value: Any, row_id: int) -> str:
+    """An opaque, URL-safe token for "after this row"."""
+    if isinstance(sort_value, (dt.date, dt.datetime)):
+        value: Any = sort_value.isoformat()
+    elif isinstance(sort_value, Decimal):
+        value = str(sort_value)
+    else:
+        value = sort_value
+    raw = json.dumps([value, row_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[Any, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value, row_id = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise ListError("the page cursor is not valid") from exc
+    if not isinstance(row_id, int) or isinstance(row_id, bool):
+        raise ListError("the page cursor is not valid")
+    return value, row_id
+
+
+def dialect_of(executor: Executor) -> str:
+    if isinstance(executor, Session):
+        return executor.get_bind().dialect.name
+    return executor.dialect.name
+
+
+def page(
+    models: Models,
+    session: Executor,
+    doctype: str,
+    *,
+    filter: Mapping[str, Any] | None = None,
+    search: str | None = None,
+    order: str | None = None,
+    offset: int = 0,
+    after: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+    columns: Sequence[str] | None = None,
+    user_id: int | None = None,
+    base_where: sa.ColumnElement[bool] | None = None,
+    count_cap: int | None = COUNT_CAP,
+) -> Page:
+    """One page of a document list: rows as dicts (typed values, :class:`Ref` for
+    references) plus a capped count. Raises FilterError/ListError with a message."""
+    query = ListQuery(
+        models,
+        doctype,
+        dialect=dialect_of(session),
+        filter=filter,
+        search=search,
+        order=order,
+        offset=offset,
+        after=after,
+        limit=limit,
+        columns=columns,
+        user_id=user_id,
+        base_where=base_where,
+        count_cap=count_cap,
+    )
+    return query.run(session)

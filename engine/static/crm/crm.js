@@ -1,0 +1,68 @@
+/* The generated forms' behaviour: server-side ref pickers, table rows
+   (add, remove, reorder), confirmations. jQuery and select2 are served
+   locally by Flask-AppBuilder; no inline handlers, so the CSP stays strict. */
+(function ($) {
+  "use strict";
+
+  function refPickers(root) {
+    $(root).find("select.crm-ref").each(function () {
+      var $el = $(this);
+      if ($el.data("select2")) { return; }
+      $el.select2({
+        theme: "bootstrap",
+        width: "100%",
+        allowClear: true,
+        placeholder: "",
+        minimumInputLength: 0,
+        ajax: {
+          url: $el.data("lookup"),
+          dataType: "json",
+          delay: 200,
+          data: function (params) { return { q: params.term || "" }; },
+          processResults: function (data) { return data; }
+        }
+      });
+    });
+  }
+
+  function renumber($table) {
+    var field = $table.data("field");
+    $table.find("tbody tr.crm-row").each(function (i) {
+      $(this).find("[name]").each(function () {
+        var parts = this.name.split("-");
+        if (parts.length === 3 && parts[0] === field) {
+          this.name = field + "-" + i + "-" + parts[2];
+        }
+      });
+    });
+  }
+
+  $(document).on("click", ".crm-add-row", function () {
+    var $box = $(this).closest(".crm-table");
+    var html = $box.find("template.crm-row-template").html();
+    var $row = $(html.replace(/__i__/g, String($box.find("tbody tr.crm-row").length)));
+    $box.find("tbody").append($row);
+    renumber($box);
+    $row.find("input,select").first().trigger("focus");
+  });
+  $(document).on("click", ".crm-remove-row", function () {
+    var $box = $(this).closest(".crm-table");
+    $(this).closest("tr").remove();
+    renumber($box);
+  });
+  $(document).on("click", ".crm-row-up", function () {
+    var $row = $(this).closest("tr");
+    $row.prev("tr.crm-row").before($row);
+    renumber($(this).closest(".crm-table"));
+  });
+  $(document).on("click", ".crm-row-down", function () {
+    var $row = $(this).closest("tr");
+    $row.next("tr.crm-row").after($row);
+    renumber($(this).closest(".crm-table"));
+  });
+  $(document).on("submit", "form.crm-confirm", function (e) {
+    if (!window.confirm($(this).data("confirm"))) { e.preventDefault(); }
+  });
+
+  $(function () { refPickers(document); });
+})(window.jQuery);
