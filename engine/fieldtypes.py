@@ -207,6 +207,33 @@ def _url(value: Any, f: Field, ctx: Context) -> str:
     return text
 
 
+INN_WEIGHTS = {
+    10: ((2, 4, 10, 3, 5, 9, 4, 6, 8),),
+    12: ((7, 2, 4, 10, 3, 5, 9, 4, 6, 8), (3, 7, 2, 4, 10, 3, 5, 9, 4, 6, 8)),
+}
+
+
+def inn_is_valid(digits: str) -> bool:
+    """The check digits of a Russian taxpayer number (10 digits for a company, 12 for a person)."""
+    if not digits.isdigit() or len(digits) not in INN_WEIGHTS:
+        return False
+    for weights in INN_WEIGHTS[len(digits)]:
+        n = len(weights)
+        check = sum(w * int(d) for w, d in zip(weights, digits[:n], strict=True)) % 11 % 10
+        if check != int(digits[n]):
+            return False
+    return True
+
+
+def _inn(value: Any, f: Field, ctx: Context) -> str:
+    text = re.sub(r"[\s-]", "", str(value))
+    if not re.fullmatch(r"\d{10}|\d{12}", text):
+        raise Invalid("must be a taxpayer number of 10 or 12 digits")
+    if not inn_is_valid(text):
+        raise Invalid("is not a valid taxpayer number (wrong check digit)")
+    return text
+
+
 def _no_value(value: Any, f: Field, ctx: Context) -> Any:
     raise Invalid("holds rows, not a value")
 
@@ -229,5 +256,7 @@ CORE_TYPES: tuple[FieldType, ...] = (
     FieldType("phone", lambda f: sa.String(32), _phone, python=str),
     FieldType("email", lambda f: sa.String(254), _email, python=str),
     FieldType("url", lambda f: sa.String(2048), _url, python=str),
+    # beyond metadata version 1's list: a Russian taxpayer number with its check digits
+    FieldType("inn", lambda f: sa.String(12), _inn, python=str),
     FieldType("table", lambda f: sa.Integer(), _no_value, frozenset({"fields"})),
 )  # fmt: skip

@@ -131,6 +131,10 @@ class Loader:
         self.problems += problems
         for result in self.pm.hook.crm_field_types():
             for ft in result:
+                if ft.name in self.field_types:
+                    self.problems.append(
+                        Problem(config_loc, f"two plugins define the field type `{ft.name}`")
+                    )
                 self.field_types.add(ft.name)
                 self.type_options[ft.name] = (frozenset(ft.options), bool(ft.ordered))
         self._add_user_type()

@@ -533,12 +533,14 @@ def test_sample_plugin_is_found_through_its_entry_point(sample_plugin: None) -> 
     assert pm.hook.crm_notification_channels() == [["sample"]]
 
     types = {ft.name: ft for result in pm.hook.crm_field_types() for ft in result}
-    assert set(types) == {ft.name for ft in CORE_TYPES} | {"inn"}
-    inn, field = types["inn"], Field("inn", "inn")
-    assert inn.normalize(" 7707083893 ", field, Context()) == "7707083893"
-    assert inn.normalize("5001-0073-2259", field, Context()) == "500100732259"
-    with pytest.raises(Invalid, match="10 or 12 digits"):
-        inn.normalize("77070838", field, Context())
+    assert set(types) == {ft.name for ft in CORE_TYPES} | {"ogrn"}
+    ogrn, field = types["ogrn"], Field("ogrn", "ogrn")
+    assert ogrn.normalize(" 1027700132195 ", field, Context()) == "1027700132195"
+    assert ogrn.normalize("1027-7001-32195", field, Context()) == "1027700132195"
+    with pytest.raises(Invalid):
+        ogrn.normalize("1027700132196", field, Context())
+    with pytest.raises(Invalid, match="13 digits"):
+        ogrn.normalize("77070838", field, Context())
 
 
 def test_config_may_use_the_sample_plugins_field_type(sample_plugin: None, tmp_path: Path) -> None:
@@ -554,11 +556,11 @@ def test_config_may_use_the_sample_plugins_field_type(sample_plugin: None, tmp_p
                 label: {en: Company}
                 fields:
                   name: {type: string, required: true}
-                  inn: {type: inn, label: {en: Taxpayer number}}
+                  ogrn: {type: ogrn, label: {en: Registration number}}
             """
         ),
         encoding="utf-8",
     )
     registry = load(tmp_path, env={})
-    assert registry.documents["Company"].fields["inn"].type == "inn"
+    assert registry.documents["Company"].fields["ogrn"].type == "ogrn"
     assert dict(registry.plugins["sample"]) == {"greeting": "hello"}

@@ -1,4 +1,4 @@
-"""A sample outside plugin: the `inn` field type and a `sample` notification channel.
+"""A sample outside plugin: the `ogrn` field type and a `sample` notification channel.
 
 It is installed like any plugin a partner would publish: its own distribution
 whose ``crm.plugins`` entry point names this module. A config turns it on
@@ -17,20 +17,22 @@ from engine.hookspecs import hookimpl
 from engine.registry import Field
 
 
-def _inn(value: Any, f: Field, ctx: Context) -> str:
-    """A Russian taxpayer number: 10 digits for a company, 12 for a person."""
+def _ogrn(value: Any, f: Field, ctx: Context) -> str:
+    """A Russian company registration number: 13 digits, the last a check digit."""
     text = re.sub(r"[\s-]", "", str(value))
-    if not re.fullmatch(r"\d{10}|\d{12}", text):
-        raise Invalid("must be a taxpayer number of 10 or 12 digits")
+    if not re.fullmatch(r"\d{13}", text):
+        raise Invalid("must be a registration number of 13 digits")
+    if int(text[:12]) % 11 % 10 != int(text[12]):
+        raise Invalid("has a wrong check digit")
     return text
 
 
-INN = FieldType("inn", lambda f: sa.String(12), _inn, python=str)
+OGRN = FieldType("ogrn", lambda f: sa.String(13), _ogrn, python=str)
 
 
 @hookimpl
 def crm_field_types() -> list[FieldType]:
-    return [INN]
+    return [OGRN]
 
 
 @hookimpl
