@@ -77,6 +77,15 @@ def crm_document_deleted(session: Any, doctype: DocType, doc: Any, user: Any) ->
     """Called before a document is deleted, inside its transaction."""
 
 
+@hookspec
+def crm_timeline_sources(models: Any, doctype: DocType, doc_id: int, principal: Any) -> list[Any]:
+    """Return SQL selects of entries for the timeline of one record (a
+    customer's card shows everything about the customer). Each select has
+    the columns ``at`` (datetime), ``kind`` (text), ``doctype`` (text),
+    ``doc_id`` (integer) and ``detail`` (text or NULL), and applies the
+    principal's read access itself; the engine unions them, newest first."""
+
+
 # --- statuses ----------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ import pluggy
 from engine import hookspecs
 from engine.errors import Loc, Problem, did_you_mean
 from engine.hookspecs import hookimpl
+from engine.timeline import CoreTimeline
 
 ENTRY_POINT_GROUP = "crm.plugins"
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +47,7 @@ def make_plugin_manager(
     pm = pluggy.PluginManager("crm")
     pm.add_hookspecs(hookspecs)
     pm.register(CorePlugin(), name="core")
+    pm.register(CoreTimeline(), name="core-timeline")
     problems: list[Problem] = []
     installed = available_plugins()
     where = where or {}

@@ -81,6 +81,7 @@ CALLS: dict[str, dict[str, Any]] = {
         "changes": {"amount": (100, 250)},
     },
     "crm_document_deleted": {"session": SESSION, "doctype": DOCTYPE, "doc": DOC, "user": USER},
+    "crm_timeline_sources": {"models": Stand("models"), "doctype": DOCTYPE, "doc_id": 7, "principal": USER},
     "crm_before_transition": {
         "session": SESSION,
         "doctype": DOCTYPE,
@@ -117,6 +118,7 @@ RESULTS: dict[str, Any] = {
     "crm_document_created": None,
     "crm_document_updated": None,
     "crm_document_deleted": None,
+    "crm_timeline_sources": [Stand("select of calls")],
     "crm_before_transition": "Fill in the amount first",
     "crm_status_changed": None,
     "crm_send_email": "email-1",
@@ -170,6 +172,10 @@ class Recorder:
     @hookimpl
     def crm_document_deleted(self, session: Any, doctype: Any, doc: Any, user: Any) -> Any:
         return self._got("crm_document_deleted", locals())
+
+    @hookimpl
+    def crm_timeline_sources(self, models: Any, doctype: Any, doc_id: Any, principal: Any) -> Any:
+        return self._got("crm_timeline_sources", locals())
 
     @hookimpl
     def crm_before_transition(
@@ -237,6 +243,8 @@ def test_each_hook_reaches_the_plugin_with_its_arguments(hook: str) -> None:
     recorder = Recorder()
     pm.register(recorder, name="recorder")
     pm.check_pending()
+    if hook == "crm_timeline_sources":
+        pm.unregister(name="core-timeline")  # it needs real models; tests/test_timeline.py covers it
 
     result = getattr(pm.hook, hook)(**CALLS[hook])
 
