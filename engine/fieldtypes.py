@@ -86,7 +86,12 @@ def _decimal(value: Any, f: Field, ctx: Context) -> Decimal:
     if not number.is_finite():
         raise Invalid("must be a number")
     digits, places = _precision(f)
-    number = number.quantize(Decimal(1).scaleb(-places))
+    if number.adjusted() >= digits - places:
+        raise Invalid(f"must have at most {digits - places} digits before the point")
+    try:
+        number = number.quantize(Decimal(1).scaleb(-places))
+    except InvalidOperation as exc:
+        raise Invalid("must be a number") from exc
     if number.adjusted() >= digits - places:
         raise Invalid(f"must have at most {digits - places} digits before the point")
     return number
@@ -152,7 +157,7 @@ def _ref(value: Any, f: Field, ctx: Context) -> int:
         raise Invalid("must be a record id")
     try:
         number = int(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise Invalid("must be a record id") from exc
     if number <= 0 or number >= 2**63:
         raise Invalid("must be a record id")

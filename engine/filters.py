@@ -5,6 +5,23 @@ email: {set: true}}`` becomes one SQLAlchemy WHERE clause: comparisons on
 indexed columns, dotted names as ``IN (SELECT id ...)`` subqueries through
 refs. Never a Python loop over rows. The same code checks a filter at
 ``crm check`` time, so a typo in a segment is a file:line error.
+
+Semantics worth knowing:
+
+* ``ne``, ``nin`` and ``set: false`` are exactly "not ``eq``", "not ``in``"
+  and "not ``set: true``": an empty value (NULL) matches them. Through a
+  dotted name an empty link counts as an empty value, so
+  ``manager.department: {ne: Sales}`` also matches deals without a manager.
+* ``null`` in ``eq`` or ``in`` matches empty values; ``set`` treats an empty
+  string in a text field as not set.
+* a ref compared with a non-numeric string matches the target's name field
+  (``customer: Romashka``); ``current_user`` is the acting user's id, and
+  matches nothing when there is none.
+* relative dates (``today``, ``now``, ``-30d``, ``+2w``, ``-6h``) are taken on
+  the company's calendar (``timezone`` in config.yaml). On a datetime field a
+  day (``today``, ``-30d``, ``2026-01-31``) means the whole day: ``eq`` matches
+  any moment of it, ``lte`` and the upper end of ``between`` include it.
+* ``between: [a, null]`` is open at the empty end.
 """
 
 from __future__ import annotations
@@ -14,6 +31,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 
@@ -28,7 +46,10 @@ OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "nin", "contains", "set
 ORDERED = {"integer", "decimal", "money", "date", "datetime", "string"}
 TEXTUAL = {"string", "text", "phone", "email", "url"}
 RELATIVE = re.compile(r"^([+-]?\d+)([hdw])$")
+#: the operator a negative operator negates
+NEGATES = {"ne": "eq", "nin": "in"}
 _TYPES = {t.name: t for t in CORE_TYPES}
+_DATE_ONLY = re.compile(r"^\s*(\d{4}-\d{2}-\d{2}|\d{2}\.\d{2}\.\d{4})\s*$")
 
 
 class FilterError(ValueError):
@@ -43,6 +64,8 @@ class Clause:
 
 
 def parse(spec: Mapping[str, Any]) -> list[Clause]:
+    if not isinstance(spec, Mapping):
+        raise FilterError("a filter must be a map of field → condition")
     clauses: list[Clause] = []
     for path, cond in spec.items():
         if isinstance(cond, Mapping):
@@ -50,8 +73,8 @@ def parse(spec: Mapping[str, Any]) -> list[Clause]:
                 raise FilterError(f"`{path}`: an empty condition")
             for op, value in cond.items():
                 clauses.append(Clause(str(path), str(op), value))
-        elif isinstance(cond, list):
-            clauses.append(Clause(str(path), "in", cond))
+        elif isinstance(cond, (list, tuple)):
+            clauses.append(Clause(str(path), "in", list(cond)))
         else:
             clauses.append(Clause(str(path), "eq", cond))
     return clauses
@@ -71,13 +94,24 @@ def label_field(d: DocType) -> Field | None:
     return None
 
 
+def _target(registry: Registry, d: DocType, f: Field) -> DocType:
+    target = registry.documents.get(f.to or USER)
+    if target is None:
+        raise FilterError(f"`{d.name}.{f.name}` refers to an unknown type `{f.to}`")
+    return target
+
+
 def _resolve(registry: Registry, d: DocType, path: str) -> list[tuple[DocType, Field]]:
     out: list[tuple[DocType, Field]] = []
     current = d
     parts = path.split(".")
     for i, part in enumerate(parts):
         f = current.fields.get(part)
-        if f is None or not f.stored:
+        if f is not None and not f.stored:
+            raise FilterError(
+                f"`{current.name}.{part}` is a table: a filter compares a field of the record"
+            )
+        if f is None:
             hint = did_you_mean(part, [n for n, x in current.fields.items() if x.stored])
             raise FilterError(f"`{current.name}` has no field `{part}`{hint}")
         out.append((current, f))
@@ -86,38 +120,65 @@ def _resolve(registry: Registry, d: DocType, path: str) -> list[tuple[DocType, F
                 raise FilterError(
                     f"`{current.name}.{part}` is not a reference, so `{path}` cannot follow it"
                 )
-            current = registry.documents[f.to or USER]
+            current = _target(registry, current, f)
     return out
 
 
+def _is_relative(f: Field, value: Any) -> bool:
+    return (
+        f.type in ("date", "datetime")
+        and isinstance(value, str)
+        and (value in ("today", "now") or RELATIVE.match(value) is not None)
+    )
+
+
+def _is_label(f: Field, value: Any) -> bool:
+    """A ref compared with a name rather than an id."""
+    return (
+        f.type == "ref"
+        and isinstance(value, str)
+        and value != "current_user"
+        and not value.strip().isdigit()
+    )
+
+
 def _value(registry: Registry, d: DocType, f: Field, value: Any, op: str) -> Any:
-    """A filter value in the column's type; relative dates and `current_user` stay symbolic."""
+    """A filter value in the column's type; relative dates, labels and
+    ``current_user`` stay symbolic."""
     if value is None:
         return None
-    if f.type in ("date", "datetime") and isinstance(value, str):
-        if value in ("today", "now") or RELATIVE.match(value):
-            return value
+    if _is_relative(f, value):
+        return value
     if f.type == "ref":
-        if value == "current_user" and f.to == USER:
+        if value == "current_user":
+            if f.to not in (None, USER):
+                raise FilterError(
+                    f"`current_user` is a user: `{f.name}` refers to `{f.to}`, not to User"
+                )
             return value
-        if isinstance(value, str) and not value.isdigit():
-            target = registry.documents[f.to or USER]
+        if _is_label(f, value):
+            target = _target(registry, d, f)
             if label_field(target) is None:
                 raise FilterError(
                     f"`{target.name}` has no name field to match `{value}` against; use an id"
                 )
-            return value
+            return value.strip()
     if op == "contains":
-        if f.type not in TEXTUAL:
-            raise FilterError(f"`contains` applies to text fields, not to the {f.type} `{f.name}`")
         return str(value)
+    if isinstance(value, (list, tuple, Mapping)):
+        raise FilterError(f"`{f.name}`: `{value}` is not one value")
     ftype = _TYPES.get(f.type)
+    if f.type == "datetime" and _date_only(value):
+        ftype = _TYPES["date"]  # a whole day: see _Compiler.value
     if ftype is None:
         return value
     try:
         return ftype.normalize(value, f, Context(registry.settings.get("region", "RU")))
     except Invalid as exc:
-        raise FilterError(f"`{f.name}`: `{value}` {exc}") from exc
+        hint = ", or today, now, -30d, +2w" if f.type in ("date", "datetime") else ""
+        raise FilterError(f"`{f.name}`: `{value}` {exc}{hint}") from exc
+    except (ArithmeticError, TypeError, ValueError) as exc:  # 1e1000 for money, .inf for a ref
+        raise FilterError(f"`{f.name}`: `{value}` is not a valid {f.type} value") from exc
 
 
 def _validate(registry: Registry, d: DocType, clause: Clause) -> list[tuple[DocType, Field]]:
@@ -130,24 +191,34 @@ def _validate(registry: Registry, d: DocType, clause: Clause) -> list[tuple[DocT
         )
     if op in ("lt", "lte", "gt", "gte", "between") and f.type not in ORDERED:
         raise FilterError(f"`{op}` does not apply to the {f.type} field `{clause.path}`")
+    if op == "contains" and f.type not in TEXTUAL:
+        raise FilterError(
+            f"`contains` applies to text fields, not to the {f.type} field `{clause.path}`"
+        )
     if op == "set":
         if not isinstance(value, bool):
             raise FilterError(f"`set` takes true or false, not `{value}`")
         return chain
     if op in ("in", "nin"):
-        if not isinstance(value, list) or not value:
+        if not isinstance(value, (list, tuple)) or not value:
             raise FilterError(f"`{op}` takes a list of values")
         for v in value:
             _value(registry, d, f, v, op)
         return chain
     if op == "between":
-        if not isinstance(value, list) or len(value) != 2:
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
             raise FilterError("`between` takes two values: [from, to]")
+        if value[0] is None and value[1] is None:
+            raise FilterError("`between` needs at least one of its two ends")
         for v in value:
             _value(registry, d, f, v, op)
         return chain
-    if isinstance(value, (list, Mapping)):
+    if isinstance(value, (list, tuple, Mapping)):
         raise FilterError(f"`{op}` takes one value")
+    if op == "contains" and value is None:
+        raise FilterError("`contains` takes a text")
+    if value is None and op in ("lt", "lte", "gt", "gte"):
+        raise FilterError(f"`{op}` takes a value, not null")
     _value(registry, d, f, value, op)
     return chain
 
@@ -170,18 +241,7 @@ def check_filter(registry: Registry, d: DocType, spec: Any, loc: Loc) -> Iterato
             yield Problem(getter(clause.path) if getter else loc, f"filter on `{d.name}`: {exc}")
 
 
-def _relative(value: str, f: Field, now: dt.datetime) -> Any:
-    if value == "today":
-        moment = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    elif value == "now":
-        moment = now
-    else:
-        match = RELATIVE.match(value)
-        assert match
-        amount, unit = int(match.group(1)), match.group(2)
-        moment = now + {"h": dt.timedelta(hours=amount), "d": dt.timedelta(days=amount),
-                        "w": dt.timedelta(weeks=amount)}[unit]  # fmt: skip
-    return moment.date() if f.type == "date" else moment
+# --- compiling -------------------------------------------------------------------------
 
 
 def compile_filter(
@@ -193,94 +253,193 @@ def compile_filter(
 ) -> sa.ColumnElement[bool]:
     """One WHERE clause for ``spec`` on ``doctype``; raises FilterError with a message."""
     registry = models.registry
-    d = registry.documents[doctype]
+    d = registry.documents.get(doctype)
+    if d is None:
+        raise FilterError(
+            f"unknown document type `{doctype}`{did_you_mean(doctype, registry.documents)}"
+        )
     now = now or dt.datetime.now(dt.UTC)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=dt.UTC)
+    compiler = _Compiler(models, user_id, now)
     conditions = []
     for clause in parse(spec):
         chain = _validate(registry, d, clause)
-        conditions.append(_compile_chain(models, chain, clause, user_id, now))
+        conditions.append(compiler.clause(chain, clause))
     return sa.and_(sa.true(), *conditions)
 
 
-def _compile_chain(
-    models: Models,
-    chain: list[tuple[DocType, Field]],
-    clause: Clause,
-    user_id: int | None,
-    now: dt.datetime,
-) -> sa.ColumnElement[bool]:
-    (d, f), rest = chain[0], chain[1:]
-    column = models.metadata.tables[d.table].c[f.column]
-    if not rest:
-        return _condition(models, d, f, column, clause, user_id, now)
-    target = models.registry.documents[f.to or USER]
-    target_table = models.metadata.tables[target.table]
-    inner = _compile_chain(models, rest, clause, user_id, now)
-    return column.in_(sa.select(target_table.c.id).where(inner))
+@dataclass(frozen=True)
+class _Day:
+    """A whole day on the company's calendar, as UTC moments [start, end)."""
+
+    start: dt.datetime
+    end: dt.datetime
 
 
-def _condition(
-    models: Models,
-    d: DocType,
-    f: Field,
-    column: Any,
-    clause: Clause,
-    user_id: int | None,
-    now: dt.datetime,
-) -> sa.ColumnElement[bool]:
-    registry = models.registry
-    op = clause.op
+class _Compiler:
+    def __init__(self, models: Models, user_id: int | None, now: dt.datetime):
+        self.models = models
+        self.registry = models.registry
+        self.user_id = user_id
+        self.now = now
+        try:
+            self.tz: dt.tzinfo = ZoneInfo(str(self.registry.settings.get("timezone") or "UTC"))
+        except (ZoneInfoNotFoundError, ValueError):
+            self.tz = dt.UTC
 
-    def value(v: Any) -> Any:
-        v = _value(registry, d, f, v, op)
-        if (
-            isinstance(v, str)
-            and f.type in ("date", "datetime")
-            and (v in ("today", "now") or RELATIVE.match(v))
-        ):
-            return _relative(v, f, now)
+    def column(self, d: DocType, f: Field) -> Any:
+        return self.models.metadata.tables[d.table].c[f.column]
+
+    def clause(self, chain: list[tuple[DocType, Field]], clause: Clause) -> sa.ColumnElement[bool]:
+        op, value = clause.op, clause.value
+        negated = op in NEGATES or (op == "set" and value is False)
+        positive = Clause(clause.path, NEGATES.get(op, op), True if op == "set" else value)
+        cond, matches_null = self.chain(chain, positive)
+        if not negated:
+            return cond
+        if matches_null:
+            return sa.not_(cond)
+        d, f = chain[0]
+        return sa.or_(sa.not_(cond), self.column(d, f).is_(None))
+
+    def chain(
+        self, chain: list[tuple[DocType, Field]], clause: Clause
+    ) -> tuple[sa.ColumnElement[bool], bool]:
+        """The condition and whether it matches an empty value; through a ref,
+        ``ref IN (SELECT id FROM target WHERE ...)``."""
+        (d, f), rest = chain[0], chain[1:]
+        column = self.column(d, f)
+        if not rest:
+            return self.condition(d, f, column, clause)
+        target = _target(self.registry, d, f)
+        target_table = self.models.metadata.tables[target.table]
+        inner, matches_null = self.chain(rest, clause)
+        cond = column.in_(sa.select(target_table.c.id).where(inner))
+        if matches_null:  # an empty link is an empty value
+            cond = sa.or_(cond, column.is_(None))
+        return cond, matches_null
+
+    # -- one field ----------------------------------------------------------------
+
+    def condition(
+        self, d: DocType, f: Field, column: Any, clause: Clause
+    ) -> tuple[sa.ColumnElement[bool], bool]:
+        op = clause.op
+        if op == "set":
+            cond = column.is_not(None)
+            if f.type in TEXTUAL:
+                cond = sa.and_(cond, column != "")
+            return cond, False
+        if op == "contains":
+            text = str(clause.value).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            return sa.func.lower(column).like(f"%{text.lower()}%", escape="\\"), False
+        if op == "in":
+            return self.one_of(d, f, column, clause.value)
+        if op == "between":
+            low, high = (self.value(d, f, v, op) for v in clause.value)
+            parts = []
+            if low is not None:
+                parts.append(self.compare(column, "gte", low))
+            if high is not None:
+                parts.append(self.compare(column, "lte", high))
+            return sa.and_(*parts), False
+        # eq, lt, lte, gt, gte: one value
+        if op == "eq" and clause.value is None:
+            return column.is_(None), True
+        if op == "eq" and _is_label(f, clause.value):
+            return column.in_(self.by_label(d, f, [clause.value])), False
+        v = self.value(d, f, clause.value, op)
+        if f.type == "ref" and clause.value == "current_user" and v is None:
+            return sa.false(), False
+        return self.compare(column, op, v), False
+
+    def one_of(
+        self, d: DocType, f: Field, column: Any, values: list[Any]
+    ) -> tuple[sa.ColumnElement[bool], bool]:
+        labels = [v for v in values if _is_label(f, v)]
+        others = [self.value(d, f, v, "in") for v in values if not _is_label(f, v)]
+        matches_null = any(v is None for v in values)
+        plain = [v for v in others if v is not None and not isinstance(v, _Day)]
+        days = [v for v in others if isinstance(v, _Day)]
+        parts: list[sa.ColumnElement[bool]] = []
+        if plain:
+            parts.append(column.in_(list(dict.fromkeys(plain))))
+        parts += [self.compare(column, "eq", day) for day in days]
+        if labels:
+            parts.append(column.in_(self.by_label(d, f, labels)))
+        if matches_null:
+            parts.append(column.is_(None))
+        if not parts:  # only `current_user`, and no user
+            return sa.false(), False
+        return sa.or_(*parts), matches_null
+
+    def compare(self, column: Any, op: str, v: Any) -> sa.ColumnElement[bool]:
+        if isinstance(v, _Day):
+            return {
+                "eq": lambda: sa.and_(column >= v.start, column < v.end),
+                "lt": lambda: column < v.start, "lte": lambda: column < v.end,
+                "gt": lambda: column >= v.end, "gte": lambda: column >= v.start,
+            }[op]()  # fmt: skip
+        return {
+            "eq": lambda: column == v,
+            "lt": lambda: column < v, "lte": lambda: column <= v,
+            "gt": lambda: column > v, "gte": lambda: column >= v,
+        }[op]()  # fmt: skip
+
+    def by_label(self, d: DocType, f: Field, labels: list[Any]) -> sa.Select[Any]:
+        target = _target(self.registry, d, f)
+        lf = label_field(target)
+        assert lf is not None  # _validate refused the filter otherwise
+        table = self.models.metadata.tables[target.table]
+        names = list(dict.fromkeys(str(v).strip() for v in labels))
+        column = table.c[lf.column]
+        where = column == names[0] if len(names) == 1 else column.in_(names)
+        return sa.select(table.c.id).where(where)
+
+    # -- values -------------------------------------------------------------------
+
+    def value(self, d: DocType, f: Field, raw: Any, op: str) -> Any:
+        """A value ready for SQL: None, a value of the column's type, or a
+        whole day (_Day) for a date given to a datetime field."""
+        v = _value(self.registry, d, f, raw, op)
         if f.type == "ref" and v == "current_user":
-            return user_id
+            return self.user_id
+        if _is_relative(f, v):
+            return self.relative(f, v)
+        if f.type == "datetime" and isinstance(v, dt.date) and not isinstance(v, dt.datetime):
+            return self.day(v)
         return v
 
-    def ref_by_label(v: Any) -> Any:
-        target = registry.documents[f.to or USER]
-        lf = label_field(target)
-        assert lf is not None
-        table = models.metadata.tables[target.table]
-        return sa.select(table.c.id).where(table.c[lf.column] == v)
+    def local_now(self) -> dt.datetime:
+        return self.now.astimezone(self.tz)
 
-    def is_label(v: Any) -> bool:
-        return f.type == "ref" and isinstance(v, str) and v != "current_user" and not v.isdigit()
+    def day(self, day: dt.date) -> _Day:
+        start = dt.datetime.combine(day, dt.time(), self.tz)
+        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), self.tz)
+        return _Day(start.astimezone(dt.UTC), end.astimezone(dt.UTC))
 
-    if op == "set":
-        empty = column.is_(None)
-        if f.type in TEXTUAL:
-            empty = sa.or_(empty, column == "")
-        return sa.not_(empty) if clause.value else empty
-    if op in ("in", "nin"):
-        labels = [v for v in clause.value if is_label(v)]
-        ids = [value(v) for v in clause.value if not is_label(v)]
-        parts = []
-        if ids:
-            parts.append(column.in_(ids))
-        parts += [column.in_(ref_by_label(v)) for v in labels]
-        cond = sa.or_(*parts)
-        return sa.not_(cond) if op == "nin" else cond
-    if op == "between":
-        low, high = (value(v) for v in clause.value)
-        return column.between(low, high)
-    if op == "contains":
-        text = str(clause.value).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return sa.func.lower(column).like(f"%{text.lower()}%", escape="\\")
-    if is_label(clause.value):
-        cond = column.in_(ref_by_label(clause.value))
-        return sa.not_(cond) if op == "ne" else cond
-    v = value(clause.value)
-    if v is None:
-        return column.is_(None) if op == "eq" else column.is_not(None)
-    return {
-        "eq": lambda: column == v, "ne": lambda: sa.or_(column != v, column.is_(None)),
-        "lt": lambda: column < v, "lte": lambda: column <= v,
-        "gt": lambda: column > v, "gte": lambda: column >= v,
-    }[op]()  # fmt: skip
+    def relative(self, f: Field, value: str) -> Any:
+        moment = self.local_now()
+        whole_day = value == "today"
+        if value not in ("today", "now"):
+            match = RELATIVE.match(value)
+            assert match
+            amount, unit = int(match.group(1)), match.group(2)
+            moment += {"h": dt.timedelta(hours=amount), "d": dt.timedelta(days=amount),
+                       "w": dt.timedelta(weeks=amount)}[unit]  # fmt: skip
+            whole_day = unit in ("d", "w")
+        if f.type == "date":
+            return moment.date()
+        if whole_day:
+            return self.day(moment.date())
+        return moment.astimezone(dt.UTC)
+
+
+def _date_only(raw: Any) -> bool:
+    """A day rather than a moment: ``2026-01-31``, ``31.01.2026``, a date object."""
+    if isinstance(raw, dt.datetime):
+        return False
+    if isinstance(raw, dt.date):
+        return True
+    return isinstance(raw, str) and _DATE_ONLY.match(raw) is not None

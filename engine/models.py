@@ -10,6 +10,7 @@ never share a class or a table.
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -31,6 +32,18 @@ NAMING = {
 SEQUENCE_TABLE = "crm_sequence"
 #: columns of Flask-AppBuilder's user table that the engine reads
 USER_COLUMNS = ("username", "first_name", "last_name", "email", "active")
+
+
+@sa.event.listens_for(sa.Engine, "connect")
+def _sqlite_unicode_lower(dbapi_connection: Any, connection_record: Any) -> None:
+    """SQLite's lower() folds ASCII only; searches and `contains` filters must
+    fold Cyrillic too, as PostgreSQL does."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 def utcnow() -> dt.datetime:
