@@ -133,6 +133,73 @@ def run(path: Path, host: str, port: int, debug: bool) -> None:
     app.run(host=host, port=port, debug=debug, use_reloader=debug)
 
 
+@main.command()
+@click.option(
+    "--path",
+    "path",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The configuration (default: the demo company, configs/demo).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--no-serve", is_flag=True, help="Build the database and stop.")
+@handled
+def demo(path: Path | None, host: str, port: int, no_serve: bool) -> None:
+    """A demo company on SQLite under ./instance/ with realistic data, then serve it.
+
+    Running it again reuses the data."""
+    import os
+
+    from engine import migrate as m
+    from engine.app import create_app
+    from engine.demo import DEMO_USERS, PASSWORD, Demo, has_data
+    from engine.plugins import ROOT
+    from engine.security import sync
+
+    path = path or ROOT / "configs" / "demo"
+    if not os.environ.get("CRM_DATABASE_URL"):
+        os.environ["CRM_DATABASE_URL"] = f"sqlite:///{Path('instance').resolve() / 'demo.db'}"
+    app = create_app(path)
+    crm = app.extensions["crm"]
+    url = crm.registry.database
+    _ensure_sqlite_folder(url)
+    engine = sa.create_engine(url)
+    try:
+        m.apply(crm.models, engine, m.plan(crm.models, engine))
+    finally:
+        engine.dispose()
+    with app.app_context():
+        sync(crm.appbuilder, crm.registry)
+        sm = crm.appbuilder.sm
+        ids: dict[str, int] = {}
+        for username, first, last, role, _ in (
+            ("admin", "Админ", "Демо", sm.auth_role_admin, 0),
+            *DEMO_USERS,
+        ):
+            user = sm.find_user(username=username) or sm.add_user(
+                username, first, last, f"{username}@demo.example.ru", [sm.find_role(role)], PASSWORD
+            )
+            ids[username] = user.id
+        session = crm.db.session()
+        if has_data(crm.models, session):
+            click.echo("The demo data is there already: reusing it.")
+        else:
+            click.echo("Filling the demo company (a minute at most)...")
+            counts = Demo(crm.models, session, ids).fill()
+            session.commit()
+            click.echo("  " + ", ".join(f"{n} {t}" for t, n in counts.items()))
+    click.echo(f"\nDatabase: {safe_url(url)}")
+    click.echo(f"Open http://{host}:{port}/ and log in (password `{PASSWORD}` for everyone):")
+    click.echo("  admin      administrator (sees and may change everything)")
+    for username, first, last, role, _ in DEMO_USERS:
+        click.echo(
+            f"  {username:<10} {first} {last}, {crm.registry.roles[role].label.get(crm.registry.locale)}"
+        )
+    if not no_serve:
+        app.run(host=host, port=port, debug=False, use_reloader=False)
+
+
 @main.group()
 def users() -> None:
     """Manage the people who log in."""

@@ -753,9 +753,10 @@ class Loader:
                 statuses.loc,
                 d.layer,
                 Label.of(
-                    {"en": "Status", "ru": "Статус"}
-                    if statuses.field == "status"
-                    else statuses.field.replace("_", " ").capitalize(),
+                    STATUS_LABELS.get(
+                        statuses.field,
+                        {"en": statuses.field.replace("_", " ").capitalize(), "ru": "Статус"},
+                    ),
                     statuses.field,
                 ),
                 required=True,
@@ -847,6 +848,15 @@ class Loader:
             transitions,
             st.loc,
         )
+
+
+#: labels of the usual names of a status field; others get "Status" in Russian
+STATUS_LABELS = {
+    "status": {"en": "Status", "ru": "Статус"},
+    "stage": {"en": "Stage", "ru": "Этап"},
+    "state": {"en": "State", "ru": "Состояние"},
+    "phase": {"en": "Phase", "ru": "Фаза"},
+}
 
 
 def _database_url(url: str | None, config_dir: Path) -> str:

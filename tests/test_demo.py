@@ -1,0 +1,62 @@
+"""`crm demo`: one command from nothing to a CRM a sales manager could click through."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from engine.fieldtypes import inn_is_valid
+
+CRM = str(Path(sys.executable).with_name("crm"))
+
+
+def run_demo(cwd: Path, db_url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CRM_DATABASE_URL": db_url}
+    return subprocess.run([CRM, "demo", "--no-serve"], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+
+
+def test_demo_builds_a_realistic_company_once_and_reuses_it(tmp_path: Path, db_url: str) -> None:
+    first = run_demo(tmp_path, db_url)
+    assert first.returncode == 0, first.stderr
+    assert "200 Customer" in first.stdout and "500 Deal" in first.stdout
+    for login in ("admin", "manager", "head", "operator", "marketer", "crmadmin"):
+        assert f"  {login} " in first.stdout
+    assert "password `demo`" in first.stdout
+
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            inns = conn.execute(sa.text("SELECT inn FROM customer")).scalars().all()
+            phones = conn.execute(sa.text("SELECT phone FROM customer")).scalars().all()
+            stages = set(conn.execute(sa.text("SELECT DISTINCT stage FROM deal")).scalars())
+            kinds = set(conn.execute(sa.text("SELECT DISTINCT kind FROM deal")).scalars())
+            planned = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM interaction WHERE status = 'planned' AND planned_at > CURRENT_TIMESTAMP"
+                )
+            ).scalar_one()
+            history = conn.execute(sa.text("SELECT count(*) FROM deal__history")).scalar_one()
+            totals = conn.execute(
+                sa.text("SELECT count(*) FROM customer_order o WHERE o.total = "
+                        "(SELECT sum(l.amount) FROM customer_order__lines l WHERE l.parent_id = o.id)")
+            ).scalar_one()  # fmt: skip
+            roles = set(conn.execute(sa.text("SELECT name FROM ab_role")).scalars())
+    finally:
+        engine.dispose()
+    assert len(inns) == 200 and all(inn_is_valid(i) for i in inns)
+    assert all(p.startswith("+7") and p[1:].isdigit() and len(p) == 12 for p in phones)
+    assert stages == {"new", "qualification", "proposal", "contract", "won", "lost"}
+    assert kinds == {"typical", "manual", "simple"}
+    assert planned >= 200  # the next weeks are planned
+    assert history > 500  # every deal entered, most moved on
+    assert totals == 200  # order totals are computed from their lines
+    assert {"manager", "sales_head", "operator", "marketer", "administrator", "Admin"} <= roles
+
+    again = run_demo(tmp_path, db_url)
+    assert again.returncode == 0, again.stderr
+    assert "reusing it" in again.stdout
