@@ -238,19 +238,34 @@ class ListQuery:
             if sort_pos is None:
                 sort_pos = add(self.sort_column)
 
-        where = self.where
-        if after is not None:
-            where = sa.and_(where, self._after(after))
         id_order = t.c.id.desc() if self.descending else t.c.id.asc()
         order_by = [id_order]
         if self.sort_field != "id":
             sort = self.sort_column.desc() if self.descending else self.sort_column.asc()
             order_by.insert(0, sort)
+        base = sa.select(*selected).select_from(joined).order_by(*order_by)
+        segments = self._after(after) if after is not None else [sa.true()]
+        if len(segments) == 1:
+            query = base.where(self.where, segments[0]).limit(self.limit + 1)
+            if self.offset:
+                query = query.offset(self.offset)
+            return query, cells, sort_pos
+        # the rest of the page crosses between the NULLs and the values: each
+        # side is its own index range; take enough ids from each, order the
+        # few that came out, and join the labels for those rows only
+        wanted = self.offset + self.limit + 1
+        keys = sa.select(t.c.id.label("id"), self.sort_column.label("sort")).order_by(*order_by)
+        parts = [
+            sa.select(keys.where(self.where, seg).limit(wanted).subquery()) for seg in segments
+        ]
+        keyset = sa.union_all(*parts).subquery("keyset")
         query = (
             sa.select(*selected)
-            .select_from(joined)
-            .where(where)
-            .order_by(*order_by)
+            .select_from(joined.join(keyset, keyset.c.id == t.c.id))
+            .order_by(
+                keyset.c.sort.desc() if self.descending else keyset.c.sort.asc(),
+                keyset.c.id.desc() if self.descending else keyset.c.id.asc(),
+            )
             .limit(self.limit + 1)
         )
         if self.offset:
@@ -284,28 +299,32 @@ class ListQuery:
             d = self.models.registry.documents[f.to or USER]
         raise ListError("an empty column name")
 
-    def _after(self, cursor: str) -> sa.ColumnElement[bool]:
-        """Rows after the cursor in the page order, as a range the sort index can seek to."""
+    def _after(self, cursor: str) -> list[sa.ColumnElement[bool]]:
+        """Rows after the cursor in page order: one index range, or two when the
+        rest of the list crosses between NULL and non-NULL sort values.
+
+        One condition such as ``(col <= v AND ...) OR col IS NULL`` would be
+        exact too, but databases read it by scanning from the top of the index.
+        """
         sort_value, last_id = decode_cursor(cursor)
         t = self.table
         desc = self.descending
         next_id = t.c.id < last_id if desc else t.c.id > last_id
         if self.sort_field == "id":
-            return next_id
+            return [next_id]
         col = self.sort_column
         nulls_first = (self.dialect in NULLS_LARGEST) == desc
         if sort_value is None:
             in_nulls = sa.and_(col.is_(None), next_id)
-            return sa.or_(in_nulls, col.is_not(None)) if nulls_first else in_nulls
+            return [in_nulls, col.is_not(None)] if nulls_first else [in_nulls]
         value = self._cursor_value(sort_value)
-        # `col <= v` alone is what lets the index seek; the OR refines the tie on v
+        # `col <= v` alone is what lets the index seek; the OR settles the tie on v
         within = col <= value if desc else col >= value
         beyond = col < value if desc else col > value
-        cond = sa.and_(within, sa.or_(beyond, next_id))
-        nullable = getattr(col, "nullable", True)
-        if not nulls_first and nullable:
-            cond = sa.or_(cond, col.is_(None))
-        return cond
+        seek = sa.and_(within, sa.or_(beyond, next_id))
+        if not nulls_first and getattr(col, "nullable", True):
+            return [seek, col.is_(None)]
+        return [seek]
 
     def _cursor_value(self, raw: Any) -> Any:
         f = self.doc.fields.get(self.sort_field)
@@ -369,8 +388,6 @@ class ListQuery:
                 return None
             low = f"+{digits}"
             return sa.and_(column >= low, column < _successor(low))
-        if f.type in TEXTUAL:
-            return prefix_match(column, term, self.dialect)
         if f.type == "enum":
             low = term.lower()
             keys = [
@@ -382,6 +399,9 @@ class ListQuery:
             return column.in_(keys) if keys else None
         if f.type == "integer" and term.lstrip("-").isdigit():
             return column == int(term)
+        # text types, and any other type stored as text (`inn`, a plugin's types)
+        if f.type in TEXTUAL or isinstance(column.type, sa.String):
+            return prefix_match(column, term, self.dialect)
         return None
 
 

@@ -1,0 +1,1 @@
+"""The benchmark suite: ``python -m bench``; :mod:`bench.generate` makes the rows."""

@@ -1,0 +1,102 @@
+"""``python -m bench [--quick] [--db URL] [--sizes 10000,100000,1000000]``;
+``python -m bench --imports [--quick] [--rows N] [--db URL]`` for imports."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from bench.suite import SIZES, report, run, save
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="List-page benchmark: the engine against hand-written SQL and ORM, 10 k to 1 M rows.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer repetitions, only the targeted scenarios, no extras (CI); "
+        "still 10 k, 100 k and 1 M rows",
+    )
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        help="database URL (default: a temporary SQLite file); on PostgreSQL the "
+        "schema crm_bench is created and dropped",
+    )
+    parser.add_argument(
+        "--sizes",
+        metavar="N,N,...",
+        help="row counts (customers and orders each), default 10000,100000,1000000",
+    )
+    parser.add_argument(
+        "--plans", action="store_true", help="print query plans at the largest size"
+    )
+    parser.add_argument(
+        "--proposed",
+        action="store_true",
+        help="add the indexes the benchmark proposes for engine/models.py (see bench.suite)",
+    )
+    parser.add_argument(
+        "--analyze", action="store_true", help="run ANALYZE on SQLite after loading"
+    )
+    parser.add_argument("--json", metavar="PATH", type=Path, help="also save the figures as JSON")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit with status 1 when a target is missed"
+    )
+    parser.add_argument(
+        "--imports",
+        action="store_true",
+        help="instead, the import benchmark (bench.imports): N customers through the full "
+        "validation against Core inserts, 100 k rows (10 k with --quick)",
+    )
+    parser.add_argument("--rows", type=int, metavar="N", help="customers for --imports")
+    args = parser.parse_args(argv)
+    if args.imports:
+        return _imports(args)
+    try:
+        sizes = [int(s.replace("_", "")) for s in args.sizes.split(",")] if args.sizes else SIZES
+    except ValueError:
+        parser.error("--sizes takes whole numbers separated by commas")
+    if any(n < 100 for n in sizes):
+        parser.error("each size must be at least 100 rows")
+    started = time.perf_counter()
+    results = run(
+        sorted(sizes),
+        url=args.db,
+        quick=args.quick,
+        extras=not args.quick,
+        show_plans=args.plans,
+        proposed=args.proposed,
+        analyze=args.analyze,
+    )
+    missed = report(results)
+    print(f"\nTotal {time.perf_counter() - started:.0f} s")
+    if args.json:
+        save(results, args.json)
+    if missed:
+        print("Missed: " + "; ".join(missed), file=sys.stderr)
+        return 1 if args.strict else 0
+    return 0
+
+
+def _imports(args: argparse.Namespace) -> int:
+    from bench import imports
+
+    rows = args.rows or (imports.QUICK_ROWS if args.quick else imports.ROWS)
+    started = time.perf_counter()
+    figures = imports.run(rows, url=args.db)
+    missed = imports.report(figures)
+    print(f"\nTotal {time.perf_counter() - started:.0f} s")
+    if missed:
+        print("Missed: " + "; ".join(missed), file=sys.stderr)
+        return 1 if args.strict else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The benchmark suite works: its generator makes plausible rows and one measurement runs.
+
+Tiny sizes and no timing assertions: timings belong to `python -m bench`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from bench.__main__ import main
+from bench.generate import Generator, generate
+from bench.suite import (
+    CONFIG,
+    SCENARIOS,
+    WEIGHTS,
+    Figures,
+    Results,
+    fill,
+    propose_indexes,
+    report,
+    run_scenario,
+)
+from engine.fieldtypes import inn_is_valid
+from engine.loader import load
+from engine.models import Models, build
+
+SIZE = 2_000
+
+
+@pytest.fixture
+def models() -> Iterator[Models]:
+    models = build(load(CONFIG, env={}))
+    yield models
+    models.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+def test_generator_makes_plausible_linked_rows(models: Models, engine: sa.Engine) -> None:
+    models.metadata.create_all(engine)
+    with engine.begin() as conn:
+        gen = generate(models, conn, {"Customer": SIZE, "CustomerOrder": SIZE}, weights=WEIGHTS)
+    customer, order = models.table("Customer"), models.table("CustomerOrder")
+    with engine.connect() as conn:
+        orders = conn.execute(
+            sa.select(order.c.id, order.c.number, order.c.status, order.c.customer_id,
+                      order.c.manager_id, order.c.created_at, order.c.date).order_by(order.c.id)
+        ).all()  # fmt: skip
+        customers = conn.execute(
+            sa.select(customer.c.id, customer.c.industry, customer.c.name, customer.c.inn)
+        ).all()
+    assert len(orders) == len(customers) == SIZE
+    assert gen.ids["Customer"] == range(1, SIZE + 1)
+    # references point at rows that exist; a few customers get many orders
+    assert {o.customer_id for o in orders} <= set(gen.ids["Customer"])
+    assert {o.manager_id for o in orders} - {None} <= set(gen.user_ids)
+    per_customer = Counter(o.customer_id for o in orders).most_common()
+    assert per_customer[0][1] >= 10 * (SIZE / len(per_customer))
+    # the distributions the benchmark's filters rely on: about a fifth each
+    confirmed = sum(o.status == "confirmed" for o in orders) / SIZE
+    retail = sum(c.industry == "retail" for c in customers) / SIZE
+    assert 0.15 < confirmed < 0.25 and 0.15 < retail < 0.25
+    # numbered, in creation order, dated like their creation
+    assert len({o.number for o in orders}) == SIZE and orders[0].number == "O-000001"
+    moments = [o.created_at for o in orders]
+    assert moments == sorted(moments)
+    utc = [m.astimezone(dt.UTC) if m.tzinfo else m for m in moments]
+    assert all(o.date == m.date() for o, m in zip(orders, utc, strict=True))
+    assert all(isinstance(c.name, str) and c.name for c in customers)
+    assert all(c.inn is None or inn_is_valid(c.inn) for c in customers)
+
+
+def test_generator_appends_and_the_id_sequence_continues(models: Models, engine: sa.Engine) -> None:
+    models.metadata.create_all(engine)
+    customer = models.table("Customer")
+    with engine.begin() as conn:
+        gen = Generator(models, seed=7)
+        assert gen.users(conn, 3) == gen.users(conn, 3)  # users are reused, not doubled
+        first = gen.documents(conn, "Customer", 50)
+        second = gen.documents(conn, "Customer", 50)
+        assert second.start == first.stop
+        # the database's own id sequence continues after the generated rows
+        new_id = conn.execute(
+            customer.insert().values(name="Manual", created_at=dt.datetime.now(dt.UTC), version=1)
+        ).inserted_primary_key
+        assert new_id is not None and new_id[0] == 101
+
+
+def test_one_measurement_runs_and_agrees_with_hand_written_queries(
+    models: Models, engine: sa.Engine
+) -> None:
+    propose_indexes(models)
+    fill(models, engine, SIZE)
+    for scenario in SCENARIOS:
+        # run_scenario asserts that engine, hand SQL and hand ORM show the same page
+        f = run_scenario(models, engine, scenario, SIZE, quick=True)
+        assert f.size == SIZE and f.reps >= 7
+        assert 0 < f.count <= SIZE and not f.count_capped
+        assert min(f.engine, f.engine_sql, f.hand_sql, f.hand_orm) > 0
+
+
+def test_report_flags_missed_targets() -> None:
+    def figures(size: int, engine: float, plan: float) -> Figures:
+        return Figures("orders", size, engine, plan, plan / 2, plan / 2, 1.0, 0.5, 0.5, 1.0,
+                       100, False, 7)  # fmt: skip
+
+    results = Results(
+        "SQLite",
+        [figures(10_000, 1.0, 1.0), figures(100_000, 2.0, 2.0), figures(1_000_000, 4.0, 1.0)],
+    )
+    lines: list[str] = []
+    missed = report(results, lines.append)
+    assert missed == ["scaling orders: 4.00", "orders: plan 2.00", "orders: overhead 2.00"]
+    assert any("MISSED" in line for line in lines)
+
+
+def test_command_line_quick_run(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--quick", "--sizes", "300,600", "--db", db_url]) == 0
+    out = capsys.readouterr().out
+    assert "List page benchmark on" in out
+    assert "orders, status = confirmed" in out
+    assert "Scaling of the engine's page + count, 600 rows / 300 rows" in out
