@@ -22,6 +22,11 @@ from engine.loader import Loader
 from engine.models import Models, build
 from engine.registry import Registry
 
+LANGUAGES = {
+    "en": {"flag": "gb", "name": "English"},
+    "ru": {"flag": "ru", "name": "Русский"},
+}
+
 
 @dataclass
 class CRM:
@@ -65,11 +70,11 @@ def create_app(config_dir: str | Path, test_config: dict[str, Any] | None = None
         FAB_CREATE_DB=False,
         FAB_ADD_SECURITY_API=False,
         FAB_API_SWAGGER_UI=True,
+        # the whole UI speaks the config's language: Flask-AppBuilder's chrome
+        # through its own translation, the generated pages through the labels;
+        # one language, so FAB offers no switch that would leave them apart
         BABEL_DEFAULT_LOCALE=registry.locale,
-        LANGUAGES={
-            "en": {"flag": "gb", "name": "English"},
-            "ru": {"flag": "ru", "name": "Русский"},
-        },
+        LANGUAGES={registry.locale: LANGUAGES.get(registry.locale, LANGUAGES["en"])},
         WTF_CSRF_ENABLED=True,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",

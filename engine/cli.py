@@ -1,4 +1,4 @@
-"""The ``crm`` command: check, migrate and serve a configuration.
+"""The ``crm`` command: check, migrate and serve a configuration; import and export records.
 
 Every error a user can cause is printed as one clear line (``file:line:col``
 for metadata) with exit status 1; a traceback means a bug in the engine.
@@ -198,6 +198,181 @@ def demo(path: Path | None, host: str, port: int, no_serve: bool) -> None:
         )
     if not no_serve:
         app.run(host=host, port=port, debug=False, use_reloader=False)
+
+
+def _open_config(path: Path) -> tuple[Any, sa.Engine]:
+    """The models of a configuration and an engine for its database, without
+    the web app (an import or export needs no Flask)."""
+    from engine.loader import Loader
+    from engine.models import build
+
+    loader = Loader(path)
+    registry = loader.load()
+    field_types = {t.name: t for result in loader.pm.hook.crm_field_types() for t in result}
+    models = build(registry, field_types)
+    return models, sa.create_engine(registry.database)
+
+
+def _principal(models: Any, session: Any, username: str | None) -> Any:
+    """The command line is trusted: ``--user`` names the records' author, it grants nothing."""
+    from engine.access import ADMIN_ROLE, Principal
+    from engine.registry import USER
+
+    if username is None:
+        return None
+    users = models.table(USER)
+    user_id = session.execute(
+        sa.select(users.c.id).where(users.c.username == username)
+    ).scalar_one_or_none()
+    if user_id is None:
+        raise HandledError(f"there is no user `{username}`")
+    return Principal(user_id, username, frozenset({ADMIN_ROLE}))
+
+
+class _Bar:
+    """A progress bar on stderr, made when the first batch reports how many rows to expect."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar: Any = None
+        self.shown = 0
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if self.bar is None:
+            if not total:
+                return
+            self.bar = click.progressbar(
+                length=total, label=self.label, file=sys.stderr, show_pos=True, show_eta=True
+            )
+            self.bar.__enter__()
+        self.bar.update(min(done, self.bar.length) - self.shown)
+        self.shown = min(done, self.bar.length)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+@main.command("import")
+@CONFIG
+@click.argument("doctype", metavar="TYPE")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "xlsx"]), default=None,
+    help="The file's format (default: from its extension, else csv).",
+)  # fmt: skip
+@click.option(
+    "--partial", is_flag=True,
+    help="Write the good rows even when some are bad (default: all or nothing).",
+)  # fmt: skip
+@click.option("--user", "username", default=None, help="The login that creates the records.")
+@handled
+def import_command(
+    path: Path, doctype: str, file: Path, fmt: str | None, partial: bool, username: str | None
+) -> None:
+    """Create TYPE records from the rows of a CSV or XLSX FILE (see `crm export` for the format).
+
+    Every row is checked as a form would check it; every bad row is printed
+    as FILE:LINE: field: message. Nothing is written when any row is bad,
+    unless --partial."""
+    from sqlalchemy.orm import Session
+
+    from engine.transfer import import_
+
+    models, engine = _open_config(path)
+    try:
+        with Session(engine) as session:
+            principal = _principal(models, session, username)
+            bar = _Bar(f"Importing {file.name}")
+            try:
+                result = import_(
+                    models, session, doctype, file, fmt, principal=principal,
+                    all_or_nothing=not partial, progress=bar,
+                )  # fmt: skip
+            finally:
+                bar.close()
+            if result.created:
+                session.commit()
+    finally:
+        engine.dispose()
+    for warning in result.warnings:
+        click.echo(f"{file}: warning: {warning}", err=True)
+    for error in result.errors:
+        click.echo(f"{file}:{error}")
+    label = models.registry.documents[doctype].name
+    if result.more_errors:
+        click.echo(f"{file}: ... and {result.more_errors} more errors", err=False)
+    if not result.errors:
+        click.echo(f"imported {result.created} {label} record(s) from {file}")
+        return
+    n = result.error_count
+    summary = f"{n} error{'s' if n != 1 else ''} in {result.bad_rows} of {result.rows} row(s)"
+    if not result.rows:
+        summary = f"{n} error{'s' if n != 1 else ''} in the header; nothing was imported"
+    elif partial:
+        summary += f"; imported the other {result.created} record(s)"
+    else:
+        summary += "; nothing was imported (use --partial to import the good rows)"
+    click.echo(summary, err=True)
+    sys.exit(1)
+
+
+@main.command("export")
+@CONFIG
+@click.argument("doctype", metavar="TYPE")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "xlsx"]), default=None,
+    help="The file's format (default: from its extension, else csv).",
+)  # fmt: skip
+@click.option(
+    "--filter", "filter_json", default=None, metavar="JSON",
+    help='Only the records a filter matches, e.g. \'{"segment": "a"}\'.',
+)  # fmt: skip
+@click.option("--labels", is_flag=True, help="Name the columns by their labels, not their names.")
+@handled
+def export_command(
+    path: Path, doctype: str, file: Path | None, fmt: str | None, filter_json: str | None,
+    labels: bool,
+) -> None:  # fmt: skip
+    """Write every TYPE record to FILE (default: standard output) as CSV or XLSX.
+
+    One row per record, a header of field names; references by the target's
+    key (number, INN, email...), table fields as JSON. `crm import` reads it back."""
+    import json
+    import os
+
+    from sqlalchemy.orm import Session
+
+    from engine.transfer import export
+
+    spec = None
+    if filter_json:
+        try:
+            spec = json.loads(filter_json)
+        except json.JSONDecodeError as exc:
+            raise HandledError(f"--filter is not JSON: {exc}") from exc
+    fmt = fmt or ("xlsx" if file is not None and file.suffix.lower() == ".xlsx" else "csv")
+    if file is None and fmt == "xlsx" and sys.stdout.isatty():
+        raise HandledError("an XLSX file is not for the terminal: give a FILE")
+    models, engine = _open_config(path)
+    header = "labels" if labels else "names"
+    try:
+        with Session(engine) as session:
+            if file is None:
+                export(models, session, doctype, sys.stdout.buffer, fmt, filter=spec,
+                       header=header)  # fmt: skip
+                sys.stdout.flush()
+                return
+            partial = file.with_name(f".{file.name}.part")
+            try:
+                count = export(models, session, doctype, partial, fmt, filter=spec, header=header)
+                os.replace(partial, file)
+            finally:
+                partial.unlink(missing_ok=True)
+    finally:
+        engine.dispose()
+    click.echo(f"exported {count} record(s) to {file}", err=True)
 
 
 @main.group()

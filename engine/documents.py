@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -134,6 +135,35 @@ class Plan:
             raise ValidationFailed(self.errors)
 
 
+@dataclass(frozen=True)
+class _Shape:
+    doctype: DocType
+    #: the fields whose values are checked, tables included
+    checked: tuple[Field, ...]
+    #: (table field, row field) pairs whose values are unique
+    unique_children: tuple[tuple[Field, Field], ...]
+    #: whether any field or row field is computed
+    computes: bool
+    #: the names of the fields a plan holds, in order: all but the audit columns
+    names: tuple[str, ...]
+    #: the table fields
+    tables: tuple[Field, ...]
+
+    @classmethod
+    def of(cls, d: DocType) -> _Shape:
+        fields = list(d.fields.values())
+        tables = [f for f in fields if f.type == "table"]
+        return cls(
+            d,
+            tuple(f for f in fields if not f.system and f.name not in AUDIT),
+            tuple((f, c) for f in tables for c in f.fields.values() if c.unique and not c.compute),
+            any(f.compute for f in fields)
+            or any(c.compute for f in tables for c in f.fields.values()),
+            tuple(f.name for f in fields if f.type == "table" or f.name not in AUDIT),
+            tuple(tables),
+        )
+
+
 class Documents:
     """Create, update and delete records of one configuration, in the caller's
     session and transaction, on behalf of one user.
@@ -164,6 +194,8 @@ class Documents:
         self._now = now
         self.type_context = Context(str(self.registry.settings.get("region") or "RU"))
         self._user_view: expressions.DocView | None = None
+        self._limits: dict[tuple[int, Any], tuple[Field, Any]] = {}
+        self._shapes: dict[str, _Shape] = {}
 
     @classmethod
     def for_principal(
@@ -369,14 +401,27 @@ class Documents:
     # -- planning ----------------------------------------------------------------
 
     def plan(
-        self, d: DocType, obj: Any | None, values: Mapping[str, Any], prefix: str = ""
+        self,
+        d: DocType,
+        obj: Any | None,
+        values: Mapping[str, Any],
+        prefix: str = "",
+        *,
+        lookups: bool = True,
     ) -> Plan:
         """Work out a save of ``values`` onto ``obj`` (None: a new record) and
         every error it would meet; writes nothing. ``prefix`` goes before every
-        error path (the status engine plans new documents as ``next.0.``)."""
+        error path (the status engine plans new documents as ``next.0.``).
+
+        ``lookups=False`` skips the checks that query the database for this
+        one record (that refs exist, that unique values are free): a bulk
+        caller (:mod:`engine.transfer`) makes them itself, one query per batch."""
         p = Plan(d, obj, prefix)
         old: dict[str, Any] = {}
-        for f in d.fields.values():
+        if obj is None:  # a new record: everything starts empty
+            p.values = dict.fromkeys(self._shape(d).names)
+            old = dict(p.values)
+        for f in self._shape(d).tables if obj is None else d.fields.values():
             if f.type == "table":
                 rows = [] if obj is None else list(getattr(obj, f.name))
                 p.rows[f.name] = [
@@ -425,17 +470,20 @@ class Documents:
             self._apply_defaults(p, d.fields.values(), p.values, given, "")
             if d.statuses is not None:
                 p.values[d.statuses.field] = d.statuses.initial
-        self._check_refs(p, refs)
+        if lookups:
+            self._check_refs(p, refs)
         self._compute(p)
         self._validate(p)
-        self._check_unique(p)
+        self._check_unique(p, lookups)
         for name, new in p.values.items():
             if isinstance(new, list):
                 now_rows = [dict(r) for r in new]
                 if now_rows != old[name]:
                     p.changes[name] = (old[name], now_rows)
-            elif not same(old.get(name), new):
-                p.changes[name] = (old.get(name), new)
+            else:
+                before = old.get(name)
+                if before is not new and not same(before, new):
+                    p.changes[name] = (before, new)
         return p
 
     def _refusal(self, d: DocType, f: Field, row: bool = False) -> str | None:
@@ -588,6 +636,8 @@ class Documents:
         """Table rows first (a total sums their amounts), then the record, each
         in the order the fields are declared."""
         d = p.doctype
+        if not self._shape(d).computes:
+            return
         doc = self.view(d, p.values, zero=True)
         for f in d.fields.values():
             if f.type != "table" or not any(c.compute for c in f.fields.values()):
@@ -624,18 +674,27 @@ class Documents:
         except Invalid as exc:
             p.error(path, f"computed as `{result}`, which {exc}")
 
+    def _shape(self, d: DocType) -> _Shape:
+        """What planning needs to know about a type, worked out once per type."""
+        cached = self._shapes.get(d.name)
+        if cached is None or cached.doctype is not d:
+            cached = self._shapes[d.name] = _Shape.of(d)
+        return cached
+
     def _validate(self, p: Plan) -> None:
-        for f in p.doctype.fields.values():
-            if f.system or f.name in AUDIT:
-                continue
+        values = p.values
+        for f in self._shape(p.doctype).checked:
             if f.type == "table":
                 if f.required and not p.rows[f.name]:
                     p.error(f.name, "needs at least one row")
                 for i, rp in enumerate(p.rows[f.name]):
                     for c in f.fields.values():
                         self._check_value(p, c, rp.values.get(c.name), f"{f.name}.{i}.{c.name}")
-            else:
-                self._check_value(p, f, p.values.get(f.name), f.name)
+                continue
+            value = values.get(f.name)
+            if f.min is None and f.max is None and not empty(value):
+                continue  # nothing to check (the fast path of an import)
+            self._check_value(p, f, value, f.name)
 
     def _check_value(self, p: Plan, f: Field, value: Any, path: str) -> None:
         if p.has_error(path):
@@ -644,15 +703,15 @@ class Documents:
             if f.required and f.type != "boolean":
                 p.error(path, "is required")
             return
+        if f.min is None and f.max is None:
+            return
         for bound, word, too_far in (
-            (f.min, "least", lambda v, b: v < b),
-            (f.max, "most", lambda v, b: v > b),
+            (f.min, "least", operator.lt),
+            (f.max, "most", operator.gt),
         ):
             if bound is None:
                 continue
-            limit = self.default(
-                dataclasses.replace(f, default=bound, pattern=None, max_length=None)
-            )
+            limit = self._limit(f, bound)
             if limit is _INVALID or limit is None:
                 continue
             try:
@@ -661,20 +720,43 @@ class Documents:
             except TypeError:
                 continue
 
-    def _check_unique(self, p: Plan) -> None:
-        """One query per table for all its unique fields that change."""
+    def _limit(self, f: Field, bound: Any) -> Any:
+        """A min or max in the field's type; a literal one is worked out once
+        (an import checks it a hundred thousand times), ``today`` every time."""
+        if isinstance(bound, str) and bound in ("today", "now", "current_user"):
+            return self.default(
+                dataclasses.replace(f, default=bound, pattern=None, max_length=None)
+            )
+        key = (id(f), bound)
+        try:
+            cached = self._limits.get(key)
+        except TypeError:  # an unhashable bound: the checks will say what is wrong with it
+            return self.default(
+                dataclasses.replace(f, default=bound, pattern=None, max_length=None)
+            )
+        if cached is None or cached[0] is not f:
+            limit = self.default(
+                dataclasses.replace(f, default=bound, pattern=None, max_length=None)
+            )
+            cached = self._limits[key] = (f, limit)
+        return cached[1]
+
+    def _check_unique(self, p: Plan, lookups: bool = True) -> None:
+        """One query per table for all its unique fields that change; without
+        ``lookups`` only the rows of one table field against each other."""
         d = p.doctype
         wanted = [
             f
             for f in d.fields.values()
-            if f.unique
+            if lookups
+            and f.unique
             and not f.system
             and f.type != "table"
             and p.values.get(f.name) is not None
             and not p.has_error(f.name)
             and (p.creating or not same(p.values[f.name], getattr(p.obj, f.column)))
         ]
-        label = quoted(d.label, None, self.registry.locale)
+        label = quoted(d.label, None, self.registry.locale) if lookups or p.rows else ""
         if wanted:
             table = self.models.table(d.name)
             cond = sa.or_(*(table.c[f.column] == p.values[f.name] for f in wanted))
@@ -685,14 +767,12 @@ class Documents:
             for f in wanted:
                 if any(same(row._mapping[f.column], p.values[f.name]) for row in taken):
                     p.error(f.name, f"is already used by another {label}")
-        for f in d.fields.values():
-            if f.type != "table":
-                continue
-            for c in f.fields.values():
-                if c.unique and not c.compute:
-                    self._check_unique_rows(p, f, c, label)
+        for f, c in self._shape(d).unique_children:
+            self._check_unique_rows(p, f, c, label, lookups)
 
-    def _check_unique_rows(self, p: Plan, f: Field, c: Field, label: str) -> None:
+    def _check_unique_rows(
+        self, p: Plan, f: Field, c: Field, label: str, lookups: bool = True
+    ) -> None:
         seen: dict[Any, int] = {}
         mine: dict[Any, str] = {}
         for i, rp in enumerate(p.rows[f.name]):
@@ -705,7 +785,7 @@ class Documents:
             else:
                 seen[value] = i
                 mine[value] = path
-        if not mine:
+        if not mine or not lookups:
             return
         table = self.models.metadata.tables[p.doctype.child_table(f.name)]
         stmt = sa.select(table.c[c.column]).where(table.c[c.column].in_(list(mine)))
@@ -767,32 +847,42 @@ class Documents:
         assert d.numbering is not None
         return f"{d.numbering.prefix}{self.increment(d.name):0{d.numbering.width}d}"
 
-    def increment(self, name: str) -> int:
+    def increment(self, name: str, by: int = 1, at_least: int = 0) -> int:
         """The next value of a named counter, atomically and in the caller's
         transaction: an upsert that returns the new value. On PostgreSQL the
         row stays locked until commit, so concurrent saves wait for each other
-        and numbers have no gaps and no duplicates."""
+        and numbers have no gaps and no duplicates.
+
+        ``by`` reserves that many values at once (an import numbers a batch
+        of records in one statement: the returned value is the last of them);
+        ``at_least`` first moves the counter up to that value (imported
+        records kept their numbers; new ones must come after them)."""
         table = self.models.sequence
         assert table is not None
         dialect = self.session.get_bind().dialect.name
         if dialect in ("postgresql", "sqlite"):
             insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            greatest = sa.func.greatest if dialect == "postgresql" else sa.func.max
+            start = greatest(table.c.value, at_least) if at_least else table.c.value
             stmt = (
                 insert(table)
-                .values(name=name, value=1)
-                .on_conflict_do_update(
-                    index_elements=[table.c.name], set_={"value": table.c.value + 1}
-                )
+                .values(name=name, value=max(at_least, 0) + by)
+                .on_conflict_do_update(index_elements=[table.c.name], set_={"value": start + by})
                 .returning(table.c.value)
             )
             return int(self.session.execute(stmt).scalar_one())
         # other databases: a plain UPDATE takes the row lock, then read it back
         result = self.session.execute(
-            table.update().where(table.c.name == name).values(value=table.c.value + 1)
+            table.update().where(table.c.name == name).values(value=table.c.value + by)
         )
         if result.rowcount == 0:  # type: ignore[attr-defined]
-            self.session.execute(table.insert().values(name=name, value=1))
-            return 1
+            self.session.execute(table.insert().values(name=name, value=max(at_least, 0) + by))
+        elif at_least:
+            self.session.execute(
+                table.update()
+                .where(table.c.name == name, table.c.value < at_least + by)
+                .values(value=at_least + by)
+            )
         return int(
             self.session.execute(sa.select(table.c.value).where(table.c.name == name)).scalar_one()
         )

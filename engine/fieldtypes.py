@@ -139,7 +139,10 @@ def _datetime(value: Any, f: Field, ctx: Context) -> dt.datetime:
             raise Invalid("must be a date and time such as 2026-12-31T15:30") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC)
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00+14:00 is before year 1 in UTC
+        raise Invalid("must be a date and time such as 2026-12-31T15:30") from exc
 
 
 def _enum(value: Any, f: Field, ctx: Context) -> str:
@@ -159,7 +162,7 @@ def _ref(value: Any, f: Field, ctx: Context) -> int:
         number = int(value)
     except (TypeError, ValueError, OverflowError) as exc:
         raise Invalid("must be a record id") from exc
-    if number <= 0 or number >= 2**63:
+    if number <= 0 or number >= 2**31:  # ids are 32-bit integers in every database
         raise Invalid("must be a record id")
     return number
 

@@ -30,4 +30,6 @@ fi
 if [ -d bench ] && [ -f bench/__main__.py ]; then
   echo "== benchmark (quick)"
   .venv/bin/python -m bench --quick
+  echo "== import benchmark (quick)"
+  .venv/bin/python -m bench --imports --quick
 fi

@@ -370,7 +370,11 @@ def test_a_table_without_name_field_is_matched_by_id(ids: Callable[..., set[int]
         ("Customer", {"email": {"set": "yes"}}, "`set` takes true or false, not `yes`"),
         ("Customer", {"revenue": {"contains": "1"}}, "`contains` applies to text fields"),
         ("Deal", {"customer": {"contains": "Rom"}}, "`contains` applies to text fields"),
-        ("Customer", {"revenue": "1e1000"}, "`revenue`: `1e1000` must have at most 16 digits before the point"),
+        (
+            "Customer",
+            {"revenue": "1e1000"},
+            "`revenue`: `1e1000` must have at most 16 digits before the point",
+        ),
         ("Deal", {"customer": float("inf")}, "`customer`: `inf` must be a record id"),
         ("Customer", {"segment": {"lt": "B"}}, "`lt` does not apply to the enum field `segment`"),
         ("Customer", {"revenue": {"gt": None}}, "`gt` takes a value, not null"),

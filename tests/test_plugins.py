@@ -81,7 +81,12 @@ CALLS: dict[str, dict[str, Any]] = {
         "changes": {"amount": (100, 250)},
     },
     "crm_document_deleted": {"session": SESSION, "doctype": DOCTYPE, "doc": DOC, "user": USER},
-    "crm_timeline_sources": {"models": Stand("models"), "doctype": DOCTYPE, "doc_id": 7, "principal": USER},
+    "crm_timeline_sources": {
+        "models": Stand("models"),
+        "doctype": DOCTYPE,
+        "doc_id": 7,
+        "principal": USER,
+    },
     "crm_before_transition": {
         "session": SESSION,
         "doctype": DOCTYPE,
@@ -244,7 +249,9 @@ def test_each_hook_reaches_the_plugin_with_its_arguments(hook: str) -> None:
     pm.register(recorder, name="recorder")
     pm.check_pending()
     if hook == "crm_timeline_sources":
-        pm.unregister(name="core-timeline")  # it needs real models; tests/test_timeline.py covers it
+        pm.unregister(
+            name="core-timeline"
+        )  # it needs real models; tests/test_timeline.py covers it
 
     result = getattr(pm.hook, hook)(**CALLS[hook])
 

@@ -51,6 +51,11 @@ def install_request_handling(appbuilder: Any, state: Any) -> None:
     csrf = CSRFProtect()
     csrf.init_app(app)
     app.jinja_env.globals["csp_nonce"] = csp_nonce
+    # @login_required sends a visitor to login_view, which Flask-AppBuilder
+    # leaves at "login", an endpoint that does not exist: every page opened
+    # before logging in was a 500 instead of the login form.
+    if appbuilder.sm.auth_view is not None:
+        appbuilder.sm.lm.login_view = f"{appbuilder.sm.auth_view.endpoint}.login"
 
     @app.before_request
     def api_csrf() -> Response | None:

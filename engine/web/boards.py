@@ -4,7 +4,10 @@ The kanban asks one GROUP BY for each column's count and sum and one
 windowed query for the first cards of every column; a column pages on its
 own. Dragging a card posts to the same transition endpoint as the form, so
 the same rules (roles, guards, required fields) apply, and a refusal is shown
-on the card. The calendar asks for one date range at a time.
+on the card. The calendar asks for one date range at a time: the entries of
+the range (at most ``MAX_CALENDAR_ENTRIES``) and a GROUP BY for the count of
+every day and owner. Either page costs the same few queries however many
+records there are: titles' refs are loaded for all cards at once.
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ from flask_login import login_required
 from engine import access
 from engine.registry import USER, DocType
 from engine.web.base import crm, db_session, locale, principal
-from engine.web.display import show
+from engine.web.display import local
 
 CARDS_PER_COLUMN = 20
 MAX_CALENDAR_ENTRIES = 500
+#: entries a calendar day shows before "+N"
+ENTRIES_PER_DAY = 8
+MAX_OFFSET = 100_000
 
 
 def kanban_columns(d: DocType) -> tuple[str, list[str]]:
@@ -33,11 +39,23 @@ def kanban_columns(d: DocType) -> tuple[str, list[str]]:
     return by, list(f.values)
 
 
+def _arg_id(name: str) -> int | None:
+    from engine.web.service import valid_id
+
+    raw = request.args.get(name)
+    if raw in (None, ""):
+        return None
+    value = valid_id(raw)
+    if value is None:
+        abort(400, f"`{name}` must be the id of a record")
+    return value
+
+
 def _owner_filter(d: DocType, table: sa.Table, owner_field: str | None) -> sa.ColumnElement[bool]:
-    value = request.args.get("owner", type=int)
+    value = _arg_id("owner")
     if value and owner_field:
         return table.c[d.fields[owner_field].column] == value
-    department = request.args.get("department", type=int)
+    department = _arg_id("department")
     if department and owner_field and "department" in crm().registry.documents[USER].fields:
         users = crm().models.table(USER)
         return table.c[d.fields[owner_field].column].in_(
@@ -46,9 +64,18 @@ def _owner_filter(d: DocType, table: sa.Table, owner_field: str | None) -> sa.Co
     return sa.true()
 
 
+def _person(user: Any) -> str:
+    if user is None:
+        return ""
+    return f"{user.first_name or ''} {user.last_name or ''}".strip() or str(user.username)
+
+
 def card_rows(d: DocType, where: sa.ColumnElement[bool], by: str, states: list[str], per: int,
               offset: int = 0) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
-    """The first ``per`` cards of every column in one windowed query."""
+    """The first ``per`` cards of every column in one windowed query, then
+    the records and their titles' refs in one query each."""
+    from engine.web.service import ref_loads, shown, title, title_refs
+
     models = crm().models
     table = models.table(d.name)
     amount = d.views["kanban"].get("amount")
@@ -70,20 +97,19 @@ def card_rows(d: DocType, where: sa.ColumnElement[bool], by: str, states: list[s
     if not picked:
         return out
     cls = models.cls(d.name)
-    from engine.web.service import title
-
+    loads = ref_loads(d, [*title_refs(d), d.owner])
     objs = db_session().execute(
-        sa.select(cls).where(cls.id.in_(picked)).order_by(cls.created_at.desc(), cls.id.desc())
+        sa.select(cls)
+        .where(cls.id.in_(picked))
+        .order_by(cls.created_at.desc(), cls.id.desc())
+        .options(*loads)
     )
     for obj in objs.scalars():
         card = {"id": obj.id, "title": title(d, obj), "version": obj.version}
         if amount:
-            card["amount"] = show(d.fields[amount], getattr(obj, amount), locale())
+            card["amount"] = shown(d.fields[amount], getattr(obj, amount))
         if d.owner:
-            owner = getattr(obj, d.owner)
-            card["owner"] = (
-                f"{owner.first_name} {owner.last_name}".strip() if owner is not None else ""
-            )
+            card["owner"] = _person(getattr(obj, d.owner))
         out[picked[obj.id]].append(card)
     return out
 
@@ -102,6 +128,8 @@ class BoardsMixin:
     @expose("/kanban")
     @login_required
     def kanban(self) -> Any:
+        from engine.web.service import shown
+
         d = self._board_doc("kanban")
         models = crm().models
         table = models.table(d.name)
@@ -121,16 +149,15 @@ class BoardsMixin:
                 "name": s,
                 "label": f.values[s].get(locale()),
                 "count": totals.get(s, (0, None))[0],
-                "sum": show(d.fields[amount], totals.get(s, (0, None))[1] or 0, locale())
-                if amount
-                else "",
+                "sum": shown(d.fields[amount], totals.get(s, (0, None))[1] or 0) if amount else "",
                 "cards": cards[s],
             }
             for s in states
         ]
         return self.render_template(  # type: ignore[attr-defined]
             "crm/kanban.html", d=d, columns=columns, view=type(self).__name__, per=CARDS_PER_COLUMN,
-            owners=_owners(d), owner=request.args.get("owner", type=int),
+            owners=_owners(d), owner=_arg_id("owner"),
+            amount_label=d.fields[amount].label.get(locale()) if amount else "",
         )  # fmt: skip
 
     @expose("/kanban/cards")
@@ -142,8 +169,10 @@ class BoardsMixin:
         by, states = kanban_columns(d)
         column = request.args.get("column", "")
         if column not in states:
-            return jsonify({"message": f"unknown column `{column}`"}), 400
-        offset = max(0, request.args.get("offset", 0, type=int))
+            return jsonify({"message": f"unknown column `{column[:50]}`"}), 400
+        offset = request.args.get("offset", 0, type=int)
+        if not 0 <= offset <= MAX_OFFSET:
+            return jsonify({"message": f"the offset must be between 0 and {MAX_OFFSET}"}), 400
         where = sa.and_(
             access.where(models, principal(), d.name, "read"),
             _owner_filter(d, models.table(d.name), d.owner),
@@ -155,20 +184,24 @@ class BoardsMixin:
     @expose("/calendar")
     @login_required
     def calendar(self) -> Any:
+        from engine.web.service import company_tz, ref_loads, title
+
         d = self._board_doc("calendar")
         spec = d.views["calendar"]
         models = crm().models
         table = models.table(d.name)
         date_field = d.fields[spec["date"]]
-        mode = "week" if request.args.get("mode") == "week" else "month"
+        tz = company_tz()
+        mode = request.args.get("mode") or "month"
+        if mode not in ("month", "week"):
+            abort(400, "`mode` is `month` or `week`")
+        raw_date = request.args.get("date")
         try:
-            anchor = (
-                dt.date.fromisoformat(request.args.get("date", ""))
-                if request.args.get("date")
-                else dt.date.today()
-            )
+            anchor = dt.date.fromisoformat(raw_date) if raw_date else dt.datetime.now(tz).date()
         except ValueError:
-            anchor = dt.date.today()
+            abort(400, "`date` must be a date such as 2026-01-31")
+        if not dt.date(1900, 1, 1) <= anchor <= dt.date(9000, 12, 31):
+            abort(400, "`date` is out of range")
         if mode == "week":
             start = anchor - dt.timedelta(days=anchor.weekday())
             end = start + dt.timedelta(days=7)
@@ -181,82 +214,82 @@ class BoardsMixin:
         low: Any = start
         high: Any = end
         if date_field.type == "datetime":
-            low = dt.datetime.combine(start, dt.time(), dt.UTC)
-            high = dt.datetime.combine(end, dt.time(), dt.UTC)
+            low = dt.datetime.combine(start, dt.time(), tz).astimezone(dt.UTC)
+            high = dt.datetime.combine(end, dt.time(), tz).astimezone(dt.UTC)
         owner_field = spec.get("owner")
         where = sa.and_(
             access.where(models, principal(), d.name, "read"), column >= low, column < high,
             _owner_filter(d, table, owner_field),
         )  # fmt: skip
         cls = models.cls(d.name)
-        from engine.web.service import title
-
-        objs = (
-            db_session()
-            .execute(
-                sa.select(cls)
-                .where(where)
-                .order_by(getattr(cls, date_field.column), cls.id)
-                .limit(MAX_CALENDAR_ENTRIES)
-            )
-            .scalars()
-        )
+        objs = db_session().execute(
+            sa.select(cls).where(where).order_by(getattr(cls, date_field.column), cls.id)
+            .limit(MAX_CALENDAR_ENTRIES).options(*ref_loads(d))
+        ).scalars()  # fmt: skip
         days: dict[dt.date, list[dict[str, Any]]] = {}
         for obj in objs:
             value = getattr(obj, date_field.column)
-            day = value.date() if isinstance(value, dt.datetime) else value
+            moment = local(value, tz) if isinstance(value, dt.datetime) else value
+            day = moment.date() if isinstance(moment, dt.datetime) else moment
             days.setdefault(day, []).append(
                 {
                     "id": obj.id,
                     "title": title(d, obj),
-                    "time": value.strftime("%H:%M") if isinstance(value, dt.datetime) else "",
+                    "time": moment.strftime("%H:%M") if isinstance(moment, dt.datetime) else "",
                 }
             )
+        # counts come from the database: exact even when entries were capped
+        day_expr = _day(column, date_field.type, tz, start)
         counts: dict[dt.date, list[tuple[str, int]]] = {}
+        totals: dict[dt.date, int] = {}
         if owner_field:
             owner_col = table.c[d.fields[owner_field].column]
-            day_expr = _day(column, date_field.type)
             users = models.table(USER)
             q = (
-                sa.select(
-                    day_expr.label("day"), users.c.first_name, users.c.last_name, sa.func.count()
-                )
+                sa.select(day_expr.label("day"), users.c.first_name, users.c.last_name,
+                          users.c.username, sa.func.count())
                 .select_from(table.outerjoin(users, users.c.id == owner_col))
                 .where(where)
-                .group_by(day_expr, users.c.first_name, users.c.last_name)
-            )
-            for row in db_session().execute(q):
-                key = (
-                    row.day if isinstance(row.day, dt.date) else dt.date.fromisoformat(str(row.day))
-                )
-                counts.setdefault(key, []).append(
-                    (f"{row.first_name or ''} {row.last_name or ''}".strip() or "—", row[3])
-                )
+                .group_by(day_expr, users.c.first_name, users.c.last_name, users.c.username)
+                .order_by(day_expr, users.c.first_name, users.c.last_name)
+            )  # fmt: skip
+            rows = [(r.day, _person(r) or "—", r[4]) for r in db_session().execute(q)]
+        else:
+            q = sa.select(day_expr.label("day"), sa.func.count()).where(where).group_by(day_expr)
+            rows = [(r.day, "", r[1]) for r in db_session().execute(q)]
+        for raw_day, name, n in rows:
+            key = raw_day if isinstance(raw_day, dt.date) else dt.date.fromisoformat(str(raw_day))
+            if name:
+                counts.setdefault(key, []).append((name, n))
+            totals[key] = totals.get(key, 0) + n
         weeks = []
         day = start
         while day < end:
             weeks.append([day + dt.timedelta(days=i) for i in range(7)])
             day += dt.timedelta(days=7)
-        step = dt.timedelta(days=7) if mode == "week" else dt.timedelta(days=31)
-        prev_anchor = (anchor - step).replace(day=1) if mode == "month" else anchor - step
-        next_anchor = (
-            (anchor.replace(day=1) + step).replace(day=1) if mode == "month" else anchor + step
-        )
+        if mode == "week":
+            prev_anchor, next_anchor = anchor - dt.timedelta(days=7), anchor + dt.timedelta(days=7)
+        else:
+            prev_anchor = (anchor.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+            next_anchor = (anchor.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
         return self.render_template(  # type: ignore[attr-defined]
             "crm/calendar.html", d=d, weeks=weeks, days=days, mode=mode, anchor=anchor, view=type(self).__name__,
             prev_anchor=prev_anchor, next_anchor=next_anchor, owners=_owners(d, owner_field),
-            owner=request.args.get("owner", type=int), date_field=date_field, counts=counts,
-            today=dt.date.today(),
+            owner=_arg_id("owner"), date_field=date_field, counts=counts, totals=totals,
+            today=dt.datetime.now(tz).date(), per_day=ENTRIES_PER_DAY,
         )  # fmt: skip
 
 
-def _day(column: Any, ftype: str) -> Any:
-    """The calendar day of a date or datetime column, in SQL (UTC days)."""
+def _day(column: Any, ftype: str, tz: dt.tzinfo, near: dt.date) -> Any:
+    """The calendar day of a date or datetime column, in SQL, on the company's clock."""
     if ftype == "date":
         return column
     if crm().db.engine.dialect.name == "sqlite":
-        return sa.func.date(column)
-    return sa.cast(sa.func.timezone("UTC", column), sa.Date)
+        # SQLite knows no time zones: the offset in force around the range shown
+        offset = dt.datetime.combine(near, dt.time(12), tz).utcoffset() or dt.timedelta()
+        return sa.func.date(column, f"{int(offset.total_seconds() // 60):+d} minutes")
+    name = getattr(tz, "key", "UTC")
+    return sa.cast(sa.func.timezone(name, column), sa.Date)
 
 
 def _owners(d: DocType, owner_field: str | None = None) -> list[dict[str, Any]]:
@@ -265,7 +298,8 @@ def _owners(d: DocType, owner_field: str | None = None) -> list[dict[str, Any]]:
         return []
     users = crm().models.table(USER)
     rows = db_session().execute(
-        sa.select(users.c.id, users.c.first_name, users.c.last_name).where(users.c.active.is_(True))
+        sa.select(users.c.id, users.c.first_name, users.c.last_name, users.c.username)
+        .where(users.c.active.is_(True))
         .order_by(users.c.first_name, users.c.last_name).limit(200)
     )  # fmt: skip
-    return [{"id": r.id, "name": f"{r.first_name} {r.last_name}".strip()} for r in rows]
+    return [{"id": r.id, "name": _person(r)} for r in rows]

@@ -1,17 +1,33 @@
 """Values as a person reads them: enum labels, formatted money and phones,
-dates in the config's locale, refs by their title. Autoescaping does the
-rest: nothing here returns markup."""
+dates in the config's locale and moments on the company's clock, refs by
+their title. Autoescaping does the rest: nothing here returns markup."""
 
 from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from engine.fieldtypes import format_phone
 from engine.registry import Field
 
 YES_NO = {"en": ("Yes", "No"), "ru": ("Да", "Нет")}
+
+
+def zone(name: str | None) -> dt.tzinfo:
+    """The company's time zone (``timezone`` in config.yaml), UTC when unknown."""
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return dt.UTC
+
+
+def local(value: dt.datetime, tz: dt.tzinfo | None) -> dt.datetime:
+    """A stored moment on the company's clock (SQLite hands them back naive, in UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(tz or dt.UTC)
 
 
 def group_digits(text: str, sep: str) -> str:
@@ -29,7 +45,17 @@ def group_digits(text: str, sep: str) -> str:
     )
 
 
-def show(f: Field, value: Any, locale: str) -> str:
+def plain_number(f: Field, value: Decimal | int | float) -> str:
+    """A number as typed into an input: ``1500.50`` for money, ``2`` rather than ``2.0000``."""
+    if f.type == "money":
+        return f"{Decimal(value):.2f}"
+    if isinstance(value, Decimal):
+        text = format(value, "f")
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    return str(value)
+
+
+def show(f: Field, value: Any, locale: str, tz: dt.tzinfo | None = None) -> str:
     if value is None or value == "":
         return ""
     if f.type == "enum":
@@ -47,9 +73,8 @@ def show(f: Field, value: Any, locale: str) -> str:
     if f.type == "integer" and isinstance(value, int):
         return group_digits(str(value), "\u00a0" if locale == "ru" else ",")
     if f.type == "datetime" and isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return value.strftime("%d.%m.%Y %H:%M" if locale == "ru" else "%Y-%m-%d %H:%M")
+        moment = local(value, tz)
+        return moment.strftime("%d.%m.%Y %H:%M" if locale == "ru" else "%Y-%m-%d %H:%M")
     if f.type == "date" and isinstance(value, dt.date):
         return value.strftime("%d.%m.%Y" if locale == "ru" else "%Y-%m-%d")
     if f.type == "phone":
@@ -57,16 +82,18 @@ def show(f: Field, value: Any, locale: str) -> str:
     return str(value)
 
 
-def input_value(f: Field, value: Any) -> str:
-    """The value an HTML input is pre-filled with (ISO dates, plain numbers)."""
+def input_value(f: Field, value: Any, tz: dt.tzinfo | None = None) -> str:
+    """The value an HTML input is pre-filled with: ISO dates, moments on the
+    company's clock as ``datetime-local`` wants them, plain numbers. A value
+    sent back by a refused form is a string and stays as the user typed it."""
     if value is None:
         return ""
     if f.type == "datetime" and isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M")
+        return local(value, tz).strftime("%Y-%m-%dT%H:%M")
     if f.type == "date" and isinstance(value, dt.date):
         return value.isoformat()
     if f.type == "boolean":
         return "1" if value else ""
+    if f.type in ("money", "decimal", "integer") and isinstance(value, (Decimal, int, float)):
+        return plain_number(f, value)
     return str(value)

@@ -1,18 +1,27 @@
-"""Menus grouped by what a sales department looks for, filtered by access rules.
+"""Menus grouped by what a sales department looks for, filtered by access
+rules, and what the chrome of every page costs.
 
-Flask-AppBuilder checks a ``menu_access`` permission per item with a query
-each; document types are checked against the metadata's rules instead (no
-query), and the remaining built-in items are cached per request.
+Flask-AppBuilder checks a ``menu_access`` permission per menu item with a
+query each, and loads the user's roles and groups with a query each. Here
+document types are checked against the metadata's rules (no query), the
+remaining built-in items are answered by one query per request, and the user
+comes with their roles and groups in the same statement that loads them: a
+page's chrome costs two statements however many items the menu has.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 from flask import current_app, g
+from flask_login import current_user
+from sqlalchemy.orm import joinedload
 
 from engine import access
 from engine.web.base import principal
+
+MAX_USER_ID = 2**31 - 1
 
 
 def install_menu(appbuilder: Any, state: Any) -> None:
@@ -20,19 +29,60 @@ def install_menu(appbuilder: Any, state: Any) -> None:
     registry = state.registry
     sm = appbuilder.sm
 
+    def fab_names(items: list[Any]) -> list[str]:
+        names: list[str] = []
+        for item in items:
+            if not item or item.name == "-":
+                continue
+            if item.childs:
+                names += fab_names(item.childs)
+            elif item.name not in registry.documents and not item.name.startswith("crm:"):
+                names.append(item.name)
+        return names
+
     def fab_visible(name: str) -> bool:
-        cache = g.setdefault("crm_menu_cache", {})
-        if name not in cache:
-            cache[name] = sm.has_access("menu_access", name)
-        return bool(cache[name])
+        """Every built-in item's ``menu_access`` in one query, once per request."""
+        if "crm_menu_access" not in g:
+            names = fab_names(appbuilder.menu.get_list())
+            anonymous = not current_user.is_authenticated
+            if not names or (anonymous and sm.get_public_role() is None):
+                g.crm_menu_access = set()
+            else:
+                g.crm_menu_access = set(sm.get_user_menu_access(names))
+        return name in g.crm_menu_access
 
     def visible(item: Any) -> bool:
         if item.name in registry.documents:
             return access.allowed(registry, principal(), item.name, "read")
         if item.name.startswith("crm:"):
-            return True
+            return any(visible(child) for child in item.childs if child and child.name != "-")
         if item.childs:
             return any(visible(child) for child in item.childs if child and child.name != "-")
         return fab_visible(item.name)
 
     app.jinja_env.filters["is_menu_visible"] = visible
+    install_user_loader(sm)
+
+
+def install_user_loader(sm: Any) -> None:
+    """Load the session's user with their roles and groups (and the groups'
+    roles) in one statement: Flask-AppBuilder's loader fetches each lazily."""
+    user_cls = sm.user_model
+    options = [joinedload(user_cls.roles)]
+    groups = getattr(user_cls, "groups", None)
+    if groups is not None:
+        group_cls = groups.property.mapper.class_
+        options.append(joinedload(groups).joinedload(group_cls.roles))
+
+    def load_user(pk: Any) -> Any:
+        try:
+            ident = int(pk)
+        except (TypeError, ValueError):
+            return None
+        if not 0 < ident <= MAX_USER_ID:
+            return None
+        stmt = sa.select(user_cls).options(*options).where(user_cls.id == ident)
+        user = sm.session.execute(stmt).unique().scalar_one_or_none()
+        return user if user is not None and user.is_active else None
+
+    sm.lm.user_loader(load_user)

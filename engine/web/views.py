@@ -1,16 +1,21 @@
 """HTML views generated per document type: list, record, add, edit, delete,
-transition and the ref picker's search. Every query goes through the access
-rules; every write goes through the documents service and the status engine.
+transition, export and the ref picker's search. Every query goes through the
+access rules; every write goes through the documents service and the status
+engine. A malformed id, filter or parameter is a 4xx with a message, never a
+500.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import csv
+import io
+from collections.abc import Iterator
 from typing import Any
 
-from flask import abort, flash, jsonify, redirect, request, url_for
+from flask import Response, abort, flash, jsonify, redirect, request, stream_with_context, url_for
 from flask_appbuilder import BaseView, expose
 from flask_login import login_required
+from markupsafe import escape
 
 from engine import access, lists
 from engine.filters import FilterError
@@ -18,7 +23,7 @@ from engine.registry import DocType, Field
 from engine.web import service
 from engine.web.base import crm, db_session, locale, principal
 from engine.web.boards import BoardsMixin
-from engine.web.display import input_value, show
+from engine.web.display import input_value
 
 PAGE_SIZE = 25
 
@@ -29,26 +34,58 @@ def _require(action: str, d: DocType) -> None:
 
 
 def form_fields(d: DocType) -> list[tuple[str, list[Field]]]:
-    """The form's sections; without `form` in metadata, one section of every editable field."""
-    if d.form:
-        return [(s.label.get(locale()), [d.fields[n] for n in s.fields]) for s in d.form]
-    fields = [f for f in d.fields.values() if not f.system and not f.hidden]
-    return [("", fields)]
+    return service.form_sections(d)
 
 
 def list_columns(d: DocType) -> list[str]:
     if d.list:
         return list(d.list.columns)
-    return [n for n, f in d.fields.items() if not f.system and f.type not in ("table", "text")][:6]
+    return [n for n, f in d.fields.items() if not f.system and not f.hidden and f.type not in ("table", "text")][:6]  # fmt: skip
+
+
+def unplaced(errors: dict[str, str], shown: set[str]) -> list[str]:
+    """Messages about fields the page has no input for: shown above the form."""
+    out = []
+    for path, message in errors.items():
+        if path in ("_version", "_form"):
+            continue
+        head = path.split(".", 1)[0]
+        if head not in shown and path not in shown:
+            out.append(f"{path}: {message}")
+    return out
+
+
+def sortable(d: DocType, column: str) -> bool:
+    f = d.fields.get(column)
+    return f is not None and f.stored and f.type != "ref"
 
 
 def _filters_from_args(d: DocType) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     for name in d.list.filters if d.list else ():
-        value = request.args.get(f"f_{name}")
-        if value not in (None, ""):
+        value = service.clean(request.args.get(f"f_{name}"), 200).strip()
+        if value:
             spec[name] = value
     return spec
+
+
+def _offset() -> int:
+    try:
+        return min(max(0, int(request.args.get("offset", 0))), service.MAX_OFFSET)
+    except ValueError:
+        return 0
+
+
+def _labels() -> dict[str, Any]:
+    """What every template of these views uses to print a field."""
+    tz = service.company_tz()
+    return {
+        "label": lambda f: f.label.get(locale()),
+        "show": service.shown,
+        "input_value": lambda f, v: input_value(f, v, tz),
+        "help": lambda f: f.help.get(locale()) if f.help else "",
+        "state": crm(),
+    }
 
 
 class DocumentView(BoardsMixin, BaseView):
@@ -61,7 +98,25 @@ class DocumentView(BoardsMixin, BaseView):
     def d(self) -> DocType:
         return crm().registry.documents[self.doctype]  # type: ignore[no-any-return]
 
+    @property
+    def view_name(self) -> str:
+        return type(self).__name__
+
     # -- list ------------------------------------------------------------------
+
+    def _list_query(self, d: DocType) -> tuple[dict[str, Any], str | None, str | None, Any]:
+        """Filters, search and order from the URL (segment presets included)."""
+        state = crm()
+        spec = _filters_from_args(d)
+        segment = request.args.get("segment")
+        segments = {n: s for n, s in state.registry.segments.items() if s.document == d.name}
+        if segment in segments:
+            spec = {**segments[segment].filter, **spec}
+        order = service.clean(request.args.get("order"), 100) or None
+        if order and not sortable(d, order.lstrip("-")):
+            order = None
+        search = service.clean(request.args.get("q"), 200).strip() or None
+        return spec, search, order, segments
 
     @expose("/")
     @login_required
@@ -69,37 +124,68 @@ class DocumentView(BoardsMixin, BaseView):
         d = self.d
         _require("read", d)
         state = crm()
-        spec = _filters_from_args(d)
-        segment = request.args.get("segment")
-        segments = {n: s for n, s in state.registry.segments.items() if s.document == d.name}
-        if segment in segments:
-            spec = {**segments[segment].filter, **spec}
-        try:
-            offset = max(0, int(request.args.get("offset", 0)))
-        except ValueError:
-            offset = 0
-        order = request.args.get("order") or None
-        if order and order.lstrip("-") not in d.fields:
-            order = None
+        spec, search, order, segments = self._list_query(d)
+        offset = _offset()
         columns = list_columns(d)
+        error = None
         try:
             page = lists.page(
-                state.models, db_session(), d.name, filter=spec or None, search=request.args.get("q") or None,
+                state.models, db_session(), d.name, filter=spec or None, search=search,
                 order=order, offset=offset, limit=PAGE_SIZE, columns=columns,
                 user_id=principal().user_id, base_where=access.where(state.models, principal(), d.name, "read"),
             )  # fmt: skip
         except FilterError as exc:
-            flash(str(exc), "danger")
-            return redirect(url_for(f"{type(self).__name__}.list"))
+            db_session().rollback()
+            error = str(exc)
+            page = lists.Page([], 0, False, None, tuple(columns), offset, PAGE_SIZE)
+        filter_fields = [d.fields[n] for n in (d.list.filters if d.list else ())]
+        picked = {f.name: spec[f.name] for f in filter_fields if f.type == "ref" and f.name in spec}
         count_text = f"{page.count:,}".replace(",", "\u00a0") + ("+" if page.count_capped else "")
-        return self.render_template(
-            "crm/list.html", d=d, page=page, count_text=count_text,
-            has_more=page.count_capped or offset + PAGE_SIZE < page.count, columns=columns, cells=service.list_cells(d, page.rows, columns),
-            segments=segments, segment=segment, spec=spec, offset=offset, page_size=PAGE_SIZE,
-            order=order or (d.list.order if d.list else "-created_at"), view=type(self).__name__,
-            filter_fields=[d.fields[n] for n in (d.list.filters if d.list else ())],
-            can_create=access.allowed(state.registry, principal(), d.name, "create"), label=lambda f: f.label.get(locale()),
+        args = {k: v for k, v in request.args.items() if k != "offset"}
+        html = self.render_template(
+            "crm/list.html", d=d, page=page, count_text=count_text, error=error,
+            has_more=page.count_capped or offset + PAGE_SIZE < page.count, columns=columns,
+            cells=service.list_cells(d, page.rows, columns), segments=segments,
+            segment=request.args.get("segment"), spec=spec, offset=offset, page_size=PAGE_SIZE,
+            order=order or (d.list.order if d.list else "-created_at"), view=self.view_name,
+            filter_fields=filter_fields, refs=service.ref_labels(d, picked) if picked else {},
+            sortable=lambda c: sortable(d, c), args=args,
+            can_create=access.allowed(state.registry, principal(), d.name, "create"), **_labels(),
         )  # fmt: skip
+        return (html, 400) if error else html
+
+    @expose("/export.csv")
+    @login_required
+    def export(self) -> Any:
+        """The list as CSV: the same filters, search and access rules, every
+        matching row, read a page at a time."""
+        d = self.d
+        _require("read", d)
+        spec, search, order, _ = self._list_query(d)
+        rows = service.export_rows(d, spec, search, order)
+        try:
+            header = next(rows)
+            first = next(rows, None)
+        except FilterError as exc:
+            db_session().rollback()
+            return Response(str(exc), status=400, mimetype="text/plain")
+
+        def generate() -> Iterator[str]:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            yield "\ufeff"  # spreadsheets then read the file as UTF-8
+            for row in (header, *([first] if first is not None else [])):
+                writer.writerow(row)
+            yield buffer.getvalue()
+            for row in rows:
+                buffer.seek(0)
+                buffer.truncate()
+                writer.writerow(row)
+                yield buffer.getvalue()
+
+        response = Response(stream_with_context(generate()), mimetype="text/csv")
+        response.headers["Content-Disposition"] = f'attachment; filename="{d.resource}.csv"'
+        return response
 
     # -- record ----------------------------------------------------------------
 
@@ -118,11 +204,12 @@ class DocumentView(BoardsMixin, BaseView):
         state = crm()
         return self.render_template(
             "crm/show.html", d=d, obj=obj, sections=form_fields(d), values=service.display_values(d, obj),
-            rows=service.table_rows(d, obj), view=type(self).__name__,
-            transitions=service.allowed_transitions(d, obj), history=service.history(d, obj),
+            links=service.ref_links(d, obj), rows=service.table_rows(d, obj), view=self.view_name,
+            moves=service.transition_moves(d, obj), history=service.history(d, obj),
+            audit=service.audit_line(d, obj),
             can_update=access.may_touch(state.models, principal(), d.name, "update", obj),
             can_delete=access.may_touch(state.models, principal(), d.name, "delete", obj),
-            label=lambda f: f.label.get(locale()), show=lambda f, v: show(f, v, locale()),
+            **_labels(),
         )  # fmt: skip
 
     # -- add and edit ------------------------------------------------------------
@@ -131,11 +218,15 @@ class DocumentView(BoardsMixin, BaseView):
         self, obj: Any, values: dict[str, Any], errors: dict[str, str], title: str, action: str
     ) -> Any:
         d = self.d
+        sections = form_fields(d)
+        shown = {f.name for _, fields in sections for f in fields}
+        defaults = service.row_defaults(d)
+        extra = [(service.row_doc(d, d.fields[n]), row) for n, row in defaults.items()]
         return self.render_template(
-            "crm/form.html", d=d, obj=obj, sections=form_fields(d), values=values, errors=errors,
-            title=title, action=action, view=type(self).__name__, refs=service.ref_labels(d, values),
-            label=lambda f: f.label.get(locale()), input_value=input_value,
-            help=lambda f: f.help.get(locale()) if f.help else "", state=crm(),
+            "crm/form.html", d=d, obj=obj, sections=sections, values=values, errors=errors,
+            unplaced=unplaced(errors, shown), title=title, action=action, view=self.view_name,
+            refs=service.ref_labels(d, values, extra), locked=service.locked_fields(d, obj),
+            row_defaults=defaults, **_labels(),
         )  # fmt: skip
 
     @expose("/add", methods=["GET", "POST"])
@@ -144,17 +235,18 @@ class DocumentView(BoardsMixin, BaseView):
         d = self.d
         _require("create", d)
         title = d.label.get(locale())
+        action = url_for(f"{self.view_name}.add")
         if request.method == "GET":
-            return self._form(
-                None, service.initial_values(d), {}, title, url_for(f"{type(self).__name__}.add")
-            )
+            return self._form(None, service.initial_values(d), {}, title, action)
         values = service.form_values(d, request.form)
         obj, errors = service.create(d, values)
         if errors:
-            return self._form(
-                None, values, errors, title, url_for(f"{type(self).__name__}.add")
-            ), 422
-        return redirect(url_for(f"{type(self).__name__}.show", obj_id=obj.id))
+            return self._form(None, values, errors, title, action), 422
+        if not access.may_touch(crm().models, principal(), d.name, "read", obj):
+            # saved for someone else, whose records this user does not see
+            flash(f"{d.label.get(locale())} #{obj.id}: ✓", "info")
+            return redirect(url_for(f"{self.view_name}.list"))
+        return redirect(url_for(f"{self.view_name}.show", obj_id=obj.id))
 
     @expose("/<int:obj_id>/edit", methods=["GET", "POST"])
     @login_required
@@ -163,18 +255,20 @@ class DocumentView(BoardsMixin, BaseView):
         _require("update", d)
         obj = self._get(obj_id, "update")
         title = service.title(d, obj)
-        action = url_for(f"{type(self).__name__}.edit", obj_id=obj_id)
+        action = url_for(f"{self.view_name}.edit", obj_id=obj_id)
         if request.method == "GET":
             return self._form(obj, service.current_values(d, obj), {}, title, action)
-        values = service.form_values(d, request.form)
+        values = service.form_values(d, request.form, obj=obj)
         version = request.form.get("_version", type=int)
-        obj2, errors = service.update(d, obj, values, version)
+        if version is None:
+            errors = {"_version": "the form did not say which version of the record it edits; reload it"}  # fmt: skip
+            return self._form(obj, values, errors, title, action), 409
+        saved, errors = service.update(d, obj, values, version)
         if errors:
             values["_version"] = version
-            return self._form(
-                obj, values, errors, title, action
-            ), 409 if "_version" in errors else 422
-        return redirect(url_for(f"{type(self).__name__}.show", obj_id=obj2.id))
+            status = 409 if "_version" in errors else 422
+            return self._form(obj, values, errors, title, action), status
+        return redirect(url_for(f"{self.view_name}.show", obj_id=saved.id))
 
     @expose("/<int:obj_id>/delete", methods=["POST"])
     @login_required
@@ -182,48 +276,58 @@ class DocumentView(BoardsMixin, BaseView):
         d = self.d
         _require("delete", d)
         obj = self._get(obj_id, "delete")
-        error = service.delete(d, obj)
+        error = service.delete(d, obj, request.form.get("_version", type=int))
         if error:
             flash(error, "danger")
-            return redirect(url_for(f"{type(self).__name__}.show", obj_id=obj_id))
-        flash(f"{d.label.get(locale())} deleted", "info")
-        return redirect(url_for(f"{type(self).__name__}.list"))
+            return redirect(url_for(f"{self.view_name}.show", obj_id=obj_id))
+        flash(f"{d.label.get(locale())} #{obj_id} — {'удалено' if locale() == 'ru' else 'deleted'}", "info")  # fmt: skip
+        return redirect(url_for(f"{self.view_name}.list"))
 
     # -- transitions ---------------------------------------------------------------
 
     @expose("/<int:obj_id>/transition/<target>", methods=["GET", "POST"])
     @login_required
     def transition(self, obj_id: int, target: str) -> Any:
+        """The step into another state: asks for the target's required fields
+        and next documents, says why it is refused; posting it does the move."""
         d = self.d
         _require("update", d)
         obj = self._get(obj_id, "update")
         if d.statuses is None or target not in d.statuses.states:
             abort(404)
         state = d.statuses.states[target]
+        registry = crm().registry
+        next_doc = registry.documents[state.require_next.document] if state.require_next else None
+        version = (
+            request.form.get("_version", type=int) if request.method == "POST" else obj.version
+        )
         if request.method == "POST":
             fields = service.form_values(d, request.form, only=state.require)
             nexts = service.next_values(d, state, request.form)
-            reasons, errors = service.transition(
-                d, obj, target, fields, nexts, request.form.get("_version", type=int)
-            )
+            reasons, errors = service.transition(d, obj, target, fields, nexts, version)
             if not reasons and not errors:
                 flash(f"→ {state.label.get(locale())}", "success")
-                return redirect(url_for(f"{type(self).__name__}.show", obj_id=obj_id))
-            values, next_rows = fields, nexts
+                return redirect(url_for(f"{self.view_name}.show", obj_id=obj_id))
+            values: dict[str, Any] = {**service.current_values(d, obj), **fields}
+            next_rows = nexts or ([{}] if next_doc else [])
+            blocked = []
         else:
             reasons, errors, values = [], {}, service.current_values(d, obj)
-            next_rows = (
-                [service.initial_values(crm().registry.documents[state.require_next.document])]
-                if state.require_next
-                else []
-            )
+            blocked = service.refusals(d, obj, target)
+            next_rows = [service.initial_values(next_doc)] if next_doc else []
+        extra = [(next_doc, row) for row in next_rows] if next_doc else []
+        require = [d.fields[n] for n in state.require if service.settable(d.fields[n], d)]
+        next_fields = service.next_fields(d, state)
+        shown = {f.name for f in require} | {"next"}
+        shown |= {f"next.{i}" for i in range(len(next_rows))}
+        shown |= {f"next.{i}.{f.name}" for i in range(len(next_rows)) for f in next_fields}
+        reasons = [*reasons, *(r for r in unplaced(errors, shown) if r not in reasons)]
         return self.render_template(
-            "crm/transition.html", d=d, obj=obj, target=state, reasons=reasons, errors=errors, values=values,
-            next_rows=next_rows, view=type(self).__name__, title=service.title(d, obj),
-            require=[d.fields[n] for n in state.require],
-            next_doc=crm().registry.documents[state.require_next.document] if state.require_next else None,
-            label=lambda f: f.label.get(locale()), input_value=input_value, state=crm(),
-            refs=service.ref_labels(d, values), help=lambda f: "",
+            "crm/transition.html", d=d, obj=obj, target=state, reasons=reasons or blocked,
+            blocked=bool(blocked), errors=errors, values=values, version=version,
+            next_rows=next_rows, view=self.view_name, title=service.title(d, obj),
+            require=require, next_doc=next_doc, next_fields=next_fields,
+            refs=service.ref_labels(d, values, extra), **_labels(),
         ), 422 if reasons or errors else 200  # fmt: skip
 
     # -- ref picker ----------------------------------------------------------------
@@ -247,7 +351,7 @@ class UserLookupView(BaseView):
     @expose("/lookup")
     @login_required
     def lookup(self) -> Any:
-        return jsonify({"results": service.lookup_users(request.args.get("q", "")[:100], limit=20)})
+        return jsonify({"results": service.lookup_users(request.args.get("q", ""), limit=20)})
 
 
 def register_views(appbuilder: Any, state: Any) -> None:
@@ -263,9 +367,16 @@ def register_views(appbuilder: Any, state: Any) -> None:
         appbuilder.add_view_no_menu(view())
         category, label = category_of(d)
         appbuilder.add_link(
-            d.name, href=f"/{d.resource}/", label=d.label.get(registry.locale), category=category,
-            category_label=label,
+            d.name, href=f"/{d.resource}/", label=menu_label(d.label.get(registry.locale)),
+            category=category, category_label=menu_label(label),
         )  # fmt: skip
+
+
+def menu_label(text: str) -> str:
+    """A label as Flask-AppBuilder's navbar wants it: the navbar passes it
+    through gettext, which trusts its result as markup and formats it with
+    ``%``, so the text is escaped here (and ``%`` doubled) to come out as typed."""
+    return str(escape(text)).replace("%", "%%")
 
 
 def _categories(registry: Any) -> Any:
@@ -278,7 +389,3 @@ def _categories(registry: Any) -> Any:
         return "crm:directory", "Справочники" if ru else "Directory"
 
     return category
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

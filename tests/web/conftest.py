@@ -120,7 +120,9 @@ def crm_app(make_config: Callable[..., Path], db_url: str) -> Iterator[Callable[
     """``crm_app(yaml)`` → a migrated app; users admin, anna and boris (managers), helen (head)."""
     apps: list[Flask] = []
 
-    def build(metadata: str = SALES, config: str = "name: Sales Ltd\nregion: RU\nlayers: []\n") -> Flask:
+    def build(
+        metadata: str = SALES, config: str = "name: Sales Ltd\nregion: RU\nlayers: []\n"
+    ) -> Flask:
         folder = make_config({"crm.yaml": textwrap.dedent(metadata)}, config)
         (folder / "config.yaml").write_text(
             textwrap.dedent(config) + f"database: {db_url}\n", encoding="utf-8"

@@ -22,6 +22,12 @@
           processResults: function (data) { return data; }
         }
       });
+      // Select2 4.0 with jQuery 3.6 no longer focuses the search box when the
+      // dropdown opens, so typing right after the click went nowhere.
+      $el.on("select2:open", function () {
+        var search = document.querySelector(".select2-container--open .select2-search__field");
+        if (search) { search.focus(); }
+      });
     });
   }
 

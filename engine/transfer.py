@@ -1,0 +1,1297 @@
+"""Import and export of records as CSV, or XLSX through openpyxl.
+
+``crm import`` and ``crm export`` call this module, and so will the web
+pages: :func:`export` streams rows out a batch at a time, :func:`import_`
+reads a file a batch at a time and reports its progress through a callback
+(``progress(done, total)``), so a view can run it in the background and show
+a bar. XLSX goes through openpyxl: the maintained, pure-Python reader and
+writer of the format (MIT, releases since 2010, used by pandas), with no
+compiled parts and no network.
+
+The file, the same both ways
+----------------------------
+* The first row names the columns. Export writes the fields' *names*
+  (``header="labels"``: their labels in the config's locale, for people).
+  Import matches each header against names and labels in every language,
+  ignoring case, so either kind of file comes back in. ``customer.email``
+  matches the referenced records by another of their fields.
+* One row per record; one column per stored field in declaration order, the
+  number and the status included, table fields too. The audit columns (id,
+  created/updated at and by, version) are not exported: they belong to the
+  database the records live in.
+* Values: text as stored; numbers plain (``1234.50``, no grouping); yes/no
+  as ``true``/``false``; dates ISO (``2026-03-02``), date-times ISO with the
+  company's UTC offset; enums by key (import takes labels too).
+* A reference is written as the target's *key* (:func:`key_field`): its
+  number, else a unique field, else its INN, else its email, else its name
+  field; users by login. A record without a key value is written ``#17``
+  (its id), which import also accepts.
+* A table field is one cell: a JSON list of row objects, field name → value
+  in the same text forms (refs by key; computed values included on export,
+  recomputed on import).
+* CSV: UTF-8 with RFC 4180 quoting, comma separated. Import also reads a
+  BOM, Windows-1251 and ``;`` or tab separators, as spreadsheets save them.
+  Text a spreadsheet would run as a formula (starting with ``=``, ``+``,
+  ``-``, ``@``; a plain number such as a phone ``+74951234567`` is safe) is
+  written after an apostrophe, which import takes off again.
+* XLSX: the first sheet; numbers as numbers (up to 15 digits, beyond that as
+  text), dates as dates, yes/no as booleans, date-times as ISO text (Excel
+  has no time zones), the rest as text.
+
+What import does
+----------------
+Every row goes through :meth:`Documents.plan`, the rules every save obeys
+(normalizing, defaults, computed fields, required, min/max, patterns), with
+the database lookups done here a batch at a time instead of per row: refs
+are found by key with one query per batch per target and key, unique values
+are checked against the database and the rest of the file. Good rows are
+written with Core ``executemany``: audit columns, version 1, numbers drawn
+for the whole batch at once, table rows and status history alike.
+
+* Readonly fields are imported: the importer is trusted, like a migration.
+* A number given in the file is kept (it must be unique) and the counter
+  moves past it; an empty one is drawn as for a new record.
+* A status given in the file is kept and recorded in the history as entered
+  at the import; an empty one is the initial state. The state's ``require``d
+  fields are checked; transitions are not: an import says where records
+  are, it does not move them.
+* Computed fields and audit columns are ignored, with a warning: computed
+  values are recomputed, the audit columns are the importer's.
+* An unknown column is an error and nothing is read.
+* An empty cell is an empty value; a field without a column gets its default.
+* A row may refer to a record of its own type on an earlier line.
+* All or nothing by default: if any row fails, nothing is written (the
+  session's transaction is rolled back) and every error is reported, up to
+  ``max_errors`` with a count of the rest. ``all_or_nothing=False`` writes
+  the good rows and reports the bad ones; the caller commits.
+* No ``crm_document_created`` hooks: an import is a bulk load, and
+  automations do not fire for the records it brings.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import io
+import json
+import re
+import warnings
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from engine import access
+from engine.access import Principal
+from engine.documents import AUDIT, Documents, aware, empty, quoted
+from engine.errors import HandledError, did_you_mean
+from engine.fieldtypes import Invalid
+from engine.filters import FilterError, compile_filter, label_field
+from engine.models import Models, utcnow
+from engine.registry import USER, DocType, Field, Registry
+
+FORMATS = ("csv", "xlsx")
+BATCH = 1000
+MAX_ERRORS = 1000
+#: characters that make a spreadsheet read a cell as a formula
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
+_ID = re.compile(r"#(\d+)")
+#: Excel keeps 15 significant digits; longer numbers go out as text
+_EXCEL_DIGITS = 15
+#: ids of records that an all-or-nothing import stopped writing: never stored
+_UNWRITTEN = 2**62
+#: how many keys → ids an import remembers per target before starting afresh
+_CACHE = 200_000
+
+Progress = Callable[[int, "int | None"], None]
+
+# table cells hold JSON lists of rows, which may be long
+csv.field_size_limit(max(csv.field_size_limit(), 64 * 1024 * 1024))
+
+
+class TransferError(HandledError):
+    """The file cannot be read at all: unknown type, format or column."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A bad value: the line of the file (the header is line 1), the column
+    as its header names it (``lines[2].qty`` inside a table cell) and why."""
+
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.line}: {self.field}: {self.message}"
+            if self.field
+            else f"{self.line}: {self.message}"
+        )
+
+
+@dataclass
+class ImportResult:
+    doctype: str
+    #: data rows read (empty rows are skipped)
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    #: the first ``max_errors`` errors in file order; ``more_errors`` counts the rest
+    errors: list[RowError] = field(default_factory=list)
+    more_errors: int = 0
+    bad_rows: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def error_count(self) -> int:
+        return len(self.errors) + self.more_errors
+
+
+# -- keys ------------------------------------------------------------------------------
+
+
+def key_field(registry: Registry, doctype: str) -> Field | None:
+    """The field that names a record of ``doctype`` in a file: its number,
+    else a unique field, else its INN, else its email, else its name field
+    (:func:`engine.filters.label_field`); a user's login."""
+    d = registry.documents[doctype]
+    if d.name == USER:
+        return d.fields.get("username")
+    if d.numbering is not None:
+        return d.fields[d.numbering.field]
+    plain = [
+        f
+        for f in d.fields.values()
+        if f.stored and f.type != "ref" and not f.compute and f.name not in AUDIT
+    ]
+    for test in (
+        lambda f: f.unique,
+        lambda f: f.type == "inn" or f.name == "inn",
+        lambda f: f.type == "email",
+    ):
+        for f in plain:
+            if test(f):
+                return f
+    return label_field(d)
+
+
+def exported_fields(d: DocType) -> list[Field]:
+    """The columns of a file of ``d``: every stored field and table, no audit columns."""
+    return [f for f in d.fields.values() if f.name not in AUDIT]
+
+
+# -- export ----------------------------------------------------------------------------
+
+
+def export(
+    models: Models,
+    session: Session,
+    doctype: str,
+    out: IO[bytes] | str | Path,
+    fmt: str = "csv",
+    *,
+    principal: Principal | None = None,
+    filter: Mapping[str, Any] | None = None,
+    header: str = "names",
+    batch: int = BATCH,
+) -> int:
+    """Write every record of ``doctype`` (those ``principal`` may read, and
+    ``filter`` matches) to ``out``, a binary file or a path; returns how many.
+    ``principal=None`` exports everything (the command line, a backup)."""
+    fmt = _format(fmt)
+    if isinstance(out, (str, Path)):
+        with open(out, "wb") as fh:
+            return export(models, session, doctype, fh, fmt, principal=principal,
+                          filter=filter, header=header, batch=batch)  # fmt: skip
+    rows = export_rows(models, session, doctype, fmt, principal=principal, filter=filter,
+                       header=header, batch=batch)  # fmt: skip
+    count = -1
+    if fmt == "csv":
+        for chunk in _csv_chunks(rows):
+            out.write(chunk[0])
+            count += chunk[1]
+    else:
+        count += _write_xlsx(rows, out, models.registry.documents[doctype], models.registry.locale)
+    return max(count, 0)
+
+
+def iter_csv(
+    models: Models,
+    session: Session,
+    doctype: str,
+    *,
+    principal: Principal | None = None,
+    filter: Mapping[str, Any] | None = None,
+    header: str = "names",
+    batch: int = BATCH,
+) -> Iterator[bytes]:
+    """The CSV file as chunks of bytes, a batch of rows each: for a streamed response."""
+    rows = export_rows(models, session, doctype, "csv", principal=principal, filter=filter,
+                       header=header, batch=batch)  # fmt: skip
+    for chunk, _ in _csv_chunks(rows):
+        yield chunk
+
+
+def _csv_chunks(rows: Iterator[list[Any]], size: int = BATCH) -> Iterator[tuple[bytes, int]]:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    n = 0
+    for row in rows:
+        writer.writerow(row)
+        n += 1
+        if n == size:
+            yield buf.getvalue().encode("utf-8"), n
+            buf.seek(0)
+            buf.truncate()
+            n = 0
+    yield buf.getvalue().encode("utf-8"), n
+
+
+def export_rows(
+    models: Models,
+    session: Session,
+    doctype: str,
+    fmt: str = "csv",
+    *,
+    principal: Principal | None = None,
+    filter: Mapping[str, Any] | None = None,
+    header: str = "names",
+    batch: int = BATCH,
+) -> Iterator[list[Any]]:
+    """The header row, then one row of cells per record in id order, read a
+    batch at a time by id (keyset), so memory stays flat however many there
+    are. Cells are text for CSV, typed values for XLSX."""
+    registry = models.registry
+    d = registry.documents.get(doctype)
+    if d is None:
+        raise TransferError(
+            f"there is no document type `{doctype}`{did_you_mean(doctype, registry.documents)}"
+        )
+    if header not in ("names", "labels"):
+        raise TransferError(f"header must be `names` or `labels`, not `{header}`")
+    fmt = _format(fmt)
+    cell = _Cells(Documents(models, session).timezone, fmt)
+    table = models.table(d.name)
+    fields = exported_fields(d)
+    condition: Any = sa.true()
+    if principal is not None:
+        condition = access.where(models, principal, d.name, "read")
+    if filter:
+        try:
+            condition = sa.and_(
+                condition,
+                compile_filter(models, d.name, filter, principal.user_id if principal else None),
+            )
+        except FilterError as exc:
+            raise TransferError(f"filter: {exc}") from exc
+    stored = [f for f in fields if f.type != "table"]
+    stmt = _select_with_keys(models, table, stored).where(condition)
+    tables = [f for f in fields if f.type == "table"]
+    yield [f.name if header == "names" else f.label.get(registry.locale) for f in fields]
+    last = 0
+    while True:
+        page = session.execute(
+            stmt.where(table.c.id > last).order_by(table.c.id).limit(batch)
+        ).all()
+        if not page:
+            return
+        last = page[-1].id
+        children = {f.name: _children(models, session, d, f, [r.id for r in page]) for f in tables}
+        for r in page:
+            m = r._mapping
+            out = []
+            for f in fields:
+                if f.type == "table":
+                    out.append(cell.table(f, children[f.name].get(r.id, [])))
+                else:
+                    out.append(cell.value(f, m[f.name], m.get(f"{f.name}__key")))
+            yield out
+        if len(page) < batch:
+            return
+
+
+def _select_with_keys(models: Models, table: sa.Table, fields: list[Field]) -> sa.Select[Any]:
+    """The fields' columns, each ref with its target's key beside it (``name__key``)."""
+    cols: list[Any] = [table.c.id]
+    joined: Any = table
+    for f in fields:
+        cols.append(table.c[f.column].label(f.name))
+        if f.type != "ref":
+            continue
+        target = f.to or USER
+        key = key_field(models.registry, target)
+        if key is None:
+            continue
+        alias = models.table(target).alias(f"key_{table.name}_{f.name}")
+        joined = joined.outerjoin(alias, alias.c.id == table.c[f.column])
+        cols.append(alias.c[key.column].label(f"{f.name}__key"))
+    return sa.select(*cols).select_from(joined)
+
+
+def _children(
+    models: Models, session: Session, d: DocType, f: Field, ids: list[int]
+) -> dict[int, list[Mapping[str, Any]]]:
+    table = models.metadata.tables[d.child_table(f.name)]
+    stmt = _select_with_keys(models, table, list(f.fields.values())).add_columns(
+        table.c.parent_id.label("parent__id")
+    )
+    out: dict[int, list[Mapping[str, Any]]] = {}
+    for r in session.execute(
+        stmt.where(table.c.parent_id.in_(ids)).order_by(table.c.parent_id, table.c.idx)
+    ):
+        out.setdefault(r.parent__id, []).append(r._mapping)
+    return out
+
+
+class _Cells:
+    """Stored values → cells of a file."""
+
+    def __init__(self, tz: dt.tzinfo, fmt: str):
+        self.tz = tz
+        self.xlsx = fmt == "xlsx"
+
+    def value(self, f: Field, value: Any, key: Any = None) -> Any:
+        if self.xlsx:
+            return self.typed(f, value, key)
+        return self.text(f, value, key)
+
+    def text(self, f: Field, value: Any, key: Any = None, guard: bool = True) -> str:
+        if value is None:
+            return ""
+        if f.type == "ref":
+            return str(key) if key not in (None, "") else f"#{value}"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, Decimal):
+            return format(value, "f")
+        if isinstance(value, dt.datetime):
+            return aware(value).astimezone(self.tz).isoformat()
+        if isinstance(value, dt.date):
+            return value.isoformat()
+        text = str(value)
+        return _guard(text) if guard else text
+
+    def typed(self, f: Field, value: Any, key: Any = None) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or (isinstance(value, dt.date) and f.type == "date"):
+            return value
+        if isinstance(value, int) and f.type == "integer":
+            return value if abs(value) < 10**_EXCEL_DIGITS else str(value)
+        if isinstance(value, Decimal) and f.type in ("decimal", "money"):
+            digits = len(value.as_tuple().digits)
+            return value if digits <= _EXCEL_DIGITS else format(value, "f")
+        return self.text(f, value, key, guard=False)
+
+    def table(self, f: Field, rows: list[Mapping[str, Any]]) -> str:
+        if not rows:
+            return ""
+        out = []
+        for r in rows:
+            item: dict[str, Any] = {}
+            for c in f.fields.values():
+                value = r[c.name]
+                if value is None:
+                    continue
+                if isinstance(value, (bool, int)) and c.type != "ref":
+                    item[c.name] = value
+                else:
+                    item[c.name] = self.text(c, value, r.get(f"{c.name}__key"), guard=False)
+            out.append(item)
+        text = json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+        return text if self.xlsx else _guard(text)
+
+
+def _guard(text: str) -> str:
+    """Keep a spreadsheet from running a text cell as a formula."""
+    if text.startswith("'") or (
+        text.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text)
+    ):
+        return "'" + text
+    return text
+
+
+def _unguard(text: str) -> str:
+    if len(text) > 1 and text[0] == "'" and text[1] in ("'", *FORMULA_START):
+        return text[1:]
+    return text
+
+
+def _write_xlsx(rows: Iterator[list[Any]], out: IO[bytes], d: DocType, locale: str) -> int:
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    wb = Workbook(write_only=True)
+    title = re.sub(r"[\[\]:*?/\\]", " ", d.label.get(locale))[:31].strip() or d.name[:31]
+    ws = wb.create_sheet(title)
+    n = 0
+    for row in rows:
+        cells: list[Any] = []
+        for value in row:
+            if isinstance(value, str):
+                value = ILLEGAL_CHARACTERS_RE.sub("", value)
+                if value.startswith("="):  # text, never a formula
+                    c = WriteOnlyCell(ws, value)
+                    c.data_type = "s"
+                    value = c
+            cells.append(value)
+        ws.append(cells)
+        n += 1
+    wb.save(out)
+    return n
+
+
+# -- import ----------------------------------------------------------------------------
+
+
+def import_(
+    models: Models,
+    session: Session,
+    doctype: str,
+    source: IO[bytes] | IO[str] | str | Path,
+    fmt: str | None = None,
+    *,
+    principal: Principal | None = None,
+    all_or_nothing: bool = True,
+    progress: Progress | None = None,
+    batch: int = BATCH,
+    now: dt.datetime | None = None,
+    max_errors: int = MAX_ERRORS,
+) -> ImportResult:
+    """Create a record of ``doctype`` from each row of ``source`` (a path or a
+    file; ``fmt`` ``csv`` or ``xlsx``, by default from the file's name).
+
+    Runs in the session's transaction on behalf of ``principal`` (None: the
+    system), who becomes the records' author and ``current_user``; the
+    caller commits. ``progress(done, total)`` is called after every batch
+    (``total`` is an estimate, None when unknown). Raises TransferError when
+    the file cannot be read at all; bad rows are reported in the result."""
+    registry = models.registry
+    d = registry.documents.get(doctype)
+    if d is None:
+        raise TransferError(
+            f"there is no document type `{doctype}`{did_you_mean(doctype, registry.documents)}"
+        )
+    if d.builtin:
+        raise TransferError(f"{quoted(d.label)} records are managed on the security pages")
+    if principal is not None and not access.allowed(registry, principal, d.name, "create"):
+        raise TransferError(
+            f"{principal.username or 'this user'} may not create "
+            f"{quoted(d.label, None, registry.locale)} records"
+        )
+    if fmt is None:
+        name = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "")
+        fmt = "xlsx" if str(name).lower().endswith(".xlsx") else "csv"
+    fmt = _format(fmt)
+    importer = _Importer(models, session, d, principal or Principal.system(),
+                         now or utcnow(), max_errors)  # fmt: skip
+    with _open(source) as fh:
+        reader = _CsvReader(fh) if fmt == "csv" else _XlsxReader(fh)
+        try:
+            importer.run(reader, batch, all_or_nothing, progress)
+        except BaseException:
+            session.rollback()  # batches written before the file turned out unreadable
+            raise
+        finally:
+            reader.close()
+    result = importer.result
+    if result.errors and all_or_nothing:
+        session.rollback()
+        result.created = 0
+    return result
+
+
+def _format(fmt: str) -> str:
+    fmt = (fmt or "csv").lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise TransferError(f"unknown format `{fmt}`: use csv or xlsx")
+    return fmt
+
+
+class _open:
+    """A binary file from a path or an open file (text files are encoded back)."""
+
+    def __init__(self, source: Any):
+        self.source = source
+        self.owned: IO[bytes] | None = None
+
+    def __enter__(self) -> IO[bytes]:
+        if isinstance(self.source, (str, Path)):
+            try:
+                self.owned = open(self.source, "rb")  # closed in __exit__
+            except OSError as exc:
+                raise TransferError(f"cannot read {self.source}: {exc.strerror}") from exc
+            return self.owned
+        probe = self.source.read(0)
+        if isinstance(probe, str):
+            return io.BytesIO(self.source.read().encode("utf-8"))
+        if not self.source.seekable():
+            return io.BytesIO(self.source.read())
+        return self.source  # type: ignore[no-any-return]
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.owned is not None:
+            self.owned.close()
+
+
+class _CsvReader:
+    """(line, cells) for each record of a CSV file; the header first."""
+
+    def __init__(self, fh: IO[bytes]):
+        start = fh.tell()
+        head = fh.read(64 * 1024)
+        self.total = self._count_lines(fh, head)
+        fh.seek(start)
+        self.encoding = "utf-8-sig"
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        except UnicodeDecodeError:
+            self.encoding = "cp1251"
+        self.text = io.TextIOWrapper(fh, encoding=self.encoding, newline="")
+        first = head.decode(self.encoding, errors="replace").lstrip("\ufeff").split("\n", 1)[0]
+        delimiter = max((",", ";", "\t"), key=first.count) if first else ","
+        self.reader = csv.reader(self.text, delimiter=delimiter)
+
+    @staticmethod
+    def _count_lines(fh: IO[bytes], head: bytes) -> int | None:
+        """Records in the file, about (a cell may span lines), not counting the header."""
+        n = head.count(b"\n")
+        last = head[-1:]
+        while chunk := fh.read(1 << 20):
+            n += chunk.count(b"\n")
+            last = chunk[-1:]
+        if last and last != b"\n":
+            n += 1
+        return max(n - 1, 0)
+
+    def __iter__(self) -> Iterator[tuple[int, list[Any]]]:
+        line = 1
+        try:
+            for cells in self.reader:
+                yield line, [_unguard(c) if c[:1] == "'" else c for c in cells]
+                line = self.reader.line_num + 1
+        except UnicodeDecodeError as exc:
+            raise TransferError(
+                f"line {line}: the file is not {self.encoding} text ({exc.reason})"
+            ) from exc
+        except csv.Error as exc:
+            raise TransferError(f"line {line}: {exc}") from exc
+
+    def close(self) -> None:
+        self.text.detach()
+
+
+class _XlsxReader:
+    """(row number, cells) of the first sheet of a workbook; the header first."""
+
+    def __init__(self, fh: IO[bytes]):
+        from openpyxl import load_workbook
+        from openpyxl.utils.exceptions import InvalidFileException
+
+        try:
+            with warnings.catch_warnings():
+                # styles and extensions that openpyxl does not know: the values are read all the same
+                warnings.simplefilter("ignore", UserWarning)
+                self.book = load_workbook(fh, read_only=True, data_only=True)
+        except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError) as exc:
+            raise TransferError("the file is not an XLSX workbook") from exc
+        if not self.book.worksheets:
+            raise TransferError("the workbook has no sheet")
+        self.sheet = self.book.worksheets[0]
+        rows = self.sheet.max_row
+        self.total = rows - 1 if rows else None
+
+    def __iter__(self) -> Iterator[tuple[int, list[Any]]]:
+        for line, cells in enumerate(self.sheet.iter_rows(values_only=True), start=1):
+            yield line, list(cells)
+
+    def close(self) -> None:
+        self.book.close()
+
+
+@dataclass
+class _Column:
+    index: int
+    header: str
+    field: Field
+    #: refs: the target's field the cell names a record by (None: by id only)
+    key: Field | None = None
+    kind: str = "plain"  # plain, ref, table, number, status, ignored
+
+
+@dataclass
+class _Row:
+    line: int
+    values: dict[str, Any] = field(default_factory=dict)
+    #: (plan path, ref field, key field or None, key value or id)
+    refs: list[tuple[str, Field, Field | None, Any]] = field(default_factory=list)
+    number: str | None = None
+    status: str | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+    plan: Any = None
+    #: self-refs: key field name → this row's own key value
+    own_keys: dict[str, Any] = field(default_factory=dict)
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.setdefault(path, message)
+
+
+class _Importer:
+    def __init__(
+        self,
+        models: Models,
+        session: Session,
+        d: DocType,
+        principal: Principal,
+        now: dt.datetime,
+        max_errors: int,
+    ):
+        self.models = models
+        self.registry = models.registry
+        self.locale = self.registry.locale
+        self.session = session
+        self.d = d
+        self.principal = principal
+        self.now = aware(now)
+        self.docs = Documents.for_principal(models, session, principal, now=self.now, trusted=True)
+        self.max_errors = max_errors
+        self.result = ImportResult(d.name)
+        self.columns: list[_Column] = []
+        self.headers: list[Any] = []
+        self.index_of: dict[str, int] = {}
+        self.unnamed: list[int] = []
+        self.selfref_keys: set[str] = set()
+        self.header_of: dict[str, str] = {}
+        self.writing = True
+        #: unique field → value → the line that has it (records of this file)
+        self.seen: dict[str, dict[Any, int]] = {}
+        #: (target, key field or "#") → key → ids
+        self.cache: dict[tuple[str, str], dict[Any, list[int]]] = {}
+        #: self-refs: key field → key → id of a record this import created
+        self.made: dict[str, dict[Any, int]] = {}
+        self.unique = [
+            f
+            for f in d.fields.values()
+            if f.unique and f.stored and not f.system and f.name not in AUDIT
+        ]
+        if d.numbering is not None:
+            self.unique.append(d.fields[d.numbering.field])
+        self.child_unique = [
+            (f, c)
+            for f in d.fields.values()
+            if f.type == "table"
+            for c in f.fields.values()
+            if c.unique and not c.compute
+        ]
+        self.fallback = self._fallback()
+        self.number_re = (
+            re.compile(re.escape(d.numbering.prefix) + r"(\d+)") if d.numbering else None
+        )
+
+    def _fallback(self) -> dict[str, Any]:
+        """What the database puts in a column left empty, as the ORM leaves it
+        to: the column's server default (see ``engine.models``), so an empty
+        cell ends up as :meth:`Documents.create` would store it."""
+        out: dict[str, Any] = {}
+        table = self.models.table(self.d.name)
+        for f in self.d.fields.values():
+            if not f.stored or f.name in AUDIT or table.c[f.column].server_default is None:
+                continue
+            if f.type == "boolean":
+                out[f.column] = f.default is True
+                continue
+            try:
+                value = self.docs.normalize(f, f.default)
+            except Invalid:
+                continue
+            if value is not None:
+                out[f.column] = value
+        return out
+
+    # -- the header --------------------------------------------------------------
+
+    def read_header(self, cells: list[Any]) -> None:
+        d = self.d
+        # names first: a label that happens to be another field's name does not hide it
+        by_name: dict[str, list[Field]] = {f.name.casefold(): [f] for f in d.fields.values()}
+        for f in d.fields.values():
+            for text in f.label.texts.values():
+                same_label = by_name.setdefault(text.strip().casefold(), [])
+                if f not in same_label and not (
+                    same_label and same_label[0].name.casefold() == text.strip().casefold()
+                ):
+                    same_label.append(f)
+        problems: list[RowError] = []
+        taken: dict[str, str] = {}
+        self.headers = list(cells)
+        self.unnamed = []
+        for i, raw in enumerate(cells):
+            header = "" if raw is None else str(raw).strip()
+            if not header:
+                self.unnamed.append(i)
+                continue
+            col = self._column(i, header, by_name, problems)
+            if col is None:
+                continue
+            if col.field.name in taken:
+                problems.append(
+                    RowError(1, header, f"repeats the column `{taken[col.field.name]}`")
+                )
+                continue
+            taken[col.field.name] = header
+            self.header_of[col.field.name] = header
+            self.index_of[col.field.name] = i
+            if col.kind == "ignored":
+                why = (
+                    "is computed: its values are ignored and computed anew"
+                    if col.field.compute
+                    else "is filled in by the engine: its values are ignored"
+                )
+                self.result.warnings.append(f"column `{header}` {why}")
+            self.columns.append(col)
+        if problems:
+            self.result.errors.extend(problems)
+            raise _Stop
+        if not self.columns:
+            self.result.errors.append(RowError(1, "", "the first row names no field"))
+            raise _Stop
+        self.selfref_keys = {
+            c.key.name
+            for c in self.columns
+            if c.kind == "ref" and c.key is not None and (c.field.to or USER) == d.name
+        }
+        for c in self.columns:
+            if c.kind == "table":
+                for child in c.field.fields.values():
+                    if child.type == "ref" and (child.to or USER) == d.name:
+                        key = key_field(self.registry, d.name)
+                        if key is not None:
+                            self.selfref_keys.add(key.name)
+
+    def _column(
+        self, i: int, header: str, by_name: dict[str, list[Field]], problems: list[RowError]
+    ) -> _Column | None:
+        d = self.d
+        folded = header.casefold()
+        found = by_name.get(folded, [])
+        key_name = None
+        if not found and "." in header:
+            head, _, key_name = header.partition(".")
+            found = [f for f in by_name.get(head.strip().casefold(), []) if f.type == "ref"]
+        if len(found) > 1:
+            names = ", ".join(f"`{f.name}`" for f in found)
+            problems.append(RowError(1, header, f"could be any of {names}: use the field's name"))
+            return None
+        if not found:
+            hint = did_you_mean(header, [n for n in d.fields if n not in AUDIT])
+            problems.append(
+                RowError(
+                    1, header, f"is not a field of {quoted(d.label, d.name, self.locale)}{hint}"
+                )
+            )
+            return None
+        f = found[0]
+        if f.name in AUDIT or f.compute:
+            return _Column(i, header, f, kind="ignored")
+        if d.numbering is not None and f.name == d.numbering.field:
+            return _Column(i, header, f, kind="number")
+        if d.statuses is not None and f.name == d.statuses.field:
+            return _Column(i, header, f, kind="status")
+        if f.system:
+            return _Column(i, header, f, kind="ignored")
+        if f.type == "table":
+            return _Column(i, header, f, kind="table")
+        if f.type != "ref":
+            return _Column(i, header, f)
+        target = self.registry.documents[f.to or USER]
+        if key_name is None:
+            return _Column(i, header, f, key_field(self.registry, target.name), kind="ref")
+        key_name = key_name.strip()
+        key = target.fields.get(key_name) or next(
+            (
+                t
+                for t in target.fields.values()
+                if key_name.casefold() in (x.casefold() for x in t.label.texts.values())
+            ),
+            None,
+        )
+        if (
+            key is None
+            or not key.stored
+            or key.type == "ref"
+            or key.column not in self.models.table(target.name).c
+        ):
+            hint = did_you_mean(key_name, [n for n, t in target.fields.items() if t.stored])
+            problems.append(
+                RowError(
+                    1,
+                    header,
+                    f"{quoted(target.label, target.name, self.locale)} has no "
+                    f"field `{key_name}` to find records by{hint}",
+                )
+            )
+            return None
+        return _Column(i, header, f, key, kind="ref")
+
+    # -- the rows ------------------------------------------------------------------
+
+    def run(
+        self,
+        reader: _CsvReader | _XlsxReader,
+        batch: int,
+        all_or_nothing: bool,
+        progress: Progress | None,
+    ) -> None:
+        self.all_or_nothing = all_or_nothing
+        rows = iter(reader)
+        first = next(rows, None)
+        if first is None:
+            raise TransferError("the file is empty: the first row must name the columns")
+        try:
+            self.read_header(first[1])
+        except _Stop:
+            return
+        total = reader.total
+        pending: list[_Row] = []
+        pending_keys: dict[str, set[Any]] = {}
+        done = 0
+        for line, cells in rows:
+            if all(c is None or (isinstance(c, str) and not c.strip()) for c in cells):
+                continue
+            row = self.parse(line, cells)
+            self.result.rows += 1
+            # a row that names a record on an earlier line of this batch waits
+            # until that one is written
+            if any(
+                value in pending_keys.get(key, ())
+                for _, f, k, value in row.refs
+                if k is not None and (f.to or USER) == self.d.name
+                for key in (k.name,)
+            ):
+                done += self.flush(pending)
+                pending, pending_keys = [], {}
+                self._progress(progress, done, total)
+            pending.append(row)
+            for key, value in row.own_keys.items():
+                pending_keys.setdefault(key, set()).add(value)
+            if len(pending) >= batch:
+                done += self.flush(pending)
+                pending, pending_keys = [], {}
+                self._progress(progress, done, total)
+        if pending:
+            done += self.flush(pending)
+        if progress is not None:
+            progress(done, done)
+
+    @staticmethod
+    def _progress(progress: Progress | None, done: int, total: int | None) -> None:
+        if progress is not None:
+            progress(done, None if total is None else max(total, done))
+
+    def parse(self, line: int, cells: list[Any]) -> _Row:
+        row = _Row(line)
+        width = len(cells)
+        for c in self.columns:
+            raw = cells[c.index] if c.index < width else None
+            if (
+                isinstance(raw, float)
+                and raw.is_integer()
+                and c.field.type not in ("decimal", "money")
+            ):
+                raw = int(raw)
+            if c.kind == "ignored":
+                continue
+            if c.kind == "plain":
+                row.values[c.field.name] = raw
+            elif c.kind == "ref":
+                self._ref_cell(row, c.field.name, c.field, c.key, raw)
+            elif c.kind == "table":
+                self._table_cell(row, c.field, raw)
+            elif c.kind == "number":
+                self._number_cell(row, c.field, raw)
+            elif c.kind == "status":
+                self._status_cell(row, c.field, raw)
+        for i in range(len(self.headers), width):
+            if not _blank(cells[i]):
+                row.error(f"#{i + 1}", "a value in a column without a header")
+                break
+        for i in self.unnamed:
+            if i < width and not _blank(cells[i]):
+                row.error(f"#{i + 1}", "a value in a column without a header")
+                break
+        for key in self.selfref_keys:
+            if key in row.values:
+                try:
+                    value = self.docs.normalize(self.d.fields[key], row.values[key])
+                except Invalid:
+                    continue
+                if value is not None:
+                    row.own_keys[key] = value
+            elif self.d.numbering is not None and key == self.d.numbering.field and row.number:
+                row.own_keys[key] = row.number
+        return row
+
+    def _ref_cell(self, row: _Row, path: str, f: Field, key: Field | None, raw: Any) -> None:
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            row.values[path] = None
+            return
+        text = str(raw).strip()
+        match = _ID.fullmatch(text)
+        if match:
+            row.refs.append((path, f, None, int(match.group(1))))
+            return
+        if key is None:
+            target = self.registry.documents[f.to or USER]
+            row.error(path, f"{quoted(target.label, target.name, self.locale)} records have no "
+                      f"key to find them by: write `#id`")  # fmt: skip
+            return
+        try:
+            value = self.docs.normalize(key, raw)
+        except Invalid as exc:
+            row.error(path, f"`{text}` {exc}")
+            return
+        row.refs.append((path, f, key, value))
+
+    def _table_cell(self, row: _Row, f: Field, raw: Any) -> None:
+        name = f.name
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            row.values[name] = []
+            return
+        try:
+            rows = json.loads(raw) if isinstance(raw, str) else raw
+        except json.JSONDecodeError as exc:
+            row.error(name, f"is not a JSON list of rows: {exc.msg} at character {exc.pos + 1}")
+            return
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            row.error(name, "must be a JSON list of rows, each an object of field → value")
+            return
+        out = []
+        for i, r in enumerate(rows):
+            item: dict[str, Any] = {}
+            for k, v in r.items():
+                c = f.fields.get(k)
+                if c is None or k == "id":
+                    item[k] = v  # plan reports an unknown field
+                    continue
+                if c.compute:
+                    continue
+                if c.type == "ref":
+                    target = c.to or USER
+                    self._ref_cell(row, f"{name}.{i}.{k}", c, key_field(self.registry, target), v)
+                    item[k] = None
+                    continue
+                item[k] = v
+            out.append(item)
+        row.values[name] = out
+
+    def _number_cell(self, row: _Row, f: Field, raw: Any) -> None:
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return
+        try:
+            row.number = self.docs.normalize(f, raw)
+        except Invalid as exc:
+            row.error(f.name, str(exc))
+
+    def _status_cell(self, row: _Row, f: Field, raw: Any) -> None:
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return
+        try:
+            row.status = self.docs.normalize(f, raw)
+        except Invalid as exc:
+            row.error(f.name, str(exc))
+
+    # -- a batch -------------------------------------------------------------------
+
+    def flush(self, rows: list[_Row]) -> int:
+        self.resolve(rows)
+        for row in rows:
+            self.plan(row)
+        self.check_unique(rows)
+        self.check_file_unique(rows)
+        good = [r for r in rows if not r.errors]
+        for row in rows:
+            # left to right; within a table cell, row by row
+            for path in sorted(row.errors, key=self.position):
+                self.report(row.line, self.column_name(path), row.errors[path])
+        if len(good) < len(rows):
+            self.result.bad_rows += len(rows) - len(good)
+            if self.all_or_nothing:
+                self.writing = False
+        if self.writing and good:
+            self.write(good)
+        elif good:
+            for row in good:  # later rows may still refer to these
+                for key, value in row.own_keys.items():
+                    self.made.setdefault(key, {})[value] = _UNWRITTEN
+        return len(rows)
+
+    def report(self, line: int, column: str, message: str) -> None:
+        if len(self.result.errors) < self.max_errors:
+            self.result.errors.append(RowError(line, column, message))
+        else:
+            self.result.more_errors += 1
+
+    def position(self, path: str) -> tuple[int, int]:
+        """Where an error is in the file (column, row of a table cell), to
+        report a row's errors left to right."""
+        head, _, rest = path.partition(".")
+        index = rest.partition(".")[0]
+        row = int(index) if index.isdigit() else -1
+        if head.startswith("#") and head[1:].isdigit():
+            return int(head[1:]) - 1, row
+        return self.index_of.get(head, len(self.headers)), row
+
+    def column_name(self, path: str) -> str:
+        """A plan's error path (``lines.2.qty``) as the file names it (``lines[3].qty``)."""
+        head, _, rest = path.partition(".")
+        name = self.header_of.get(head, head)
+        if not rest:
+            return name
+        index, _, sub = rest.partition(".")
+        return f"{name}[{int(index) + 1}].{sub}" if index.isdigit() else f"{name}.{rest}"
+
+    def resolve(self, rows: list[_Row]) -> None:
+        """Refs by key: one query per target and key field for the whole batch."""
+        wanted: dict[tuple[str, str], set[Any]] = {}
+        for row in rows:
+            for _, f, key, value in row.refs:
+                target = f.to or USER
+                slot = (target, key.name if key is not None else "#")
+                cache = self.cache.get(slot, {})
+                made = self.made.get(slot[1], {}) if target == self.d.name else {}
+                if value not in cache and value not in made:
+                    wanted.setdefault(slot, set()).add(value)
+        for (target, key_name), values in wanted.items():
+            table = self.models.table(target)
+            col = (
+                table.c.id
+                if key_name == "#"
+                else table.c[self.registry.documents[target].fields[key_name].column]
+            )
+            cache = self.cache.setdefault((target, key_name), {})
+            if len(cache) > _CACHE:
+                cache.clear()
+            found: dict[Any, list[int]] = {}
+            for chunk in _chunks(sorted(values, key=str), 5000):
+                for ident, value in self.session.execute(
+                    sa.select(table.c.id, col).where(col.in_(chunk))
+                ):
+                    found.setdefault(value, []).append(ident)
+            cache.update(found)
+        for row in rows:
+            for path, f, key, value in row.refs:
+                target = f.to or USER
+                slot = (target, key.name if key is not None else "#")
+                made = self.made.get(slot[1], {}) if target == self.d.name else {}
+                ids = self.cache.get(slot, {}).get(value) or (
+                    [made[value]] if value in made else []
+                )
+                label = quoted(self.registry.documents[target].label, None, self.locale)
+                if not ids:
+                    by = (
+                        f"#{value}"
+                        if key is None
+                        else f"{quoted(key.label, key.name, self.locale)} `{value}`"
+                    )
+                    row.error(path, f"there is no {label} with {by}" if key is not None
+                              else f"there is no {label} {by}")  # fmt: skip
+                elif len(ids) > 1:
+                    row.error(path, f"{len(ids)} {label} records have "
+                              f"{quoted(key.label if key else '#', key.name if key else None, self.locale)} "
+                              f"`{value}`: use a unique key")  # fmt: skip
+                else:
+                    self._set(row, path, ids[0])
+
+    @staticmethod
+    def _set(row: _Row, path: str, value: Any) -> None:
+        parts = path.split(".")
+        if len(parts) == 1:
+            row.values[path] = value
+        else:
+            row.values[parts[0]][int(parts[1])][parts[2]] = value
+
+    def plan(self, row: _Row) -> None:
+        d = self.d
+        if any("." not in p for p in row.errors):
+            # a top-level cell failed already: planning would only repeat it
+            values = {k: v for k, v in row.values.items() if k not in row.errors}
+        else:
+            values = row.values
+        p = self.docs.plan(d, None, values, lookups=False)
+        row.plan = p
+        for path, message in p.errors.items():
+            row.error(path, message)
+        if d.statuses is not None:
+            state = row.status or d.statuses.initial
+            p.values[d.statuses.field] = state
+            for name in d.statuses.states[state].require:
+                f = d.fields[name]
+                value = p.rows.get(name) if f.type == "table" else p.values.get(name)
+                if empty(value):
+                    row.error(
+                        d.statuses.field,
+                        f"{quoted(f.label, f.name, self.locale)} must be filled in to enter "
+                        f"“{d.statuses.states[state].label.get(self.locale)}”",
+                    )
+        if d.numbering is not None:
+            p.values[d.numbering.field] = row.number
+
+    def check_unique(self, rows: list[_Row]) -> None:
+        """Unique values against the database: one query per field per batch."""
+        for f in self.unique:
+            values: dict[Any, list[_Row]] = {}
+            for row in rows:
+                value = row.plan.values.get(f.name) if row.plan else None
+                if value is not None and f.name not in row.errors:
+                    values.setdefault(value, []).append(row)
+            if not values:
+                continue
+            col = self.models.table(self.d.name).c[f.column]
+            label = quoted(self.d.label, None, self.locale)
+            for chunk in _chunks(list(values), 5000):
+                for taken in self.session.execute(sa.select(col).where(col.in_(chunk))).scalars():
+                    for row in values.get(taken, ()):
+                        row.error(f.name, f"is already used by another {label}")
+        for f, c in self.child_unique:
+            paths: dict[Any, list[tuple[_Row, str]]] = {}
+            for row in rows:
+                if row.plan is None:
+                    continue
+                for i, rp in enumerate(row.plan.rows.get(f.name, [])):
+                    value = rp.values.get(c.name)
+                    if value is not None:
+                        paths.setdefault(value, []).append((row, f"{f.name}.{i}.{c.name}"))
+            if not paths:
+                continue
+            table = self.models.metadata.tables[self.d.child_table(f.name)]
+            label = quoted(self.d.label, None, self.locale)
+            for chunk in _chunks(list(paths), 5000):
+                stmt = sa.select(table.c[c.column]).where(table.c[c.column].in_(chunk))
+                for taken in self.session.execute(stmt).scalars():
+                    for row, path in paths.get(taken, ()):
+                        row.error(path, f"is already used by another {label}")
+
+    def check_file_unique(self, rows: list[_Row]) -> None:
+        """Unique values against the earlier lines of the file; a bad row claims none."""
+        for row in rows:
+            if row.errors or row.plan is None:
+                continue
+            claims: list[tuple[str, Any, str]] = []
+            for f in self.unique:
+                value = row.plan.values.get(f.name)
+                if value is not None:
+                    claims.append((f.name, value, f.name))
+            for f, c in self.child_unique:
+                for i, rp in enumerate(row.plan.rows.get(f.name, [])):
+                    value = rp.values.get(c.name)
+                    if value is not None:
+                        claims.append((f"{f.name}.{c.name}", value, f"{f.name}.{i}.{c.name}"))
+            for slot, value, path in claims:
+                line = self.seen.get(slot, {}).get(value)
+                if line is not None:
+                    row.error(path, f"is already used on line {line}")
+            if not row.errors:
+                for slot, value, _ in claims:
+                    self.seen.setdefault(slot, {})[value] = row.line
+
+    # -- writing ---------------------------------------------------------------------
+
+    def write(self, rows: list[_Row]) -> None:
+        d = self.d
+        table = self.models.table(d.name)
+        user_id = self.principal.user_id
+        if d.numbering is not None:
+            self._number(rows)
+        fields = [f for f in d.fields.values() if f.stored and f.name not in AUDIT]
+        fallback = self.fallback
+        records = []
+        for row in rows:
+            values = row.plan.values
+            record = {f.column: values.get(f.name) for f in fields}
+            for column, value in fallback.items():
+                if record[column] is None:
+                    record[column] = value
+            record.update(created_at=self.now, created_by_id=user_id, version=1)
+            records.append(record)
+        tables = [f for f in d.fields.values() if f.type == "table"]
+        need_ids = bool(tables) or d.statuses is not None or bool(self.selfref_keys)
+        if need_ids:
+            stmt = table.insert().returning(table.c.id, sort_by_parameter_order=True)
+            ids = list(self.session.execute(stmt, records).scalars())
+        else:
+            self.session.execute(table.insert(), records)
+            ids = []
+        for f in tables:
+            child = self.models.metadata.tables[d.child_table(f.name)]
+            lines = [
+                {"parent_id": ident, "idx": i,
+                 **{c.column: rp.values.get(c.name) for c in f.fields.values()}}
+                for ident, row in zip(ids, rows, strict=True)
+                for i, rp in enumerate(row.plan.rows.get(f.name, []))
+            ]  # fmt: skip
+            if lines:
+                self.session.execute(child.insert(), lines)
+        if d.statuses is not None:
+            hist = self.models.metadata.tables[d.history_table]
+            field_name = d.statuses.field
+            self.session.execute(
+                hist.insert(),
+                [
+                    {"doc_id": ident, "field": field_name, "from_state": None,
+                     "to_state": row.plan.values[field_name], "at": self.now, "by_id": user_id}
+                    for ident, row in zip(ids, rows, strict=True)
+                ],
+            )  # fmt: skip
+        for ident, row in zip(ids, rows, strict=False):
+            for key in self.selfref_keys:
+                value = row.plan.values.get(key)
+                if value is not None:
+                    self.made.setdefault(key, {})[value] = ident
+        self.result.created += len(rows)
+
+    def _number(self, rows: list[_Row]) -> None:
+        """Draw the missing numbers of a batch at once; the counter moves past
+        the numbers the file brought."""
+        d = self.d
+        assert d.numbering is not None and self.number_re is not None
+        name = d.numbering.field
+        given = [
+            int(m.group(1))
+            for row in rows
+            if row.number and (m := self.number_re.fullmatch(row.number))
+        ]
+        missing = [row for row in rows if not row.number]
+        if not missing and not given:
+            return
+        last = self.docs.increment(d.name, by=len(missing), at_least=max(given, default=0))
+        seen = self.seen.setdefault(name, {})
+        for n, row in zip(range(last - len(missing) + 1, last + 1), missing, strict=True):
+            number = f"{d.numbering.prefix}{n:0{d.numbering.width}d}"
+            row.plan.values[name] = number
+            seen[number] = row.line
+
+
+class _Stop(Exception):
+    """The header is wrong: no row is read."""
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
