@@ -321,6 +321,10 @@ def propose_indexes(models: Models) -> list[sa.Index]:
             f = d.fields.get(name)
             if f is None or not f.stored or name in SYSTEM_FIELDS or f.column == order_col:
                 continue
+            if any(
+                [c.name for c in ix.columns] == [f.column, order_col, "id"] for ix in table.indexes
+            ):
+                continue  # engine.models builds it already
             for ix in list(table.indexes):
                 if [c.name for c in ix.columns] in ([f.column], [f.column, order_col]):
                     table.indexes.discard(ix)

@@ -96,7 +96,9 @@ def build(registry: Registry, field_types: dict[str, FieldType] | None = None) -
     return models
 
 
-def _column(models: Models, doc_table: str, f: Field) -> sa.Column[Any]:
+def _column(models: Models, doc_table: str, f: Field, composite: bool = False) -> sa.Column[Any]:
+    """``composite``: the document's composite indexes (column, sort column, id)
+    serve this column, so it gets no one-column index of its own."""
     ftype = models.types[f.type]
     kwargs: dict[str, Any] = {"nullable": True}
     args: list[Any] = []
@@ -105,13 +107,13 @@ def _column(models: Models, doc_table: str, f: Field) -> sa.Column[Any]:
         # use_alter: refs may form cycles (a user's department, the department's
         # head); the FK is then added after both tables exist
         args.append(sa.ForeignKey(f"{target}.id", use_alter=True))
-        kwargs["index"] = True
+        kwargs["index"] = not composite
     elif f.unique:
         # a unique index, not a constraint: a later layer can add it in place
         kwargs["unique"] = True
         kwargs["index"] = True
     elif f.index:
-        kwargs["index"] = True
+        kwargs["index"] = not composite
     default = _server_default(f)
     if default is not None:
         kwargs["server_default"] = default
@@ -154,12 +156,14 @@ def _doc_table(models: Models, d: DocType) -> sa.Table:
         sa.Column("updated_by_id", sa.Integer, sa.ForeignKey("ab_user.id", use_alter=True)),
     ]
     skip = {"id", "version", "created_at", "created_by", "updated_at", "updated_by"}
+    composites = _composite_indexes(d)
+    covered = {c[0] for c in composites if len(c) == 3}
     for f in d.fields.values():
         if f.name in skip or not f.stored:
             continue
-        cols.append(_column(models, d.table, f))
+        cols.append(_column(models, d.table, f, composite=f.column in covered))
     table = sa.Table(d.table, md, *cols, comment=str(d.label))
-    for columns in _composite_indexes(d):
+    for columns in composites:
         sa.Index(f"ix_{d.table}_{'_'.join(columns)}", *(table.c[c] for c in columns))
     for f in d.fields.values():
         if f.type == "table":
@@ -182,9 +186,12 @@ def _doc_table(models: Models, d: DocType) -> sa.Table:
 
 
 def _composite_indexes(d: DocType) -> list[tuple[str, ...]]:
-    """Indexes that end in the list's sort column, one per list filter (and the
-    status), so that a filtered, sorted page is an index range scan rather
-    than a sort of the whole table."""
+    """Indexes that end in the list's sort column and the id: one per list
+    filter, the status, every ref and every ``index: true`` field. A list
+    filtered on any of them is then one index range scan in page order,
+    whatever the share of matching rows, rather than a sort of every match;
+    the composite still serves plain lookups, so those columns get no
+    one-column index besides."""
     wanted: list[tuple[str, ...]] = [("created_at", "id")]
     order_col = "created_at"
     if d.list is not None:
@@ -193,13 +200,17 @@ def _composite_indexes(d: DocType) -> list[tuple[str, ...]]:
             order_col = order_field.column
     if order_col != "created_at":
         wanted.append((order_col, "id"))
-    filters = list(d.list.filters) if d.list else []
+    names = list(d.list.filters) if d.list else []
     if d.statuses is not None:
-        filters.insert(0, d.statuses.field)
-    for name in filters:
+        names.insert(0, d.statuses.field)
+    names += [
+        f.name for f in d.fields.values()
+        if not f.system and ((f.index and not f.unique) or f.type == "ref")
+    ]  # fmt: skip
+    for name in names:
         f = d.fields.get(name)
-        if f is not None and f.stored and f.column != order_col:
-            wanted.append((f.column, order_col))
+        if f is not None and f.stored and f.column != order_col and not f.unique:
+            wanted.append((f.column, order_col, "id"))
     return list(dict.fromkeys(wanted))
 
 
@@ -237,6 +248,8 @@ def _map_doc(models: Models, d: DocType, table: sa.Table) -> None:
             child_cls = _map_child(models, d, f)
             props[f.name] = relationship(
                 child_cls,
+                # explicit: a row may also ref the parent's own type
+                foreign_keys=[child_cls.__table__.c.parent_id],  # type: ignore[attr-defined]
                 order_by=child_cls.__table__.c.idx,  # type: ignore[attr-defined]
                 collection_class=ordering_list("idx"),
                 cascade="all, delete-orphan",

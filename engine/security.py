@@ -33,6 +33,10 @@ def sync(appbuilder: Any, registry: Registry) -> list[str]:
     """Create the permissions and roles the metadata names; return what changed."""
     sm = appbuilder.sm
     changes: list[str] = []
+    if sm.find_role(sm.auth_role_admin) is None:
+        sm.add_role(sm.auth_role_admin)
+    # Flask-AppBuilder's own pages (users, roles, menus): their permissions, for Admin
+    appbuilder.add_permissions(update_perms=True)
     doc_names = [d.name for d in registry.documents.values()]
     pvms = {}
     for name in doc_names:

@@ -143,7 +143,6 @@ class ImportResult:
     #: data rows read (empty rows are skipped)
     rows: int = 0
     created: int = 0
-    updated: int = 0
     #: the first ``max_errors`` errors in file order; ``more_errors`` counts the rest
     errors: list[RowError] = field(default_factory=list)
     more_errors: int = 0
@@ -477,7 +476,8 @@ def import_(
     Runs in the session's transaction on behalf of ``principal`` (None: the
     system), who becomes the records' author and ``current_user``; the
     caller commits. ``progress(done, total)`` is called after every batch
-    (``total`` is an estimate, None when unknown). Raises TransferError when
+    (``total`` is an estimate, None when unknown); an exception it raises
+    cancels the import and rolls the session back. Raises TransferError when
     the file cannot be read at all; bad rows are reported in the result."""
     registry = models.registry
     d = registry.documents.get(doctype)
@@ -1095,25 +1095,24 @@ class _Importer:
             for path, f, key, value in row.refs:
                 target = f.to or USER
                 slot = (target, key.name if key is not None else "#")
+                ids = list(self.cache.get(slot, {}).get(value, ()))
                 made = self.made.get(slot[1], {}) if target == self.d.name else {}
-                ids = self.cache.get(slot, {}).get(value) or (
-                    [made[value]] if value in made else []
-                )
-                label = quoted(self.registry.documents[target].label, None, self.locale)
-                if not ids:
-                    by = (
-                        f"#{value}"
-                        if key is None
-                        else f"{quoted(key.label, key.name, self.locale)} `{value}`"
-                    )
-                    row.error(path, f"there is no {label} with {by}" if key is not None
-                              else f"there is no {label} {by}")  # fmt: skip
-                elif len(ids) > 1:
-                    row.error(path, f"{len(ids)} {label} records have "
-                              f"{quoted(key.label if key else '#', key.name if key else None, self.locale)} "
-                              f"`{value}`: use a unique key")  # fmt: skip
-                else:
+                if value in made and made[value] not in ids:
+                    ids.append(made[value])  # a record of an earlier line
+                if len(ids) == 1:
                     self._set(row, path, ids[0])
+                    continue
+                label = quoted(self.registry.documents[target].label, None, self.locale)
+                if key is None:
+                    row.error(path, f"there is no {label} #{value}")
+                    continue
+                by = quoted(key.label, key.name, self.locale)
+                if not ids:
+                    row.error(path, f"there is no {label} with {by} `{value}`")
+                else:
+                    row.error(
+                        path, f"{len(ids)} {label} records have {by} `{value}`: use a unique key"
+                    )
 
     @staticmethod
     def _set(row: _Row, path: str, value: Any) -> None:

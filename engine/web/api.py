@@ -221,7 +221,8 @@ def _schema(name: str, fields: dict[str, mf.Field]) -> type[Schema]:
 
 def _schemas(api_name: str, d: DocType) -> tuple[type[Schema], ...]:
     """``<Api>.get`` (a record), ``.row`` (a list row: refs with their labels),
-    ``.post`` and ``.put`` (what may be written; ``put`` needs the ``version``)."""
+    ``.post`` and ``.put`` (what may be written; ``put`` needs the ``version``),
+    with statuses ``.transition`` (and ``.fields``, what a move may set)."""
     tables = [f for f in d.fields.values() if f.type == "table"]
     read_rows = {
         f.name: _schema(

@@ -230,3 +230,11 @@ def test_the_ui_speaks_the_config_language_fab_chrome_included(
     page = login(en, "anna").get("/customer/").text
     assert "Logout" in page and "Customer" in page and "Directory" in page and "Name" in page
     assert "Выход" not in page and "Клиент" not in page
+
+
+def test_an_administrator_manages_users_on_the_security_pages(crm_app: Any, login: Any) -> None:
+    app = crm_app()
+    admin, anna = login(app, "admin"), login(app, "anna")
+    assert admin.get("/users/list/").status_code == 200
+    assert "anna" in admin.get("/users/list/").text
+    assert anna.get("/users/list/").status_code in (302, 403)

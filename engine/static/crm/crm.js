@@ -49,6 +49,7 @@
     var $row = $(html.replace(/__i__/g, String($box.find("tbody tr.crm-row").length)));
     $box.find("tbody").append($row);
     renumber($box);
+    refPickers($row);
     $row.find("input,select").first().trigger("focus");
   });
   $(document).on("click", ".crm-remove-row", function () {
