@@ -94,7 +94,9 @@ def test_create_add_attribute_then_remove_field_keeps_every_value(
     assert third.retired == ["customer.notes"]
     assert _rows(engine, "SELECT name, notes FROM customer") == [("Romashka", "old friend")]
     inspector = sa.inspect(engine)
-    assert "ix_customer_loyalty_card_created_at_id" in {i["name"] for i in inspector.get_indexes("customer")}
+    assert "ix_customer_loyalty_card_created_at_id" in {
+        i["name"] for i in inspector.get_indexes("customer")
+    }
 
 
 def test_a_new_ref_attribute_gets_a_foreign_key_and_an_index(

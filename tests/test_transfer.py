@@ -551,6 +551,14 @@ def test_progress_is_reported_after_every_batch(world: Callable[..., World]) -> 
     assert result.created == 25
     assert seen == [(10, 25), (20, 25), (25, 25)]
 
+    def cancel(done: int, total: int | None) -> None:
+        if done >= 20:
+            raise KeyboardInterrupt  # the user closed the page, or pressed Ctrl+C
+
+    with pytest.raises(KeyboardInterrupt):
+        w.import_("Company", data, batch=10, progress=cancel)
+    assert w.count("company") == 25  # the two batches written were rolled back
+
 
 def test_access_rules_apply_to_a_principal(world: Callable[..., World]) -> None:
     w = world()
