@@ -76,6 +76,7 @@ def create_app(config_dir: str | Path, test_config: dict[str, Any] | None = None
         BABEL_DEFAULT_LOCALE=registry.locale,
         LANGUAGES={registry.locale: LANGUAGES.get(registry.locale, LANGUAGES["en"])},
         WTF_CSRF_ENABLED=True,
+        MAX_CONTENT_LENGTH=64 * 1024 * 1024,  # imports included
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
     )

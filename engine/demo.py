@@ -261,7 +261,7 @@ class Demo:
             when = (self.now + dt.timedelta(days=rng.randint(0, 28), hours=rng.randint(1, 9)) if planned
                     else self.ago(120))  # fmt: skip
             when = when.replace(minute=rng.choice([0, 15, 30, 45]), second=0)
-            obj = self.docs(owner, when - dt.timedelta(days=3) if planned else when).create("Interaction", {
+            obj = self.docs(owner, min(self.now, when - dt.timedelta(days=3)) if planned else when).create("Interaction", {
                 "kind": rng.choice(["call", "call", "meeting", "email", "sms"]), "subject": rng.choice(SUBJECTS),
                 "planned_at": when, "duration": rng.choice([15, 30, 60, 90]), "customer": c.id,
                 "interest": rng.choice(interests).id if rng.random() < 0.3 else None, "manager": c.manager_id,

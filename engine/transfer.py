@@ -58,7 +58,9 @@ for the whole batch at once, table rows and status history alike.
 * Computed fields and audit columns are ignored, with a warning: computed
   values are recomputed, the audit columns are the importer's.
 * An unknown column is an error and nothing is read.
-* An empty cell is an empty value; a field without a column gets its default.
+* An empty cell is an empty value, as in a form (where a fixed default,
+  which the database applies, still fills it); a field without a column
+  gets its default.
 * A row may refer to a record of its own type on an earlier line.
 * All or nothing by default: if any row fails, nothing is written (the
   session's transaction is rolled back) and every error is reported, up to

@@ -158,6 +158,7 @@ class BoardsMixin:
             "crm/kanban.html", d=d, columns=columns, view=type(self).__name__, per=CARDS_PER_COLUMN,
             owners=_owners(d), owner=_arg_id("owner"),
             amount_label=d.fields[amount].label.get(locale()) if amount else "",
+            departments=_departments(), department=_arg_id("department"), boards=_boards(),
         )  # fmt: skip
 
     @expose("/kanban/cards")
@@ -277,7 +278,33 @@ class BoardsMixin:
             prev_anchor=prev_anchor, next_anchor=next_anchor, owners=_owners(d, owner_field),
             owner=_arg_id("owner"), date_field=date_field, counts=counts, totals=totals,
             today=dt.datetime.now(tz).date(), per_day=ENTRIES_PER_DAY,
+            departments=_departments(), department=_arg_id("department"),
+            can_create=access.allowed(crm().registry, principal(), d.name, "create"),
         )  # fmt: skip
+
+
+def _departments() -> list[dict[str, Any]]:
+    """Departments to switch a board to, when users have a department."""
+    registry = crm().registry
+    f = registry.documents[USER].fields.get("department")
+    if f is None or f.type != "ref" or not access.allowed(registry, principal(), f.to, "read"):
+        return []
+    table = crm().models.table(f.to)
+    name = next((c for c in ("name", "title") if c in table.c), "id")
+    rows = db_session().execute(
+        sa.select(table.c.id, table.c[name]).order_by(table.c[name]).limit(200)
+    )
+    return [{"id": r[0], "name": str(r[1])} for r in rows]
+
+
+def _boards() -> list[dict[str, str]]:
+    """Every kanban the user may read: the tabs of "My sales"."""
+    registry = crm().registry
+    return [
+        {"name": d.name, "label": d.label.get(locale()), "url": f"/{d.resource}/kanban"}
+        for d in registry.documents.values()
+        if "kanban" in d.views and access.allowed(registry, principal(), d.name, "read")
+    ]
 
 
 def _day(column: Any, ftype: str, tz: dt.tzinfo, near: dt.date) -> Any:

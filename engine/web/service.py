@@ -746,3 +746,34 @@ def export_rows(
         if page.next_cursor is None:
             return
         after = page.next_cursor
+
+
+def timeline(d: DocType, obj: Any, offset: int = 0) -> dict[str, Any]:
+    """One page of the record's timeline, titled and linked, for the record page."""
+    from engine import timeline as tl
+
+    state = crm()
+    entries, more = tl.page(
+        state.models, db_session(), state.pm, d, obj.id, principal(), offset=offset
+    )
+    registry = state.registry
+    by_type: dict[str, set[int]] = {}
+    for e in entries:
+        by_type.setdefault(e.doctype, set()).add(e.doc_id)
+    titles: dict[tuple[str, int], str] = {}
+    for name, ids in by_type.items():
+        cls = state.models.cls(name)
+        for o in db_session().execute(sa.select(cls).where(cls.id.in_(ids))).scalars():
+            titles[(name, o.id)] = title(registry.documents[name], o)
+    out = []
+    for e in entries:
+        td = registry.documents[e.doctype]
+        detail = e.detail or ""
+        if e.kind == "status" and td.statuses and detail in td.statuses.states:
+            detail = td.statuses.states[detail].label.get(locale())
+        out.append({
+            "at": show(Field("at", "datetime"), e.at, locale()), "kind": e.kind, "type": td.label.get(locale()),
+            "title": titles.get((e.doctype, e.doc_id), f"#{e.doc_id}"), "detail": detail,
+            "url": f"/{td.resource}/{e.doc_id}",
+        })  # fmt: skip
+    return {"entries": out, "more": more, "offset": offset}

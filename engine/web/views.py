@@ -206,7 +206,7 @@ class DocumentView(BoardsMixin, BaseView):
             "crm/show.html", d=d, obj=obj, sections=form_fields(d), values=service.display_values(d, obj),
             links=service.ref_links(d, obj), rows=service.table_rows(d, obj), view=self.view_name,
             moves=service.transition_moves(d, obj), history=service.history(d, obj),
-            audit=service.audit_line(d, obj),
+            audit=service.audit_line(d, obj), timeline=service.timeline(d, obj, _arg_offset("tl")),
             can_update=access.may_touch(state.models, principal(), d.name, "update", obj),
             can_delete=access.may_touch(state.models, principal(), d.name, "delete", obj),
             **_labels(),
@@ -237,7 +237,13 @@ class DocumentView(BoardsMixin, BaseView):
         title = d.label.get(locale())
         action = url_for(f"{self.view_name}.add")
         if request.method == "GET":
-            return self._form(None, service.initial_values(d), {}, title, action)
+            # a link may prefill the form: the calendar plans on the day clicked
+            prefill = service.form_values(d, request.args) if request.args else {}
+            values = {
+                **service.initial_values(d),
+                **{k: v for k, v in prefill.items() if v not in (None, False, [])},
+            }
+            return self._form(None, values, {}, title, action)
         values = service.form_values(d, request.form)
         obj, errors = service.create(d, values)
         if errors:
@@ -342,6 +348,31 @@ class DocumentView(BoardsMixin, BaseView):
         return jsonify({"results": service.lookup(d, request.args.get("q", ""), limit=20)})
 
 
+def _arg_offset(name: str) -> int:
+    try:
+        return min(max(0, int(request.args.get(name, 0))), 100_000)
+    except ValueError:
+        return 0
+
+
+class MySalesView(BaseView):
+    """ "My sales": the user's own funnel, the first kanban they may read, with
+    tabs for the others; a head of sales switches managers and departments there."""
+
+    route_base = "/my_sales"
+    default_view = "index"
+
+    @expose("/")
+    @login_required
+    def index(self) -> Any:
+        registry = crm().registry
+        for d in registry.documents.values():
+            if "kanban" in d.views and access.allowed(registry, principal(), d.name, "read"):
+                owner = principal().user_id if d.owner else None
+                return redirect(f"/{d.resource}/kanban" + (f"?owner={owner}" if owner else ""))
+        abort(404)
+
+
 class UserLookupView(BaseView):
     """Users for ref pickers (``manager``, ``assignee``): active ones whose
     login, first or last name starts with what was typed."""
@@ -358,6 +389,13 @@ def register_views(appbuilder: Any, state: Any) -> None:
     registry = state.registry
     appbuilder.add_view_no_menu(UserLookupView())
     category_of = _categories(registry)
+    if any("kanban" in d.views for d in registry.documents.values()):
+        appbuilder.add_view_no_menu(MySalesView())
+        sales, sales_label = "crm:sales", "Продажи" if registry.locale == "ru" else "Sales"
+        appbuilder.add_link(
+            "crm:my_sales", href="/my_sales/", label=menu_label("Мои продажи" if registry.locale == "ru" else "My sales"),
+            category=sales, category_label=menu_label(sales_label),
+        )  # fmt: skip
     for d in registry.documents.values():
         if d.builtin:
             continue

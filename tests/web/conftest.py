@@ -127,7 +127,14 @@ def crm_app(make_config: Callable[..., Path], db_url: str) -> Iterator[Callable[
         (folder / "config.yaml").write_text(
             textwrap.dedent(config) + f"database: {db_url}\n", encoding="utf-8"
         )
-        app = create_app(folder, {"TESTING": True, "SECRET_KEY": "test", "WTF_CSRF_ENABLED": True})
+        app = create_app(
+            folder,
+            {
+                "TESTING": True,
+                "SECRET_KEY": "a-test-secret-long-enough-to-sign-tokens-0123456789",
+                "WTF_CSRF_ENABLED": True,
+            },
+        )
         apps.append(app)
         state = app.extensions["crm"]
         engine = sa.create_engine(db_url)
