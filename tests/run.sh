@@ -14,12 +14,20 @@ echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 
+summary=$(mktemp)
+tally() {  # keep pytest's closing counts, to repeat them at the very end
+  grep -E "^=+ .*(passed|failed).* in [0-9.]+s" "$1" | tail -n 1 >> "$summary" || true
+}
+
 echo "== tests on SQLite"
-.venv/bin/pytest "$@"
+log=$(mktemp)
+.venv/bin/pytest "$@" | tee "$log"
+tally "$log"
 
 if .venv/bin/python -c "import sqlalchemy as sa, sys; sa.create_engine(sys.argv[1]).connect().close()" "$PG_URL" 2>/dev/null; then
   echo "== tests on PostgreSQL"
-  CRM_TEST_DATABASE_URL=$PG_URL .venv/bin/pytest "$@"
+  CRM_TEST_DATABASE_URL=$PG_URL .venv/bin/pytest "$@" | tee "$log"
+  tally "$log"
 elif [ "${CI:-}" = "true" ]; then
   echo "PostgreSQL at $PG_URL does not answer; CI needs it" >&2
   exit 1
@@ -33,3 +41,13 @@ if [ -d bench ] && [ -f bench/__main__.py ]; then
   echo "== import benchmark (quick)"
   .venv/bin/python -m bench --imports --quick
 fi
+
+# the closing counts of both runs, added up, on one plain line
+.venv/bin/python - "$summary" <<'PY'
+import re, sys
+counts = {"passed": 0, "failed": 0, "skipped": 0}
+for line in open(sys.argv[1], encoding="utf-8"):
+    for n, word in re.findall(r"(\d+) (passed|failed|skipped)", line):
+        counts[word] += int(n)
+print(f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
+PY
