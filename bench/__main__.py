@@ -54,8 +54,18 @@ def main(argv: list[str] | None = None) -> int:
         help="instead, the import benchmark (bench.imports): N customers through the full "
         "validation against Core inserts, 100 k rows (10 k with --quick)",
     )
-    parser.add_argument("--rows", type=int, metavar="N", help="customers for --imports")
+    parser.add_argument("--rows", type=int, metavar="N", help="customers for --imports or --html")
+    parser.add_argument(
+        "--html", action="store_true",
+        help="instead, the generated HTML list page against raw SQL (bench.html), 100 k customers",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.html:
+        from bench import html
+
+        for line in html.run(args.rows or (10_000 if args.quick else 100_000)):
+            print(line)
+        return 0
     if args.imports:
         return _imports(args)
     try:

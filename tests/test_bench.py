@@ -130,3 +130,11 @@ def test_command_line_quick_run(db_url: str, capsys: pytest.CaptureFixture[str])
     assert "List page benchmark on" in out
     assert "orders, status = confirmed" in out
     assert "Scaling of the engine's page + count, 600 rows / 300 rows" in out
+
+
+def test_the_html_list_page_benchmark_runs_and_counts_statements() -> None:
+    from bench import html
+
+    lines = html.run(rows=2_000, repeat=2)
+    assert lines[1].strip().startswith("GET /customer/?f_industry=retail")
+    assert "(4 statements)" in lines[1]
