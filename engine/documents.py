@@ -581,7 +581,11 @@ class Documents:
         base: str,
     ) -> None:
         for f in fields:
-            if f.name in given or f.default is None or f.compute or f.type == "table":
+            # on a new record (or row) an empty value takes the default, as an
+            # untouched one does: the database would fill it anyway, and what
+            # is computed from it must see the same value
+            chosen = f.name in given and (values.get(f.name) is not None or f.type == "boolean")
+            if chosen or f.default is None or f.compute or f.type == "table":
                 continue
             if f.name in AUDIT:
                 continue

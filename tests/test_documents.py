@@ -304,18 +304,20 @@ def test_row_amounts_then_the_total_are_computed_on_every_save(
             {"product": "Seeds", "qty": 2, "price": "10.50"},
             {"product": "Pots", "price": 3},  # qty defaults to 1
             {"product": "Advice"},  # no price yet: counts as 0, like an empty cell
+            {"product": "Cups", "qty": "", "price": 2},  # an empty cell of a new row: the default too
         ]},
     )  # fmt: skip
     assert [(r.product, r.qty, r.amount) for r in deal.lines] == [
         ("Seeds", Decimal("2"), Decimal("21.00")),
         ("Pots", Decimal("1"), Decimal("3.00")),
         ("Advice", Decimal("1"), Decimal("0.00")),
+        ("Cups", Decimal("1"), Decimal("2.00")),
     ]
-    assert deal.total == Decimal("24.00")
-    assert deal.summary == "Romashka: 3 lines"
+    assert deal.total == Decimal("26.00")
+    assert deal.summary == "Romashka: 4 lines"
 
     # rows are replaced in the order given; a row sent with its id is kept
-    seeds, pots, _ = deal.lines
+    seeds, pots, _, _ = deal.lines
     docs.update(
         "Deal", deal,
         {"lines": [{"product": "Soil", "price": 7}, {"id": pots.id, "qty": 4}, {"id": seeds.id}]},
