@@ -18,10 +18,8 @@ rows are compared with the Core ones, so a fast but wrong import cannot pass.
 from __future__ import annotations
 
 import io
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from bench.generate import Generator
+from bench.suite import database_name, fresh_database
 from engine.fieldtypes import normalize_phone
 from engine.loader import load
 from engine.models import Models, build
@@ -63,48 +62,6 @@ class ImportFigures:
     @property
     def targeted(self) -> bool:
         return self.rows >= TARGET_ROWS
-
-
-@contextmanager
-def fresh_database(url: str | None) -> Iterator[sa.Engine]:
-    """A temporary SQLite file, or the schema ``crm_bench_imports`` on PostgreSQL."""
-    if url is None:
-        with tempfile.TemporaryDirectory(prefix="crm-bench-imports-") as folder:
-            engine = sa.create_engine(f"sqlite:///{Path(folder) / 'imports.db'}")
-            try:
-                yield engine
-            finally:
-                engine.dispose()
-        return
-    if not url.startswith("postgresql"):
-        engine = sa.create_engine(url)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
-        return
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-        conn.exec_driver_sql(f"CREATE SCHEMA {SCHEMA}")
-    engine = sa.create_engine(url, connect_args={"options": f"-c search_path={SCHEMA}"})
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-        admin.dispose()
-
-
-def _database_name(engine: sa.Engine) -> str:
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            return f"SQLite {conn.exec_driver_sql('select sqlite_version()').scalar()}"
-        if engine.dialect.name == "postgresql":
-            version = str(conn.exec_driver_sql("show server_version").scalar())
-            return f"PostgreSQL {version.split()[0]}"
-    return engine.dialect.name
 
 
 def _empty(engine: sa.Engine, table: sa.Table) -> None:
@@ -147,7 +104,7 @@ def run(
 ) -> ImportFigures:
     models = build(load(CONFIG, env={}))
     try:
-        with fresh_database(url) as engine:
+        with fresh_database(url, rows, schema=SCHEMA) as engine:
             return _run(models, engine, rows, repeat, log)
     finally:
         models.dispose()
@@ -189,7 +146,7 @@ def _run(
             raise RuntimeError("the imported rows differ from the generated ones")
     return ImportFigures(
         rows=count,
-        database=_database_name(engine),
+        database=database_name(engine),
         export_s=export_s,
         core_s=min(core_times),
         import_s=min(import_times),

@@ -223,9 +223,9 @@ class Results:
 
 
 @contextmanager
-def fresh_database(url: str | None, size: int) -> Iterator[sa.Engine]:
-    """An empty database: a temporary SQLite file, or the schema ``crm_bench``
-    on PostgreSQL (dropped afterwards), or the given SQLite file (tables replaced)."""
+def fresh_database(url: str | None, size: int, schema: str = SCHEMA) -> Iterator[sa.Engine]:
+    """An empty database: a temporary SQLite file, or ``schema`` on PostgreSQL
+    (dropped afterwards), or the given SQLite file (tables replaced)."""
     if url is None:
         with tempfile.TemporaryDirectory(prefix="crm-bench-") as folder:
             engine = sa.create_engine(f"sqlite:///{Path(folder) / f'bench-{size}.db'}")
@@ -237,15 +237,15 @@ def fresh_database(url: str | None, size: int) -> Iterator[sa.Engine]:
     if url.startswith("postgresql"):
         admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-            conn.exec_driver_sql(f"CREATE SCHEMA {SCHEMA}")
-        engine = sa.create_engine(url, connect_args={"options": f"-c search_path={SCHEMA}"})
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        engine = sa.create_engine(url, connect_args={"options": f"-c search_path={schema}"})
         try:
             yield engine
         finally:
             engine.dispose()
             with admin.connect() as conn:
-                conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+                conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             admin.dispose()
         return
     engine = sa.create_engine(url)
