@@ -923,7 +923,7 @@ class Documents:
         if self.pm is None:
             return []
         result: list[Any] = getattr(self.pm.hook, name)(
-            session=self.session, user=self.principal, **kwargs
+            session=self.session, user=self.principal, docs=self, **kwargs
         )
         return result
 

@@ -59,21 +59,28 @@ def crm_check(registry: Registry) -> list[Problem]:
 
 
 @hookspec
-def crm_document_created(session: Any, doctype: DocType, doc: Any, user: Any) -> None:
+def crm_document_created(session: Any, doctype: DocType, doc: Any, user: Any, docs: Any) -> None:
     """Called after a document is inserted, inside its transaction: whatever
-    the plugin writes commits or rolls back with it."""
+    the plugin writes commits or rolls back with it. ``docs`` is the
+    transaction's ``engine.documents.Documents`` (its models, user and clock):
+    write other records through it, so they are validated and audited too."""
 
 
 @hookspec
 def crm_document_updated(
-    session: Any, doctype: DocType, doc: Any, user: Any, changes: dict[str, tuple[Any, Any]]
+    session: Any,
+    doctype: DocType,
+    doc: Any,
+    user: Any,
+    changes: dict[str, tuple[Any, Any]],
+    docs: Any,
 ) -> None:
     """Called after a document is updated, inside its transaction. ``changes``
     maps each changed field to ``(old, new)``."""
 
 
 @hookspec
-def crm_document_deleted(session: Any, doctype: DocType, doc: Any, user: Any) -> None:
+def crm_document_deleted(session: Any, doctype: DocType, doc: Any, user: Any, docs: Any) -> None:
     """Called before a document is deleted, inside its transaction."""
 
 
@@ -91,7 +98,7 @@ def crm_timeline_sources(models: Any, doctype: DocType, doc_id: int, principal: 
 
 @hookspec
 def crm_before_transition(
-    session: Any, doctype: DocType, doc: Any, source: str | None, target: str, user: Any
+    session: Any, doctype: DocType, doc: Any, source: str | None, target: str, user: Any, docs: Any
 ) -> str | None:
     """Called when the metadata rules allow a transition. Return a message to
     veto it (shown to the user with the other reasons), or None to allow."""
@@ -99,7 +106,7 @@ def crm_before_transition(
 
 @hookspec
 def crm_status_changed(
-    session: Any, doctype: DocType, doc: Any, source: str | None, target: str, user: Any
+    session: Any, doctype: DocType, doc: Any, source: str | None, target: str, user: Any, docs: Any
 ) -> None:
     """Called after a transition has been applied and its history row written,
     inside the same transaction."""
@@ -112,13 +119,19 @@ def crm_status_changed(
 def crm_send_email(message: Any, settings: dict[str, Any]) -> str | None:
     """Deliver one email (an ``email.message.EmailMessage``). Return the
     provider's message id, or None if this plugin does not send email.
-    *First result.* Called by the job runner, never inside a web request."""
+    *First result.* Called by the job runner, never inside a web request.
+    ``settings`` is the config's ``plugins`` section, every plugin's options
+    by plugin name: read your own. The ``Message-ID`` header is derived from
+    the outbox's idempotency key: a provider that sees it twice (a worker
+    killed between sending and recording) must deliver it once."""
 
 
 @hookspec(firstresult=True)
-def crm_send_sms(to: str, text: str, settings: dict[str, Any]) -> str | None:
+def crm_send_sms(to: str, text: str, settings: dict[str, Any], key: str) -> str | None:
     """Deliver one SMS to an E.164 number. Return the provider's message id,
-    or None if this plugin does not send SMS. *First result.*"""
+    or None if this plugin does not send SMS. *First result.* ``key`` is the
+    outbox's idempotency key: pass it to the provider as the client's
+    message reference, so that a repeated attempt is delivered once."""
 
 
 @hookspec(firstresult=True)
@@ -150,6 +163,14 @@ def crm_process_step_kinds() -> list[str]:
 
 
 @hookspec
+def crm_record_sections(models: Any, doctype: DocType, doc: Any, principal: Any) -> list[Any]:
+    """Return extra sections for a record's page, as ``(title, html)`` pairs
+    (``html`` a ``markupsafe.Markup`` the plugin has escaped itself): a
+    task's outcome buttons, where a process stands. Called for every record
+    page the principal may read; keep it to a query or two."""
+
+
+@hookspec
 def crm_register_views(appbuilder: Any, registry: Registry) -> None:
     """Add views, APIs and menu items to the app (Flask-AppBuilder's
     ``appbuilder.add_view`` and friends)."""
@@ -161,7 +182,11 @@ def crm_register_views(appbuilder: Any, registry: Registry) -> None:
 @hookspec
 def crm_jobs() -> dict[str, Any]:
     """Return background jobs this plugin runs, as ``{name: callable}``; the
-    job runner calls ``callable(session, payload)``."""
+    job runner calls ``callable(ctx, payload)`` with an
+    ``engine.jobs.JobContext`` (its ``session``, ``models``, ``pm``, the
+    job's ``key`` and ``attempt``) in a transaction of its own, committed
+    together with marking the job done. Raising makes the runner try again
+    later, with backoff."""
 
 
 @hookspec

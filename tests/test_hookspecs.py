@@ -78,7 +78,7 @@ DOCUMENTED = _documented()
 def test_the_specs_are_found() -> None:
     assert "crm_send_sms" in SPECS
     assert render_signature("crm_send_sms", SPECS["crm_send_sms"]) == (
-        "crm_send_sms(to: str, text: str, settings: dict[str, Any]) -> str | None"
+        "crm_send_sms(to: str, text: str, settings: dict[str, Any], key: str) -> str | None"
     )
 
 

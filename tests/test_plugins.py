@@ -57,12 +57,13 @@ class Stand:
 
 APP, REGISTRY, APPBUILDER = Stand("app"), Stand("registry"), Stand("appbuilder")
 SESSION, DOCTYPE, DOC, USER = Stand("session"), Stand("Deal"), Stand("deal 1"), Stand("user")
+DOCS = Stand("documents service")
 SETTINGS = {"telephony": {"provider": "example-pbx"}, "mail": {}}
 MESSAGE = EmailMessage()
 MESSAGE["To"] = "buyer@example.com"
 
 
-def ping(session: Any, payload: Any) -> None:
+def ping(ctx: Any, payload: Any) -> None:
     """A job the recorder declares."""
 
 
@@ -72,15 +73,28 @@ CALLS: dict[str, dict[str, Any]] = {
     "crm_metadata_layers": {},
     "crm_field_types": {},
     "crm_check": {"registry": REGISTRY},
-    "crm_document_created": {"session": SESSION, "doctype": DOCTYPE, "doc": DOC, "user": USER},
+    "crm_document_created": {
+        "session": SESSION,
+        "doctype": DOCTYPE,
+        "doc": DOC,
+        "user": USER,
+        "docs": DOCS,
+    },
     "crm_document_updated": {
         "session": SESSION,
         "doctype": DOCTYPE,
         "doc": DOC,
         "user": USER,
         "changes": {"amount": (100, 250)},
+        "docs": DOCS,
     },
-    "crm_document_deleted": {"session": SESSION, "doctype": DOCTYPE, "doc": DOC, "user": USER},
+    "crm_document_deleted": {
+        "session": SESSION,
+        "doctype": DOCTYPE,
+        "doc": DOC,
+        "user": USER,
+        "docs": DOCS,
+    },
     "crm_timeline_sources": {
         "models": Stand("models"),
         "doctype": DOCTYPE,
@@ -94,6 +108,7 @@ CALLS: dict[str, dict[str, Any]] = {
         "source": None,
         "target": "new",
         "user": USER,
+        "docs": DOCS,
     },
     "crm_status_changed": {
         "session": SESSION,
@@ -102,13 +117,25 @@ CALLS: dict[str, dict[str, Any]] = {
         "source": "new",
         "target": "won",
         "user": USER,
+        "docs": DOCS,
     },
     "crm_send_email": {"message": MESSAGE, "settings": SETTINGS},
-    "crm_send_sms": {"to": "+74951234567", "text": "Your order has shipped", "settings": SETTINGS},
+    "crm_send_sms": {
+        "to": "+74951234567",
+        "text": "Your order has shipped",
+        "settings": SETTINGS,
+        "key": "automation:order_shipped_sms:42",
+    },
     "crm_place_call": {"extension": "101", "number": "+74951234567", "settings": SETTINGS},
     "crm_call_event": {"session": SESSION, "event": {"number": "+74951234567", "state": "ringing"}},
     "crm_notification_channels": {},
     "crm_process_step_kinds": {},
+    "crm_record_sections": {
+        "models": Stand("models"),
+        "doctype": DOCTYPE,
+        "doc": DOC,
+        "principal": USER,
+    },
     "crm_register_views": {"appbuilder": APPBUILDER, "registry": REGISTRY},
     "crm_jobs": {},
     "crm_schedules": {},
@@ -132,6 +159,7 @@ RESULTS: dict[str, Any] = {
     "crm_call_event": None,
     "crm_notification_channels": ["pigeon"],
     "crm_process_step_kinds": ["approve"],
+    "crm_record_sections": [("Route map", Stand("svg"))],
     "crm_register_views": None,
     "crm_jobs": {"recorder.ping": ping},
     "crm_schedules": [("recorder.ping", 60)],
@@ -165,17 +193,21 @@ class Recorder:
         return self._got("crm_check", locals())
 
     @hookimpl
-    def crm_document_created(self, session: Any, doctype: Any, doc: Any, user: Any) -> Any:
+    def crm_document_created(
+        self, session: Any, doctype: Any, doc: Any, user: Any, docs: Any
+    ) -> Any:
         return self._got("crm_document_created", locals())
 
     @hookimpl
     def crm_document_updated(
-        self, session: Any, doctype: Any, doc: Any, user: Any, changes: Any
+        self, session: Any, doctype: Any, doc: Any, user: Any, changes: Any, docs: Any
     ) -> Any:
         return self._got("crm_document_updated", locals())
 
     @hookimpl
-    def crm_document_deleted(self, session: Any, doctype: Any, doc: Any, user: Any) -> Any:
+    def crm_document_deleted(
+        self, session: Any, doctype: Any, doc: Any, user: Any, docs: Any
+    ) -> Any:
         return self._got("crm_document_deleted", locals())
 
     @hookimpl
@@ -184,13 +216,13 @@ class Recorder:
 
     @hookimpl
     def crm_before_transition(
-        self, session: Any, doctype: Any, doc: Any, source: Any, target: Any, user: Any
+        self, session: Any, doctype: Any, doc: Any, source: Any, target: Any, user: Any, docs: Any
     ) -> Any:
         return self._got("crm_before_transition", locals())
 
     @hookimpl
     def crm_status_changed(
-        self, session: Any, doctype: Any, doc: Any, source: Any, target: Any, user: Any
+        self, session: Any, doctype: Any, doc: Any, source: Any, target: Any, user: Any, docs: Any
     ) -> Any:
         return self._got("crm_status_changed", locals())
 
@@ -199,7 +231,7 @@ class Recorder:
         return self._got("crm_send_email", locals())
 
     @hookimpl
-    def crm_send_sms(self, to: Any, text: Any, settings: Any) -> Any:
+    def crm_send_sms(self, to: Any, text: Any, settings: Any, key: Any) -> Any:
         return self._got("crm_send_sms", locals())
 
     @hookimpl
@@ -217,6 +249,10 @@ class Recorder:
     @hookimpl
     def crm_process_step_kinds(self) -> Any:
         return self._got("crm_process_step_kinds", locals())
+
+    @hookimpl
+    def crm_record_sections(self, models: Any, doctype: Any, doc: Any, principal: Any) -> Any:
+        return self._got("crm_record_sections", locals())
 
     @hookimpl
     def crm_register_views(self, appbuilder: Any, registry: Any) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import g
+from markupsafe import escape
 from sqlalchemy.orm import selectinload
 from werkzeug.datastructures import MultiDict
 
@@ -777,3 +778,16 @@ def timeline(d: DocType, obj: Any, offset: int = 0) -> dict[str, Any]:
             "url": f"/{td.resource}/{e.doc_id}",
         })  # fmt: skip
     return {"entries": out, "more": more, "offset": offset}
+
+
+def record_sections(d: DocType, obj: Any) -> list[tuple[str, Any]]:
+    """What plugins add to a record's page (``crm_record_sections``), in
+    plugin order; a section's HTML is Markup the plugin escaped itself."""
+    state = crm()
+    out: list[tuple[str, Any]] = []
+    for result in state.pm.hook.crm_record_sections(
+        models=state.models, doctype=d, doc=obj, principal=principal()
+    ):
+        # plain text is escaped: only Markup (a plugin escaped it itself) passes as HTML
+        out.extend((str(title), escape(html)) for title, html in result or ())
+    return out

@@ -207,6 +207,7 @@ class DocumentView(BoardsMixin, BaseView):
             links=service.ref_links(d, obj), rows=service.table_rows(d, obj), view=self.view_name,
             moves=service.transition_moves(d, obj), history=service.history(d, obj),
             audit=service.audit_line(d, obj), timeline=service.timeline(d, obj, _arg_offset("tl")),
+            plugin_sections=service.record_sections(d, obj),
             can_update=access.may_touch(state.models, principal(), d.name, "update", obj),
             can_delete=access.may_touch(state.models, principal(), d.name, "delete", obj),
             **_labels(),
