@@ -100,6 +100,18 @@ def _expression(source: str, **kwargs: Any) -> list[str]:
     ]
 
 
+def expression_problems(
+    registry: Registry, d: DocType, source: str, template: bool = False
+) -> list[str]:
+    """Why an expression (or a ``{{ }}`` template) over a record of ``d`` would
+    fail: its syntax, its safety, and every name and dotted path it uses
+    (``amount``, ``doc.customer.phone``). For plugins that read expressions
+    from their own sections."""
+    return _expression(
+        source, template=template, names=list(d.fields), resolve=_resolver(registry, d)
+    )
+
+
 def _docs(registry: Registry) -> Iterator[DocType]:
     return (d for d in registry.documents.values() if not d.builtin)
 

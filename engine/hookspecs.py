@@ -49,10 +49,12 @@ def crm_field_types() -> list[FieldType]:
 
 
 @hookspec
-def crm_check(registry: Registry) -> list[Problem]:
+def crm_check(registry: Registry, pm: Any) -> list[Problem]:
     """Check the sections this plugin interprets (``processes``,
     ``automations``, its own options) and return problems with their YAML
-    locations. Called by ``crm check`` and at every start-up."""
+    locations. Called by ``crm check`` and at every start-up. ``pm`` is the
+    plugin manager, to ask what the other enabled plugins offer (their
+    ``crm_notification_channels``, ``crm_process_step_kinds``)."""
 
 
 # --- documents ---------------------------------------------------------------

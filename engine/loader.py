@@ -163,7 +163,7 @@ class Loader:
             from engine.checks import check_registry
 
             self.problems += check_registry(registry, self.field_types, self.sources)
-            for result in self.pm.hook.crm_check(registry=registry):
+            for result in self.pm.hook.crm_check(registry=registry, pm=self.pm):
                 self.problems += result or []
         if self.problems:
             raise MetadataError(self.problems)

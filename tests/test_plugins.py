@@ -72,7 +72,7 @@ CALLS: dict[str, dict[str, Any]] = {
     "crm_startup": {"app": APP, "registry": REGISTRY},
     "crm_metadata_layers": {},
     "crm_field_types": {},
-    "crm_check": {"registry": REGISTRY},
+    "crm_check": {"registry": REGISTRY, "pm": Stand("plugin manager")},
     "crm_document_created": {
         "session": SESSION,
         "doctype": DOCTYPE,
@@ -189,7 +189,7 @@ class Recorder:
         return self._got("crm_field_types", locals())
 
     @hookimpl
-    def crm_check(self, registry: Any) -> Any:
+    def crm_check(self, registry: Any, pm: Any) -> Any:
         return self._got("crm_check", locals())
 
     @hookimpl
