@@ -1,22 +1,159 @@
 """Processes: route maps, tasks, automations and notifications.
 
-Turned on with ``plugins: {processes: {}}`` in a config. It will interpret the
-``processes`` and ``automations`` sections: route maps whose steps create
-tasks, branch, wait and set fields; automations that fire on a document being
-created, changed or moved to a status; and notifications delivered over the
-channels that plugins declare. Its document types (task, process instance)
-will come as a metadata layer from the ``metadata/`` folder beside this file.
+Turned on with ``plugins: {processes: {}}`` in a config. It interprets the
+``processes`` and ``automations`` sections (definitions.py reads and checks
+them), runs them inside the transaction of the save that sets them off
+(runtime.py), and brings its document types — Task, ProcessInstance,
+Notification — as the metadata layer ``processes`` (metadata/).
 """
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
+from typing import Any
 
 from engine.hookspecs import hookimpl
+from engine.registry import Registry
+
+from . import definitions, runtime
+from .definitions import Definitions
 
 METADATA = Path(__file__).parent / "metadata"
+CHANNELS = ["user"]
+
+_DEFINITIONS: dict[int, Definitions] = {}
+
+
+def definitions_for(registry: Registry, pm: Any = None) -> Definitions:
+    """The checked route maps and automations of a configuration, read once."""
+    key = id(registry)
+    defs = _DEFINITIONS.get(key)
+    if defs is None:
+        channels: list[str] = list(CHANNELS)
+        kinds: list[str] = []
+        if pm is not None:
+            channels = [c for result in pm.hook.crm_notification_channels() for c in result or ()]
+            kinds = [k for result in pm.hook.crm_process_step_kinds() for k in result or ()]
+        defs = definitions.read(registry, channels, kinds)
+        _DEFINITIONS[key] = defs
+        weakref.finalize(registry, _DEFINITIONS.pop, key, None)
+    return defs
+
+
+def _runtime(docs: Any) -> runtime.Runtime | None:
+    if docs is None or "processes" not in docs.registry.plugins:
+        return None
+    return runtime.Runtime(docs, definitions_for(docs.registry, docs.pm))
+
+
+# --- metadata --------------------------------------------------------------------------
 
 
 @hookimpl
 def crm_metadata_layers() -> list[tuple[str, Path]]:
-    return [("processes", METADATA)] if METADATA.is_dir() else []
+    return [("processes", METADATA)]
+
+
+@hookimpl
+def crm_check(registry: Registry, pm: Any) -> list[Any]:
+    _DEFINITIONS.pop(id(registry), None)
+    return list(definitions_for(registry, pm).problems)
+
+
+@hookimpl
+def crm_notification_channels() -> list[str]:
+    return list(CHANNELS)
+
+
+# --- documents and statuses ---------------------------------------------------------------
+
+
+@hookimpl
+def crm_document_created(doctype: Any, doc: Any, docs: Any) -> None:
+    rt = _runtime(docs)
+    if rt is not None:
+        rt.created(doctype, doc)
+
+
+@hookimpl
+def crm_document_updated(doctype: Any, doc: Any, changes: Any, docs: Any) -> None:
+    rt = _runtime(docs)
+    if rt is not None:
+        rt.updated(doctype, doc, changes)
+
+
+@hookimpl
+def crm_document_deleted(doctype: Any, doc: Any, docs: Any) -> None:
+    rt = _runtime(docs)
+    if rt is not None:
+        rt.deleted(doctype, doc)
+
+
+@hookimpl
+def crm_before_transition(session: Any, doctype: Any, doc: Any, target: str) -> str | None:
+    if doctype.name == runtime.TASK and target == "done" and getattr(doc, "outcomes", None):
+        if session.info.get(runtime.COMPLETING) != doc.id:
+            choices = ", ".join(doc.outcomes.split(","))
+            return f"this task is completed with an outcome: {choices}"
+    return None
+
+
+@hookimpl
+def crm_status_changed(doctype: Any, doc: Any, target: str, docs: Any) -> None:
+    rt = _runtime(docs)
+    if rt is None:
+        return
+    rt.status_changed(doctype, doc, target)
+    if doctype.name == runtime.TASK and target == "done":
+        rt.task_done(doc)
+
+
+# --- jobs ------------------------------------------------------------------------------------
+
+
+@hookimpl
+def crm_jobs() -> dict[str, Any]:
+    from . import tasks
+
+    return {"processes.resume": tasks.resume_job, "processes.deadlines": tasks.deadlines_job}
+
+
+@hookimpl
+def crm_schedules() -> list[tuple[str, int]]:
+    return [("processes.deadlines", 60)]
+
+
+# --- the timeline ------------------------------------------------------------------------------
+
+
+@hookimpl
+def crm_timeline_sources(models: Any, doctype: Any, doc_id: int, principal: Any) -> list[Any]:
+    from . import tasks
+
+    if "processes" not in models.registry.plugins:
+        return []
+    return tasks.timeline_sources(
+        models, definitions_for(models.registry), doctype, doc_id, principal
+    )
+
+
+# --- views ---------------------------------------------------------------------------------------
+
+
+@hookimpl
+def crm_register_views(appbuilder: Any, registry: Registry) -> None:
+    if "processes" not in registry.plugins:
+        return
+    from . import views
+
+    views.register(appbuilder, registry)
+
+
+@hookimpl
+def crm_record_sections(models: Any, doctype: Any, doc: Any, principal: Any) -> list[Any]:
+    if "processes" not in models.registry.plugins:
+        return []
+    from . import views
+
+    return views.record_sections(models, definitions_for(models.registry), doctype, doc, principal)

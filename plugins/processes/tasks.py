@@ -1,0 +1,183 @@
+"""Tasks: completing one with an outcome, deadlines, and their timeline entries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine import access
+from engine.documents import Documents, ValidationFailed, utcnow
+from engine.errors import HandledError
+from engine.registry import USER
+from engine.statuses import StatusEngine
+from engine.timeline import entry_select
+
+from .runtime import COMPLETING, NOTIFICATION, TASK, Runtime
+
+#: overdue tasks one deadline run handles before it queues the next run
+DEADLINE_BATCH = 500
+
+
+class AlreadyClosed(HandledError):
+    """The task is no longer open (completed twice, or cancelled): 409."""
+
+
+def outcomes_of(task: Any) -> list[str]:
+    return [o for o in (task.outcomes or "").split(",") if o]
+
+
+def complete(
+    docs: Documents, task_id: int, outcome: str | None, expected_version: int | None = None
+) -> Any:
+    """Complete a task with an outcome, in the caller's transaction; the
+    process it belongs to goes on in the same transaction. A task that is
+    no longer open is refused (AlreadyClosed): completing twice advances once."""
+    models = docs.models
+    cls = models.cls(TASK)
+    stmt = sa.select(cls).where(cls.id == task_id).execution_options(populate_existing=True)
+    if docs.session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    task = docs.session.execute(stmt).scalar_one_or_none()
+    if task is None:
+        from engine.documents import NotFound
+
+        raise NotFound(f"there is no task #{task_id}")
+    if task.status != "open":
+        users = models.table(USER)
+        who = docs.session.execute(
+            sa.select(users.c.username).where(users.c.id == task.updated_by_id)
+        ).scalar()
+        when = task.done_at or task.updated_at
+        raise AlreadyClosed(
+            f"the task is already {task.status}"
+            + (f" with the outcome `{task.outcome}`" if task.outcome else "")
+            + (f" by {who}" if who else "")
+            + (f" at {when:%Y-%m-%d %H:%M} UTC" if when else "")
+        )
+    docs.check_version(docs.registry.documents[TASK], task, expected_version)
+    choices = outcomes_of(task)
+    outcome = (outcome or "").strip() or None
+    if choices and outcome not in choices:
+        raise ValidationFailed({"outcome": f"choose one of: {', '.join(choices)}"})
+    if not choices and outcome is not None and len(outcome) > 64:
+        raise ValidationFailed({"outcome": "at most 64 characters"})
+    trusted = Documents(
+        models, docs.session, docs.principal.user_id, docs.principal.roles, docs.pm,
+        now=docs.now, username=docs.principal.username, trusted=True,
+    )  # fmt: skip
+    docs.session.info[COMPLETING] = task.id
+    try:
+        StatusEngine(trusted).apply(
+            TASK, task, "done", fields={"outcome": outcome, "done_at": trusted.now()}
+        )
+    finally:
+        docs.session.info.pop(COMPLETING, None)
+    return task
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+
+def _system_docs(ctx: Any) -> Documents:
+    return Documents(
+        ctx.models, ctx.session, None, ["Admin"], ctx.pm, username="system", trusted=True
+    )
+
+
+def _runtime(ctx: Any) -> Runtime:
+    from . import definitions_for
+
+    return Runtime(_system_docs(ctx), definitions_for(ctx.registry, ctx.pm))
+
+
+def resume_job(ctx: Any, payload: dict[str, Any]) -> None:
+    """A wait step's time has come."""
+    _runtime(ctx).resume(int(payload["instance"]), int(payload["token"]), str(payload["step"]))
+
+
+def deadlines_job(ctx: Any, payload: dict[str, Any]) -> None:
+    """Mark open tasks past their due time overdue, once each, and tell the
+    assignee and the head of the assignee's department."""
+    docs = _system_docs(ctx)
+    now = utcnow()
+    tasks = ctx.models.table(TASK)
+    users = ctx.models.table(USER)
+    rows = ctx.session.execute(
+        sa.select(tasks.c.id, tasks.c.title, tasks.c.assignee_id, tasks.c.doctype, tasks.c.doc_id)
+        .where(tasks.c.status == "open", tasks.c.due < now, tasks.c.overdue.is_(False))
+        .order_by(tasks.c.due, tasks.c.id)
+        .limit(DEADLINE_BATCH)
+    ).all()
+    heads: dict[int, int | None] = {}
+    dept_col = users.c.get("department_id")
+    if rows and dept_col is not None and "Department" in ctx.models.registry.documents:
+        depts = ctx.models.table("Department")
+        ids = {r.assignee_id for r in rows if r.assignee_id is not None}
+        for uid, head in ctx.session.execute(
+            sa.select(users.c.id, depts.c.head_id)
+            .join(depts, depts.c.id == dept_col)
+            .where(users.c.id.in_(ids))
+        ):
+            heads[uid] = head
+    for r in rows:
+        marked = ctx.session.execute(
+            tasks.update()
+            .where(tasks.c.id == r.id, tasks.c.overdue.is_(False))
+            .values(overdue=True)
+        )
+        if not marked.rowcount:  # type: ignore[attr-defined]
+            continue
+        people = [r.assignee_id, heads.get(r.assignee_id)]
+        for uid in dict.fromkeys(p for p in people if p is not None):
+            docs.create(
+                NOTIFICATION,
+                {"recipient": uid, "text": f"Overdue: {r.title}", "doctype": TASK, "doc_id": r.id},
+            )
+    if len(rows) == DEADLINE_BATCH:
+        # more are overdue: the next batch at once, not in a minute
+        from engine import jobs
+
+        jobs.enqueue(ctx.session, "processes.deadlines", {}, key=f"deadlines:{now.isoformat()}")
+
+
+# --- timeline ---------------------------------------------------------------------------------
+
+
+def timeline_sources(
+    models: Any, defs: Any, doctype: Any, doc_id: int, principal: Any
+) -> list[Any]:
+    """Tasks about this record, and about the records of process documents
+    that refer to it (a deal's tasks on its customer's card)."""
+    if TASK not in models.registry.documents:
+        return []
+    tasks = models.table(TASK)
+    readable = access.where(models, principal, TASK)
+    about = [sa.and_(tasks.c.doctype == doctype.name, tasks.c.doc_id == doc_id)]
+    registry = models.registry
+    for name in sorted({p.document for p in defs.processes.values()}):
+        d = registry.documents[name]
+        table = models.table(name)
+        for f in d.fields.values():
+            if f.type == "ref" and f.to == doctype.name and not f.system:
+                about.append(
+                    sa.and_(
+                        tasks.c.doctype == name,
+                        tasks.c.doc_id.in_(
+                            sa.select(table.c.id).where(table.c[f.column] == doc_id)
+                        ),
+                    )
+                )
+    where = sa.and_(readable, sa.or_(*about))
+    created = entry_select(tasks.c.created_at, "task", TASK, tasks.c.id, tasks.c.title).where(where)
+    done = entry_select(
+        tasks.c.done_at,
+        "task_done",
+        TASK,
+        tasks.c.id,
+        sa.func.coalesce(tasks.c.outcome, tasks.c.title),
+    ).where(where, tasks.c.done_at.is_not(None))
+    return [created, done]
+
+
+__all__ = ["AlreadyClosed", "complete", "deadlines_job", "outcomes_of", "resume_job"]
