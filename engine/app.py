@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,9 @@ class CRM:
     pm: Any
     db: SQLAlchemy
     appbuilder: AppBuilder
+    #: scripts every page loads (with the page's CSP nonce): a plugin's navbar
+    #: badge, for instance; plugins append their URLs in crm_register_views
+    page_scripts: list[str] = field(default_factory=list)
 
 
 def secret_key(registry: Registry) -> str:
@@ -70,6 +73,8 @@ def create_app(config_dir: str | Path, test_config: dict[str, Any] | None = None
         FAB_CREATE_DB=False,
         FAB_ADD_SECURITY_API=False,
         FAB_API_SWAGGER_UI=True,
+        # FAB's layout plus the scripts plugins ask every page to load
+        FAB_BASE_TEMPLATE="crm/baselayout.html",
         # the whole UI speaks the config's language: Flask-AppBuilder's chrome
         # through its own translation, the generated pages through the labels;
         # one language, so FAB offers no switch that would leave them apart

@@ -232,6 +232,7 @@ def test_business_days_skip_the_weekend_and_holidays(world_for: Any) -> None:
     w.now = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)  # a Friday, 15:00 in Moscow
     s = w.session()
     customer = w.customer(s)
+    interest = w.docs(s).create("Interest", {"subject": "Audit", "customer": customer.id})
     call = w.docs(s).create(
         "Interaction",
         {
@@ -245,11 +246,12 @@ def test_business_days_skip_the_weekend_and_holidays(world_for: Any) -> None:
     assert open_tasks(w, s) == []
     call2 = w.docs(s).create(
         "Interaction",
-        {"subject": "Demo", "customer": customer.id, "planned_at": w.now + dt.timedelta(days=3)},
+        {"subject": "Demo", "customer": customer.id, "interest": interest.id,
+         "planned_at": w.now + dt.timedelta(days=3)},  # fmt: skip
     )
     StatusEngine(w.docs(s)).apply(
         "Interaction", call2, "done", fields={"result": "Went well"},
-        next=[{"subject": "Next", "planned_at": w.now + dt.timedelta(days=5)}],
+        next=[{"subject": "Next", "customer": customer.id, "planned_at": w.now + dt.timedelta(days=5)}],
     )  # fmt: skip
     s.commit()
     [task] = open_tasks(w, s)
