@@ -91,12 +91,16 @@ def crm_document_deleted(doctype: Any, doc: Any, docs: Any) -> None:
 
 
 @hookimpl
-def crm_before_transition(session: Any, doctype: Any, doc: Any, target: str) -> str | None:
+def crm_before_transition(
+    session: Any, doctype: Any, doc: Any, target: str, docs: Any
+) -> str | None:
     if doctype.name == runtime.TASK and target == "done" and getattr(doc, "outcomes", None):
         if session.info.get(runtime.COMPLETING) != doc.id:
             choices = ", ".join(doc.outcomes.split(","))
             return f"this task is completed with an outcome: {choices}"
-    return None
+        return None
+    rt = _runtime(docs)
+    return rt.steered(doctype, doc) if rt is not None else None
 
 
 @hookimpl

@@ -392,6 +392,29 @@ class Runtime:
         ).scalars():
             self.finish(instance, "cancelled")
 
+    def steered(self, d: DocType, doc: Any) -> str | None:
+        """Why a person may not move ``doc`` by hand: a running process sets
+        its status field (the typical sale's fixed stages), or None."""
+        if d.statuses is None:
+            return None
+        field = d.statuses.field
+        steering = [
+            p.name for p in self.defs.processes.values()
+            if p.document == d.name and any(field in s.set for s in p.steps.values())
+        ]  # fmt: skip
+        if not steering:
+            return None
+        cls = self.models.cls(INSTANCE)
+        label = self.session.execute(
+            sa.select(cls.label).where(
+                cls.doctype == d.name, cls.doc_id == doc.id, cls.status == "running",
+                cls.process.in_(steering),
+            ).limit(1)
+        ).scalar()  # fmt: skip
+        if label is None:
+            return None
+        return f"its stages follow the process “{label}”: complete the process's tasks to move it"
+
     # -- resuming -------------------------------------------------------------------------------
 
     def lock(self, instance_id: int) -> Any:

@@ -17,7 +17,7 @@ from plugins.processes.tasks import AlreadyClosed
 
 SALE = """
 processes:
-  big_sale:
+  typical_sale:  # replaces the layer's typical sale
     label: Big sale
     document: Deal
     start: {on: create, when: "kind == 'typical'"}
@@ -246,8 +246,12 @@ def test_business_days_skip_the_weekend_and_holidays(world_for: Any) -> None:
     assert open_tasks(w, s) == []
     call2 = w.docs(s).create(
         "Interaction",
-        {"subject": "Demo", "customer": customer.id, "interest": interest.id,
-         "planned_at": w.now + dt.timedelta(days=3)},  # fmt: skip
+        {
+            "subject": "Demo",
+            "customer": customer.id,
+            "interest": interest.id,
+            "planned_at": w.now + dt.timedelta(days=3),
+        },  # fmt: skip
     )
     StatusEngine(w.docs(s)).apply(
         "Interaction", call2, "done", fields={"result": "Went well"},
@@ -258,3 +262,39 @@ def test_business_days_skip_the_weekend_and_holidays(world_for: Any) -> None:
     due = task.due if task.due.tzinfo else task.due.replace(tzinfo=dt.UTC)
     # Friday + 2 business days, Monday 7th a holiday: Wednesday the 9th, same hour
     assert due == dt.datetime(2026, 12, 9, 12, 0, tzinfo=dt.UTC)
+
+
+def test_the_typical_sale_of_the_base_configuration(world_for: Any) -> None:
+    w = world_for({})
+    s = w.session()
+    customer = w.customer(s)
+    deal = w.docs(s).create(
+        "Deal", {"customer": customer.id, "kind": "typical", "amount": 1_500_000}
+    )
+    s.commit()
+    [qualify] = open_tasks(w, s)
+    assert qualify.title.startswith(f"Квалифицировать сделку {deal.number}")
+    assert stage(w, s, deal.id) == "qualification"
+    # fixed stages: a person cannot drag the deal elsewhere while the process runs
+    with pytest.raises(TransitionRefused, match="its stages follow the process “Typical sale”"):
+        StatusEngine(w.docs(s)).apply("Deal", deal, "proposal")
+    s.rollback()
+    task_api.complete(w.docs(s), qualify.id, "qualified")
+    [offer] = open_tasks(w, s)
+    assert stage(w, s, deal.id) == "proposal"
+    task_api.complete(w.docs(s), offer.id, "sent")
+    [approve] = open_tasks(w, s)
+    assert approve.assignee_id in (w.users["head1"], w.users["head2"])
+    task_api.complete(w.docs(s, "head1", ("sales_head",)), approve.id, "approved")
+    [sign] = open_tasks(w, s)
+    assert stage(w, s, deal.id) == "contract"
+    task_api.complete(w.docs(s), sign.id, "signed")
+    s.commit()
+    assert stage(w, s, deal.id) == "won"
+    # a manual deal is moved by hand as before
+    manual = w.docs(s).create("Deal", {"customer": customer.id, "kind": "manual"})
+    StatusEngine(w.docs(s)).apply(
+        "Deal", manual, "qualification", fields={"planned_close": "2027-01-31"}
+    )
+    s.commit()
+    assert stage(w, s, manual.id) == "qualification"

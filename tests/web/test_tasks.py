@@ -13,7 +13,7 @@ from tests.web.conftest import Browser
 
 ROUTE = """
 processes:
-  call_back:
+  typical_sale:  # replaces the layer's typical sale
     label: Call back
     document: Deal
     start: {on: create, when: "kind == 'typical'"}
