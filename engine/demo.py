@@ -237,7 +237,10 @@ class Demo:
             c = rng.choice(customers)
             owner = self._username(c.manager_id)
             kind = rng.choice(["typical", "manual", "manual", "simple"])
-            created = self.ago(365)
+            # a typical sale's stages are its process's (when the processes
+            # plugin is on): those deals are recent and stay where their
+            # process put them, with its task open
+            created = self.ago(20 if kind == "typical" else 365)
             deal = self.docs(owner, created).create("Deal", {
                 "customer": c.id, "kind": kind, "amount": Decimal(rng.randint(10, 3000) * 1000),
                 "probability": rng.choice([10, 25, 50, 75, 90]), "manager": c.manager_id,
@@ -250,7 +253,8 @@ class Demo:
             if rng.random() < 0.2:
                 deal.loss_reason = rng.choice(LOSS_REASONS)
                 path.append("lost")
-            self._walk(deal, "Deal", "stage", path, owner)
+            if kind != "typical":
+                self._walk(deal, "Deal", "stage", path, owner)
 
     def _interactions(self, customers: list[Any], interests: list[Any], sizes: Sizes) -> None:
         rng = self.rng

@@ -48,6 +48,13 @@ class Number(mf.Field):
         return value
 
 
+class Seconds(mf.Field):
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValidationError("must be a number of seconds")
+        return value
+
+
 class LabelField(mf.Field):
     """A plain string, or a map language → text."""
 
@@ -95,7 +102,7 @@ class AnyValue(mf.Field):
         return value
 
 
-def _range(low: int, high: int) -> validate.Range:
+def _range(low: float, high: float) -> validate.Range:
     return validate.Range(min=low, max=high, error="must be between {min} and {max}, not {input}")
 
 
@@ -161,6 +168,9 @@ class CalendarSchema(Strict):
     date = Text(required=True)
     owner = Text()
     end = Text()
+    #: the entries are a person's work: they add to the day's load on every
+    #: other calendar marked ``load`` too (interactions, tasks)
+    load = StrictBool()
 
 
 class ViewsSchema(Strict):
@@ -256,6 +266,15 @@ class FileSchema(Strict):
     reports = MapOf()
 
 
+class JobsSchema(Strict):
+    """The job runner (docs/jobs.md)."""
+
+    runner = Text(validate=_one_of("in-process", "external"))
+    interval = Seconds(validate=_range(0.1, 3600))
+    lease = Int(validate=_range(1, 86_400))
+    max_attempts = Int(validate=_range(1, 100))
+
+
 class ConfigSchema(Strict):
     name = Text(required=True)
     locale = Text(validate=_one_of("ru", "en"))
@@ -267,6 +286,7 @@ class ConfigSchema(Strict):
     plugins = MapOf()
     database = Text()
     settings = MapOf()
+    jobs = mf.Nested(JobsSchema)
 
 
 def check(schema: Schema, data: Any, loc: Loc, what: str) -> list[Problem]:

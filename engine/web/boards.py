@@ -15,6 +15,7 @@ from __future__ import annotations
 import calendar as cal
 import datetime as dt
 from typing import Any
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from flask import abort, jsonify, request
@@ -263,6 +264,9 @@ class BoardsMixin:
             if name:
                 counts.setdefault(key, []).append((name, n))
             totals[key] = totals.get(key, 0) + n
+        others = _other_load(d, start, end, tz) if spec.get("load") else {}
+        for key, items in others.items():
+            totals[key] = totals.get(key, 0) + sum(n for _, n, _ in items)
         weeks = []
         day = start
         while day < end:
@@ -276,11 +280,64 @@ class BoardsMixin:
         return self.render_template(  # type: ignore[attr-defined]
             "crm/calendar.html", d=d, weeks=weeks, days=days, mode=mode, anchor=anchor, view=type(self).__name__,
             prev_anchor=prev_anchor, next_anchor=next_anchor, owners=_owners(d, owner_field),
-            owner=_arg_id("owner"), date_field=date_field, counts=counts, totals=totals,
+            owner=_arg_id("owner"), date_field=date_field, counts=counts, totals=totals, others=others,
             today=dt.datetime.now(tz).date(), per_day=ENTRIES_PER_DAY,
             departments=_departments(), department=_arg_id("department"),
             can_create=access.allowed(crm().registry, principal(), d.name, "create"),
         )  # fmt: skip
+
+
+def _other_load(
+    d: DocType, start: dt.date, end: dt.date, tz: dt.tzinfo
+) -> dict[dt.date, list[tuple[str, int, str]]]:
+    """Per day, the open entries of the other calendars that count as load
+    (``load: true``: a manager's tasks beside his interactions), for the same
+    person or department, as ``(label, count, link)``: one UNION ALL query."""
+    registry = crm().registry
+    models = crm().models
+    selects = []
+    for o in registry.documents.values():
+        spec = o.views.get("calendar")
+        if o is d or not spec or not spec.get("load"):
+            continue
+        if not access.allowed(registry, principal(), o.name, "read"):
+            continue
+        table = models.table(o.name)
+        f = o.fields[spec["date"]]
+        column = table.c[f.column]
+        low: Any = start
+        high: Any = end
+        if f.type == "datetime":
+            low = dt.datetime.combine(start, dt.time(), tz).astimezone(dt.UTC)
+            high = dt.datetime.combine(end, dt.time(), tz).astimezone(dt.UTC)
+        where = [
+            access.where(models, principal(), o.name, "read"), column >= low, column < high,
+            _owner_filter(o, table, spec.get("owner")),
+        ]  # fmt: skip
+        if o.statuses is not None:  # done and cancelled work is no load
+            final = [n for n, st in o.statuses.states.items() if st.final]
+            if final:
+                where.append(table.c[o.fields[o.statuses.field].column].not_in(final))
+        day = _day(column, f.type, tz, start)
+        selects.append(
+            sa.select(
+                sa.literal(o.name, sa.String(64)).label("doctype"), day.label("day"),
+                sa.func.count().label("n"),
+            ).where(*where).group_by(day)
+        )  # fmt: skip
+    if not selects:
+        return {}
+    out: dict[dt.date, list[tuple[str, int, str]]] = {}
+    query = selects[0] if len(selects) == 1 else sa.union_all(*selects)
+    for row in db_session().execute(query):
+        o = registry.documents[row.doctype]
+        key = row.day if isinstance(row.day, dt.date) else dt.date.fromisoformat(str(row.day))
+        args = {k: v for k, v in request.args.items() if k in ("owner", "department")}
+        link = f"/{o.resource}/calendar?" + urlencode(
+            {**args, "mode": "week", "date": key.isoformat()}
+        )
+        out.setdefault(key, []).append((o.label.get(locale()), int(row.n), link))
+    return out
 
 
 def _departments() -> list[dict[str, Any]]:

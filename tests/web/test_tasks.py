@@ -129,3 +129,31 @@ def test_the_head_is_notified_and_reads_it(app: Flask) -> None:
     assert 'data-tab="team"' in helen.get("/tasks/?tab=team").text
     assert 'data-tab="team"' not in anna.get("/tasks/").text
     assert helen.get("/tasks/?tab=nonsense").status_code == 400
+
+
+def test_tasks_add_to_the_calendar_load(app: Flask) -> None:
+    anna = Browser(app, "anna", "secret")
+    new_deal(anna, app)
+    new_deal(anna, app)
+    tasks = anna.api("GET", "/api/v1/task/").json["result"]
+    due = {t["due"][:10] for t in tasks}
+    if len(due) > 1:  # created across midnight: count on the later day only
+        pytest.skip("the two tasks fall on two days")
+    [day] = due
+    page = anna.get(f"/interaction/calendar?mode=week&date={day}&owner={_id(app, 'anna')}").text
+    # both call-back tasks are due that day: its load counts them
+    [(link, label)] = re.findall(r'crm-other-load small"><a href="([^"]+)">([^<]+)</a>', page)
+    assert label == "Task: 2"
+    assert link.startswith("/task/calendar?") and "mode=week" in link
+    cell = re.search(rf'crm-day[^"]*crm-load-(\d)" data-date="{day}"', page)
+    assert cell is not None and cell.group(1) == "2"
+    # another manager's calendar shows none of anna's work
+    other = anna.get(f"/interaction/calendar?mode=week&date={day}&owner={_id(app, 'boris')}")
+    assert "crm-other-load" not in other.text
+    # the task calendar is load too, with the interactions beside it
+    assert anna.get(link).status_code == 200
+
+
+def _id(app: Flask, username: str) -> int:
+    with app.app_context():
+        return int(app.extensions["crm"].appbuilder.sm.find_user(username=username).id)
