@@ -52,7 +52,7 @@ def _runtime(docs: Any) -> runtime.Runtime | None:
 
 @hookimpl
 def crm_metadata_layers() -> list[tuple[str, Path]]:
-    return [("processes", METADATA)]
+    return [("processes", METADATA)] if METADATA.is_dir() else []
 
 
 @hookimpl

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask_appbuilder import Model
-from flask_appbuilder.security.sqla.models import User
+from flask_appbuilder.security.sqla.models import Role, User
 from sqlalchemy.orm import Session
 
 from engine.documents import Documents
@@ -29,8 +29,9 @@ plugins:
   processes: {}
 """
 
-ROLES = sa.table("ab_role", sa.column("id"), sa.column("name"))
-USER_ROLES = sa.table("ab_user_role", sa.column("user_id"), sa.column("role_id"))
+# Flask-AppBuilder's own tables: their ids come from sequences on PostgreSQL
+ROLES = Role.__table__
+USER_ROLES = Model.metadata.tables["ab_user_role"]
 
 
 @dataclass
