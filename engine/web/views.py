@@ -325,10 +325,13 @@ class DocumentView(BoardsMixin, BaseView):
         extra = [(next_doc, row) for row in next_rows] if next_doc else []
         require = [d.fields[n] for n in state.require if service.settable(d.fields[n], d)]
         next_fields = service.next_fields(d, state)
-        shown = {f.name for f in require} | {"next"}
+        shown = {f.name for f in require}
         shown |= {f"next.{i}" for i in range(len(next_rows))}
         shown |= {f"next.{i}.{f.name}" for i in range(len(next_rows)) for f in next_fields}
-        reasons = [*reasons, *(r for r in unplaced(errors, shown) if r not in reasons)]
+        # `next` has its own alert; a next row's field without an input (its
+        # link, filled in from this record) is said above the form
+        hidden = unplaced({k: v for k, v in errors.items() if k != "next"}, shown)
+        reasons = [*reasons, *(r for r in hidden if r not in reasons)]
         return self.render_template(
             "crm/transition.html", d=d, obj=obj, target=state, reasons=reasons or blocked,
             blocked=bool(blocked), errors=errors, values=values, version=version,

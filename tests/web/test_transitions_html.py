@@ -242,6 +242,32 @@ def test_a_move_that_needs_a_next_interaction_plans_it_in_the_same_step(
     assert [tuple(r) for r in rows] == [("Call back", deal)]
 
 
+def test_a_next_document_whose_link_is_empty_is_refused_saying_why(
+    crm_app: Callable[..., Flask], login: Callable[..., Any]
+) -> None:
+    """The base Interaction's next one goes into the same Interest: completing
+    one that belongs to no Interest is refused, and the form says so (the link
+    has no input on the form, so the message stands above it)."""
+    app = crm_app("{}\n", "name: Sales Ltd\nlocale: en\nregion: RU\nlayers: [base]\n")
+    anna = login(app, "anna")
+    customer = record_id(anna.post_form("/customer/add", {"name": "Romashka"}))
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
+    call = record_id(anna.post_form("/interaction/add", {
+        "kind": "call", "subject": "First call", "planned_at": later, "customer": str(customer)}))  # fmt: skip
+    url = f"/interaction/{call}/transition/done"
+    posted = anna.post_form(url, {
+        "_version": version_in(anna.get(url).text), "result": "Talked", "next-0-kind": "call",
+        "next-0-subject": "Call back", "next-0-planned_at": later, "next-0-customer": str(customer),
+    })  # fmt: skip
+    assert posted.status_code == 422
+    reasons = posted.text.split('class="alert alert-danger crm-reasons"', 1)[1].split("</div>")[0]
+    assert (
+        "next.0.interest: cannot be filled in: “Interest” (interest) of this “Interaction” is empty"
+        in htmlmod.unescape(reasons)
+    )
+    assert 'value="Call back"' in posted.text  # what was typed is kept
+
+
 def test_saving_over_a_newer_version_is_refused_and_overwrites_nothing(
     crm_app: Callable[..., Flask], login: Callable[..., Any]
 ) -> None:
