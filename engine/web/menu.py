@@ -55,7 +55,9 @@ def install_menu(appbuilder: Any, state: Any) -> None:
         if item.name in registry.documents:
             return access.allowed(registry, principal(), item.name, "read")
         if item.name.startswith("crm:") and not item.childs:
-            return True  # the engine's own pages (My sales) check access themselves
+            # the engine's and plugins' own pages check access themselves;
+            # a link added with ``cond=`` shows only when it says so (no query)
+            return item.should_render()
         if item.name.startswith("crm:"):
             return any(visible(child) for child in item.childs if child and child.name != "-")
         if item.childs:

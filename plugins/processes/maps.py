@@ -983,6 +983,7 @@ def register(appbuilder: Any, registry: Any) -> None:
     appbuilder.add_link(
         "crm:process_maps", href="/processes/", label=menu_label(w["maps"]),
         category="crm:processes", category_label=menu_label(w["processes"]),
+        cond=lambda: access.allowed(registry, web.principal(), INSTANCE, "read"),
     )  # fmt: skip
 
 

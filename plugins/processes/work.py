@@ -343,6 +343,7 @@ def register(appbuilder: Any, registry: Registry) -> None:
     appbuilder.add_link(
         "crm:my_tasks", href="/tasks/", label=menu_label("Мои задачи" if ru else "My tasks"),
         category="crm:sales", category_label=menu_label("Продажи" if ru else "Sales"),
+        cond=lambda: access.allowed(registry, _web().principal(), TASK, "read"),
     )  # fmt: skip
     appbuilder.add_link(
         "crm:notifications", href="/notifications/",
