@@ -1,5 +1,7 @@
 """``python -m bench [--quick] [--db URL] [--sizes 10000,100000,1000000]``;
-``python -m bench --imports [--quick] [--rows N] [--db URL]`` for imports."""
+``python -m bench --imports [--quick] [--rows N] [--db URL]`` for imports;
+``python -m bench --discipline [--quick] [--rows N] [--db URL]`` for the
+executive discipline report."""
 
 from __future__ import annotations
 
@@ -54,7 +56,18 @@ def main(argv: list[str] | None = None) -> int:
         help="instead, the import benchmark (bench.imports): N customers through the full "
         "validation against Core inserts, 100 k rows (10 k with --quick)",
     )
-    parser.add_argument("--rows", type=int, metavar="N", help="customers for --imports or --html")
+    parser.add_argument(
+        "--discipline",
+        action="store_true",
+        help="instead, the executive discipline report against hand-written SQL "
+        "(bench.discipline), 100 k tasks (10 k with --quick)",
+    )
+    parser.add_argument(
+        "--rows",
+        type=int,
+        metavar="N",
+        help="customers for --imports or --html, tasks for --discipline",
+    )
     parser.add_argument(
         "--html", action="store_true",
         help="instead, the generated HTML list page against raw SQL (bench.html), 100 k customers",
@@ -68,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.imports:
         return _imports(args)
+    if args.discipline:
+        return _discipline(args)
     try:
         sizes = [int(s.replace("_", "")) for s in args.sizes.split(",")] if args.sizes else SIZES
     except ValueError:
@@ -85,9 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         analyze=args.analyze,
     )
     missed = report(results)
-    print(f"\nTotal {time.perf_counter() - started:.0f} s")
     if args.json:
         save(results, args.json)
+    return _finish(args, started, missed)
+
+
+def _finish(args: argparse.Namespace, started: float, missed: list[str]) -> int:
+    """The closing lines of every benchmark; the exit status for ``--strict``."""
+    print(f"\nTotal {time.perf_counter() - started:.0f} s")
     if missed:
         print("Missed: " + "; ".join(missed), file=sys.stderr)
         return 1 if args.strict else 0
@@ -100,12 +120,16 @@ def _imports(args: argparse.Namespace) -> int:
     rows = args.rows or (imports.QUICK_ROWS if args.quick else imports.ROWS)
     started = time.perf_counter()
     figures = imports.run(rows, url=args.db)
-    missed = imports.report(figures)
-    print(f"\nTotal {time.perf_counter() - started:.0f} s")
-    if missed:
-        print("Missed: " + "; ".join(missed), file=sys.stderr)
-        return 1 if args.strict else 0
-    return 0
+    return _finish(args, started, imports.report(figures))
+
+
+def _discipline(args: argparse.Namespace) -> int:
+    from bench import discipline
+
+    rows = args.rows or (discipline.QUICK_ROWS if args.quick else discipline.ROWS)
+    started = time.perf_counter()
+    results = discipline.run(rows, url=args.db, quick=args.quick, show_plans=args.plans)
+    return _finish(args, started, discipline.report(results))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ if [ -d bench ] && [ -f bench/__main__.py ]; then
   .venv/bin/python -m bench --quick
   echo "== import benchmark (quick)"
   .venv/bin/python -m bench --imports --quick
+  echo "== executive discipline benchmark (quick)"
+  .venv/bin/python -m bench --discipline --quick
 fi
 
 # the closing counts of both runs, added up, on one plain line

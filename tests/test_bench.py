@@ -138,3 +138,15 @@ def test_the_html_list_page_benchmark_runs_and_counts_statements() -> None:
     lines = html.run(rows=2_000, repeat=2)
     assert lines[1].strip().startswith("GET /customer/?f_industry=retail")
     assert "(4 statements)" in lines[1]
+
+
+def test_the_discipline_benchmark_runs_agrees_and_sends_one_statement(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # bench.discipline.run checks that the report, its SQL and the hand-written
+    # query give the same figures and that the report is one statement
+    assert main(["--discipline", "--rows", "2000", "--quick", "--db", db_url]) == 0
+    out = capsys.readouterr().out
+    assert "Executive discipline report on" in out and "2,000 tasks" in out
+    rows = [line for line in out.splitlines() if line.startswith(("  Dec 2025", "  year"))]
+    assert len(rows) == 4 and all(line.endswith("  1") for line in rows), out
