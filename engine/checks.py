@@ -708,6 +708,8 @@ def _resolver(registry: Registry, d: DocType) -> Callable[[list[str]], str | Non
         checked: list[str] = []
         for part in names:
             checked.append(part)
+            if part == "id" and len(checked) == len(names):
+                return None  # every record has its number: `doc.id`, `doc.manager.id`
             problem = field_path_problem(registry, d, ".".join(checked))
             if problem:
                 return problem

@@ -358,6 +358,13 @@ class DocView(Mapping[str, Any]):
         self._wrap = wrap
 
     def _get(self, name: str) -> Any:
+        if name == "id" and "id" not in self._fields:
+            # every record's number: `{{ doc.id }}`, `doc.manager.id` for a ref's value
+            return (
+                self._values.get("id")
+                if isinstance(self._values, Mapping)
+                else getattr(self._values, "id", None)
+            )
         if name not in self._fields:
             raise KeyError(name)
         raw = (

@@ -314,13 +314,18 @@ class StatusEngine:
                     f"is filled in from this {quoted(d.label, None, self.locale)}"
                 )
                 continue
-            if value is None:
-                errors[prefix + rn.link] = (
-                    f"cannot be filled in: {quoted(d.fields[rn.link].label, rn.link, self.locale)}"
-                    f" of this {quoted(d.label, None, self.locale)} is empty"
-                )
-                continue
-            p = self.docs.plan(nd, None, {**values, rn.link: value}, prefix=prefix)
+            # an interaction of no Interest is followed by one of no Interest;
+            # what both have in common (the customer, the contact, the manager)
+            # the new one takes from this one unless it was given
+            inherited = {
+                name: getattr(obj, f.column)
+                for name, f in nd.fields.items()
+                if f.type == "ref" and name != rn.link and values.get(name) in (None, "")
+                and not f.system and not f.readonly
+                and name in d.fields and d.fields[name].type == "ref" and d.fields[name].to == f.to
+                and getattr(obj, f.column, None) is not None
+            }  # fmt: skip
+            p = self.docs.plan(nd, None, {**values, **inherited, rn.link: value}, prefix=prefix)
             errors.update(p.errors)
             plans.append(p)
         if errors:

@@ -8,6 +8,7 @@ of each key and value so that later checks can point at the YAML.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import re
@@ -306,6 +307,25 @@ def _yaml_message(exc: MarkedYAMLError) -> str:
     return f"YAML: {problem} (in {opened})"
 
 
+DATE_LIKE = re.compile(r"(?<![\w.-])(\d{4})-(\d{1,2})-(\d{1,2})(?![\w.-])")
+
+
+def _bad_date(text: str, name: str, exc: ValueError) -> Problem:
+    """Where the YAML holds a date that does not exist, and what is wrong with it."""
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("#"):
+            continue
+        for m in DATE_LIKE.finditer(line):
+            try:
+                dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+            except ValueError as why:
+                return Problem(
+                    Loc(name, lineno, m.start() + 1),
+                    f"`{m.group(0)}` is not a date ({why}); put it in quotes if it is text",
+                )
+    return Problem(Loc(name, 1, 1), f"YAML: a value cannot be read: {exc}")
+
+
 def load_text(text: str, name: str, env: dict[str, str] | None = None) -> LoadResult:
     env = dict(os.environ) if env is None else env
     state = LoadResult(None, [], set())
@@ -328,6 +348,9 @@ def load_text(text: str, name: str, env: dict[str, str] | None = None) -> LoadRe
         return state
     except YAMLError as exc:
         state.problems.append(Problem(Loc(name, 1, 1), f"YAML: {exc}"))
+        return state
+    except ValueError as exc:  # a timestamp that is no date (2027-13-01): built unmarked
+        state.problems.append(_bad_date(text, name, exc))
         return state
     try:
         state.data = _convert(raw, name, env, state, Loc(name, 1, 1))

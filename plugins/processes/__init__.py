@@ -108,9 +108,11 @@ def crm_status_changed(doctype: Any, doc: Any, target: str, docs: Any) -> None:
     rt = _runtime(docs)
     if rt is None:
         return
-    rt.status_changed(doctype, doc, target)
     if doctype.name == runtime.TASK and target == "done":
+        if doc.done_at is None:  # moved to done by hand, not through complete()
+            doc.done_at = docs.now()
         rt.task_done(doc)
+    rt.status_changed(doctype, doc, target)
 
 
 # --- jobs ------------------------------------------------------------------------------------

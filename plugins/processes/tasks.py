@@ -79,10 +79,16 @@ def complete(
 # --- jobs ---------------------------------------------------------------------------------
 
 
+def _now(ctx: Any) -> Any:
+    """The runner's clock (tests move it), else the real one."""
+    return ctx.now() if callable(getattr(ctx, "now", None)) else utcnow()
+
+
 def _system_docs(ctx: Any) -> Documents:
     return Documents(
-        ctx.models, ctx.session, None, ["Admin"], ctx.pm, username="system", trusted=True
-    )
+        ctx.models, ctx.session, None, ["Admin"], ctx.pm, username="system", trusted=True,
+        now=lambda: _now(ctx),
+    )  # fmt: skip
 
 
 def _runtime(ctx: Any) -> Runtime:
@@ -100,7 +106,7 @@ def deadlines_job(ctx: Any, payload: dict[str, Any]) -> None:
     """Mark open tasks past their due time overdue, once each, and tell the
     assignee and the head of the assignee's department."""
     docs = _system_docs(ctx)
-    now = utcnow()
+    now = _now(ctx)
     tasks = ctx.models.table(TASK)
     users = ctx.models.table(USER)
     rows = ctx.session.execute(

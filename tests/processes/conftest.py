@@ -16,6 +16,7 @@ from flask_appbuilder import Model
 from flask_appbuilder.security.sqla.models import Role, User
 from sqlalchemy.orm import Session
 
+from engine import migrate
 from engine.documents import Documents
 from engine.loader import Loader
 from engine.models import Models, build
@@ -83,7 +84,8 @@ def world_for(tmp_path: Path, db_url: str) -> Iterator[Callable[..., World]]:
         models = build(registry, field_types)
         engine = sa.create_engine(db_url)
         Model.metadata.create_all(engine)
-        models.metadata.create_all(engine)
+        # migrate, like `crm migrate`: it adds the users' attribute columns too
+        migrate.apply(models, engine, migrate.plan(models, engine))
         users: dict[str, int] = {}
         with engine.begin() as conn:
             roles = {}

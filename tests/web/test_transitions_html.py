@@ -242,12 +242,12 @@ def test_a_move_that_needs_a_next_interaction_plans_it_in_the_same_step(
     assert [tuple(r) for r in rows] == [("Call back", deal)]
 
 
-def test_a_next_document_whose_link_is_empty_is_refused_saying_why(
+def test_a_next_document_of_no_interest_takes_the_customer_of_the_completed_one(
     crm_app: Callable[..., Flask], login: Callable[..., Any]
 ) -> None:
-    """The base Interaction's next one goes into the same Interest: completing
-    one that belongs to no Interest is refused, and the form says so (the link
-    has no input on the form, so the message stands above it)."""
+    """The base Interaction's next one goes into the same Interest; one that
+    belongs to no Interest is followed by one of no Interest, for the same
+    customer and manager without typing them again."""
     app = crm_app("{}\n", "name: Sales Ltd\nlocale: en\nregion: RU\nlayers: [base]\n")
     anna = login(app, "anna")
     customer = record_id(anna.post_form("/customer/add", {"name": "Romashka"}))
@@ -257,15 +257,19 @@ def test_a_next_document_whose_link_is_empty_is_refused_saying_why(
     url = f"/interaction/{call}/transition/done"
     posted = anna.post_form(url, {
         "_version": version_in(anna.get(url).text), "result": "Talked", "next-0-kind": "call",
-        "next-0-subject": "Call back", "next-0-planned_at": later, "next-0-customer": str(customer),
+        "next-0-subject": "Call back", "next-0-planned_at": later,
     })  # fmt: skip
-    assert posted.status_code == 422
-    reasons = posted.text.split('class="alert alert-danger crm-reasons"', 1)[1].split("</div>")[0]
-    assert (
-        "next.0.interest: cannot be filled in: “Interest” (interest) of this “Interaction” is empty"
-        in htmlmod.unescape(reasons)
-    )
-    assert 'value="Call back"' in posted.text  # what was typed is kept
+    assert posted.status_code == 302, posted.text
+    with app.app_context():
+        state = app.extensions["crm"]
+        t = state.models.table("Interaction")
+        rows = state.db.session.execute(
+            sa.select(t.c.subject, t.c.customer_id, t.c.interest_id, t.c.status).order_by(t.c.id)
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("First call", customer, None, "done"),
+        ("Call back", customer, None, "planned"),
+    ]
 
 
 def test_saving_over_a_newer_version_is_refused_and_overwrites_nothing(
