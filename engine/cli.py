@@ -6,6 +6,7 @@ for metadata) with exit status 1; a traceback means a bug in the engine.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -130,7 +131,62 @@ def run(path: Path, host: str, port: int, debug: bool) -> None:
 
     app = create_app(path)
     click.echo(f"Serving {app.config['APP_NAME']} on http://{host}:{port}/")
+    # with --debug the reloader's parent only watches files: jobs run in its child
+    if app.extensions["crm"].registry.jobs.get("runner") != "external" and (
+        not debug or os.environ.get("WERKZEUG_RUN_MAIN") == "true"
+    ):
+        from engine.jobs import start_in_process
+
+        start_in_process(app)
+        click.echo("Background jobs run in this process (`jobs: {runner: external}` to stop that)")
     app.run(host=host, port=port, debug=debug, use_reloader=debug)
+
+
+@main.command()
+@CONFIG
+@click.option("--once", is_flag=True, help="Run what is due now, then exit.")
+@click.option(
+    "--interval", type=click.FloatRange(min=0.05), default=None, metavar="SECONDS",
+    help="How long to wait when nothing is due (default: the config's jobs.interval, else 5).",
+)  # fmt: skip
+@handled
+def worker(path: Path, once: bool, interval: float | None) -> None:
+    """Run background jobs (email, SMS, the plugins' jobs) until stopped.
+
+    SIGTERM or Ctrl-C lets the job that runs now finish, then exits. Run as
+    many workers as you like: a job runs in one of them at a time."""
+    import logging
+    import signal
+
+    from engine.app import create_app
+    from engine.jobs import OUTBOX, interval_of, runner_for
+
+    app = create_app(path)
+    crm = app.extensions["crm"]
+    logger = logging.getLogger("crm")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    with app.app_context():
+        runner = runner_for(app)
+        if not sa.inspect(runner.engine).has_table(OUTBOX.name):
+            raise HandledError(f"the database has no job tables: run `crm migrate {path}` first")
+        if once:
+            queued = runner.run_schedules()
+            ran = runner.drain()
+            click.echo(f"ran {ran} job(s)" + (f", {queued} of them scheduled" if queued else ""))
+            return
+
+        def stop(signum: int, frame: Any) -> None:
+            runner.stopping.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        click.echo(f"worker {runner.worker}: running jobs from {safe_url(crm.registry.database)}")
+        runner.run_forever(interval if interval is not None else interval_of(crm.registry))
+    click.echo(f"worker {runner.worker}: stopped")
 
 
 @main.command()

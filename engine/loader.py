@@ -681,6 +681,7 @@ class Loader:
                 {k: frozen_map(v or {}) for k, v in (config.get("plugins") or {}).items()}
             ),
             layers=tuple(config.get("layers", ["base"])),
+            jobs=frozen_map(config.get("jobs") or {}),
             database=_database_url(
                 self.env.get("CRM_DATABASE_URL") or config.get("database"), self.config_dir
             ),

@@ -30,6 +30,8 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 SEQUENCE_TABLE = "crm_sequence"
+OUTBOX_TABLE = "crm_outbox"
+SCHEDULE_TABLE = "crm_schedule"
 #: columns of Flask-AppBuilder's user table that the engine reads
 USER_COLUMNS = ("username", "first_name", "last_name", "email", "active")
 
@@ -62,6 +64,8 @@ class Models:
     children: dict[tuple[str, str], type] = field(default_factory=dict)
     histories: dict[str, type] = field(default_factory=dict)
     sequence: sa.Table | None = None
+    outbox: sa.Table | None = None
+    schedule: sa.Table | None = None
 
     def cls(self, doctype: str) -> type:
         return self.classes[doctype]
@@ -89,11 +93,48 @@ def build(registry: Registry, field_types: dict[str, FieldType] | None = None) -
         sa.Column("name", sa.String(64), primary_key=True),
         sa.Column("value", sa.BigInteger, nullable=False, server_default="0"),
     )  # fmt: skip
+    models.outbox, models.schedule = job_tables(metadata)
     # tables first (refs may point forward), then mappers with relationships
     tables = {name: _doc_table(models, d) for name, d in registry.documents.items()}
     for name, d in registry.documents.items():
         _map_doc(models, d, tables[name])
     return models
+
+
+def job_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """The job runner's outbox and its periodic schedules (see engine/jobs.py).
+
+    A due job is found by one index range scan of (state, run_after): a
+    pending row is due once ``run_after`` has passed; a running row carries
+    its lease's end in ``run_after`` too, so an abandoned lease is found the
+    same way."""
+    outbox = sa.Table(
+        OUTBOX_TABLE, metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("job", sa.String(100), nullable=False),
+        sa.Column("key", sa.String(200), nullable=False, unique=True, index=True),
+        sa.Column("payload", sa.Text, nullable=False),
+        sa.Column("state", sa.String(16), nullable=False, server_default="pending"),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("max_attempts", sa.Integer),
+        sa.Column("run_after", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("locked_by", sa.String(100)),
+        sa.Column("locked_until", sa.DateTime(timezone=True)),
+        sa.Column("last_error", sa.Text),
+        sa.Column("result", sa.Text),
+        sa.Column("done", sa.Integer),
+        sa.Column("total", sa.Integer),
+        sa.Column("message", sa.Text),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=utcnow),
+        sa.Column("finished_at", sa.DateTime(timezone=True)),
+        sa.Index(f"ix_{OUTBOX_TABLE}_state_run_after", "state", "run_after"),
+    )  # fmt: skip
+    schedule = sa.Table(
+        SCHEDULE_TABLE, metadata,
+        sa.Column("name", sa.String(100), primary_key=True),
+        sa.Column("next_run", sa.DateTime(timezone=True), nullable=False),
+    )  # fmt: skip
+    return outbox, schedule
 
 
 def _column(models: Models, doc_table: str, f: Field, composite: bool = False) -> sa.Column[Any]:

@@ -25,13 +25,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class CorePlugin:
-    """What the engine itself contributes through its own hooks."""
+    """What the engine itself contributes through its own hooks: the core
+    field types, and the jobs that deliver email and SMS (``crm.email``,
+    ``crm.sms``) through whichever plugin implements the sending hook."""
 
     @hookimpl
     def crm_field_types(self) -> list[Any]:
         from engine.fieldtypes import CORE_TYPES
 
         return list(CORE_TYPES)
+
+    @hookimpl
+    def crm_jobs(self) -> dict[str, Any]:
+        from engine.jobs import CORE_JOBS
+
+        return dict(CORE_JOBS)
 
 
 def available_plugins() -> dict[str, Any]:

@@ -276,6 +276,8 @@ class Registry:
     layers: tuple[str, ...]
     database: str
     settings: Mapping[str, Any] = field(default_factory=frozen_map)
+    #: the job runner's settings, the config's `jobs:` map (engine/jobs.py)
+    jobs: Mapping[str, Any] = field(default_factory=frozen_map)
 
     def doc(self, name: str) -> DocType:
         return self.documents[name]

@@ -3,14 +3,32 @@
 The database is SQLite in a temporary folder by default; with
 ``CRM_TEST_DATABASE_URL`` set (CI sets it to the local PostgreSQL) every
 test that asks for ``db_url`` gets that server instead, with an empty schema.
+``sample_plugin`` installs the outside plugin of ``tests/plugins/sample_plugin``
+through its entry point, once per session; ``smtp`` and ``sms`` are a real
+SMTP server and SMS gateway on free local ports for it to deliver to.
 """
 
 from __future__ import annotations
 
+import asyncio
+import email
+import email.message
+import email.policy
+import http.server
+import importlib
+import importlib.metadata
+import importlib.util
+import json
 import os
+import site
+import socket
+import subprocess
+import sys
 import textwrap
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -96,3 +114,169 @@ def db_url(tmp_path: Path) -> Iterator[str]:
         yield PG_URL
     else:
         yield f"sqlite:///{tmp_path / 'test.db'}"
+
+
+# --- the sample outside plugin, installed through its entry point ------------
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "plugins" / "sample_plugin"
+SAMPLE_DIST = "crm-sample-plugin"
+SAMPLE_MODULE = "crm_sample_plugin"
+
+
+def _need(condition: bool, reason: str) -> None:
+    """Skip on a developer's machine that lacks a tool; in CI, fail."""
+    if not condition:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def _sample_is_installed_from_here() -> bool:
+    try:
+        dist = importlib.metadata.distribution(SAMPLE_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    direct_url = json.loads(dist.read_text("direct_url.json") or "{}")
+    return bool(
+        direct_url.get("dir_info", {}).get("editable")
+        and direct_url.get("url") == SAMPLE_DIR.as_uri()
+    )
+
+
+def _can_build_editable() -> bool:
+    """setuptools builds an editable wheel with ``wheel`` installed, or alone from 70.1 on."""
+    if importlib.util.find_spec("setuptools") is None:
+        return False
+    if importlib.util.find_spec("wheel") is not None:
+        return True
+    major, minor = (int(part) for part in importlib.metadata.version("setuptools").split(".")[:2])
+    return (major, minor) >= (70, 1)
+
+
+def _activate_sample() -> None:
+    """Process the ``.pth`` file pip just wrote, as a fresh interpreter would at start."""
+    importlib.invalidate_caches()
+    dist = importlib.metadata.distribution(SAMPLE_DIST)
+    for file in dist.files or []:
+        if file.name.endswith(".pth"):
+            path = Path(str(dist.locate_file(file)))
+            site.addpackage(str(path.parent), path.name, None)
+    importlib.invalidate_caches()
+
+
+@pytest.fixture(scope="session")
+def sample_plugin() -> None:
+    """Install tests/plugins/sample_plugin in editable mode, once, unless it already is."""
+    if not _sample_is_installed_from_here():
+        _need(
+            importlib.util.find_spec("pip") is not None,
+            f"pip is not available to {sys.executable}, so the sample plugin cannot be installed",
+        )
+        _need(
+            _can_build_editable(),
+            "installing the sample plugin without build isolation needs `wheel` (or "
+            "setuptools >= 70.1) in this environment: pip install wheel",
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-input",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--no-build-isolation",
+            "-e",
+            str(SAMPLE_DIR),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}"
+    importlib.invalidate_caches()
+    if importlib.util.find_spec(SAMPLE_MODULE) is None:
+        _activate_sample()
+    assert importlib.util.find_spec(SAMPLE_MODULE) is not None
+
+
+# --- a real SMTP server and SMS gateway, for the outbox's jobs --------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class MailProvider:
+    """An SMTP server that acts like a mail provider: it keeps every message,
+    and drops a message whose Message-ID it has already accepted (counting
+    the drop), since that Message-ID is the outbox's idempotency key. That
+    dedupe is what makes a repeated delivery, after a worker died between
+    sending and recording, reach the recipient once."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.port = 0
+        self.accepted: list[str] = []
+        self.messages: list[email.message.EmailMessage] = []
+        self.dropped = 0
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self.lock:
+            if message["Message-ID"] in self.accepted:
+                self.dropped += 1
+            else:
+                self.accepted.append(message["Message-ID"])
+                self.messages.append(message)  # type: ignore[arg-type]
+        await asyncio.sleep(self.delay)  # a slow provider: the worker may die meanwhile
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp() -> Iterator[MailProvider]:
+    """A mail provider on a free local port: ``.port``, ``.accepted`` (the
+    Message-IDs), ``.messages``, ``.dropped``; set ``.delay`` for a slow one."""
+    from aiosmtpd.controller import Controller  # a test extra: only the tests that mail need it
+
+    provider = MailProvider()
+    controller = Controller(provider, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    provider.port = controller.port
+    yield provider
+    controller.stop()
+
+
+class SmsGateway(http.server.ThreadingHTTPServer):
+    received: list[dict[str, Any]]
+
+
+class _SmsHandler(http.server.BaseHTTPRequestHandler):
+    server: SmsGateway
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.received.append(body)
+        answer = json.dumps({"id": f"sms-{len(self.server.received)}"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def sms() -> Iterator[SmsGateway]:
+    """An SMS gateway on a free local port (``.server_address[1]``): it keeps
+    each JSON body it is POSTed in ``.received`` and answers ``{"id": "sms-N"}``."""
+    gateway = SmsGateway(("127.0.0.1", 0), _SmsHandler)
+    gateway.received = []
+    thread = threading.Thread(target=gateway.serve_forever, daemon=True)
+    thread.start()
+    yield gateway
+    gateway.shutdown()
+    gateway.server_close()

@@ -12,10 +12,6 @@ import importlib
 import importlib.metadata
 import importlib.util
 import inspect
-import json
-import os
-import site
-import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -494,84 +490,7 @@ def test_built_in_metadata_layer_only_when_its_folder_exists(
 
 # --- the sample outside plugin, installed through its entry point ------------
 
-SAMPLE_DIR = Path(__file__).resolve().parent / "plugins" / "sample_plugin"
-SAMPLE_DIST = "crm-sample-plugin"
-SAMPLE_MODULE = "crm_sample_plugin"
-
-
-def _need(condition: bool, reason: str) -> None:
-    """Skip on a developer's machine that lacks a tool; in CI, fail."""
-    if not condition:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
-def _sample_is_installed_from_here() -> bool:
-    try:
-        dist = importlib.metadata.distribution(SAMPLE_DIST)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    direct_url = json.loads(dist.read_text("direct_url.json") or "{}")
-    return bool(
-        direct_url.get("dir_info", {}).get("editable")
-        and direct_url.get("url") == SAMPLE_DIR.as_uri()
-    )
-
-
-def _can_build_editable() -> bool:
-    """setuptools builds an editable wheel with ``wheel`` installed, or alone from 70.1 on."""
-    if importlib.util.find_spec("setuptools") is None:
-        return False
-    if importlib.util.find_spec("wheel") is not None:
-        return True
-    major, minor = (int(part) for part in importlib.metadata.version("setuptools").split(".")[:2])
-    return (major, minor) >= (70, 1)
-
-
-def _activate_sample() -> None:
-    """Process the ``.pth`` file pip just wrote, as a fresh interpreter would at start."""
-    importlib.invalidate_caches()
-    dist = importlib.metadata.distribution(SAMPLE_DIST)
-    for file in dist.files or []:
-        if file.name.endswith(".pth"):
-            path = Path(str(dist.locate_file(file)))
-            site.addpackage(str(path.parent), path.name, None)
-    importlib.invalidate_caches()
-
-
-@pytest.fixture(scope="session")
-def sample_plugin() -> None:
-    """Install tests/plugins/sample_plugin in editable mode, once, unless it already is."""
-    if not _sample_is_installed_from_here():
-        _need(
-            importlib.util.find_spec("pip") is not None,
-            f"pip is not available to {sys.executable}, so the sample plugin cannot be installed",
-        )
-        _need(
-            _can_build_editable(),
-            "installing the sample plugin without build isolation needs `wheel` (or "
-            "setuptools >= 70.1) in this environment: pip install wheel",
-        )
-        command = [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-input",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--no-build-isolation",
-            "-e",
-            str(SAMPLE_DIR),
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-        assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}"
-    importlib.invalidate_caches()
-    if importlib.util.find_spec(SAMPLE_MODULE) is None:
-        _activate_sample()
-    assert importlib.util.find_spec(SAMPLE_MODULE) is not None
+SAMPLE_MODULE = "crm_sample_plugin"  # installed by the `sample_plugin` fixture (conftest)
 
 
 def test_sample_plugin_is_found_through_its_entry_point(sample_plugin: None) -> None:
@@ -581,7 +500,7 @@ def test_sample_plugin_is_found_through_its_entry_point(sample_plugin: None) -> 
     pm, problems = make_plugin_manager({"sample": {}})
     assert problems == []
     assert pm.has_plugin("sample")
-    assert pm.hook.crm_notification_channels() == [["sample"]]
+    assert pm.hook.crm_notification_channels() == [["sample", "email", "sms"]]
 
     types = {ft.name: ft for result in pm.hook.crm_field_types() for ft in result}
     assert set(types) == {ft.name for ft in CORE_TYPES} | {"ogrn"}
