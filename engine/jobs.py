@@ -177,6 +177,11 @@ class JobContext:
     job_id: int
     _runner: Runner | None = field(default=None, repr=False, compare=False)
 
+    def now(self) -> dt.datetime:
+        """The runner's time (a test moves it), in UTC; the real time outside a
+        runner. A handler that compares with due dates asks here."""
+        return self._runner.clock() if self._runner is not None else utcnow()
+
     def report(self, done: int, total: int | None = None, message: str | None = None) -> None:
         """Progress for a page that polls :func:`status`: written out of band
         (a connection of its own, committed at once) while the job's

@@ -86,6 +86,7 @@ class Jobs:
         self.ran: list[tuple[str, int]] = []
         self.lock = threading.Lock()
         self.seen_during_run: dict[str, Any] = {}
+        self.ticked_at: dt.datetime | None = None
         #: called at the start of the first attempt of `test.overtaken`
         self.meanwhile: Callable[[], None] = lambda: None
 
@@ -143,6 +144,7 @@ class Jobs:
 
     def tick(self, ctx: JobContext, payload: dict[str, Any]) -> None:
         self._note(ctx)
+        self.ticked_at = ctx.now()
 
     def overtaken(self, ctx: JobContext, payload: dict[str, Any]) -> None:
         """Runs so long the first time that another worker takes it over meanwhile."""
@@ -554,6 +556,7 @@ def test_a_schedule_queues_one_job_per_slot_however_many_runners(
     assert w.count("crm_outbox") == 3
     assert runners[0].drain() == 3
     assert [attempt for _, attempt in w.jobs.ran] == [1, 1, 1]
+    assert w.jobs.ticked_at == w.clock.now  # a job's `now` is its runner's clock
 
 
 # --- email and SMS through a plugin ------------------------------------------
