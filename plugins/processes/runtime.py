@@ -99,8 +99,8 @@ class Runtime:
         try:
             for a in chosen_a:
                 if self._when(a.trigger, d, doc):
-                    for action in a.actions:
-                        self._act(a.name, action, d, doc)
+                    for i, action in enumerate(a.actions):
+                        self._act(f"{a.name}:{i}", action, d, doc)
             for p in chosen_p:
                 if self._when(p.start, d, doc):
                     self.start(p, d, doc)

@@ -169,8 +169,8 @@ def serve(crm_app: Callable[..., Flask]) -> Iterator[Callable[..., Server]]:  # 
     """``serve(yaml)`` → a :class:`Server` for a migrated app on a free port."""
     servers: list[tuple[Any, threading.Thread]] = []
 
-    def start(metadata: str = SALES) -> Server:
-        app = crm_app(metadata)
+    def start(metadata: str = SALES, config: str | None = None) -> Server:
+        app = crm_app(metadata) if config is None else crm_app(metadata, config)
         # static files are cached without a revalidation per page: pages load faster
         app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 3600
         http = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)

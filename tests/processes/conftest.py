@@ -104,7 +104,7 @@ def world_for(tmp_path: Path, db_url: str) -> Iterator[Callable[..., World]]:
                         email=f"{name}@crm.example",
                         active=True,
                     )
-                    .returning(User.__table__.c.id)  # fmt: skip
+                    .returning(User.__table__.c.id)
                 ).scalar_one()
                 conn.execute(USER_ROLES.insert().values(user_id=uid, role_id=roles[role]))
                 users[name] = int(uid)

@@ -251,7 +251,7 @@ def test_business_days_skip_the_weekend_and_holidays(world_for: Any) -> None:
             "customer": customer.id,
             "interest": interest.id,
             "planned_at": w.now + dt.timedelta(days=3),
-        },  # fmt: skip
+        },
     )
     StatusEngine(w.docs(s)).apply(
         "Interaction", call2, "done", fields={"result": "Went well"},
