@@ -298,3 +298,34 @@ def test_the_typical_sale_of_the_base_configuration(world_for: Any) -> None:
     )
     s.commit()
     assert stage(w, s, manual.id) == "qualification"
+
+
+def test_a_deals_tasks_are_on_its_customers_timeline(world_for: Any) -> None:
+    from engine import timeline
+    from engine.access import Principal
+
+    w = world_for({"sale.yaml": SALE})
+    s = w.session()
+    customer = w.customer(s)
+    deal = w.docs(s).create("Deal", {"customer": customer.id, "kind": "typical", "amount": 10})
+    s.commit()
+    [qualify] = open_tasks(w, s)
+    w.now += dt.timedelta(hours=1)
+    task_api.complete(w.docs(s), qualify.id, "ok")
+    s.commit()
+    registry = w.models.registry
+
+    def entries(user: str, roles: tuple[str, ...]) -> list[tuple[str, str, str | None]]:
+        got, _ = timeline.page(
+            w.models, s, w.pm, registry.documents["Customer"], customer.id,
+            Principal(w.users[user], user, frozenset(roles)),
+        )  # fmt: skip
+        return [(e.kind, e.doctype, e.detail) for e in got if e.doctype == "Task"]
+
+    assert entries("anna", ("manager",)) == [
+        ("task", "Task", "Call ООО Ромашка"),
+        ("task_done", "Task", "ok"),
+        ("task", "Task", f"Qualify {deal.number}"),
+    ]
+    # another manager reads none of anna's tasks
+    assert entries("boris", ("manager",)) == []
