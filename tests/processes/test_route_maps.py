@@ -329,3 +329,17 @@ def test_a_deals_tasks_are_on_its_customers_timeline(world_for: Any) -> None:
     ]
     # another manager reads none of anna's tasks
     assert entries("boris", ("manager",)) == []
+
+
+def test_a_config_switches_the_typical_sale_off(world_for: Any) -> None:
+    w = world_for({"off.yaml": "processes:\n  typical_sale: {enabled: false}\n"})
+    s = w.session()
+    customer = w.customer(s)
+    deal = w.docs(s).create("Deal", {"customer": customer.id, "kind": "typical", "amount": 10})
+    s.commit()
+    assert open_tasks(w, s) == []
+    StatusEngine(w.docs(s)).apply(
+        "Deal", deal, "qualification", fields={"planned_close": "2027-01-31"}
+    )
+    s.commit()
+    assert stage(w, s, deal.id) == "qualification"
