@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class CorePlugin:
     """What the engine itself contributes through its own hooks: the core
-    field types, and the jobs that deliver email and SMS (``crm.email``,
-    ``crm.sms``) through whichever plugin implements the sending hook."""
+    field types, the jobs that deliver email and SMS (``crm.email``,
+    ``crm.sms``) through whichever plugin implements the sending hook, and
+    the web pages' background import (``crm.import``)."""
 
     @hookimpl
     def crm_field_types(self) -> list[Any]:
@@ -38,8 +39,9 @@ class CorePlugin:
     @hookimpl
     def crm_jobs(self) -> dict[str, Any]:
         from engine.jobs import CORE_JOBS
+        from engine.transfer import IMPORT_JOB, import_job
 
-        return dict(CORE_JOBS)
+        return {**CORE_JOBS, IMPORT_JOB: import_job}
 
 
 def available_plugins() -> dict[str, Any]:

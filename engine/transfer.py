@@ -1,12 +1,12 @@
 """Import and export of records as CSV, or XLSX through openpyxl.
 
-``crm import`` and ``crm export`` call this module, and so will the web
+``crm import`` and ``crm export`` call this module, and so do the web
 pages: :func:`export` streams rows out a batch at a time, :func:`import_`
 reads a file a batch at a time and reports its progress through a callback
-(``progress(done, total)``), so a view can run it in the background and show
-a bar. XLSX goes through openpyxl: the maintained, pure-Python reader and
-writer of the format (MIT, releases since 2010, used by pandas), with no
-compiled parts and no network.
+(``progress(done, total)``); the job ``crm.import`` (:func:`import_job`)
+runs it in the background for a page that shows a bar. XLSX goes through
+openpyxl: the maintained, pure-Python reader and writer of the format (MIT,
+releases since 2010, used by pandas), with no compiled parts and no network.
 
 The file, the same both ways
 ----------------------------
@@ -68,6 +68,9 @@ for the whole batch at once, table rows and status history alike.
   the good rows and reports the bad ones; the caller commits.
 * No ``crm_document_created`` hooks: an import is a bulk load, and
   automations do not fire for the records it brings.
+* On behalf of a user (``principal``), their access rules apply as in a
+  form: they must be allowed to create the type, and a ref finds only the
+  records they may read (another is "not there", as a missing one).
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ import datetime as dt
 import io
 import json
 import re
+import secrets
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -158,6 +162,21 @@ class ImportResult:
     @property
     def error_count(self) -> int:
         return len(self.errors) + self.more_errors
+
+    def as_json(self) -> dict[str, Any]:
+        """The result as a background import keeps it (the job's result)."""
+        return {
+            "doctype": self.doctype,
+            "ok": self.ok,
+            "rows": self.rows,
+            "created": self.created,
+            "bad_rows": self.bad_rows,
+            "errors": [
+                {"line": e.line, "field": e.field, "message": e.message} for e in self.errors
+            ],
+            "more_errors": self.more_errors,
+            "warnings": list(self.warnings),
+        }
 
 
 # -- keys ------------------------------------------------------------------------------
@@ -698,6 +717,8 @@ class _Importer:
             for c in f.fields.values()
             if c.unique and not c.compute
         ]
+        #: target → the rows this user may read, for a rule short of "all"
+        self.readable: dict[str, Any] = {}
         self.fallback = self._fallback()
         self.number_re = (
             re.compile(re.escape(d.numbering.prefix) + r"(\d+)") if d.numbering else None
@@ -1087,9 +1108,10 @@ class _Importer:
             if len(cache) > _CACHE:
                 cache.clear()
             found: dict[Any, list[int]] = {}
+            readable = self.readable_where(target)
             for chunk in _chunks(sorted(values, key=str), 5000):
                 for ident, value in self.session.execute(
-                    sa.select(table.c.id, col).where(col.in_(chunk))
+                    sa.select(table.c.id, col).where(col.in_(chunk), readable)
                 ):
                     found.setdefault(value, []).append(ident)
             cache.update(found)
@@ -1115,6 +1137,19 @@ class _Importer:
                     row.error(
                         path, f"{len(ids)} {label} records have {by} `{value}`: use a unique key"
                     )
+
+    def readable_where(self, target: str) -> Any:
+        """The records of ``target`` a ref of this import may name: those the
+        importer may read, as a form's ref may (a record they may not read is
+        "not there", the same message as a missing one); any user."""
+        if target not in self.readable:
+            target_doc = self.registry.documents[target]
+            self.readable[target] = (
+                sa.true()
+                if target_doc.builtin
+                else access.where(self.models, self.principal, target, "read")
+            )
+        return self.readable[target]
 
     @staticmethod
     def _set(row: _Row, path: str, value: Any) -> None:
@@ -1296,3 +1331,116 @@ def _blank(value: Any) -> bool:
 def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
     for i in range(0, len(values), size):
         yield values[i : i + size]
+
+
+# -- in the background: the import of a file uploaded on a web page ----------------------
+
+IMPORT_JOB = "crm.import"
+#: rows between two progress reports of a background import (a batch)
+JOB_BATCH = BATCH
+#: attempts of a background import: a crashed worker's import runs again
+JOB_ATTEMPTS = 3
+#: an uploaded file's name in the imports folder: made here, never the user's
+_UPLOAD_NAME = re.compile(r"[0-9a-f]{32}\.(csv|xlsx)")
+
+
+def upload_folder(registry: Registry) -> Path:
+    """Where uploaded files wait for their import: the config's ``instance/imports``
+    (the web process and ``crm worker`` read the same config, so the same folder)."""
+    return Path(registry.settings["config_dir"]) / "instance" / "imports"
+
+
+def new_upload(registry: Registry, fmt: str) -> Path:
+    """A fresh random path in :func:`upload_folder` for an uploaded ``fmt`` file."""
+    folder = upload_folder(registry)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder / f"{secrets.token_hex(16)}.{_format(fmt)}"
+
+
+def principal_of(session: Session, models: Models, user_id: Any) -> Principal | None:
+    """The user with their roles as they are now, as a web page sees them;
+    None for a user that is not there or not active."""
+    from flask_appbuilder.security.sqla.models import Role, assoc_user_role
+
+    if not isinstance(user_id, int) or isinstance(user_id, bool):
+        return None
+    users = models.table(USER)
+    user = session.execute(
+        sa.select(users.c.username, users.c.active).where(users.c.id == user_id)
+    ).one_or_none()
+    if user is None or not user.active:
+        return None
+    roles = Role.__table__
+    names = session.execute(
+        sa.select(roles.c.name)
+        .join(assoc_user_role, assoc_user_role.c.role_id == roles.c.id)
+        .where(assoc_user_role.c.user_id == user_id)
+    ).scalars()
+    return Principal(user_id, user.username, frozenset(names))
+
+
+def import_job(ctx: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """``crm.import``: ``{doctype, file, format, user_id, all_or_nothing, name}``.
+
+    Imports the uploaded ``file`` (a name in :func:`upload_folder`) as the
+    user who uploaded it, with their access rules and defaults, reporting
+    progress every :data:`JOB_BATCH` rows. Bad data is the job's result, not
+    its failure: a failed all-or-nothing import writes nothing and ends done
+    with ``ok: false`` and every bad row (``errors``: line, field, message),
+    as does a file that cannot be read (``failure``); retrying would not
+    make the data better. Anything else (the database went away, the worker
+    died) is retried. The file is deleted once the job is done or given up."""
+    from engine.jobs import JobError
+
+    name = payload.get("file")
+    if not isinstance(name, str) or not _UPLOAD_NAME.fullmatch(name):
+        raise JobError("the payload names no uploaded file", retry=False)
+    path = upload_folder(ctx.registry) / name
+    doctype = str(payload.get("doctype") or "")
+    all_or_nothing = payload.get("all_or_nothing", True) is not False
+    out: dict[str, Any] = {
+        **ImportResult(doctype).as_json(),
+        "ok": False,
+        "file": str(payload.get("name") or name),
+        "all_or_nothing": all_or_nothing,
+        "failure": None,
+    }
+    ru = ctx.registry.locale == "ru"
+
+    def report(done: int, total: int | None) -> None:
+        if not done and not total:
+            message = "читаем файл…" if ru else "reading the file…"
+        else:
+            of = f" {'из' if ru else 'of'} {total}" if total else ""
+            message = f"{done}{of} {'строк' if ru else 'rows'}"
+        ctx.report(done, total, message)
+
+    try:
+        principal = principal_of(ctx.session, ctx.models, payload.get("user_id"))
+        if principal is None:
+            out["failure"] = "the user who uploaded the file is not an active user any more"
+        elif not path.is_file():
+            out["failure"] = "the uploaded file is gone: upload it again"
+        else:
+            report(0, None)
+            with open(path, "rb") as fh:
+                result = import_(
+                    ctx.models, ctx.session, doctype, fh, name.rsplit(".", 1)[1],
+                    principal=principal, all_or_nothing=all_or_nothing, progress=report,
+                    batch=JOB_BATCH, now=ctx.now(),
+                )  # fmt: skip
+            report(result.rows, result.rows)
+            out.update(result.as_json())
+    except TransferError as exc:
+        out["failure"] = str(exc)
+    except BaseException:
+        if ctx.attempt >= JOB_ATTEMPTS:
+            path.unlink(missing_ok=True)  # given up: nobody will read it
+        raise
+    # deleted when the job's transaction commits (the job is done); a worker
+    # that loses its lease rolls back and leaves the file to the next one
+    sa.event.listen(ctx.session, "after_commit", lambda _: path.unlink(missing_ok=True))
+    return out
+
+
+import_job.max_attempts = JOB_ATTEMPTS  # type: ignore[attr-defined]

@@ -229,8 +229,10 @@ def test_every_field_type_round_trips(world: Callable[..., World], fmt: str) -> 
     fill(a)
     b = world()
     files = {t: a.export(t, fmt) for t in ("Company", "Product", "Deal")}
+    # one who may read every company, as the deals' refs need (`crm import --user`)
+    olga = Principal(b.users["olga"], "olga", frozenset({"manager", "Admin"}))
     for doctype, data in files.items():
-        result = b.import_(doctype, data, fmt, principal=b.principal("olga"))
+        result = b.import_(doctype, data, fmt, principal=olga)
         assert result.errors == [], result.errors
         assert result.created == {"Company": 3, "Product": 2, "Deal": 3}[doctype]
     for doctype, data in files.items():
@@ -570,6 +572,16 @@ def test_access_rules_apply_to_a_principal(world: Callable[..., World]) -> None:
     with w.engine.connect() as conn:
         row = conn.execute(sa.select(companies)).one()
     assert result.created == 1 and row.manager_id == w.users["olga"]  # current_user
+    # a ref finds only what the principal may read, as a form's does
+    w.docs("ivan").create("Company", {"name": "His"})
+    w.session.commit()
+    data = "company.name,title\nMine,ok\nHis,not hers\n"
+    result = w.import_("Deal", data, principal=w.principal("olga"))
+    assert result.errors == [
+        RowError(3, "company.name", "there is no “Company” with “Наименование” (name) `His`")
+    ]
+    result = w.import_("Deal", data, principal=w.principal("ivan"), all_or_nothing=False)
+    assert [e.line for e in result.errors] == [2] and result.created == 1
 
 
 # -- the command line ---------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """HTML views generated per document type: list, record, add, edit, delete,
-transition, export and the ref picker's search. Every query goes through the
-access rules; every write goes through the documents service and the status
-engine. A malformed id, filter or parameter is a 4xx with a message, never a
-500.
+transition, export, import (engine/web/imports.py) and the ref picker's
+search. Every query goes through the access rules; every write goes through
+the documents service and the status engine. A malformed id, filter or
+parameter is a 4xx with a message, never a 500.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from engine.web import service
 from engine.web.base import crm, db_session, locale, principal
 from engine.web.boards import BoardsMixin
 from engine.web.display import input_value
+from engine.web.imports import ImportMixin
 
 PAGE_SIZE = 25
 
@@ -88,7 +89,7 @@ def _labels() -> dict[str, Any]:
     }
 
 
-class DocumentView(BoardsMixin, BaseView):
+class DocumentView(BoardsMixin, ImportMixin, BaseView):
     """One per document type; the class attribute ``doctype`` says which."""
 
     doctype: str = ""
