@@ -48,7 +48,11 @@ are checked against the database and the rest of the file. Good rows are
 written with Core ``executemany``: audit columns, version 1, numbers drawn
 for the whole batch at once, table rows and status history alike.
 
-* Readonly fields are imported: the importer is trusted, like a migration.
+* An administrator's import (the command line imports as one) is trusted,
+  like a migration: readonly fields, numbers and states come from the file.
+  Anyone else's (in the browser) is held to what their forms allow:
+  readonly fields and numbers are refused, every record starts in the
+  initial state.
 * A number given in the file is kept (it must be unique) and the counter
   moves past it; an empty one is drawn as for a new record.
 * A status given in the file is kept and recorded in the history as entered
@@ -687,7 +691,12 @@ class _Importer:
         self.d = d
         self.principal = principal
         self.now = aware(now)
-        self.docs = Documents.for_principal(models, session, principal, now=self.now, trusted=True)
+        # an administrator's import (the command line's) is trusted like a
+        # migration: readonly fields, numbers and states come from the file;
+        # anyone else's is held to what their forms allow
+        self.docs = Documents.for_principal(
+            models, session, principal, now=self.now, trusted=principal.admin
+        )
         self.max_errors = max_errors
         self.result = ImportResult(d.name)
         self.columns: list[_Column] = []
@@ -1023,6 +1032,9 @@ class _Importer:
     def _number_cell(self, row: _Row, f: Field, raw: Any) -> None:
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             return
+        if not self.docs.trusted:
+            row.error(f.name, "numbers are given by the CRM: leave the column empty")
+            return
         try:
             row.number = self.docs.normalize(f, raw)
         except Invalid as exc:
@@ -1035,6 +1047,15 @@ class _Importer:
             row.status = self.docs.normalize(f, raw)
         except Invalid as exc:
             row.error(f.name, str(exc))
+            return
+        st = self.d.statuses
+        if not self.docs.trusted and st is not None and row.status != st.initial:
+            initial = st.states[st.initial].label.get(self.locale)
+            row.error(
+                f.name,
+                f"new records start as “{initial}”; only an administrator's import sets "
+                "another state (move them afterwards, through their transitions)",
+            )
 
     # -- a batch -------------------------------------------------------------------
 

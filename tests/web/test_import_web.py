@@ -476,3 +476,27 @@ def test_principal_of_reads_roles_and_refuses_inactive_users(app: Flask) -> None
         assert transfer.principal_of(session, state.models, 99999) is None
         assert transfer.principal_of(session, state.models, "1") is None
         session.remove()
+
+
+def test_a_managers_import_cannot_set_numbers_or_states_an_admins_can(
+    app: Flask, login: Any
+) -> None:
+    """A deal may be won only by the head of sales: a manager's file cannot
+    skip that rule, nor pick the deal's number; the administrator's migration
+    of old data may."""
+    anna, admin = login(app, "anna"), login(app, "admin")
+    queued(upload(anna, b"name,email\nRomashka,buy@romashka.example\n"))
+    run_jobs(app)
+    deals = "customer,amount,stage,number\nbuy@romashka.example,100,won,D-00042\n"
+    job_id = queued(upload(anna, deals.encode(), "deals.csv", resource="deal"), "deal")
+    run_jobs(app)
+    s = status(anna, job_id, "deal")
+    assert s["ok"] is False and s["created"] == 0
+    assert sorted((e["line"], e["field"]) for e in s["errors"]) == [(2, "number"), (2, "stage")]
+    messages = " ".join(e["message"] for e in s["errors"])
+    assert "numbers are given by the CRM" in messages
+    assert "new records start as “New”" in messages
+    job_id = queued(upload(admin, deals.encode(), "deals.csv", resource="deal"), "deal")
+    run_jobs(app)
+    s = status(admin, job_id, "deal")
+    assert s["ok"] is True and s["created"] == 1
