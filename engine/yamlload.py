@@ -9,6 +9,7 @@ of each key and value so that later checks can point at the YAML.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import os
 import re
@@ -326,6 +327,29 @@ def _bad_date(text: str, name: str, exc: ValueError) -> Problem:
     return Problem(Loc(name, 1, 1), f"YAML: a value cannot be read: {exc}")
 
 
+@functools.lru_cache(maxsize=128)
+def _parse(text: str, name: str) -> tuple[Any, tuple[Problem, ...]]:
+    """The parsed document, or the problems that stopped it. Parsing is most
+    of a start-up's time and the same files (the base layer, a plugin's)
+    are read by every app a process builds: the result is kept, keyed by
+    the text itself. ``_convert`` only reads it."""
+    try:
+        problems = _prescan(text, name)
+        if problems:
+            return None, tuple(problems)
+        yaml = YAML(typ="rt")
+        yaml.allow_duplicate_keys = False
+        return yaml.load(text), ()
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        return None, (Problem(Loc(name, line, col), _yaml_message(exc)),)
+    except YAMLError as exc:
+        return None, (Problem(Loc(name, 1, 1), f"YAML: {exc}"),)
+    except ValueError as exc:  # a timestamp that is no date (2027-13-01): built unmarked
+        return None, (_bad_date(text, name, exc),)
+
+
 def load_text(text: str, name: str, env: dict[str, str] | None = None) -> LoadResult:
     env = dict(os.environ) if env is None else env
     state = LoadResult(None, [], set())
@@ -334,23 +358,9 @@ def load_text(text: str, name: str, env: dict[str, str] | None = None) -> LoadRe
             Problem(Loc(name, 1, 1), f"the file is larger than {MAX_FILE_BYTES // 1024} KiB")
         )
         return state
-    try:
-        state.problems.extend(_prescan(text, name))
-        if state.problems:
-            return state
-        yaml = YAML(typ="rt")
-        yaml.allow_duplicate_keys = False
-        raw = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        state.problems.append(Problem(Loc(name, line, col), _yaml_message(exc)))
-        return state
-    except YAMLError as exc:
-        state.problems.append(Problem(Loc(name, 1, 1), f"YAML: {exc}"))
-        return state
-    except ValueError as exc:  # a timestamp that is no date (2027-13-01): built unmarked
-        state.problems.append(_bad_date(text, name, exc))
+    raw, problems = _parse(text, name)
+    if problems:
+        state.problems.extend(problems)
         return state
     try:
         state.data = _convert(raw, name, env, state, Loc(name, 1, 1))

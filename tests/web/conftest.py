@@ -133,6 +133,9 @@ def crm_app(make_config: Callable[..., Path], db_url: str) -> Iterator[Callable[
                 "TESTING": True,
                 "SECRET_KEY": "a-test-secret-long-enough-to-sign-tokens-0123456789",
                 "WTF_CSRF_ENABLED": True,
+                # a cheap hash for the test users: scrypt costs a tenth of a
+                # second per user and per login, hundreds of times a run
+                "FAB_PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
             },
         )
         apps.append(app)
