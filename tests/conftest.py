@@ -14,6 +14,7 @@ import asyncio
 import email
 import email.message
 import email.policy
+import fcntl
 import http.server
 import importlib
 import importlib.metadata
@@ -131,12 +132,42 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _worker_database(url: str) -> str:
+    """Under pytest-xdist each worker has a database of its own (``test_gw0``,
+    ...), created beside the configured one: they drop and create schemas."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url
+    base = sa.engine.make_url(url)
+    mine = base.set(database=f"{base.database}_{worker}")
+    engine = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        exists = conn.execute(
+            sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": mine.database}
+        ).first()
+        if not exists:
+            conn.execute(sa.text(f'CREATE DATABASE "{mine.database}"'))
+    engine.dispose()
+    return mine.render_as_string(hide_password=False)
+
+
+def worker_pg_url() -> str | None:
+    """The PostgreSQL database of this test process (CRM_TEST_DATABASE_URL,
+    or its worker's own under pytest-xdist), or None to use SQLite."""
+    return _worker_database(PG_URL) if PG_URL else None
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str | None:
+    return worker_pg_url()
+
+
 @pytest.fixture
-def db_url(tmp_path: Path) -> Iterator[str]:
+def db_url(tmp_path: Path, pg_url: str | None) -> Iterator[str]:
     """An empty database: PostgreSQL when CRM_TEST_DATABASE_URL is set, else SQLite."""
-    if PG_URL:
-        _reset_postgres(PG_URL)
-        yield PG_URL
+    if pg_url:
+        _reset_postgres(pg_url)
+        yield pg_url
     else:
         yield f"sqlite:///{tmp_path / 'test.db'}"
 
@@ -192,6 +223,17 @@ def _activate_sample() -> None:
 @pytest.fixture(scope="session")
 def sample_plugin() -> None:
     """Install tests/plugins/sample_plugin in editable mode, once, unless it already is."""
+    # parallel workers (pytest -n) install it one at a time
+    lock = open(Path(tempfile.gettempdir()) / "crm-sample-plugin.lock", "w")  # noqa: SIM115
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        _install_sample()
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+def _install_sample() -> None:
     if not _sample_is_installed_from_here():
         _need(
             importlib.util.find_spec("pip") is not None,

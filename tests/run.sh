@@ -2,10 +2,17 @@
 # Install the project and its test tools into .venv, then run the whole suite:
 # once on SQLite, once on PostgreSQL (when a server answers, always in CI),
 # then the quick benchmark. Usage: bash tests/run.sh [pytest args]
+# The suite runs on every core, at most four (CRM_TEST_WORKERS overrides:
+# 0 runs it in this one process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 PG_URL=${CRM_PG_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}
+if [ -n "${CRM_TEST_WORKERS:-}" ]; then
+  PARALLEL=(-n "$CRM_TEST_WORKERS")
+else
+  PARALLEL=(-n auto --maxprocesses 4)
+fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
@@ -21,12 +28,12 @@ tally() {  # keep pytest's closing counts, to repeat them at the very end
 
 echo "== tests on SQLite"
 log=$(mktemp)
-.venv/bin/pytest "$@" | tee "$log"
+.venv/bin/pytest "${PARALLEL[@]}" "$@" | tee "$log"
 tally "$log"
 
 if .venv/bin/python -c "import sqlalchemy as sa, sys; sa.create_engine(sys.argv[1]).connect().close()" "$PG_URL" 2>/dev/null; then
   echo "== tests on PostgreSQL"
-  CRM_TEST_DATABASE_URL=$PG_URL .venv/bin/pytest "$@" | tee "$log"
+  CRM_TEST_DATABASE_URL=$PG_URL .venv/bin/pytest "${PARALLEL[@]}" "$@" | tee "$log"
   tally "$log"
 elif [ "${CI:-}" = "true" ]; then
   echo "PostgreSQL at $PG_URL does not answer; CI needs it" >&2

@@ -7,7 +7,6 @@ ids is asserted; errors are FilterErrors with a message, never a traceback.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import textwrap
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -21,6 +20,7 @@ from engine import migrate
 from engine.filters import FilterError, compile_filter
 from engine.loader import load
 from engine.models import Models, build
+from tests.conftest import _reset_postgres, worker_pg_url
 
 CONFIG = "name: Filters Ltd\nlocale: en\nlayers: []\ntimezone: Europe/Moscow\n"
 FILES = {
@@ -106,14 +106,10 @@ TASKS = [{"id": 1, "deal_id": 1}, {"id": 2, "deal_id": 5}]
 
 def _database_url(folder: Path) -> str:
     """Like the `db_url` fixture, once for the module: the data is only read."""
-    url = os.environ.get("CRM_TEST_DATABASE_URL")
+    url = worker_pg_url()
     if not url:
         return f"sqlite:///{folder / 'filters.db'}"
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
-        conn.execute(sa.text("CREATE SCHEMA public"))
-    engine.dispose()
+    _reset_postgres(url)
     return url
 
 

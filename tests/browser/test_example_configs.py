@@ -33,7 +33,7 @@ from engine.app import create_app
 from engine.demo import DEMO_USERS, DEPARTMENTS, Demo, Sizes
 from engine.security import sync
 from tests.browser.conftest import PASSWORD, QuietHandler, Server, expect
-from tests.conftest import PG_URL, _reset_postgres
+from tests.conftest import _reset_postgres, worker_pg_url
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page
@@ -89,9 +89,10 @@ def company(
     name = request.param
     folder = tmp_path_factory.mktemp(name) / "config"
     shutil.copytree(ROOT / "configs" / name, folder)
-    if PG_URL:
-        _reset_postgres(PG_URL)
-        url = PG_URL
+    pg = worker_pg_url()
+    if pg:
+        _reset_postgres(pg)
+        url = pg
     else:
         url = f"sqlite:///{folder.parent / 'crm.db'}"
     with pytest.MonkeyPatch.context() as mp:
