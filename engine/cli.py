@@ -242,7 +242,7 @@ def demo(path: Path | None, host: str, port: int, no_serve: bool) -> None:
             click.echo("The demo data is there already: reusing it.")
         else:
             click.echo("Filling the demo company (a minute at most)...")
-            counts = Demo(crm.models, session, ids).fill()
+            counts = Demo(crm.models, session, ids, pm=crm.pm).fill()
             session.commit()
             click.echo("  " + ", ".join(f"{n} {t}" for t, n in counts.items()))
     click.echo(f"\nDatabase: {safe_url(url)}")

@@ -125,10 +125,13 @@ class Demo:
     users: dict[str, int]
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC).replace(microsecond=0))
     rng: random.Random = field(default_factory=lambda: random.Random(2026))
+    #: the plugin manager: with it, saves run the plugins' hooks as in the app
+    #: (the typical deals' processes start and give their managers tasks)
+    pm: Any = None
 
     def docs(self, user: str, at: dt.datetime | None = None) -> Documents:
-        return Documents(self.models, self.session, self.users[user], ["Admin"], now=at or self.now,
-                         username=user, trusted=True)  # fmt: skip
+        return Documents(self.models, self.session, self.users[user], ["Admin"], self.pm,
+                         now=at or self.now, username=user, trusted=True)  # fmt: skip
 
     def managers(self) -> list[str]:
         return [u[0] for u in DEMO_USERS if u[3] == "manager"]

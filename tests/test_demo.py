@@ -46,6 +46,16 @@ def test_demo_builds_a_realistic_company_once_and_reuses_it(tmp_path: Path, db_u
                         "(SELECT sum(l.amount) FROM customer_order__lines l WHERE l.parent_id = o.id)")
             ).scalar_one()  # fmt: skip
             roles = set(conn.execute(sa.text("SELECT name FROM ab_role")).scalars())
+            # the typical deals run their process: each has a task for its manager
+            typical_tasks = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM task t JOIN deal d ON t.doctype = 'Deal' AND t.doc_id = d.id "
+                    "WHERE d.kind = 'typical' AND t.status = 'open' AND t.assignee_id = d.manager_id"
+                )
+            ).scalar_one()
+            typical = conn.execute(
+                sa.text("SELECT count(*) FROM deal WHERE kind = 'typical'")
+            ).scalar_one()
     finally:
         engine.dispose()
     assert len(inns) == 200 and all(inn_is_valid(i) for i in inns)
@@ -56,6 +66,7 @@ def test_demo_builds_a_realistic_company_once_and_reuses_it(tmp_path: Path, db_u
     assert history > 500  # every deal entered, most moved on
     assert totals == 200  # order totals are computed from their lines
     assert {"manager", "sales_head", "operator", "marketer", "administrator", "Admin"} <= roles
+    assert typical > 50 and typical_tasks == typical
 
     again = run_demo(tmp_path, db_url)
     assert again.returncode == 0, again.stderr
