@@ -243,7 +243,7 @@ class Demo:
             # a typical sale's stages are its process's (when the processes
             # plugin is on): those deals are recent and stay where their
             # process put them, with its task open
-            created = self.ago(20 if kind == "typical" else 365)
+            created = self.ago(4 if kind == "typical" else 365)
             deal = self.docs(owner, created).create("Deal", {
                 "customer": c.id, "kind": kind, "amount": Decimal(rng.randint(10, 3000) * 1000),
                 "probability": rng.choice([10, 25, 50, 75, 90]), "manager": c.manager_id,

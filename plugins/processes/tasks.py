@@ -175,14 +175,18 @@ def timeline_sources(
                     )
                 )
     where = sa.and_(readable, sa.or_(*about))
-    created = entry_select(tasks.c.created_at, "task", TASK, tasks.c.id, tasks.c.title).where(where)
-    done = entry_select(
-        tasks.c.done_at,
-        "task_done",
-        TASK,
-        tasks.c.id,
-        sa.func.coalesce(tasks.c.outcome, tasks.c.title),
-    ).where(where, tasks.c.done_at.is_not(None))
+    # the detail is what the timeline's last column shows, in the config's language
+    ru = registry.locale == "ru"
+    given, done_word = ("поставлена", "выполнена") if ru else ("assigned", "done")
+    created = entry_select(tasks.c.created_at, "task", TASK, tasks.c.id, sa.literal(given)).where(
+        where
+    )
+    outcome = sa.func.coalesce(
+        sa.literal(f"{done_word}: ") + tasks.c.outcome, sa.literal(done_word)
+    )
+    done = entry_select(tasks.c.done_at, "task_done", TASK, tasks.c.id, outcome).where(
+        where, tasks.c.done_at.is_not(None)
+    )
     return [created, done]
 
 
