@@ -322,6 +322,8 @@ class Step:
     set: Mapping[str, Any] = field(default_factory=dict)
     task: TaskSpec | None = None
     outcomes: Mapping[str, str] = field(default_factory=dict)
+    #: outcome → its button's label by language (``{to: step, label: ...}``)
+    outcome_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     next: str | None = None
     condition: str | None = None
     then: str | None = None
@@ -1003,7 +1005,12 @@ class _Reader:
             if "outcomes" in raw:
                 ok = self.outcomes(outcomes, locs["outcomes"], what, locs) and ok
                 if isinstance(outcomes, Mapping):
-                    kw["outcomes"] = {str(k): v for k, v in outcomes.items() if isinstance(v, str)}
+                    kw["outcomes"] = {str(k): _target(v) for k, v in outcomes.items() if _target(v)}
+                    kw["outcome_labels"] = {
+                        str(k): _labels(v["label"])
+                        for k, v in outcomes.items()
+                        if isinstance(v, Mapping) and v.get("label") is not None
+                    }
                 if "next" in raw:
                     self.problem(
                         _key_loc(raw, "next", loc),
@@ -1073,6 +1080,30 @@ class _Reader:
                 )
                 ok = False
             vloc = _value_loc(raw, outcome, loc)
+            if isinstance(target, Mapping):
+                # {to: step, label: {en: ..., ru: ...}}: the button says the label
+                for key in target:
+                    if key not in ("to", "label"):
+                        self.problem(
+                            _key_loc(target, key, vloc),
+                            f"{what}: the outcome `{outcome}` takes `to` and `label`, not `{_show(key)}`",
+                        )
+                        ok = False
+                label = target.get("label")
+                if label is not None and not (
+                    isinstance(label, str)
+                    or (
+                        isinstance(label, Mapping)
+                        and all(isinstance(x, str) for x in label.values())
+                    )
+                ):
+                    self.problem(
+                        _value_loc(target, "label", vloc),
+                        f"{what}: the label of `{outcome}` is text, or text by language `{{en: ..., ru: ...}}`",
+                    )
+                    ok = False
+                vloc = _value_loc(target, "to", vloc)
+                target = target.get("to")
             locs[f"outcomes.{outcome}"] = vloc
             if not isinstance(target, str) or not target.strip():
                 self.problem(vloc, f"{what}: the outcome `{outcome}` leads nowhere: name a step")
@@ -1337,6 +1368,27 @@ def _settable(d: DocType, f: Field) -> bool:
     the engine (the status field excepted)."""
     is_status = d.statuses is not None and f.name == d.statuses.field
     return not f.compute and f.type != "table" and (is_status or not f.system)
+
+
+def _target(value: Any) -> str | None:
+    """The step an outcome leads to: ``next_step`` or ``{to: next_step, label: ...}``."""
+    if isinstance(value, Mapping):
+        value = value.get("to")
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _labels(value: Any) -> dict[str, str]:
+    """A label by language; plain text is the label in every language (key "")."""
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    return {"": str(value)}
+
+
+def outcome_label(step: Step | None, outcome: str, locale: str) -> str:
+    """What an outcome's button says: its label in the config's language,
+    else the outcome's name with spaces for underscores."""
+    labels = step.outcome_labels.get(outcome, {}) if step is not None else {}
+    return labels.get(locale) or labels.get("") or labels.get("en") or outcome.replace("_", " ")
 
 
 # --- the graph ------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from engine.documents import NotFound, StaleVersion, ValidationFailed, utcnow
 from engine.errors import HandledError
 from engine.registry import USER, Registry
 
-from .runtime import NOTIFICATION, TASK
+from .definitions import outcome_label
+from .runtime import INSTANCE, NOTIFICATION, TASK
 from .tasks import AlreadyClosed, complete, outcomes_of
 
 HERE = Path(__file__).parent
@@ -64,11 +65,15 @@ def task_rows(where: Any, limit: int = PAGE) -> list[dict[str, Any]]:
     models = base.crm().models
     tasks = models.table(TASK)
     users = models.table(USER)
+    instances = models.table(INSTANCE)
     stmt = (
         sa.select(tasks.c.id, tasks.c.title, tasks.c.due, tasks.c.status, tasks.c.outcomes,
-                  tasks.c.overdue, tasks.c.doctype, tasks.c.doc_id, tasks.c.version,
-                  users.c.first_name, users.c.last_name, users.c.username)
-        .select_from(tasks.outerjoin(users, users.c.id == tasks.c.assignee_id))
+                  tasks.c.overdue, tasks.c.doctype, tasks.c.doc_id, tasks.c.version, tasks.c.step,
+                  instances.c.process, users.c.first_name, users.c.last_name, users.c.username)
+        .select_from(
+            tasks.outerjoin(users, users.c.id == tasks.c.assignee_id)
+            .outerjoin(instances, instances.c.id == tasks.c.process_id)
+        )
         .where(where)
         .order_by(tasks.c.due.is_(None), tasks.c.due, tasks.c.id)
         .limit(limit)
@@ -84,11 +89,23 @@ def task_rows(where: Any, limit: int = PAGE) -> list[dict[str, Any]]:
             due = due.replace(tzinfo=dt.UTC)
         out.append({
             "id": r.id, "title": r.title, "due": local(due, tz).strftime("%Y-%m-%d %H:%M") if due else "",
-            "late": due is not None and due < utcnow(), "outcomes": outcomes_of(r),
+            "late": due is not None and due < utcnow(),
+            "outcomes": labelled(registry, r.process, r.step, outcomes_of(r)),
             "who": " ".join(p for p in (r.first_name, r.last_name) if p) or r.username or "",
             "link": _doc_link(registry, r.doctype, r.doc_id), "version": r.version,
         })  # fmt: skip
     return out
+
+
+def labelled(
+    registry: Registry, process: str | None, step: str | None, keys: list[str]
+) -> list[tuple[str, str]]:
+    """(outcome, what its button says) in the config's language."""
+    from . import definitions_for
+
+    p = definitions_for(registry).processes.get(process or "")
+    found = p.steps.get(step or "") if p is not None else None
+    return [(k, outcome_label(found, k, registry.locale)) for k in keys]
 
 
 def _company_tz() -> Any:
@@ -316,11 +333,26 @@ def record_sections(models: Any, defs: Any, doctype: Any, doc: Any, principal: A
     from flask import render_template
 
     html = render_template(
-        "processes/outcomes.html", task=doc, outcomes=outcomes_of(doc), t=_t,
+        "processes/outcomes.html", task=doc, t=_t,
+        outcomes=labelled(models.registry, _process_of(models, doc), doc.step, outcomes_of(doc)),
         next=f"/{doctype.resource}/{doc.id}",
     )  # fmt: skip
     # rendered by the app's autoescaping Jinja: already safe markup
     return [(_t("Complete the task", "Выполнить задачу"), Markup(html))]  # noqa: S704
+
+
+def _process_of(models: Any, task: Any) -> str | None:
+    if task.process_id is None:
+        return None
+    instances = models.table(INSTANCE)
+    return (
+        _web()
+        .db_session()
+        .execute(  # type: ignore[no-any-return]
+            sa.select(instances.c.process).where(instances.c.id == task.process_id)
+        )
+        .scalar()
+    )
 
 
 # --- wiring ------------------------------------------------------------------------------------

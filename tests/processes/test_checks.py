@@ -1050,3 +1050,24 @@ def test_no_shape_of_yaml_raises_out_of_read(
         assert all(isinstance(p, Problem) and str(p) for p in found.problems)
         for p in found.processes.values():
             assert p.first in p.steps
+
+
+def test_an_outcome_with_a_label_names_its_step_and_its_label_is_text(problems_of: Any) -> None:
+    steps = """
+processes:
+  p:
+    document: Deal
+    steps:
+      call:
+        task: {title: Call, assignee: owner}
+        outcomes:
+          ok: {to: done, label: {en: Agreed, ru: Согласен}}
+          no: {label: Refused}
+          maybe: {to: done, label: [1, 2], colour: red}
+      done: {end: true}
+"""
+    assert problems_of({"p.yaml": steps}, config=CONFIG) == [
+        "p.yaml:10:15: step `call` of process `p`: the outcome `no` leads nowhere: name a step",
+        "p.yaml:11:36: step `call` of process `p`: the label of `maybe` is text, or text by language `{en: ..., ru: ...}`",
+        "p.yaml:11:44: step `call` of process `p`: the outcome `maybe` takes `to` and `label`, not `colour`",
+    ]

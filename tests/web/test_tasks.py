@@ -20,7 +20,9 @@ processes:
     steps:
       call:
         task: {title: "Call about {{ doc.number }}", assignee: owner, due: 4h}
-        outcomes: {agreed: offer, refused: lost}
+        outcomes:
+          agreed: {to: offer, label: The client agrees}
+          refused: lost
       offer:
         set: {stage: proposal}
         notify: {channel: user, to: {role: sales_head}, text: "{{ doc.number }}: the client agreed"}
@@ -66,7 +68,9 @@ def test_my_tasks_and_completing_through_the_form(app: Flask) -> None:
 
     # the task's own page offers the outcomes
     show = anna.get(f"/task/{task}")
-    assert 'value="agreed"' in show.text and 'value="refused"' in show.text
+    assert 'value="agreed">The client agrees</button>' in show.text
+    assert 'value="refused">refused</button>' in show.text
+    assert 'value="agreed">The client agrees</button>' in page.text  # in My tasks too
     token = Browser.token_from(show.text)
     response = anna.client.post(
         f"/tasks/{task}/complete",
