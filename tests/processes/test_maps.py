@@ -28,9 +28,9 @@ from tests.web.test_costs import statements_of
 
 SVG = "{http://www.w3.org/2000/svg}"
 
-# the SALE map of test_route_maps, without its wait step (the job queue is
-# someone else's): the picture still has a task, an if, a parallel split and
-# its join, a notification, outcomes and two ends
+# the SALE map of test_route_maps without its wait step, so that the counts
+# per step need no job runner: the picture still has a task, an if, a
+# parallel split and its join, a notification, outcomes and two ends
 SALE = """
 processes:
   typical_sale:  # replaces the layer's typical sale
