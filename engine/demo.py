@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine import clock
 from engine.documents import Documents
 from engine.fieldtypes import INN_WEIGHTS
 
@@ -123,7 +124,7 @@ class Demo:
     models: Any
     session: Any
     users: dict[str, int]
-    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC).replace(microsecond=0))
+    now: dt.datetime = field(default_factory=lambda: clock.now().replace(microsecond=0))
     rng: random.Random = field(default_factory=lambda: random.Random(2026))
     #: the plugin manager: with it, saves run the plugins' hooks as in the app
     #: (the typical deals' processes start and give their managers tasks)

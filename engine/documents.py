@@ -29,12 +29,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from engine import expressions
+from engine import clock, expressions
 from engine.access import Principal
 from engine.errors import HandledError
 from engine.fieldtypes import Context, Invalid
 from engine.filters import label_field
-from engine.models import Models, utcnow
+from engine.models import Models
 from engine.registry import USER, DocType, Field, Label
 
 #: columns every document has; the engine fills them, nobody writes them
@@ -226,7 +226,7 @@ class Documents:
 
     def now(self) -> dt.datetime:
         value = self._now() if callable(self._now) else self._now
-        return aware(value) if value is not None else utcnow()
+        return aware(value) if value is not None else clock.now()
 
     def today(self) -> dt.date:
         """Today where the company is: a date field means a day on its calendar."""

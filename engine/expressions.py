@@ -34,9 +34,11 @@ from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import pass_context, pass_environment, pass_eval_context
 from jinja2.visitor import NodeTransformer
 
+from engine import clock
+
 #: callables an expression may use, by name
 HELPERS: dict[str, Callable[..., Any]] = {
-    "today": lambda: dt.datetime.now(dt.UTC).date(),
+    "today": lambda: clock.today(),
     "days": lambda n: dt.timedelta(days=n),
     "hours": lambda n: dt.timedelta(hours=n),
     "minutes": lambda n: dt.timedelta(minutes=n),
@@ -515,7 +517,7 @@ def context_for(doc: Any, user: Any = None, now: dt.datetime | None = None) -> d
     """The names an expression over ``doc`` sees: its fields, ``doc``, ``user``, ``now``."""
     doc = view(doc)
     ctx: dict[str, Any] = {name: doc[name] for name in doc} if isinstance(doc, Mapping) else {}
-    ctx.update(doc=doc, user=view(user), now=now or dt.datetime.now(dt.UTC))
+    ctx.update(doc=doc, user=view(user), now=now or clock.now())
     return ctx
 
 

@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 
+from engine import clock
 from engine.errors import Loc, Problem, did_you_mean
 from engine.fieldtypes import CORE_TYPES, Context, Invalid
 from engine.registry import USER, DocType, Field, Registry
@@ -258,7 +259,7 @@ def compile_filter(
         raise FilterError(
             f"unknown document type `{doctype}`{did_you_mean(doctype, registry.documents)}"
         )
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or clock.now()
     if now.tzinfo is None:
         now = now.replace(tzinfo=dt.UTC)
     compiler = _Compiler(models, user_id, now)

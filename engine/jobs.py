@@ -41,8 +41,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import sessionmaker
 
+from engine.clock import now as current_time
 from engine.errors import did_you_mean
-from engine.models import job_tables, utcnow
+from engine.models import job_tables
 
 log = logging.getLogger("crm.jobs")
 
@@ -96,7 +97,7 @@ def enqueue(
     key = key if key is not None else uuid.uuid4().hex
     if not key or len(key) > KEY_LENGTH:
         raise ValueError(f"a job's key must be 1 to {KEY_LENGTH} characters, not {len(key)}")
-    now = utcnow()
+    now = current_time()
     values = {
         "job": job,
         "key": key,
@@ -180,7 +181,7 @@ class JobContext:
     def now(self) -> dt.datetime:
         """The runner's time (a test moves it), in UTC; the real time outside a
         runner. A handler that compares with due dates asks here."""
-        return self._runner.clock() if self._runner is not None else utcnow()
+        return self._runner.clock() if self._runner is not None else current_time()
 
     def report(self, done: int, total: int | None = None, message: str | None = None) -> None:
         """Progress for a page that polls :func:`status`: written out of band
@@ -242,7 +243,7 @@ class Runner:
             self.engine = self.sessions.kw["bind"]
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease = dt.timedelta(seconds=lease_seconds)
-        self._clock = clock or utcnow
+        self._clock = clock or current_time
         self.max_attempts = int(
             getattr(self.registry, "jobs", {}).get("max_attempts", DEFAULT_MAX_ATTEMPTS)
         )

@@ -9,7 +9,6 @@ never share a class or a table.
 
 from __future__ import annotations
 
-import datetime as dt
 import sqlite3
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -19,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.orderinglist import ordering_list
 from sqlalchemy.orm import DeclarativeBase, relationship
 
+from engine import clock
 from engine.fieldtypes import CORE_TYPES, FieldType
 from engine.registry import USER, DocType, Field, Registry
 
@@ -46,10 +46,6 @@ def _sqlite_unicode_lower(dbapi_connection: Any, connection_record: Any) -> None
 
 def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass
@@ -125,7 +121,7 @@ def job_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("done", sa.Integer),
         sa.Column("total", sa.Integer),
         sa.Column("message", sa.Text),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=utcnow),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=clock.now),
         sa.Column("finished_at", sa.DateTime(timezone=True)),
         sa.Index(f"ix_{OUTBOX_TABLE}_state_run_after", "state", "run_after"),
     )  # fmt: skip
@@ -189,11 +185,11 @@ def _doc_table(models: Models, d: DocType) -> sa.Table:
     cols = [
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("version", sa.Integer, nullable=False, server_default="1"),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=utcnow),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=clock.now),
         sa.Column(
             "created_by_id", sa.Integer, sa.ForeignKey("ab_user.id", use_alter=True), index=True
         ),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True, onupdate=utcnow),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True, onupdate=clock.now),
         sa.Column("updated_by_id", sa.Integer, sa.ForeignKey("ab_user.id", use_alter=True)),
     ]
     skip = {"id", "version", "created_at", "created_by", "updated_at", "updated_by"}
@@ -217,7 +213,7 @@ def _doc_table(models: Models, d: DocType) -> sa.Table:
             sa.Column("field", sa.String(64), nullable=False),
             sa.Column("from_state", sa.String(64)),
             sa.Column("to_state", sa.String(64), nullable=False),
-            sa.Column("at", sa.DateTime(timezone=True), nullable=False, default=utcnow),
+            sa.Column("at", sa.DateTime(timezone=True), nullable=False, default=clock.now),
             sa.Column("by_id", sa.Integer, sa.ForeignKey("ab_user.id", use_alter=True)),
             sa.Index(f"ix_{d.history_table}_doc_id_at", "doc_id", "at"),
             sa.Index(f"ix_{d.history_table}_to_state_at", "to_state", "at"),

@@ -97,13 +97,13 @@ from typing import IO, Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from engine import access
+from engine import access, clock
 from engine.access import Principal
 from engine.documents import AUDIT, Documents, aware, empty, quoted
 from engine.errors import HandledError, did_you_mean
 from engine.fieldtypes import Invalid
 from engine.filters import FilterError, compile_filter, label_field
-from engine.models import Models, utcnow
+from engine.models import Models
 from engine.registry import USER, DocType, Field, Registry
 
 FORMATS = ("csv", "xlsx")
@@ -522,7 +522,7 @@ def import_(
         fmt = "xlsx" if str(name).lower().endswith(".xlsx") else "csv"
     fmt = _format(fmt)
     importer = _Importer(models, session, d, principal or Principal.system(),
-                         now or utcnow(), max_errors)  # fmt: skip
+                         now or clock.now(), max_errors)  # fmt: skip
     with _open(source) as fh:
         reader = _CsvReader(fh) if fmt == "csv" else _XlsxReader(fh)
         try:

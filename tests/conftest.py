@@ -11,6 +11,7 @@ SMTP server and SMS gateway on free local ports for it to deliver to.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import email
 import email.message
 import email.policy
@@ -113,10 +114,34 @@ def _reset_postgres(url: str) -> None:
     engine.dispose()
 
 
+#: ``CRM_TEST_CLOCK_DAYS=366`` runs the whole suite with every clock of the
+#: process (the engine's, the tests', JWT's and the session cookies') moved
+#: that many days ahead: CI's PostgreSQL run does, so a test that passes only
+#: before some date fails on the day it is written, not a year later.
+CLOCK_DAYS = int(os.environ.get("CRM_TEST_CLOCK_DAYS") or 0)
+
+
+def _move_the_clock() -> None:
+    if CLOCK_DAYS:
+        import time_machine
+
+        moved = dt.datetime.now(dt.UTC) + dt.timedelta(days=CLOCK_DAYS)
+        time_machine.travel(moved, tick=True).start()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    return (
+        f"clock moved {CLOCK_DAYS} days ahead: now is {dt.datetime.now(dt.UTC):%Y-%m-%d}"
+        if CLOCK_DAYS
+        else None
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Temporary folders (SQLite files among them) in memory when the machine
     has /dev/shm: a run commits thousands of times, and each commit of a file
     on disk waits for it. ``--basetemp`` still chooses another place."""
+    _move_the_clock()
     shm = Path("/dev/shm")
     if config.option.basetemp or not (shm.is_dir() and os.access(shm, os.W_OK)):
         return

@@ -33,7 +33,8 @@ tally "$log"
 
 if .venv/bin/python -c "import sqlalchemy as sa, sys; sa.create_engine(sys.argv[1]).connect().close()" "$PG_URL" 2>/dev/null; then
   echo "== tests on PostgreSQL"
-  CRM_TEST_DATABASE_URL=$PG_URL .venv/bin/pytest "${PARALLEL[@]}" "$@" | tee "$log"
+  # a year ahead: a test that passes only before some date cannot hide
+  CRM_TEST_CLOCK_DAYS=${CRM_TEST_CLOCK_DAYS:-366} CRM_TEST_DATABASE_URL=$PG_URL .venv/bin/pytest "${PARALLEL[@]}" "$@" | tee "$log"
   tally "$log"
 elif [ "${CI:-}" = "true" ]; then
   echo "PostgreSQL at $PG_URL does not answer; CI needs it" >&2

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from engine import migrate
 from engine.app import create_app
+from engine.clock import now as utcnow
 from engine.hookspecs import hookimpl
 from engine.jobs import (
     OUTBOX,
@@ -41,7 +42,7 @@ from engine.jobs import (
     start_in_process,
     status,
 )
-from engine.models import Models, build, utcnow
+from engine.models import Models, build
 from engine.plugins import make_plugin_manager
 from engine.registry import Registry
 

@@ -22,7 +22,7 @@ from flask import abort, jsonify, request
 from flask_appbuilder import expose
 from flask_login import login_required
 
-from engine import access
+from engine import access, clock
 from engine.registry import USER, DocType
 from engine.web.base import crm, db_session, locale, principal
 from engine.web.display import local
@@ -199,7 +199,7 @@ class BoardsMixin:
             abort(400, "`mode` is `month` or `week`")
         raw_date = request.args.get("date")
         try:
-            anchor = dt.date.fromisoformat(raw_date) if raw_date else dt.datetime.now(tz).date()
+            anchor = dt.date.fromisoformat(raw_date) if raw_date else clock.today(tz)
         except ValueError:
             abort(400, "`date` must be a date such as 2026-01-31")
         if not dt.date(1900, 1, 1) <= anchor <= dt.date(9000, 12, 31):
@@ -281,7 +281,7 @@ class BoardsMixin:
             "crm/calendar.html", d=d, weeks=weeks, days=days, mode=mode, anchor=anchor, view=type(self).__name__,
             prev_anchor=prev_anchor, next_anchor=next_anchor, owners=_owners(d, owner_field),
             owner=_arg_id("owner"), date_field=date_field, counts=counts, totals=totals, others=others,
-            today=dt.datetime.now(tz).date(), per_day=ENTRIES_PER_DAY,
+            today=clock.today(tz), per_day=ENTRIES_PER_DAY,
             departments=_departments(), department=_arg_id("department"),
             can_create=access.allowed(crm().registry, principal(), d.name, "create"),
         )  # fmt: skip

@@ -38,9 +38,8 @@ from flask_appbuilder import BaseView, expose
 from flask_login import login_required
 from sqlalchemy.orm import Session
 
-from engine import access
+from engine import access, clock
 from engine.access import Principal
-from engine.documents import utcnow
 from engine.registry import USER, Registry
 from engine.web.base import crm, db_session, json_error, locale, principal
 from engine.web.views import menu_label
@@ -263,7 +262,7 @@ def discipline(
     department and name, then the totals row. Only the tasks the principal
     may read count: a manager sees his own row, a head everyone's."""
     select = _statement(models, principal, by, session.get_bind().dialect.name)
-    params = discipline_params(start, end, tz, now or utcnow())
+    params = discipline_params(start, end, tz, now or clock.now())
     no_department = "(без отдела)" if models.registry.locale == "ru" else "(no department)"
     rows: list[tuple[tuple[Any, ...], Row]] = []
     totals = _Sums()
@@ -340,7 +339,7 @@ def _query(as_json: bool = False) -> tuple[dt.date, dt.date, By]:
     from engine.web.service import company_tz
 
     try:
-        first, last = month_of(dt.datetime.now(company_tz()).date())
+        first, last = month_of(clock.today(company_tz()))
         start, end = _date("from", first), _date("to", last)
         if start > end:
             raise ReportRequestError("`from` must not be after `to`")

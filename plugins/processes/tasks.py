@@ -6,8 +6,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine import access
-from engine.documents import Documents, ValidationFailed, utcnow
+from engine import access, clock
+from engine.documents import Documents, ValidationFailed
 from engine.errors import HandledError
 from engine.registry import USER
 from engine.statuses import StatusEngine
@@ -81,7 +81,7 @@ def complete(
 
 def _now(ctx: Any) -> Any:
     """The runner's clock (tests move it), else the real one."""
-    return ctx.now() if callable(getattr(ctx, "now", None)) else utcnow()
+    return ctx.now() if callable(getattr(ctx, "now", None)) else clock.now()
 
 
 def _system_docs(ctx: Any) -> Documents:

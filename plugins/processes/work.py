@@ -15,8 +15,8 @@ from flask_appbuilder.api import BaseApi
 from flask_login import login_required
 from markupsafe import Markup
 
-from engine import access
-from engine.documents import NotFound, StaleVersion, ValidationFailed, utcnow
+from engine import access, clock
+from engine.documents import NotFound, StaleVersion, ValidationFailed
 from engine.errors import HandledError
 from engine.registry import USER, Registry
 
@@ -89,7 +89,7 @@ def task_rows(where: Any, limit: int = PAGE) -> list[dict[str, Any]]:
             due = due.replace(tzinfo=dt.UTC)
         out.append({
             "id": r.id, "title": r.title, "due": local(due, tz).strftime("%Y-%m-%d %H:%M") if due else "",
-            "late": due is not None and due < utcnow(),
+            "late": due is not None and due < clock.now(),
             "outcomes": labelled(registry, r.process, r.step, outcomes_of(r)),
             "who": " ".join(p for p in (r.first_name, r.last_name) if p) or r.username or "",
             "link": _doc_link(registry, r.doctype, r.doc_id), "version": r.version,
@@ -122,7 +122,7 @@ def tab_filters(models: Any, principal: Any) -> dict[str, Any]:
     return {
         "mine": sa.and_(readable, is_open, tasks.c.assignee_id == me),
         "team": sa.and_(readable, is_open, tasks.c.assignee_id != me),
-        "overdue": sa.and_(readable, is_open, tasks.c.due < utcnow()),
+        "overdue": sa.and_(readable, is_open, tasks.c.due < clock.now()),
     }
 
 
@@ -316,7 +316,7 @@ class NotificationsView(BaseView):
             if not raw.isdigit():
                 abort(400, "`id` is a notification number")
             where.append(table.c.id == int(raw))
-        base.db_session().execute(table.update().where(*where).values(read_at=utcnow()))
+        base.db_session().execute(table.update().where(*where).values(read_at=clock.now()))
         base.db_session().commit()
         return redirect(url_for("NotificationsView.index"))
 

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine import jobs
-from engine.documents import utcnow
+from engine.clock import now as utcnow
 from tests.browser.conftest import Server
 
 try:

@@ -3,6 +3,7 @@ users in roles, and the Documents service acting for one of them."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import textwrap
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from flask_appbuilder import Model
 from flask_appbuilder.security.sqla.models import Role, User
 from sqlalchemy.orm import Session
 
-from engine import migrate
+from engine import clock, migrate
 from engine.documents import Documents
 from engine.loader import Loader
 from engine.models import Models, build
@@ -71,6 +72,7 @@ class World:
 @pytest.fixture
 def world_for(tmp_path: Path, db_url: str) -> Iterator[Callable[..., World]]:
     made: list[World] = []
+    moved = contextlib.ExitStack()
 
     def make(files: dict[str, str], config: str = CONFIG) -> World:
         folder = tmp_path / f"config{len(made)}"
@@ -110,9 +112,12 @@ def world_for(tmp_path: Path, db_url: str) -> Iterator[Callable[..., World]]:
                 users[name] = int(uid)
         w = World(models, engine, loader.pm, users)
         made.append(w)
+        # the whole engine (the outbox's stamps, deadlines, filters) reads w.now
+        moved.enter_context(clock.use(lambda: w.now))
         return w
 
     yield make
+    moved.close()
     for w in made:
         for s in w.sessions:
             s.close()
