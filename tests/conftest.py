@@ -127,6 +127,10 @@ def _move_the_clock() -> None:
 
         moved = dt.datetime.now(dt.UTC) + dt.timedelta(days=CLOCK_DAYS)
         time_machine.travel(moved, tick=True).start()
+        # the processes the tests start (crm worker, crm run) move theirs too
+        clock_dir = str(Path(__file__).parent / "clock")
+        path = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = clock_dir + (os.pathsep + path if path else "")
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
