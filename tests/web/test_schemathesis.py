@@ -8,7 +8,6 @@ examples per operation and mode, derandomized) to stay well under 90 s.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -145,7 +144,6 @@ def test_no_request_makes_the_api_fail(crm_app: Callable[..., Flask]) -> None:
     }
     failures: list[str] = []
     calls = {"n": 0}
-    started = time.monotonic()
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == 3 * 6 + 2  # list, post, get, put, delete, lookup; deal's 2 more
     # deletes last, so that the records the other operations aim at are there
@@ -201,7 +199,5 @@ def test_no_request_makes_the_api_fail(crm_app: Callable[..., Flask]) -> None:
             ):
                 fuzz(operation, mode, aimed)
 
-    elapsed = time.monotonic() - started
     assert not failures, "\n".join(failures[:20])
     assert calls["n"] >= len(operations) * EXAMPLES  # it did call the API
-    assert elapsed < 90, f"fuzzing took {elapsed:.0f} s"
