@@ -176,8 +176,9 @@ def test_fits_is_strict_where_the_doc_is() -> None:
     assert fits({"a": ANY}, {"a": [1]}) and not fits({"a": ANY}, {})
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="needs the curl binary")
 def test_every_curl_example_answers_as_documented(server: str, tmp_path: Path) -> None:
+    if shutil.which("curl") is None:  # .ci/run installs it
+        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)("needs the curl binary")
     admin = _token(server, "admin")
     anna_id = 2
     for name, segment in CUSTOMERS:
