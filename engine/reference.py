@@ -616,7 +616,7 @@ def _kind(f: mf.Field, section: Section, key: str) -> str:
         return f"map: [{_title(f.schema)}]({_anchor(_title(f.schema))})"
     if isinstance(f, mf.List) and isinstance(f.inner, mf.Nested):
         return f"list of [{_title(f.inner.schema).lower()}]({_anchor(_title(f.inner.schema))})"
-    kind = next((k for cls, k in _KINDS.items() if type(f) is cls), type(f).__name__)
+    kind = next((k for cls, k in _KINDS.items() if type(f) is cls), "") or _said(type(f))
     if isinstance(f, S.MapOf) and key in section.entries:
         target = SECTIONS[section.entries[key]].title
         kind = f"map: name → [{target.lower()}]({_anchor(target)})"
@@ -624,6 +624,14 @@ def _kind(f: mf.Field, section: Section, key: str) -> str:
         kind = f"map, see {section.elsewhere[key]}"
     choices = _choices(f)
     return f"{kind}: {choices}" if choices else kind
+
+
+def _said(cls: type) -> str:
+    """A value type the table above does not know: its docstring's first line says it."""
+    doc = (cls.__doc__ or "").strip().splitlines()
+    if doc and cls.__doc__ != mf.Field.__doc__:
+        return doc[0].rstrip(".")
+    return cls.__name__
 
 
 def _title(schema: Schema | type[Schema]) -> str:

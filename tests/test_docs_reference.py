@@ -37,6 +37,15 @@ def test_a_new_key_without_a_description_is_caught(monkeypatch: pytest.MonkeyPat
     assert "| `colour` | text |" in reference.render()
 
 
+def test_a_new_kind_of_value_is_named_by_its_docstring(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Colour(mf.Field):
+        """A colour such as `#ff8800`."""
+
+    fields = dict(S.RoleSchema._declared_fields, colour=Colour(metadata={"doc": "Its colour."}))
+    monkeypatch.setattr(S.RoleSchema, "_declared_fields", fields)
+    assert "| `colour` | A colour such as `#ff8800` |  |  | Its colour. |" in reference.render()
+
+
 def test_the_checked_in_reference_is_current() -> None:
     text = (DOCS / "metadata-reference.md").read_text(encoding="utf-8")
     assert text == reference.render(), (
