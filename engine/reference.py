@@ -590,6 +590,8 @@ def _choices(f: mf.Field) -> str:
         if isinstance(v, validate.OneOf):
             return ", ".join(f"`{c}`" for c in v.choices)
         if isinstance(v, validate.Range):
+            if v.min is None or v.max is None:
+                return f"at least {v.min:g}" if v.max is None else f"at most {v.max:g}"
             return f"{v.min:g} to {v.max:g}"
         if isinstance(v, validate.Length) and v.equal is not None:
             return f"{v.equal} letters"
