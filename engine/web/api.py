@@ -323,6 +323,10 @@ class DocumentApi(BaseApi):
             schema: {type: string}
             description: 'A JSON filter such as {"stage": "new", "amount": {"gte": 1000}}'
           - in: query
+            name: segment
+            schema: {type: string}
+            description: A segment of this type; `filter` narrows it further
+          - in: query
             name: search
             schema: {type: string}
           - in: query
@@ -368,6 +372,13 @@ class DocumentApi(BaseApi):
                 return json_error(
                     400, "`filter` must not hold NUL characters or unpaired surrogates"
                 )
+        if request.args.get("segment"):
+            # the list page's ?segment=: the segment's filter, the `filter` given over it
+            segment = crm().registry.segments.get(request.args["segment"])
+            if segment is None or segment.document != d.name:
+                name = service.clean(request.args["segment"], 50)
+                return json_error(400, f"`segment`: {d.name} has no segment `{name}`")
+            spec = {**segment.filter, **(spec or {})}
         try:
             page_no = int(request.args.get("page", 0))
             size = int(request.args.get("page_size", 25))
@@ -576,7 +587,7 @@ class DocumentApi(BaseApi):
                       result: {$ref: '#/components/schemas/{{self.__class__.__name__}}.get'}
             400: {$ref: '#/components/responses/400'}
             404: {$ref: '#/components/responses/404'}
-            422: {description: Refused, with the reasons}
+            422: {description: 'Refused, with the reasons'}
             401: {$ref: '#/components/responses/401'}
             403: {$ref: '#/components/responses/403'}
             415: {description: The body is not JSON}
