@@ -868,26 +868,62 @@ documents:
     statuses: {initial: new, states: {new: {}, won: {final: true}}}
 """
 
+
+def later_fields(fields: str) -> str:
+    """A later layer's file that extends fields of `Deal` (they start on line 4)."""
+    return "documents:\n  Deal:\n    fields:\n" + fields
+
+
 LAYER_CASES = [
     case(
         "later_layer_changes_a_type",
-        {"a.yaml": EARLIER, "b.yaml": "attributes:\n  Deal:\n    amount: {type: integer}\n"},
-        "b.yaml:3:20: a layer may not change the type of `Deal.amount` from `money` "
+        {"a.yaml": EARLIER, "b.yaml": later_fields("      amount: {type: integer}\n")},
+        "b.yaml:4:22: a layer may not change the type of `Deal.amount` from `money` "
         "(defined at a.yaml:4:7) to `integer`",
     ),
     case(
+        "later_layer_changes_a_type_and_gives_values",
+        {
+            "a.yaml": EARLIER,
+            "b.yaml": later_fields(
+                "      name: {type: enum, values: [x, y]}\n"
+                "      kind: {type: string, values: [c]}\n"
+            ),
+        },
+        "b.yaml:4:20: a layer may not change the type of `Deal.name` from `string` "
+        "(defined at a.yaml:5:7) to `enum`",
+        "b.yaml:5:20: a layer may not change the type of `Deal.kind` from `enum` "
+        "(defined at a.yaml:6:7) to `string`",
+    ),
+    case(
+        "later_layer_gives_values_to_a_string_without_its_type",
+        {"a.yaml": EARLIER, "b.yaml": later_fields("      name: {values: [x, y]}\n")},
+        "b.yaml:4:14: the field `Deal.name` (defined at a.yaml:5:7): `values` does not apply "
+        "to a string field",
+    ),
+    case(
+        "attribute_that_already_exists",
+        {
+            "a.yaml": EARLIER,
+            "b.yaml": "attributes:\n  Deal:\n    region: {type: string}\n"
+            "    kind: {type: enum, values: [c]}\n",
+        },
+        "b.yaml:4:5: `Deal.kind` is already defined at a.yaml:6:7; `attributes` adds new fields "
+        "only: to extend it, write `documents: {Deal: {fields: {kind: {...}}}}`",
+    ),
+    case(
         "later_layer_removes_a_field",
-        {"a.yaml": EARLIER, "b.yaml": "attributes:\n  Deal:\n    amount: ~\n"},
-        "b.yaml:3:5: a layer may not remove the field `Deal.amount` (defined at a.yaml:4:7); "
+        {"a.yaml": EARLIER, "b.yaml": later_fields("      amount: ~\n")},
+        "b.yaml:4:7: a layer may not remove the field `Deal.amount` (defined at a.yaml:4:7); "
         "hide it with `hidden: true` instead",
     ),
     case(
         "later_layer_relaxes_required",
         {
             "a.yaml": EARLIER,
-            "b.yaml": "attributes:\n  Deal:\n    amount: {type: money, required: false}\n",
+            "b.yaml": later_fields("      amount: {type: money, required: false}\n"),
         },
-        "b.yaml:3:27: a layer may make `Deal.amount` `required` but not undo it "
+        "b.yaml:4:29: a layer may make `Deal.amount` `required` but not undo it "
         "(set at a.yaml:4:39)",
     ),
     case(
@@ -923,10 +959,14 @@ LAYER_CASES = [
         "a.yaml:3:5: unknown key `feilds` in the document type `Deal` (did you mean `fields`?)",
     ),
     case(
-        "built_in_user_field_changed",
+        "built_in_user_field_as_an_attribute",
         {"user.yaml": "attributes:\n  User:\n    email: {type: string}\n"},
-        "user.yaml:3:19: a layer may not change the type of `User.email` from `email` "
-        "(built into the engine) to `string`",
+        "user.yaml:3:5: `User.email` is built into the engine; `attributes` adds new fields only",
+    ),
+    case(
+        "built_in_user_field_under_documents",
+        {"user.yaml": "documents:\n  User:\n    fields: {email: {label: Mail}}\n"},
+        "user.yaml:2:3: `User` is built in: add user attributes under `attributes: User:`",
     ),
 ]
 
@@ -942,13 +982,12 @@ def test_a_later_layer_may_add_values_states_and_transitions(
     load_config: Callable[..., Registry],
 ) -> None:
     later = """\
-attributes:
-  Deal:
-    kind: {type: enum, values: [c], required: true, index: true}
-    amount: {type: money, label: {ru: Сумма}}
-    name: {required: true}
 documents:
   Deal:
+    fields:
+      kind: {type: enum, values: [c], required: true, index: true}
+      amount: {type: money, label: {ru: Сумма}}
+      name: {required: true}
     statuses:
       states: {lost: {final: true}}
       transitions: [{from: new, to: [won, lost]}]
@@ -964,22 +1003,57 @@ documents:
 
 def test_base_layer_field_type_change_names_both_files(problems_of: Problems) -> None:
     got = problems_of(
-        {"deal.yaml": "attributes:\n  Deal:\n    amount: {type: integer}\n"}, config=WITH_BASE
+        {"deal.yaml": later_fields("      amount: {type: integer}\n")}, config=WITH_BASE
     )
     base = shown_path(BASE_LAYER / "deal.yaml")
     assert got == [
-        "deal.yaml:3:20: a layer may not change the type of `Deal.amount` from `money` "
+        "deal.yaml:4:22: a layer may not change the type of `Deal.amount` from `money` "
         f"(defined at {base}:11:7) to `integer`"
     ]
 
 
 def test_base_layer_field_removed(problems_of: Problems) -> None:
-    got = problems_of({"customer.yaml": "attributes:\n  Customer:\n    inn: ~\n"}, config=WITH_BASE)
+    got = problems_of(
+        {"customer.yaml": "documents:\n  Customer:\n    fields:\n      inn: ~\n"},
+        config=WITH_BASE,
+    )
     base = shown_path(BASE_LAYER / "customer.yaml")
     assert got == [
-        "customer.yaml:3:5: a layer may not remove the field `Customer.inn` "
+        "customer.yaml:4:7: a layer may not remove the field `Customer.inn` "
         f"(defined at {base}:9:7); hide it with `hidden: true` instead"
     ]
+
+
+def test_an_attribute_of_the_base_layer_is_refused(problems_of: Problems) -> None:
+    """A field the base layer has is extended under `documents:`, never merged silently."""
+    got = problems_of(
+        {"customer.yaml": "attributes:\n  Customer:\n    source: {type: enum, values: [fair]}\n"},
+        config=WITH_BASE,
+    )
+    base = shown_path(BASE_LAYER / "customer.yaml")
+    assert got == [
+        f"customer.yaml:3:5: `Customer.source` is already defined at {base}:15:7; `attributes` "
+        "adds new fields only: to extend it, write "
+        "`documents: {Customer: {fields: {source: {...}}}}`"
+    ]
+
+
+def test_a_base_field_and_a_user_attribute_are_extended_under_documents(
+    load_config: Callable[..., Registry],
+) -> None:
+    later = """\
+documents:
+  Customer:
+    fields:
+      source: {values: [fair], required: true}
+  User:
+    fields:
+      department: {required: true}
+"""
+    registry = load_config({"later.yaml": later}, config=WITH_BASE)
+    source = registry.documents["Customer"].fields["source"]
+    assert "fair" in source.values and "website" in source.values and source.required
+    assert registry.documents["User"].fields["department"].required
 
 
 # --- config.yaml -------------------------------------------------------------------------------
