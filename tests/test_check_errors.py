@@ -810,6 +810,28 @@ SEGMENT_CASES = [
         "customer.yaml:9:53: the filter of the segment `big`: `revenue`: `abc` must be a number",
     ),
     case(
+        "segment_filter_values_of_the_wrong_kind",
+        customer_with(
+            "segments:\n"
+            "  big:\n"
+            "    document: Customer\n"
+            "    filter:\n"
+            "      name: {gt: 5}\n"
+            "      email: {in: [true]}\n"
+            "      revenue: {between: [false, 100]}\n"
+            "reports:\n"
+            "  recent: {type: table, document: Customer, filter: {manager.active: {gt: true}}}\n"
+        ),
+        "customer.yaml:12:18: the filter of the segment `big`: `name` is a string field and "
+        "takes text, not the number `5`",
+        "customer.yaml:13:19: the filter of the segment `big`: `email` is an email field and "
+        "takes text, not the yes/no value `true`",
+        "customer.yaml:14:26: the filter of the segment `big`: `revenue` is a money field and "
+        "takes a number, not the yes/no value `false`",
+        "customer.yaml:16:75: the filter of the report `recent`: `gt` does not apply to the "
+        "boolean field `manager.active`",
+    ),
+    case(
         "segment_without_a_filter",
         customer_with("segments:\n  everyone: {document: Customer}\n"),
         "customer.yaml:9:13: the segment `everyone` needs `filter`",

@@ -224,6 +224,26 @@ def test_paging_filtering_searching_and_ordering(
     assert [m["text"] for m in lookup["result"]] == ["Beta"]
 
 
+def test_a_filter_value_of_the_wrong_kind_is_a_400_that_names_the_field(
+    crm_app: Callable[..., Flask], login: Callable[..., Any]
+) -> None:
+    app = crm_app(API, CONFIG)
+    anna = login(app, "anna")
+    ok(anna.api("POST", "/api/v1/customer/", {"name": "5 Stars"}), 201)
+    for query, message in (
+        ('{"name": {"gt": 5}}', "`name` is a string field and takes text, not the number `5`"),
+        ('{"name": true}', "`name` is a string field and takes text, not the yes/no value `true`"),
+        ('{"amount": {"gte": false}}', "`amount` is a money field and takes a number, "
+         "not the yes/no value `false`"),
+    ):  # fmt: skip
+        doc = "deal" if "amount" in query else "customer"
+        assert refused(anna.api("GET", f"/api/v1/{doc}/?filter={query}"), 400) == {
+            "message": message
+        }
+    # the same comparison written as text is a text comparison
+    assert ok(anna.api("GET", '/api/v1/customer/?filter={"name": {"gte": "5"}}'))["count"] == 1
+
+
 def test_validation_errors_come_by_field_path(
     crm_app: Callable[..., Flask], login: Callable[..., Any]
 ) -> None:
