@@ -22,6 +22,7 @@ from engine.errors import Loc, MetadataError, Problem, did_you_mean
 from engine.names import identifier_problem
 from engine.plugins import ROOT, make_plugin_manager
 from engine.registry import (
+    SELF,
     SYSTEM_FIELDS,
     USER,
     Access,
@@ -850,7 +851,10 @@ class Loader:
                 spec.get("outcome"),
                 tuple(spec.get("require", ())),
                 RequireNext(
-                    rn["document"], rn.get("min", 1), rn["link"], spec.value_loc("require_next")
+                    rn["document"],
+                    rn.get("min", 1),
+                    self._next_link(d, rn),
+                    spec.value_loc("require_next"),
                 )
                 if rn
                 else None,
@@ -868,6 +872,17 @@ class Loader:
             transitions,
             st.loc,
         )
+
+    def _next_link(self, d: DocDraft, rn: Mapping[str, Any]) -> Mapping[str, str]:
+        """``link: interest`` is the ref both documents have by that name, or the
+        next document's ref to this one: ``{interest: interest}`` or ``{deal: self}``."""
+        link = rn["link"]
+        if isinstance(link, Mapping):
+            return frozen_map({str(k): str(v) for k, v in link.items()})
+        target = self.docs.get(rn["document"])
+        f = target.fields.get(link) if target is not None else None
+        refers_here = f is not None and f.spec.get("to") == d.name
+        return frozen_map({link: SELF if refers_here else link})
 
 
 #: labels of the usual names of a status field; others get "Status" in Russian

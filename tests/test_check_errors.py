@@ -580,6 +580,88 @@ documents:
 ]
 
 
+#: a viewing refers to its customer through `buyer`; the next interaction through `customer`
+VIEWING = """\
+documents:
+  Customer: {fields: {name: {type: string}}}
+  Property: {fields: {address: {type: string}}}
+  Interaction:
+    fields:
+      customer: {type: ref, to: Customer}
+      object: {type: ref, to: Property}
+      viewing: {type: ref, to: Viewing}
+      planned_at: {type: datetime}
+  Viewing:
+    fields:
+      buyer: {type: ref, to: Customer}
+      property: {type: ref, to: Property}
+      note: {type: text}
+    statuses:
+      initial: planned
+      states:
+        planned: {}
+"""
+
+
+def viewing_held(link: str) -> Files:
+    """`Viewing` whose state `held` (line 19) demands the next interaction."""
+    return {
+        "viewing.yaml": VIEWING
+        + f"        held: {{final: true, require_next: {{document: Interaction, link: {link}}}}}\n"
+    }
+
+
+REQUIRE_NEXT_WHERE = "`require_next` of the state `held` of `Viewing`: "
+
+STATUS_CASES += [
+    case(
+        "require_next_link_by_a_name_this_type_does_not_have",
+        viewing_held("customer"),
+        "viewing.yaml:19:73: " + REQUIRE_NEXT_WHERE + "`Viewing` has no field `customer` to "
+        "fill `Interaction.customer` from; `Viewing` refers to `Customer` through `buyer`: "
+        "write `link: {customer: buyer}`",
+    ),
+    case(
+        "require_next_link_to_a_type_this_type_does_not_reach",
+        {
+            "viewing.yaml": viewing_held("customer")["viewing.yaml"].replace(
+                "buyer: {type: ref, to: Customer}", "buyer: {type: text}"
+            )
+        },
+        "viewing.yaml:19:73: " + REQUIRE_NEXT_WHERE + "`Viewing` has no field `customer` to "
+        "fill `Interaction.customer` from, and `Interaction.customer` refers to `Customer`, "
+        "which `Viewing` neither is nor refers to",
+    ),
+    case(
+        "require_next_link_map_with_unknown_fields",
+        viewing_held("{custmer: buyer, object: proprety}"),
+        "viewing.yaml:19:74: " + REQUIRE_NEXT_WHERE + "`Interaction` has no field `custmer` "
+        "(did you mean `customer`?)",
+        "viewing.yaml:19:98: " + REQUIRE_NEXT_WHERE + "`Viewing` has no field `proprety` "
+        "(did you mean `property`?); write a field of `Viewing` or `self`",
+    ),
+    case(
+        "require_next_link_map_with_refs_to_other_types",
+        viewing_held("{customer: property, viewing: self, object: self, planned_at: note}"),
+        "viewing.yaml:19:84: " + REQUIRE_NEXT_WHERE + "`Viewing.property` cannot fill "
+        "`Interaction.customer`, a ref to `Customer`: it refers to `Property`; `Viewing` refers "
+        "to `Customer` through `buyer`: write `link: {customer: buyer}`",
+        "viewing.yaml:19:117: " + REQUIRE_NEXT_WHERE + "`self` is the `Viewing` itself, but "
+        "`Interaction.object` refers to `Property`; `Viewing` refers to `Property` through "
+        "`property`: write `link: {object: property}`",
+        "viewing.yaml:19:123: " + REQUIRE_NEXT_WHERE + "`Interaction.planned_at` must be a ref to "
+        "`Viewing` (or to a type `Viewing` refers to); it is a datetime field",
+    ),
+    case(
+        "require_next_link_as_a_list",
+        viewing_held("[customer, buyer]"),
+        "viewing.yaml:19:73: `require_next` of the state `held` of `Viewing`: `link` must be a "
+        "field name, or a map of the next document's fields to this one's (or `self`), "
+        "e.g. {customer: buyer, property: self}",
+    ),
+]
+
+
 @pytest.mark.parametrize("files, config, expected", STATUS_CASES)
 def test_status_mistakes(
     problems_of: Problems, files: Files, config: str, expected: list[str]
