@@ -524,10 +524,9 @@ def _require_next(registry: Registry, d: DocType, s: Any, raw: Any) -> Iterator[
         return
     link_loc = _at(raw, rn.loc, "require_next", "link")
     written = raw.get("require_next", {}).get("link") if isinstance(raw, LMap) else None
-    by_map = isinstance(written, LMap)
     for name, source in rn.link.items():
-        name_loc = written.key_loc(name) if by_map else link_loc
-        source_loc = written.value_loc(name) if by_map else link_loc
+        name_loc = written.key_loc(name) if isinstance(written, LMap) else link_loc
+        source_loc = written.value_loc(name) if isinstance(written, LMap) else link_loc
         yield from _next_link(registry, d, target, name, source, where, name_loc, source_loc)
     if target.statuses is None and not any(
         f.type in ("date", "datetime") for f in target.fields.values() if not f.system
