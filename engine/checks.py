@@ -17,7 +17,7 @@ from typing import Any
 from engine import expressions
 from engine.errors import Loc, Problem, did_you_mean
 from engine.filters import check_filter
-from engine.registry import USER, DocType, Field, Registry
+from engine.registry import SELF, USER, DocType, Field, Registry
 from engine.yamlload import LList, LMap
 
 Check = Callable[[Registry], Iterator[Problem]]
@@ -523,20 +523,11 @@ def _require_next(registry: Registry, d: DocType, s: Any, raw: Any) -> Iterator[
         )
         return
     link_loc = _at(raw, rn.loc, "require_next", "link")
-    link = target.fields.get(rn.link)
-    if link is None:
-        yield Problem(
-            link_loc,
-            f"{where}: `{rn.document}` has no field `{rn.link}`"
-            f"{did_you_mean(rn.link, target.fields)}",
-        )
-    elif link.type != "ref" or (link.to != d.name and not _links_through(registry, d, link)):
-        actual = f"a ref to `{link.to}`" if link.type == "ref" else _a(link.type) + " field"
-        yield Problem(
-            link_loc,
-            f"{where}: `{rn.document}.{rn.link}` must be a ref to `{d.name}` "
-            f"(or to a type `{d.name}` refers to); it is {actual}",
-        )
+    written = raw.get("require_next", {}).get("link") if isinstance(raw, LMap) else None
+    for name, source in rn.link.items():
+        name_loc = written.key_loc(name) if isinstance(written, LMap) else link_loc
+        source_loc = written.value_loc(name) if isinstance(written, LMap) else link_loc
+        yield from _next_link(registry, d, target, name, source, where, name_loc, source_loc)
     if target.statuses is None and not any(
         f.type in ("date", "datetime") for f in target.fields.values() if not f.system
     ):
@@ -546,12 +537,70 @@ def _require_next(registry: Registry, d: DocType, s: Any, raw: Any) -> Iterator[
         )
 
 
-def _links_through(registry: Registry, d: DocType, link: Field) -> bool:
-    """``require_next.link`` may name a ref to a type the document itself refers to
-    (completing an Interaction demands the next one for the same Interest)."""
-    return any(
-        f.type == "ref" and f.to == link.to and f.name == link.name for f in d.fields.values()
+def _next_link(
+    registry: Registry,
+    d: DocType,
+    target: DocType,
+    name: str,
+    source: str,
+    where: str,
+    name_loc: Loc,
+    source_loc: Loc,
+) -> Iterator[Problem]:
+    """One entry of ``require_next.link``: the next document's ref ``name`` is
+    filled in from this record's field ``source``, or with the record itself."""
+    link = target.fields.get(name)
+    if link is None:
+        yield Problem(
+            name_loc,
+            f"{where}: `{target.name}` has no field `{name}`{did_you_mean(name, target.fields)}",
+        )
+        return
+    if link.type != "ref" or link.system:
+        actual = "filled in by the engine" if link.system else f"it is {_a(link.type)} field"
+        yield Problem(
+            name_loc,
+            f"{where}: `{target.name}.{name}` must be a ref to `{d.name}` "
+            f"(or to a type `{d.name}` refers to); {actual}",
+        )
+        return
+    through = [f.name for f in d.fields.values() if f.type == "ref" and f.to == link.to]
+    hint = (
+        f"; `{d.name}` refers to `{link.to}` through `{through[0]}`: "
+        f"write `link: {{{name}: {through[0]}}}`"
+        if through
+        else ""
     )
+    if source == SELF:
+        if link.to != d.name:
+            yield Problem(
+                source_loc,
+                f"{where}: `self` is the `{d.name}` itself, but `{target.name}.{name}` refers "
+                f"to `{link.to}`{hint}",
+            )
+        return
+    own = d.fields.get(source)
+    if own is None and source == name:
+        # `link: customer` where only the next document has a `customer`
+        yield Problem(
+            source_loc,
+            f"{where}: `{d.name}` has no field `{name}` to fill `{target.name}.{name}` from"
+            + (hint or f", and `{target.name}.{name}` refers to `{link.to}`, which `{d.name}` "
+               f"neither is nor refers to"),
+        )  # fmt: skip
+    elif own is None:
+        yield Problem(
+            source_loc,
+            f"{where}: `{d.name}` has no field `{source}`{did_you_mean(source, d.fields)}; "
+            f"write a field of `{d.name}` or `self`",
+        )
+    elif own.type != "ref" or own.to != link.to:
+        actual = f"refers to `{own.to}`" if own.type == "ref" else f"is {_a(own.type)} field"
+        yield Problem(
+            source_loc,
+            f"{where}: `{d.name}.{source}` cannot fill `{target.name}.{name}`, a ref to "
+            f"`{link.to}`: it {actual}{hint}",
+        )
 
 
 # --- access and roles ----------------------------------------------------------------

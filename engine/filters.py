@@ -27,6 +27,8 @@ Semantics worth knowing:
 from __future__ import annotations
 
 import datetime as dt
+import decimal
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -168,6 +170,9 @@ def _value(registry: Registry, d: DocType, f: Field, value: Any, op: str) -> Any
         return str(value)
     if isinstance(value, (list, tuple, Mapping)):
         raise FilterError(f"`{f.name}`: `{value}` is not one value")
+    mismatch = _kind_mismatch(f, value)
+    if mismatch:
+        raise FilterError(mismatch)
     ftype = _TYPES.get(f.type)
     if f.type == "datetime" and _date_only(value):
         ftype = _TYPES["date"]  # a whole day: see _Compiler.value
@@ -180,6 +185,48 @@ def _value(registry: Registry, d: DocType, f: Field, value: Any, op: str) -> Any
         raise FilterError(f"`{f.name}`: `{value}` {exc}{hint}") from exc
     except (ArithmeticError, TypeError, ValueError) as exc:  # 1e1000 for money, .inf for a ref
         raise FilterError(f"`{f.name}`: `{value}` is not a valid {f.type} value") from exc
+
+
+#: what a field of each kind is compared with, for the messages
+_TAKES = {
+    "integer": "a whole number",
+    "decimal": "a number",
+    "money": "a number",
+}
+
+
+def _kind_mismatch(f: Field, value: Any) -> str | None:
+    """Why ``value``, as written (YAML or JSON), cannot be compared with ``f``:
+    a number, a yes/no or a date given to a text field, a yes/no, a date or a
+    fraction to a number that takes none. Text is left to the field type, which reads
+    numbers and dates written as text the way a form does."""
+    if isinstance(value, str) or value is None:
+        return None
+    if isinstance(value, bool):
+        given = f"the yes/no value `{str(value).lower()}`"
+    elif isinstance(value, (dt.date, dt.datetime)):
+        given = f"the date `{value}`"
+    elif isinstance(value, (int, float, decimal.Decimal)):
+        given = f"the number `{value}`"
+    else:
+        given = f"`{value}`"
+    if f.type in TEXTUAL - {"phone"}:  # a phone may be written as digits
+        takes = "text"
+        fits = False
+    elif f.type in _TAKES:
+        takes = _TAKES[f.type]
+        fits = isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool)
+        if fits and f.type == "integer" and not isinstance(value, int):
+            fits = value == int(value) if math.isfinite(value) else False
+    else:
+        return None
+    if fits:
+        return None
+    return f"`{f.name}` is {_a(f.type)} field and takes {takes}, not {given}"
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
 
 
 def _validate(registry: Registry, d: DocType, clause: Clause) -> list[tuple[DocType, Field]]:

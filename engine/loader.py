@@ -22,6 +22,7 @@ from engine.errors import Loc, MetadataError, Problem, did_you_mean
 from engine.names import identifier_problem
 from engine.plugins import ROOT, make_plugin_manager
 from engine.registry import (
+    SELF,
     SYSTEM_FIELDS,
     USER,
     Access,
@@ -227,12 +228,12 @@ class Loader:
     # -- documents and attributes ---------------------------------------------
 
     def _section_documents(self, name: Any, spec: Any, loc: Loc, vloc: Loc, layer: str) -> None:
-        if name == USER:
+        if name == USER and not self._extends_user_attributes(spec):
             self.problems.append(
                 Problem(loc, "`User` is built in: add user attributes under `attributes: User:`")
             )
             return
-        problem = identifier_problem(name, "document type")
+        problem = None if name == USER else identifier_problem(name, "document type")
         if problem:
             self.problems.append(Problem(loc, problem))
             return
@@ -271,6 +272,16 @@ class Loader:
         if "statuses" in spec:
             self._merge_statuses(draft, spec["statuses"], spec.value_loc("statuses"))
 
+    def _extends_user_attributes(self, spec: Any) -> bool:
+        """``documents: User:`` may only extend the user attributes of a lower layer."""
+        if not isinstance(spec, Mapping) or set(spec) != {"fields"}:
+            return False
+        fields = spec["fields"]
+        user = self.docs[USER].fields
+        return isinstance(fields, Mapping) and all(
+            n in user and user[n].layer != "engine" for n in fields
+        )
+
     def _section_attributes(self, name: Any, spec: Any, loc: Loc, vloc: Loc, layer: str) -> None:
         draft = self.docs.get(name)
         if draft is None:
@@ -288,6 +299,10 @@ class Loader:
             self.problems.append(Problem(vloc, f"attributes of `{name}` must be a map of fields"))
             return
         for fname, fspec in spec.items():
+            existing = draft.fields.get(fname) if isinstance(fname, str) else None
+            if existing is not None:
+                self.problems.append(Problem(spec.key_loc(fname), _not_new(name, existing)))
+                continue
             self._add_field(draft.fields, draft.name, fname, fspec, spec, layer)
 
     def _set_once(self, draft: DocDraft, key: str, value: Any, loc: Loc) -> None:
@@ -355,7 +370,17 @@ class Loader:
                 )
             )
             return
-        if not self._options_fit(spec, ftype, f"{owner}.{name}"):
+        if existing is not None and ftype != existing.spec["type"]:
+            # the type change is the mistake; options that fit only the new type are not
+            self.problems.append(
+                Problem(
+                    spec.value_loc("type"),
+                    f"a layer may not change the type of `{owner}.{name}` from "
+                    f"`{existing.spec['type']}` ({_defined(existing.loc)}) to `{ftype}`",
+                )
+            )
+            return
+        if not self._options_fit(spec, ftype, f"{owner}.{name}", existing):
             return
         values = self._enum_values(spec, owner, name) if ftype == "enum" else {}
         if existing is None:
@@ -386,7 +411,9 @@ class Loader:
                     continue
                 self._add_field(draft.children, f"{owner}.{name}", cname, cspec, children, layer)
 
-    def _options_fit(self, spec: LMap, ftype: str, path: str) -> bool:
+    def _options_fit(
+        self, spec: LMap, ftype: str, path: str, existing: FieldDraft | None = None
+    ) -> bool:
         """Options that belong to another type (``max_length`` on an integer) are mistakes."""
         specific = {o for options, _ in self.type_options.values() for o in options}
         own, ordered = self.type_options.get(ftype, (frozenset(), False))
@@ -396,26 +423,19 @@ class Loader:
         if ftype == "table":
             # a table is rows in a child table, not a column
             misplaced += [k for k in ("default", "unique", "index") if k in spec]
+        # a later layer that leaves out the type writes options of the type it thinks it is
+        where = f" ({_defined(existing.loc)})" if existing is not None else ""
         for key in misplaced:
             self.problems.append(
                 Problem(
                     spec.key_loc(key),
-                    f"the field `{path}`: `{key}` does not apply to {_a(ftype)} field",
+                    f"the field `{path}`{where}: `{key}` does not apply to {_a(ftype)} field",
                 )
             )
         return not misplaced
 
     def _merge_field(self, draft: FieldDraft, spec: LMap, owner: str) -> None:
         where = f"`{owner}.{draft.name}`"
-        if spec["type"] != draft.spec["type"]:
-            self.problems.append(
-                Problem(
-                    spec.value_loc("type"),
-                    f"a layer may not change the type of {where} from `{draft.spec['type']}` "
-                    f"({_defined(draft.loc)}) to `{spec['type']}`",
-                )
-            )
-            return
         for key, value in spec.items():
             if key in ("type", "fields", "values"):
                 continue
@@ -831,7 +851,10 @@ class Loader:
                 spec.get("outcome"),
                 tuple(spec.get("require", ())),
                 RequireNext(
-                    rn["document"], rn.get("min", 1), rn["link"], spec.value_loc("require_next")
+                    rn["document"],
+                    rn.get("min", 1),
+                    self._next_link(d, rn),
+                    spec.value_loc("require_next"),
                 )
                 if rn
                 else None,
@@ -849,6 +872,17 @@ class Loader:
             transitions,
             st.loc,
         )
+
+    def _next_link(self, d: DocDraft, rn: Mapping[str, Any]) -> Mapping[str, str]:
+        """``link: interest`` is the ref both documents have by that name, or the
+        next document's ref to this one: ``{interest: interest}`` or ``{deal: self}``."""
+        link = rn["link"]
+        if isinstance(link, Mapping):
+            return frozen_map({str(k): str(v) for k, v in link.items()})
+        target = self.docs.get(rn["document"])
+        f = target.fields.get(link) if target is not None else None
+        refers_here = f is not None and f.spec.get("to") == d.name
+        return frozen_map({link: SELF if refers_here else link})
 
 
 #: labels of the usual names of a status field; others get "Status" in Russian
@@ -900,6 +934,18 @@ def _with(spec: LMap, key: str, value: Any) -> LMap:
     out = LMap({**spec, key: value})
     out.loc, out.key_locs, out.value_locs = spec.loc, dict(spec.key_locs), dict(spec.value_locs)
     return out
+
+
+def _not_new(owner: str, existing: FieldDraft) -> str:
+    """Why ``attributes: {owner: {field: ...}}`` is refused for a field that exists."""
+    path = f"`{owner}.{existing.name}`"
+    if existing.loc.file == "<engine>":
+        return f"{path} is built into the engine; `attributes` adds new fields only"
+    example = f"documents: {{{owner}: {{fields: {{{existing.name}: {{...}}}}}}}}"
+    return (
+        f"{path} is already defined at {existing.loc}; `attributes` adds new fields only: "
+        f"to extend it, write `{example}`"
+    )
 
 
 def _defined(loc: Loc, verb: str = "defined") -> str:

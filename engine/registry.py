@@ -108,10 +108,19 @@ class Field:
 
 @dataclass(frozen=True)
 class RequireNext:
+    """A state that demands at least ``min`` new ``document`` records in the
+    same step. ``link`` maps each field of a new record that is filled in from
+    this one to the field of this record it takes, or to ``SELF``, the record
+    itself: ``{customer: buyer, property: self}``."""
+
     document: str
     min: int
-    link: str
+    link: Mapping[str, str]
     loc: Loc = UNKNOWN
+
+
+#: in ``RequireNext.link``: the record itself rather than one of its fields
+SELF = "self"
 
 
 @dataclass(frozen=True)

@@ -192,10 +192,29 @@ class AccessSchema(Strict):
     delete = AccessRule()
 
 
+class NextLink(mf.Field):
+    """``require_next.link``: the one ref both documents share by name, or a map
+    field of the next document → field of this one (or ``self``, this record)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str):
+            return value
+        if (
+            isinstance(value, Mapping)
+            and value
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        ):
+            return value
+        raise ValidationError(
+            "must be a field name, or a map of the next document's fields to this one's "
+            "(or `self`), e.g. {customer: buyer, property: self}"
+        )
+
+
 class RequireNextSchema(Strict):
     document = Text(required=True)
     min = Int(validate=_range(1, 100))
-    link = Text(required=True)
+    link = NextLink(required=True)
 
 
 class StateSchema(Strict):

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from engine import expressions
 from engine.documents import Documents, Plan, ValidationFailed, aware, empty, quoted, same
 from engine.errors import HandledError
-from engine.registry import USER, DocType, Field, State, Statuses, Transition
+from engine.registry import SELF, USER, DocType, Field, State, Statuses, Transition
 
 
 @dataclass(frozen=True)
@@ -209,13 +209,13 @@ class StatusEngine:
         if count >= rn.min:
             return []
         nd = self.registry.documents[rn.document]
-        link = nd.fields[rn.link]
+        through = ", ".join(quoted(nd.fields[name].label, name, self.locale) for name in rn.link)
         return [
             Reason(
                 "require_next",
                 f"entering {self._state(d, state.name)} needs at least {rn.min} new "
                 f"{quoted(nd.label, nd.name, self.locale)} planned in the future and linked "
-                f"through {quoted(link.label, link.name, self.locale)}; {count} given",
+                f"through {through}; {count} given",
                 "next",
             )
         ]
@@ -294,25 +294,35 @@ class StatusEngine:
         field_plan: Plan | None,
         next: Sequence[Mapping[str, Any]],
     ) -> list[Plan]:
-        """Plan each new document with its link filled in; field errors of all
-        of them come back together as ``next.<i>.<field>``."""
+        """Plan each new document with its links filled in from this record
+        (``require_next.link``); field errors of all of them come back together
+        as ``next.<i>.<field>``."""
         rn = state.require_next
         assert rn is not None
         nd = self.registry.documents[rn.document]
-        link = nd.fields[rn.link]
-        if link.to == d.name:
-            value: Any = obj.id
-        else:
-            value = field_plan.values[rn.link] if field_plan else getattr(obj, link.column)
+        linked: dict[str, Any] = {}
+        for name, source in rn.link.items():
+            if source == SELF:
+                linked[name] = obj.id
+            elif field_plan is not None:
+                linked[name] = field_plan.values.get(source)
+            else:
+                linked[name] = getattr(obj, d.fields[source].column)
         errors: dict[str, str] = {}
         plans = []
         for i, values in enumerate(next):
-            given = values.get(rn.link)
             prefix = f"next.{i}."
-            if given not in (None, "") and not same(self._ref_id(given), value):
-                errors[prefix + rn.link] = (
+            wrong = [
+                name
+                for name, value in linked.items()
+                if values.get(name) not in (None, "")
+                and not same(self._ref_id(values[name]), value)
+            ]
+            for name in wrong:
+                errors[prefix + name] = (
                     f"is filled in from this {quoted(d.label, None, self.locale)}"
                 )
+            if wrong:
                 continue
             # an interaction of no Interest is followed by one of no Interest;
             # what both have in common (the customer, the contact, the manager)
@@ -320,12 +330,12 @@ class StatusEngine:
             inherited = {
                 name: getattr(obj, f.column)
                 for name, f in nd.fields.items()
-                if f.type == "ref" and name != rn.link and values.get(name) in (None, "")
+                if f.type == "ref" and name not in rn.link and values.get(name) in (None, "")
                 and not f.system and not f.readonly
                 and name in d.fields and d.fields[name].type == "ref" and d.fields[name].to == f.to
                 and getattr(obj, f.column, None) is not None
             }  # fmt: skip
-            p = self.docs.plan(nd, None, {**values, **inherited, rn.link: value}, prefix=prefix)
+            p = self.docs.plan(nd, None, {**values, **inherited, **linked}, prefix=prefix)
             errors.update(p.errors)
             plans.append(p)
         if errors:

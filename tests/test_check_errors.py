@@ -580,6 +580,88 @@ documents:
 ]
 
 
+#: a viewing refers to its customer through `buyer`; the next interaction through `customer`
+VIEWING = """\
+documents:
+  Customer: {fields: {name: {type: string}}}
+  Property: {fields: {address: {type: string}}}
+  Interaction:
+    fields:
+      customer: {type: ref, to: Customer}
+      object: {type: ref, to: Property}
+      viewing: {type: ref, to: Viewing}
+      planned_at: {type: datetime}
+  Viewing:
+    fields:
+      buyer: {type: ref, to: Customer}
+      property: {type: ref, to: Property}
+      note: {type: text}
+    statuses:
+      initial: planned
+      states:
+        planned: {}
+"""
+
+
+def viewing_held(link: str) -> Files:
+    """`Viewing` whose state `held` (line 19) demands the next interaction."""
+    return {
+        "viewing.yaml": VIEWING
+        + f"        held: {{final: true, require_next: {{document: Interaction, link: {link}}}}}\n"
+    }
+
+
+REQUIRE_NEXT_WHERE = "`require_next` of the state `held` of `Viewing`: "
+
+STATUS_CASES += [
+    case(
+        "require_next_link_by_a_name_this_type_does_not_have",
+        viewing_held("customer"),
+        "viewing.yaml:19:73: " + REQUIRE_NEXT_WHERE + "`Viewing` has no field `customer` to "
+        "fill `Interaction.customer` from; `Viewing` refers to `Customer` through `buyer`: "
+        "write `link: {customer: buyer}`",
+    ),
+    case(
+        "require_next_link_to_a_type_this_type_does_not_reach",
+        {
+            "viewing.yaml": viewing_held("customer")["viewing.yaml"].replace(
+                "buyer: {type: ref, to: Customer}", "buyer: {type: text}"
+            )
+        },
+        "viewing.yaml:19:73: " + REQUIRE_NEXT_WHERE + "`Viewing` has no field `customer` to "
+        "fill `Interaction.customer` from, and `Interaction.customer` refers to `Customer`, "
+        "which `Viewing` neither is nor refers to",
+    ),
+    case(
+        "require_next_link_map_with_unknown_fields",
+        viewing_held("{custmer: buyer, object: proprety}"),
+        "viewing.yaml:19:74: " + REQUIRE_NEXT_WHERE + "`Interaction` has no field `custmer` "
+        "(did you mean `customer`?)",
+        "viewing.yaml:19:98: " + REQUIRE_NEXT_WHERE + "`Viewing` has no field `proprety` "
+        "(did you mean `property`?); write a field of `Viewing` or `self`",
+    ),
+    case(
+        "require_next_link_map_with_refs_to_other_types",
+        viewing_held("{customer: property, viewing: self, object: self, planned_at: note}"),
+        "viewing.yaml:19:84: " + REQUIRE_NEXT_WHERE + "`Viewing.property` cannot fill "
+        "`Interaction.customer`, a ref to `Customer`: it refers to `Property`; `Viewing` refers "
+        "to `Customer` through `buyer`: write `link: {customer: buyer}`",
+        "viewing.yaml:19:117: " + REQUIRE_NEXT_WHERE + "`self` is the `Viewing` itself, but "
+        "`Interaction.object` refers to `Property`; `Viewing` refers to `Property` through "
+        "`property`: write `link: {object: property}`",
+        "viewing.yaml:19:123: " + REQUIRE_NEXT_WHERE + "`Interaction.planned_at` must be a ref to "
+        "`Viewing` (or to a type `Viewing` refers to); it is a datetime field",
+    ),
+    case(
+        "require_next_link_as_a_list",
+        viewing_held("[customer, buyer]"),
+        "viewing.yaml:19:73: `require_next` of the state `held` of `Viewing`: `link` must be a "
+        "field name, or a map of the next document's fields to this one's (or `self`), "
+        "e.g. {customer: buyer, property: self}",
+    ),
+]
+
+
 @pytest.mark.parametrize("files, config, expected", STATUS_CASES)
 def test_status_mistakes(
     problems_of: Problems, files: Files, config: str, expected: list[str]
@@ -810,6 +892,28 @@ SEGMENT_CASES = [
         "customer.yaml:9:53: the filter of the segment `big`: `revenue`: `abc` must be a number",
     ),
     case(
+        "segment_filter_values_of_the_wrong_kind",
+        customer_with(
+            "segments:\n"
+            "  big:\n"
+            "    document: Customer\n"
+            "    filter:\n"
+            "      name: {gt: 5}\n"
+            "      email: {in: [true]}\n"
+            "      revenue: {between: [false, 100]}\n"
+            "reports:\n"
+            "  recent: {type: table, document: Customer, filter: {manager.active: {gt: true}}}\n"
+        ),
+        "customer.yaml:12:18: the filter of the segment `big`: `name` is a string field and "
+        "takes text, not the number `5`",
+        "customer.yaml:13:19: the filter of the segment `big`: `email` is an email field and "
+        "takes text, not the yes/no value `true`",
+        "customer.yaml:14:26: the filter of the segment `big`: `revenue` is a money field and "
+        "takes a number, not the yes/no value `false`",
+        "customer.yaml:16:75: the filter of the report `recent`: `gt` does not apply to the "
+        "boolean field `manager.active`",
+    ),
+    case(
         "segment_without_a_filter",
         customer_with("segments:\n  everyone: {document: Customer}\n"),
         "customer.yaml:9:13: the segment `everyone` needs `filter`",
@@ -868,26 +972,62 @@ documents:
     statuses: {initial: new, states: {new: {}, won: {final: true}}}
 """
 
+
+def later_fields(fields: str) -> str:
+    """A later layer's file that extends fields of `Deal` (they start on line 4)."""
+    return "documents:\n  Deal:\n    fields:\n" + fields
+
+
 LAYER_CASES = [
     case(
         "later_layer_changes_a_type",
-        {"a.yaml": EARLIER, "b.yaml": "attributes:\n  Deal:\n    amount: {type: integer}\n"},
-        "b.yaml:3:20: a layer may not change the type of `Deal.amount` from `money` "
+        {"a.yaml": EARLIER, "b.yaml": later_fields("      amount: {type: integer}\n")},
+        "b.yaml:4:22: a layer may not change the type of `Deal.amount` from `money` "
         "(defined at a.yaml:4:7) to `integer`",
     ),
     case(
+        "later_layer_changes_a_type_and_gives_values",
+        {
+            "a.yaml": EARLIER,
+            "b.yaml": later_fields(
+                "      name: {type: enum, values: [x, y]}\n"
+                "      kind: {type: string, values: [c]}\n"
+            ),
+        },
+        "b.yaml:4:20: a layer may not change the type of `Deal.name` from `string` "
+        "(defined at a.yaml:5:7) to `enum`",
+        "b.yaml:5:20: a layer may not change the type of `Deal.kind` from `enum` "
+        "(defined at a.yaml:6:7) to `string`",
+    ),
+    case(
+        "later_layer_gives_values_to_a_string_without_its_type",
+        {"a.yaml": EARLIER, "b.yaml": later_fields("      name: {values: [x, y]}\n")},
+        "b.yaml:4:14: the field `Deal.name` (defined at a.yaml:5:7): `values` does not apply "
+        "to a string field",
+    ),
+    case(
+        "attribute_that_already_exists",
+        {
+            "a.yaml": EARLIER,
+            "b.yaml": "attributes:\n  Deal:\n    region: {type: string}\n"
+            "    kind: {type: enum, values: [c]}\n",
+        },
+        "b.yaml:4:5: `Deal.kind` is already defined at a.yaml:6:7; `attributes` adds new fields "
+        "only: to extend it, write `documents: {Deal: {fields: {kind: {...}}}}`",
+    ),
+    case(
         "later_layer_removes_a_field",
-        {"a.yaml": EARLIER, "b.yaml": "attributes:\n  Deal:\n    amount: ~\n"},
-        "b.yaml:3:5: a layer may not remove the field `Deal.amount` (defined at a.yaml:4:7); "
+        {"a.yaml": EARLIER, "b.yaml": later_fields("      amount: ~\n")},
+        "b.yaml:4:7: a layer may not remove the field `Deal.amount` (defined at a.yaml:4:7); "
         "hide it with `hidden: true` instead",
     ),
     case(
         "later_layer_relaxes_required",
         {
             "a.yaml": EARLIER,
-            "b.yaml": "attributes:\n  Deal:\n    amount: {type: money, required: false}\n",
+            "b.yaml": later_fields("      amount: {type: money, required: false}\n"),
         },
-        "b.yaml:3:27: a layer may make `Deal.amount` `required` but not undo it "
+        "b.yaml:4:29: a layer may make `Deal.amount` `required` but not undo it "
         "(set at a.yaml:4:39)",
     ),
     case(
@@ -923,10 +1063,14 @@ LAYER_CASES = [
         "a.yaml:3:5: unknown key `feilds` in the document type `Deal` (did you mean `fields`?)",
     ),
     case(
-        "built_in_user_field_changed",
+        "built_in_user_field_as_an_attribute",
         {"user.yaml": "attributes:\n  User:\n    email: {type: string}\n"},
-        "user.yaml:3:19: a layer may not change the type of `User.email` from `email` "
-        "(built into the engine) to `string`",
+        "user.yaml:3:5: `User.email` is built into the engine; `attributes` adds new fields only",
+    ),
+    case(
+        "built_in_user_field_under_documents",
+        {"user.yaml": "documents:\n  User:\n    fields: {email: {label: Mail}}\n"},
+        "user.yaml:2:3: `User` is built in: add user attributes under `attributes: User:`",
     ),
 ]
 
@@ -942,13 +1086,12 @@ def test_a_later_layer_may_add_values_states_and_transitions(
     load_config: Callable[..., Registry],
 ) -> None:
     later = """\
-attributes:
-  Deal:
-    kind: {type: enum, values: [c], required: true, index: true}
-    amount: {type: money, label: {ru: Сумма}}
-    name: {required: true}
 documents:
   Deal:
+    fields:
+      kind: {type: enum, values: [c], required: true, index: true}
+      amount: {type: money, label: {ru: Сумма}}
+      name: {required: true}
     statuses:
       states: {lost: {final: true}}
       transitions: [{from: new, to: [won, lost]}]
@@ -964,22 +1107,57 @@ documents:
 
 def test_base_layer_field_type_change_names_both_files(problems_of: Problems) -> None:
     got = problems_of(
-        {"deal.yaml": "attributes:\n  Deal:\n    amount: {type: integer}\n"}, config=WITH_BASE
+        {"deal.yaml": later_fields("      amount: {type: integer}\n")}, config=WITH_BASE
     )
     base = shown_path(BASE_LAYER / "deal.yaml")
     assert got == [
-        "deal.yaml:3:20: a layer may not change the type of `Deal.amount` from `money` "
+        "deal.yaml:4:22: a layer may not change the type of `Deal.amount` from `money` "
         f"(defined at {base}:11:7) to `integer`"
     ]
 
 
 def test_base_layer_field_removed(problems_of: Problems) -> None:
-    got = problems_of({"customer.yaml": "attributes:\n  Customer:\n    inn: ~\n"}, config=WITH_BASE)
+    got = problems_of(
+        {"customer.yaml": "documents:\n  Customer:\n    fields:\n      inn: ~\n"},
+        config=WITH_BASE,
+    )
     base = shown_path(BASE_LAYER / "customer.yaml")
     assert got == [
-        "customer.yaml:3:5: a layer may not remove the field `Customer.inn` "
+        "customer.yaml:4:7: a layer may not remove the field `Customer.inn` "
         f"(defined at {base}:9:7); hide it with `hidden: true` instead"
     ]
+
+
+def test_an_attribute_of_the_base_layer_is_refused(problems_of: Problems) -> None:
+    """A field the base layer has is extended under `documents:`, never merged silently."""
+    got = problems_of(
+        {"customer.yaml": "attributes:\n  Customer:\n    source: {type: enum, values: [fair]}\n"},
+        config=WITH_BASE,
+    )
+    base = shown_path(BASE_LAYER / "customer.yaml")
+    assert got == [
+        f"customer.yaml:3:5: `Customer.source` is already defined at {base}:15:7; `attributes` "
+        "adds new fields only: to extend it, write "
+        "`documents: {Customer: {fields: {source: {...}}}}`"
+    ]
+
+
+def test_a_base_field_and_a_user_attribute_are_extended_under_documents(
+    load_config: Callable[..., Registry],
+) -> None:
+    later = """\
+documents:
+  Customer:
+    fields:
+      source: {values: [fair], required: true}
+  User:
+    fields:
+      department: {required: true}
+"""
+    registry = load_config({"later.yaml": later}, config=WITH_BASE)
+    source = registry.documents["Customer"].fields["source"]
+    assert "fair" in source.values and "website" in source.values and source.required
+    assert registry.documents["User"].fields["department"].required
 
 
 # --- config.yaml -------------------------------------------------------------------------------

@@ -357,6 +357,23 @@ def test_a_table_without_name_field_is_matched_by_id(ids: Callable[..., set[int]
         ("Customer", {"manager": "nobody@"}, None),  # a label: fine, matches nothing
         ("Deal", {"customer": 1.5}, None),
         ("Deal", {"customer": {"in": [True]}}, "must be a record id"),
+        (
+            "Customer",
+            {"name": {"gt": 5}},
+            "`name` is a string field and takes text, not the number `5`",
+        ),
+        (
+            "Customer",
+            {"notes": {"in": ["x", dt.date(2026, 1, 31)]}},
+            "`notes` is a text field and takes text, not the date `2026-01-31`",
+        ),
+        (
+            "Customer",
+            {"revenue": {"between": [True, 10]}},
+            "`revenue` is a money field and takes a number, not the yes/no value `true`",
+        ),
+        ("Customer", {"created": {"gt": 5}}, "`created`: `5` must be a date such as 2026-12-31"),
+        ("Customer", {"email": {"gt": "a@b.c"}}, "`gt` does not apply to the email field `email`"),
         ("Customer", {"revenue": {"between": [1]}}, "`between` takes two values: [from, to]"),
         ("Customer", {"revenue": {"between": 5}}, "`between` takes two values"),
         ("Customer", {"revenue": {"between": [None, None]}}, "at least one of its two ends"),

@@ -289,6 +289,78 @@ def test_require_next_demands_new_documents_planned_in_the_future(world: World) 
     assert nxt.created_by_id == world.users["ivan"]
 
 
+VIEWINGS = """
+roles: {agent: {}}
+documents:
+  Customer: {title: "{{ name }}", fields: {name: {type: string, required: true}}}
+  Property: {title: "{{ address }}", fields: {address: {type: string, required: true}}}
+  Viewing:
+    fields:
+      buyer:    {type: ref, to: Customer, required: true}
+      property: {type: ref, to: Property, required: true}
+    statuses:
+      initial: planned
+      states:
+        planned: {}
+        held:
+          final: true
+          require_next:
+            document: Interaction
+            link: {customer: buyer, object: property, viewing: self}
+      transitions: [{from: planned, to: held}]
+  Interaction:
+    fields:
+      customer:   {type: ref, to: Customer, required: true}
+      object:     {type: ref, to: Property}
+      viewing:    {type: ref, to: Viewing}
+      planned_at: {type: datetime, required: true}
+      subject:    {type: string}
+"""
+
+
+def test_require_next_maps_fields_that_have_other_names(
+    load_config: Callable[..., Registry], db_url: str
+) -> None:
+    """A viewing refers to its customer through `buyer`, the next interaction
+    through `customer`: the link maps one to the other, and `self` is the viewing."""
+    registry = load_config({"crm.yaml": VIEWINGS}, CONFIG)
+    models = build(registry)
+    engine = sa.create_engine(db_url)
+    Model.metadata.create_all(engine)
+    models.metadata.create_all(engine)
+    user = add_user(engine, "ivan")
+    with Session(engine) as session:
+        docs = Documents(models, session, user, ["Admin"], None, NOW, username="ivan")
+        buyer = docs.create("Customer", {"name": "Anna Petrova"})
+        other = docs.create("Customer", {"name": "Boris"})
+        flat = docs.create("Property", {"address": "Lenina 1"})
+        viewing = docs.create("Viewing", {"buyer": buyer.id, "property": flat.id})
+        st = StatusEngine(docs)
+        assert messages(refused(lambda: st.apply("Viewing", viewing, "held"))) == [
+            "entering “held” needs at least 1 new “Interaction” planned in the future "
+            "and linked through “Customer” (customer), “Object” (object), “Viewing” (viewing); "
+            "0 given"
+        ]
+        with pytest.raises(ValidationFailed) as info:
+            st.apply(
+                "Viewing", viewing, "held",
+                next=[{"customer": other.id, "planned_at": "2026-03-05T10:00"}],
+            )  # fmt: skip
+        assert info.value.errors == {"next.0.customer": "is filled in from this “Viewing”"}
+        st.apply(
+            "Viewing", viewing, "held",
+            next=[{"subject": "Call back", "planned_at": "2026-03-05T10:00"}],
+        )  # fmt: skip
+        session.commit()
+        interaction = models.cls("Interaction")
+        nxt = session.execute(sa.select(interaction)).scalar_one()
+        assert (nxt.customer_id, nxt.object_id, nxt.viewing_id, nxt.subject) == (
+            buyer.id, flat.id, viewing.id, "Call back",
+        )  # fmt: skip
+        assert viewing.status == "held"
+    engine.dispose()
+
+
 def test_the_link_is_filled_in_and_a_calendar_date_is_the_plan(world: World) -> None:
     assert plan_field(world.registry.documents["Meeting"]).name == "starts"  # type: ignore[union-attr]
     deal = new_deal(world, planned_close="2026-04-30", amount=100)

@@ -436,7 +436,7 @@ def next_fields(d: DocType, state: State) -> list[Field]:
         if settable(f, nd)
         and f.type != "table"
         and (f.required or f.type in ("date", "datetime"))
-        and f.name != rn.link
+        and f.name not in rn.link
     ]
 
 

@@ -224,6 +224,26 @@ def test_paging_filtering_searching_and_ordering(
     assert [m["text"] for m in lookup["result"]] == ["Beta"]
 
 
+def test_a_filter_value_of_the_wrong_kind_is_a_400_that_names_the_field(
+    crm_app: Callable[..., Flask], login: Callable[..., Any]
+) -> None:
+    app = crm_app(API, CONFIG)
+    anna = login(app, "anna")
+    ok(anna.api("POST", "/api/v1/customer/", {"name": "5 Stars"}), 201)
+    for query, message in (
+        ('{"name": {"gt": 5}}', "`name` is a string field and takes text, not the number `5`"),
+        ('{"name": true}', "`name` is a string field and takes text, not the yes/no value `true`"),
+        ('{"amount": {"gte": false}}', "`amount` is a money field and takes a number, "
+         "not the yes/no value `false`"),
+    ):  # fmt: skip
+        doc = "deal" if "amount" in query else "customer"
+        assert refused(anna.api("GET", f"/api/v1/{doc}/?filter={query}"), 400) == {
+            "message": message
+        }
+    # the same comparison written as text is a text comparison
+    assert ok(anna.api("GET", '/api/v1/customer/?filter={"name": {"gte": "5"}}'))["count"] == 1
+
+
 def test_validation_errors_come_by_field_path(
     crm_app: Callable[..., Flask], login: Callable[..., Any]
 ) -> None:
@@ -481,6 +501,50 @@ def test_a_step_that_needs_the_next_one_planned(
         ("Send the offer", iid, "Chairs")
     ]
     assert dt.datetime.fromisoformat(rows[0]["planned_at"]) == future
+
+
+VIEWINGS = """
+roles: {manager: {label: Manager}, sales_head: {label: Head}}
+documents:
+  Customer:
+    title: "{{ name }}"
+    fields: {name: {type: string, required: true}}
+    access: {manager: {read: true, create: true}}
+  Viewing:
+    fields:
+      buyer: {type: ref, to: Customer, required: true}
+    statuses:
+      initial: planned
+      states:
+        planned: {}
+        held:
+          final: true
+          require_next: {document: Interaction, link: {customer: buyer, viewing: self}}
+    access: {manager: {read: true, create: true, update: true}}
+  Interaction:
+    fields:
+      customer:   {type: ref, to: Customer, required: true}
+      viewing:    {type: ref, to: Viewing}
+      planned_at: {type: datetime, required: true}
+      subject:    {type: string}
+    access: {manager: {read: true, create: true, update: true}}
+"""
+
+
+def test_the_next_document_takes_the_mapped_fields(
+    crm_app: Callable[..., Flask], login: Callable[..., Any]
+) -> None:
+    """`link: {customer: buyer, viewing: self}`: the follow-up of a viewing is for
+    its buyer and refers to it, though the refs have other names."""
+    app = crm_app(VIEWINGS, CONFIG)
+    anna = login(app, "anna")
+    cid = ok(anna.api("POST", "/api/v1/customer/", {"name": "Anna Petrova"}), 201)["id"]
+    vid = ok(anna.api("POST", "/api/v1/viewing/", {"buyer": cid}), 201)["id"]
+    nxt = {"subject": "Call back", "planned_at": "2099-01-01T10:00:00Z"}
+    moved = ok(anna.api("POST", f"/api/v1/viewing/{vid}/transition", {"to": "held", "next": [nxt]}))
+    assert moved["state"] == "held"
+    rows = ok(anna.api("GET", "/api/v1/interaction/"))["result"]
+    assert [(r["subject"], r["customer"], r["viewing"]) for r in rows] == [("Call back", cid, vid)]
 
 
 # -- robustness ------------------------------------------------------------------------
