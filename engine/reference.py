@@ -451,8 +451,11 @@ documents:
             "document": Key("The type of the records to create."),
             "min": Key("How many at least.", "`1`"),
             "link": Key(
-                "The ref on that type that points to this record, or to a record this one "
-                "also refers to."
+                "How the new records are tied to this one. A name: the ref both types share "
+                "(the new record's ref to this type, or to a record this one also refers "
+                "to). A map, when the names differ: each key a ref of the new record, each "
+                "value a field of this one or `self`, e.g. "
+                "`{customer: buyer, property: self}`."
             ),
         },
         """\

@@ -193,8 +193,7 @@ class AccessSchema(Strict):
 
 
 class NextLink(mf.Field):
-    """``require_next.link``: the one ref both documents share by name, or a map
-    field of the next document → field of this one (or ``self``, this record)."""
+    """a field name, or a map: field of the next document → field of this one (or `self`)"""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
         if isinstance(value, str):
