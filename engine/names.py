@@ -25,6 +25,8 @@ MAX_LENGTH = 48
 EXPRESSION_WORDS = frozenset(
     {"not", "true", "false", "none", "self", "super", "caller", "varargs", "kwargs"}
 )
+#: field names a web form already sends for itself
+FORM_WORDS = frozenset({"csrf_token"})
 #: table name prefixes that belong to the user accounts (``ab_``), the engine
 #: (``crm_``), schema versions (``alembic_``) and SQLite itself (``sqlite_``)
 RESERVED_TABLE_PREFIXES = ("ab_", "crm_", "alembic_", "sqlite_")
@@ -75,6 +77,8 @@ def identifier_problem(name: object, what: str) -> str | None:
             f"`{name}` would not mean this field; choose another name, such as "
             f"`{name.lower()}_value`"
         )
+    if what.endswith("field") and name in FORM_WORDS:
+        return f"the {what} name `{name}` is the web forms' own security token; choose another name"
     if what == "document type":
         return type_name_problem(name)
     return None

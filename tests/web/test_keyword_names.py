@@ -300,6 +300,7 @@ documents:
       not: {type: string}
       "None": {type: string}
       self: {type: string}
+      csrf_token: {type: string}
   AbUser: {}
   CrmOutbox: {}
   Users: {}
@@ -317,13 +318,15 @@ def test_names_the_expressions_or_the_application_need_are_refused_with_a_way_ou
         "would not mean this field; choose another name, such as `none_value`",
         "bad.yaml:6:7: the field name `self` is a word of the expression language, where `self` "
         "would not mean this field; choose another name, such as `self_value`",
-        "bad.yaml:7:3: the document type name `AbUser` would make the table `ab_user`, and names "
+        "bad.yaml:7:7: the field name `csrf_token` is the web forms' own security token; "
+        "choose another name",
+        "bad.yaml:8:3: the document type name `AbUser` would make the table `ab_user`, and names "
         "starting with `ab_` belong to the user accounts; choose another name",
-        "bad.yaml:8:3: the document type name `CrmOutbox` would make the table `crm_outbox`, and "
+        "bad.yaml:9:3: the document type name `CrmOutbox` would make the table `crm_outbox`, and "
         "names starting with `crm_` belong to the engine; choose another name",
-        "bad.yaml:9:3: the document type name `Users` would serve its pages at `/users/`, where "
+        "bad.yaml:10:3: the document type name `Users` would serve its pages at `/users/`, where "
         "the application has pages of its own; choose another name",
-        "bad.yaml:10:3: the document type name `Index` would serve its pages at `/index/`, where "
+        "bad.yaml:11:3: the document type name `Index` would serve its pages at `/index/`, where "
         "the application has pages of its own; choose another name",
     ]
 
@@ -374,3 +377,77 @@ def test_every_page_and_view_of_the_application_is_a_refused_type_name(
     assert set(app.blueprints) - ours - {"appbuilder"} <= names.VIEW_NAMES
     routes = {r.rule.split("/")[1] for r in app.url_map.iter_rules()} - {"", "order", "group"}
     assert routes <= names.ROUTES
+
+
+#: field names that are also attribute names in the libraries under the engine
+#: (SQLAlchemy's declarative classes, marshmallow's schemas, mappings)
+LIBRARY_WORDS = [
+    "metadata", "registry", "query", "fields", "opts", "items", "keys", "values", "get", "c",
+    "load", "dump", "validate", "context", "Meta", "mapper", "table", "schema", "data",
+    "errors", "many", "partial", "key", "label", "next", "result", "message", "page", "form",
+]  # fmt: skip
+
+
+def test_names_the_libraries_use_for_themselves_are_fields_like_any_other(
+    crm_app: Callable[..., Flask], login: Callable[..., Browser]
+) -> None:
+    fields = "".join(f"      {n}: {{type: string}}\n" for n in LIBRARY_WORDS)
+    columns, search, filters = (
+        ", ".join(LIBRARY_WORDS[:6]), ", ".join(LIBRARY_WORDS[:4]), ", ".join(LIBRARY_WORDS)
+    )  # fmt: skip
+    metadata = (
+        "roles: {manager: {}, sales_head: {}}\ndocuments:\n  Order:\n    fields:\n"
+        + fields
+        + f"    list: {{columns: [{columns}], filters: [{filters}], search: [{search}]}}\n"
+        + "    access: {manager: {read: all, create: true}}\n"
+    )
+    app = crm_app(metadata, CONFIG)
+    anna = session_user(app, "anna", login)
+    values = {n: f"v_{n}" for n in LIBRARY_WORDS}
+    created = ok(anna.api("POST", "/api/v1/order/", values), 201)
+    got = ok(anna.api("GET", f"/api/v1/order/{created['id']}"))["result"]
+    assert {n: got[n] for n in LIBRARY_WORDS} == values
+    new = anna.post_form("/order/add", values)
+    assert new.status_code == 302, new.status_code
+    ids = {str(created["id"]), new.headers["Location"].rsplit("/", 1)[1]}
+    page = anna.get(new.headers["Location"]).text
+    assert [n for n in LIBRARY_WORDS if f"v_{n}" not in page] == []
+    query = "&".join(f"f_{n}=v_{n}" for n in LIBRARY_WORDS)
+    listed = anna.get(f"/order/?{query}&order=-metadata").text
+    assert set(re.findall(r'href="/order/(\d+)"', listed)) == ids
+
+
+def test_a_field_named_user_or_now_is_doc_user_in_expressions(
+    problems_of: Callable[..., list[str]], make_config: Callable[..., Path]
+) -> None:
+    """A bare `user` is the signed-in user and `now` the time, whatever the
+    fields are called; crm check says to write `doc.user` for the field."""
+    text = """\
+documents:
+  Shift:
+    title: "{{ doc.user }} {{ now }}"
+    fields:
+      user:  {type: ref, to: User}
+      now:   {type: boolean}
+      today: {type: date}
+      note:  {type: string, compute: "'mine' if user == doc.user else doc.now"}
+    statuses:
+      initial: a
+      states: {a: {}, b: {}}
+      transitions:
+        - {from: a, to: b, when: "user and today and today() > today"}
+"""
+    assert problems_of({"shift.yaml": text}) == [
+        "shift.yaml:3:12: the title of `Shift`: `now` in `{{ doc.user }} {{ now }}` is the "
+        "current time, not the field `now`: write `doc.now` for the field",
+        "shift.yaml:13:34: `when` of a transition of `Shift`: `today()` cannot be used in "
+        "`user and today and today() > today`: the field `today` of this record hides it; "
+        "rename the field to use the helper",
+        "shift.yaml:13:34: `when` of a transition of `Shift`: `user` in `user and today and "
+        "today() > today` is the signed-in user, not the field `user`: write `doc.user` for "
+        "the field",
+    ]
+    fixed = text.replace("{{ now }}", "{{ doc.now }}").replace(
+        "user and today and today() > today", "doc.user and today"
+    )
+    assert load(make_config({"shift.yaml": fixed}, CONFIG), env={}).documents["Shift"]
