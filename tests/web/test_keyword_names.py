@@ -503,3 +503,36 @@ def test_the_web_export_imports_back_through_the_job_runner(
     assert [(r["number"], r["order"], r["from"], r["limit"]) for r in rows] == [
         ("O-0001", 5, "2031-03-01", "12.50"), ("O-0003", 5, "2031-03-01", "12.50"),
     ]  # fmt: skip
+
+
+def test_types_named_role_permission_and_user_role_serve_pages_and_rest(
+    crm_app: Callable[..., Flask], login: Callable[..., Browser]
+) -> None:
+    app = crm_app(
+        """
+roles: {manager: {}, sales_head: {}}
+documents:
+  Role:
+    title: "{{ name }}"
+    fields: {name: {type: string}, user: {type: ref, to: User}}
+    access: {manager: {read: all, create: true}}
+  Permission:
+    fields: {role: {type: ref, to: Role}, class: {type: string}}
+    access: {manager: {read: all, create: true}}
+  User_role:
+    fields: {role: {type: ref, to: Role}, from: {type: date}}
+    access: {manager: {read: all, create: true}}
+""",
+        CONFIG,
+    )
+    anna = login(app, "anna")
+    anna.csrf = Browser.token_from(anna.get("/role/add").text)
+    role = ok(anna.api("POST", "/api/v1/role/", {"name": "Broker"}), 201)["id"]
+    ok(anna.api("POST", "/api/v1/permission/", {"role": role, "class": "A"}), 201)
+    ok(anna.api("POST", "/api/v1/user_role/", {"role": role, "from": "2031-01-01"}), 201)
+    for resource in ("role", "permission", "user_role"):
+        assert "Broker" in anna.get(f"/{resource}/").text, resource
+    # the security screens keep their own pages
+    admin = login(app, "admin")
+    assert admin.get("/roles/list/").status_code == 200
+    assert "Broker" not in admin.get("/roles/list/").text
