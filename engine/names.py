@@ -12,10 +12,10 @@ else, and a type whose tables would be the engine's or the user accounts' own.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from engine.errors import Problem
-from engine.registry import USER, Registry, snake_case
+from engine.registry import USER, Field, Registry, snake_case
 
 IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 MAX_LENGTH = 48
@@ -106,14 +106,43 @@ def type_name_problem(name: str) -> str | None:
     return None
 
 
+#: the columns of the user accounts' table (Flask-AppBuilder's ``ab_user``):
+#: a user attribute may not take one of them
+USER_TABLE_COLUMNS = frozenset(
+    {
+        "id", "first_name", "last_name", "username", "password", "active", "email",
+        "last_login", "login_count", "fail_login_count", "created_on", "changed_on",
+        "created_by_fk", "changed_by_fk",
+    }
+)  # fmt: skip
+#: the columns every table row has besides its fields
+ROW_COLUMNS = ("id", "parent_id", "idx")
+#: the user fields the engine declares itself (columns of ``ab_user``)
+_USER_BUILT_IN = frozenset({"username", "first_name", "last_name", "email", "active"})
+
+
 def table_problems(registry: Registry) -> Iterator[Problem]:
-    """Two types (or a type and another's rows or history) that would share a table:
-    ``CustomerOrder`` and ``Customer_order``, or ``Order``'s history and a table
-    field ``history`` of ``Order``."""
+    """Two types (or a type and another's rows or history) that would share a
+    table, and two fields that would share a column: ``CustomerOrder`` and
+    ``Customer_order``; ``Order``'s history and a table field ``history`` of
+    ``Order``; a ref ``group`` (column ``group_id``) and a field ``group_id``;
+    a user attribute ``password``."""
     owners: dict[str, str] = {}
     for d in registry.documents.values():
         if d.name == USER:
+            for f in d.fields.values():
+                if f.name not in _USER_BUILT_IN and f.column in USER_TABLE_COLUMNS:
+                    yield Problem(
+                        f.loc,
+                        f"the user attribute `{f.name}` would use the column `{f.column}` of "
+                        "the user accounts; choose another name",
+                    )
             continue
+        yield from _shared_columns(d.name, d.fields.values(), {})
+        for f in d.fields.values():
+            if f.type == "table":
+                rows = {c: "the rows themselves" for c in ROW_COLUMNS}
+                yield from _shared_columns(f"{d.name}.{f.name}", f.fields.values(), rows)
         tables = [(d.table, f"the type `{d.name}`")]
         tables += [
             (d.child_table(f.name), f"the rows of `{d.name}.{f.name}`")
@@ -131,3 +160,24 @@ def table_problems(registry: Registry) -> Iterator[Problem]:
                 )
             else:
                 owners[table] = what
+
+
+def _shared_columns(
+    owner: str, fields: Iterable[Field], taken: dict[str, str]
+) -> Iterator[Problem]:
+    """A ref ``group`` is stored in the column ``group_id``: no other field may be called so."""
+    # the engine's own fields (created_by, the status, the number) come first
+    for f in sorted(fields, key=lambda f: not f.system):
+        if not f.stored:
+            continue
+        first = taken.get(f.column)
+        if first is not None:
+            yield Problem(
+                f.loc,
+                f"`{owner}.{f.name}` would use the column `{f.column}` of {first}; "
+                "choose another name",
+            )
+        else:
+            taken[f.column] = (
+                f"the ref `{owner}.{f.name}`" if f.type == "ref" else f"`{owner}.{f.name}`"
+            )

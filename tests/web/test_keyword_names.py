@@ -373,6 +373,46 @@ documents:
     ]
 
 
+def test_fields_that_would_share_a_column_are_refused(
+    problems_of: Callable[..., list[str]],
+) -> None:
+    shared = """\
+attributes:
+  User:
+    password: {type: string}
+    login_count: {type: integer}
+documents:
+  Order:
+    fields:
+      group: {type: ref, to: Order}
+      group_id: {type: string}
+      created_by_id: {type: integer}
+      lines: {type: table, fields: {parent_id: {type: integer}, idx: {type: integer}}}
+"""
+    assert problems_of({"bad.yaml": shared}) == [
+        "bad.yaml:3:5: the user attribute `password` would use the column `password` of the "
+        "user accounts; choose another name",
+        "bad.yaml:4:5: the user attribute `login_count` would use the column `login_count` of "
+        "the user accounts; choose another name",
+        "bad.yaml:9:7: `Order.group_id` would use the column `group_id` of the ref "
+        "`Order.group`; choose another name",
+        "bad.yaml:10:7: `Order.created_by_id` would use the column `created_by_id` of the ref "
+        "`Order.created_by`; choose another name",
+        "bad.yaml:11:37: `Order.lines.parent_id` would use the column `parent_id` of the rows "
+        "themselves; choose another name",
+        "bad.yaml:11:65: `Order.lines.idx` would use the column `idx` of the rows themselves; "
+        "choose another name",
+    ]
+
+
+def test_the_user_accounts_columns_are_the_ones_refused_for_user_attributes() -> None:
+    from flask_appbuilder.security.sqla.models import User
+
+    from engine import names
+
+    assert set(User.__table__.c.keys()) == names.USER_TABLE_COLUMNS
+
+
 def test_role_user_role_and_other_everyday_names_are_fine(
     problems_of: Callable[..., list[str]],
 ) -> None:
