@@ -50,6 +50,8 @@ documents:
       limit:   {type: money, min: 0}
       manager: {type: ref, to: User, default: current_user}
       double:  {type: integer, compute: "order * 2 if order else 0"}
+      ahead:   {type: boolean, compute: "from is not none and from > today() and group.limit > 0"}
+      side:    {type: string, compute: "doc['select'] ~ '/' ~ doc.group.select"}
       lines:
         type: table
         fields:
@@ -119,6 +121,8 @@ def test_rest_create_read_filter_sort_and_transition(
     o3 = make_order(anna, group=metals, order=1)
     assert o1["result"]["number"] == "O-0001" and o1["result"]["double"] == 10
     assert o1["result"]["from"] == "2031-03-01" and o1["result"]["group"] == metals
+    assert (o1["result"]["ahead"], o1["result"]["side"]) == (True, "buy/True")
+    assert (o2["result"]["ahead"], o2["result"]["side"]) == (False, "sell/False")
     one = ok(anna.api("GET", f"/api/v1/order/{o2['id']}"))["result"]
     assert (one["order"], one["select"], one["limit"]) == (7, "sell", "50.00")
 
