@@ -27,6 +27,12 @@ EXPRESSION_WORDS = frozenset(
 )
 #: field names a web form already sends for itself
 FORM_WORDS = frozenset({"csrf_token"})
+#: the user accounts' own roles: the administrators (who see everything) and
+#: the visitors who have not logged in
+BUILT_IN_ROLES = {
+    "Admin": "the administrators' built-in role",
+    "Public": "the role of visitors who have not logged in",
+}
 #: table name prefixes that belong to the user accounts (``ab_``), the engine
 #: (``crm_``), schema versions (``alembic_``) and SQLite itself (``sqlite_``)
 RESERVED_TABLE_PREFIXES = ("ab_", "crm_", "alembic_", "sqlite_")
@@ -79,6 +85,11 @@ def identifier_problem(name: object, what: str) -> str | None:
         )
     if what.endswith("field") and name in FORM_WORDS:
         return f"the {what} name `{name}` is the web forms' own security token; choose another name"
+    if what == "role" and name in BUILT_IN_ROLES:
+        return (
+            f"the role name `{name}` is {BUILT_IN_ROLES[name]}, kept by the user accounts; "
+            "choose another name"
+        )
     if what == "document type":
         return type_name_problem(name)
     return None

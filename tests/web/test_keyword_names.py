@@ -320,6 +320,10 @@ def test_a_field_named_where_is_added_by_migrate(
 
 
 NAME_PROBLEMS = """\
+roles:
+  Admin: {}
+  Public: {}
+  admin_assistant: {}
 documents:
   Order:
     fields:
@@ -338,21 +342,25 @@ def test_names_the_expressions_or_the_application_need_are_refused_with_a_way_ou
     problems_of: Callable[..., list[str]],
 ) -> None:
     assert problems_of({"bad.yaml": NAME_PROBLEMS}) == [
-        "bad.yaml:4:7: the field name `not` is a word of the expression language, where `not` "
+        "bad.yaml:2:3: the role name `Admin` is the administrators' built-in role, kept by the "
+        "user accounts; choose another name",
+        "bad.yaml:3:3: the role name `Public` is the role of visitors who have not logged in, "
+        "kept by the user accounts; choose another name",
+        "bad.yaml:8:7: the field name `not` is a word of the expression language, where `not` "
         "would not mean this field; choose another name, such as `not_value`",
-        "bad.yaml:5:7: the field name `None` is a word of the expression language, where `None` "
+        "bad.yaml:9:7: the field name `None` is a word of the expression language, where `None` "
         "would not mean this field; choose another name, such as `none_value`",
-        "bad.yaml:6:7: the field name `self` is a word of the expression language, where `self` "
+        "bad.yaml:10:7: the field name `self` is a word of the expression language, where `self` "
         "would not mean this field; choose another name, such as `self_value`",
-        "bad.yaml:7:7: the field name `csrf_token` is the web forms' own security token; "
+        "bad.yaml:11:7: the field name `csrf_token` is the web forms' own security token; "
         "choose another name",
-        "bad.yaml:8:3: the document type name `AbUser` would make the table `ab_user`, and names "
+        "bad.yaml:12:3: the document type name `AbUser` would make the table `ab_user`, and names "
         "starting with `ab_` belong to the user accounts; choose another name",
-        "bad.yaml:9:3: the document type name `CrmOutbox` would make the table `crm_outbox`, and "
+        "bad.yaml:13:3: the document type name `CrmOutbox` would make the table `crm_outbox`, and "
         "names starting with `crm_` belong to the engine; choose another name",
-        "bad.yaml:10:3: the document type name `Users` would serve its pages at `/users/`, where "
+        "bad.yaml:14:3: the document type name `Users` would serve its pages at `/users/`, where "
         "the application has pages of its own; choose another name",
-        "bad.yaml:11:3: the document type name `Index` would serve its pages at `/index/`, where "
+        "bad.yaml:15:3: the document type name `Index` would serve its pages at `/index/`, where "
         "the application has pages of its own; choose another name",
     ]
 
