@@ -625,11 +625,19 @@ def _shadowed(tree: nodes.Node, source: str, names: Collection[str]) -> list[str
     problems: list[str] = []
     # `user.username` reads the signed-in user; an expression that writes
     # `doc.user` somewhere already tells the two apart
-    based = {id(n.node) for n in tree.find_all((nodes.Getattr, nodes.Getitem))}
+    based = {id(n.node) for n in tree.find_all(nodes.Getattr)}
+    based |= {id(n.node) for n in tree.find_all(nodes.Getitem)}
     explicit = {
         n.attr
         for n in tree.find_all(nodes.Getattr)
         if isinstance(n.node, nodes.Name) and n.node.name == "doc"
+    }
+    explicit |= {
+        n.arg.value
+        for n in tree.find_all(nodes.Getitem)
+        if isinstance(n.node, nodes.Name)
+        and n.node.name == "doc"
+        and isinstance(n.arg, nodes.Const)
     }
     for node in tree.find_all(nodes.Name):
         if id(node) in based or node.name in explicit:
