@@ -17,6 +17,7 @@ from typing import Any
 from engine import expressions
 from engine.errors import Loc, Problem, did_you_mean
 from engine.filters import check_filter
+from engine.names import table_problems
 from engine.registry import SELF, USER, DocType, Field, Registry
 from engine.yamlload import LList, LMap
 
@@ -142,6 +143,9 @@ def field_path_problem(registry: Registry, d: DocType, path: str) -> str | None:
 
 
 # --- fields --------------------------------------------------------------------
+
+
+check(table_problems)  # two types (or rows, or a history) sharing one table
 
 
 @check

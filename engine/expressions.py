@@ -594,6 +594,7 @@ def _check(
     if _too_deep(tree):
         return problems
     if names is not None:
+        problems += _shadowed(tree, source, names)
         allowed = set(names) | CONTEXT_NAMES | ({"loop"} if template else set())
         assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
         for node in tree.find_all(nodes.Name):
@@ -611,6 +612,49 @@ def _check(
             if message:
                 problems.append(message)
     return list(dict.fromkeys(problems))
+
+
+#: what a bare ``doc``, ``user`` or ``now`` is in an expression, whatever the fields are called
+_BUILT_IN = {"doc": "the record itself", "user": "the signed-in user", "now": "the current time"}
+
+
+def _shadowed(tree: nodes.Node, source: str, names: Collection[str]) -> list[str]:
+    """A field called ``user`` (or ``doc``, ``now``) is not what a bare ``user``
+    reads, and a field called ``today`` (or ``days``...) hides the helper: say
+    what to write instead."""
+    problems: list[str] = []
+    # `user.username` reads the signed-in user; an expression that writes
+    # `doc.user` somewhere already tells the two apart
+    based = {id(n.node) for n in tree.find_all(nodes.Getattr)}
+    based |= {id(n.node) for n in tree.find_all(nodes.Getitem)}
+    explicit = {
+        n.attr
+        for n in tree.find_all(nodes.Getattr)
+        if isinstance(n.node, nodes.Name) and n.node.name == "doc"
+    }
+    explicit |= {
+        n.arg.value
+        for n in tree.find_all(nodes.Getitem)
+        if isinstance(n.node, nodes.Name)
+        and n.node.name == "doc"
+        and isinstance(n.arg, nodes.Const)
+    }
+    for node in tree.find_all(nodes.Name):
+        if id(node) in based or node.name in explicit:
+            continue
+        if node.ctx == "load" and node.name in _BUILT_IN and node.name in names:
+            problems.append(
+                f"`{node.name}` in `{source}` is {_BUILT_IN[node.name]}, not the field "
+                f"`{node.name}`: write `doc.{node.name}` for the field"
+            )
+    for call in tree.find_all(nodes.Call):
+        name = call.node.name if isinstance(call.node, nodes.Name) else None
+        if name in HELPERS and name in names:
+            problems.append(
+                f"`{name}()` cannot be used in `{source}`: the field `{name}` of this record "
+                "hides it; rename the field to use the helper"
+            )
+    return problems
 
 
 def _safety_problems(tree: nodes.Node) -> list[str]:

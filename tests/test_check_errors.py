@@ -257,16 +257,18 @@ documents:
   Deal:
     fields:
       2nd_phone: {type: phone}
-      select: {type: string}
-      class: {type: string}
+      not: {type: string}
+      self: {type: string}
       a_field_name_that_goes_on_and_on_for_far_too_long_x: {type: string}
       loss__reason: {type: text}
 """
         },
         "deal.yaml:4:7: the field name `2nd_phone` must start with a letter and hold only "
         "letters, digits and _",
-        "deal.yaml:5:7: the field name `select` is an SQL keyword",
-        "deal.yaml:6:7: the field name `class` is a Python keyword",
+        "deal.yaml:5:7: the field name `not` is a word of the expression language, where `not` "
+        "would not mean this field; choose another name, such as `not_value`",
+        "deal.yaml:6:7: the field name `self` is a word of the expression language, where "
+        "`self` would not mean this field; choose another name, such as `self_value`",
         "deal.yaml:7:7: the field name `a_field_name_that_goes_on_and_on_for_far_too_long_x` "
         "is longer than 48 characters",
         "deal.yaml:8:7: the field name `loss__reason` must not contain a double underscore",
@@ -278,7 +280,7 @@ documents:
 roles:
   sales-head: {}
 documents:
-  Order: {}
+  AbUser: {}
   Deal:
     statuses:
       initial: new
@@ -287,7 +289,8 @@ documents:
         },
         "deal.yaml:2:3: the role name `sales-head` must start with a letter and hold only "
         "letters, digits and _",
-        "deal.yaml:4:3: the document type name `Order` is an SQL keyword",
+        "deal.yaml:4:3: the document type name `AbUser` would make the table `ab_user`, and "
+        "names starting with `ab_` belong to the user accounts; choose another name",
         "deal.yaml:8:25: the state name `on hold` must start with a letter and hold only "
         "letters, digits and _",
     ),
@@ -1239,7 +1242,7 @@ documents:
   Deal:
     fields:
       amount: {type: moeny}
-      select: {type: string}
+      not: {type: string}
       kind: {type: enum, requried: true}
       created_at: {type: date}
       customer: {type: ref, to: Customer}
@@ -1249,7 +1252,8 @@ documents:
     assert got == [
         "deal.yaml:2:13: unknown key `lable` in the role `manager` (did you mean `label`?)",
         "deal.yaml:6:22: unknown field type `moeny` (did you mean `money`?)",
-        "deal.yaml:7:7: the field name `select` is an SQL keyword",
+        "deal.yaml:7:7: the field name `not` is a word of the expression language, where `not` "
+        "would not mean this field; choose another name, such as `not_value`",
         "deal.yaml:8:26: unknown key `requried` in the field `Deal.kind` "
         "(did you mean `required`?)",
         "deal.yaml:9:7: `created_at` is a field every document has; choose another name",
