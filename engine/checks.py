@@ -17,7 +17,7 @@ from typing import Any
 from engine import expressions
 from engine.errors import Loc, Problem, did_you_mean
 from engine.filters import check_filter
-from engine.registry import USER, DocType, Field, Registry
+from engine.registry import EVERYONE, USER, DocType, Field, Registry
 from engine.yamlload import LList, LMap
 
 Check = Callable[[Registry], Iterator[Problem]]
@@ -562,11 +562,11 @@ def access_names_roles(registry: Registry) -> Iterator[Problem]:
     for d in registry.documents.values():
         for role, rule in d.access.items():
             raw = _source("access", d.name, role)
-            if role not in registry.roles and role != "admin":
+            if role not in registry.roles and role not in ("admin", EVERYONE):
                 yield Problem(
                     rule.loc,
                     f"the access of `{d.name}` names an unknown role `{role}`"
-                    f"{did_you_mean(role, registry.roles)}",
+                    f"{did_you_mean(role, [*registry.roles, EVERYONE]) or _every(role)}",
                 )
             own = [a for a in ("read", "update", "delete") if rule.rule(a) == "own"]
             if own and d.owner is None:
@@ -581,6 +581,10 @@ def access_names_roles(registry: Registry) -> Iterator[Problem]:
                     f"the access of `{role}` to `{d.name}`: `create` is true or false, not own "
                     "(a record has no owner before it exists)",
                 )
+
+
+def _every(role: str) -> str:
+    return f" (every role is `{EVERYONE}`)" if role in ("*", "all", "any", "every") else ""
 
 
 # --- segments and reports --------------------------------------------------------------
