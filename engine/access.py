@@ -46,7 +46,8 @@ class Principal:
 
 
 def rule(registry: Registry, principal: Principal, doctype: str, action: str) -> Rule:
-    """The most generous rule any of the principal's roles grants."""
+    """The most generous rule any of the principal's roles grants (each role by
+    its own rule, or by ``everyone``'s when the type names it not)."""
     if action not in ACCESS_ACTIONS:
         raise ValueError(f"unknown action {action}")
     if principal.admin:
@@ -54,7 +55,7 @@ def rule(registry: Registry, principal: Principal, doctype: str, action: str) ->
     d = registry.documents[doctype]
     best: Rule = False
     for role in principal.roles:
-        r = d.access.get(role)
+        r = d.access_of(role, registry.roles)
         if r is None:
             continue
         value = r.rule(action)

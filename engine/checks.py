@@ -18,7 +18,7 @@ from engine import expressions
 from engine.errors import Loc, Problem, did_you_mean
 from engine.filters import check_filter
 from engine.names import table_problems
-from engine.registry import SELF, USER, DocType, Field, Registry
+from engine.registry import EVERYONE, SELF, USER, DocType, Field, Registry
 from engine.yamlload import LList, LMap
 
 Check = Callable[[Registry], Iterator[Problem]]
@@ -615,11 +615,11 @@ def access_names_roles(registry: Registry) -> Iterator[Problem]:
     for d in registry.documents.values():
         for role, rule in d.access.items():
             raw = _source("access", d.name, role)
-            if role not in registry.roles and role != "admin":
+            if role not in registry.roles and role not in ("admin", EVERYONE):
                 yield Problem(
                     rule.loc,
                     f"the access of `{d.name}` names an unknown role `{role}`"
-                    f"{did_you_mean(role, registry.roles)}",
+                    f"{did_you_mean(role, [*registry.roles, EVERYONE]) or _every(role)}",
                 )
             own = [a for a in ("read", "update", "delete") if rule.rule(a) == "own"]
             if own and d.owner is None:
@@ -634,6 +634,10 @@ def access_names_roles(registry: Registry) -> Iterator[Problem]:
                     f"the access of `{role}` to `{d.name}`: `create` is true or false, not own "
                     "(a record has no owner before it exists)",
                 )
+
+
+def _every(role: str) -> str:
+    return f" (every role is `{EVERYONE}`)" if role in ("*", "all", "any", "every") else ""
 
 
 # --- segments and reports --------------------------------------------------------------

@@ -22,6 +22,7 @@ from engine.errors import Loc, MetadataError, Problem, did_you_mean
 from engine.names import identifier_problem
 from engine.plugins import ROOT, make_plugin_manager
 from engine.registry import (
+    EVERYONE,
     SELF,
     SYSTEM_FIELDS,
     USER,
@@ -117,6 +118,7 @@ class Loader:
         #: where each piece of the merged metadata was written, for the checks' messages
         self.sources: dict[tuple[Any, ...], Any] = {}
         self.pm: Any = None
+        self.layers: dict[str, bool] = {}
 
     # -- entry point ----------------------------------------------------------
 
@@ -155,6 +157,8 @@ class Loader:
                 )
         own = [p for p in _yaml_files(self.config_dir, recursive=False) if p.name != CONFIG_FILE]
         layers.append(("config", own, self.config_dir))
+        # the layers a file may need, and whether this configuration loads them
+        self.layers = {"base": False, **{name: True for name, *_ in layers if name != "config"}}
         for layer, files, _folder in layers:
             for path in files:
                 self._load_metadata_file(path, layer)
@@ -216,6 +220,8 @@ class Loader:
         if problems:
             self.problems += [_section_hint(p) for p in problems]
             return
+        if "needs" in data and not self._needs_met(data["needs"]):
+            return
         for section in SECTIONS:
             body = data.get(section)
             if body is None:
@@ -224,6 +230,24 @@ class Loader:
             for key, value in body.items():
                 key_loc, value_loc = body.key_loc(key), body.value_loc(key)
                 handler(key, value, key_loc, value_loc, layer)
+
+    def _needs_met(self, needs: LMap) -> bool:
+        """``needs: {layers: [base]}``: a file (a plugin's content on the base
+        layer's types) counts only when the configuration loads those layers."""
+        names = needs["layers"]
+        met = True
+        for i, name in enumerate(names):
+            if name not in self.layers:
+                self.problems.append(
+                    Problem(
+                        names.item_loc(i),
+                        f"`needs` names an unknown layer `{name}`"
+                        f"{did_you_mean(name, self.layers)}; layers are "
+                        + ", ".join(f"`{n}`" for n in self.layers),
+                    )
+                )
+            met = met and bool(self.layers.get(name))
+        return met
 
     # -- documents and attributes ---------------------------------------------
 
@@ -617,6 +641,13 @@ class Loader:
 
     def _section_roles(self, name: Any, spec: Any, loc: Loc, vloc: Loc, layer: str) -> None:
         if not self._named("role", name, loc, self.roles):
+            return
+        if name == EVERYONE:
+            self.problems.append(
+                Problem(
+                    loc, f"`{EVERYONE}` stands for every role in `access:`; name the role otherwise"
+                )
+            )
             return
         spec = spec if spec is not None else {}
         problems = S.check(S.RoleSchema(), spec, vloc, f"the role `{name}`")

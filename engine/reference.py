@@ -134,6 +134,10 @@ jobs: {runner: external, interval: 2, lease: 600, max_attempts: 5}
         "A metadata file holds any of these sections; the layers' files are merged in "
         "order: the base, the plugins' layers, then your own files by name.",
         {
+            "needs": Key(
+                "The layers this file builds on: it counts only when the configuration "
+                "loads them, and is skipped otherwise."
+            ),
             "documents": Key("Document types by name; a name that exists extends that type."),
             "attributes": Key("More fields for an existing type, by type name (`User` too)."),
             "roles": Key("Roles by name."),
@@ -152,6 +156,7 @@ segments:
   vip: {document: Customer, label: VIP, filter: {segment: A}}
 """,
         entries={
+            "needs": "NeedsSchema",
             "documents": "DocumentSchema",
             "attributes": "FieldSchema",
             "roles": "RoleSchema",
@@ -372,7 +377,9 @@ documents:
     "AccessSchema": Section(
         "access",
         "`documents: TYPE: access: ROLE:`",
-        "What a role may do with the type's records. A role with no rule on a type "
+        "What a role may do with the type's records. `everyone` in place of a role "
+        "gives its rule to every role of the configuration that the type does not "
+        "name; a named role's rule replaces it whole. A role with no rule on a type "
         "cannot see it; administrators may do everything. A later layer replaces a "
         "role's rule.",
         {
@@ -496,6 +503,18 @@ roles:
   sales_head: {label: {en: Head of sales, ru: Руководитель отдела продаж}}
 """,
         at="roles.sales_head",
+    ),
+    "NeedsSchema": Section(
+        "needs",
+        "`needs:` at the top of a metadata file",
+        "A file that builds on another layer's types (a plugin's content for the base "
+        "`Deal`, say) names that layer; without it loaded the file is skipped, so a "
+        "configuration may have a type of the same name of its own.",
+        {"layers": Key("The layers that must be loaded: `base` or an enabled plugin's.")},
+        """\
+needs: {layers: [base]}
+""",
+        at="needs",
     ),
     "SegmentSchema": Section(
         "A segment",

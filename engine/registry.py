@@ -23,6 +23,9 @@ FIELD_TYPES = (
 #: Columns every document has; a consultant cannot declare fields with these names.
 SYSTEM_FIELDS = ("id", "created_at", "created_by", "updated_at", "updated_by", "version")
 ACCESS_ACTIONS = ("read", "create", "update", "delete")
+#: In ``access:``, the rule of every role of the configuration that has no rule of its own
+#: (a plugin's types use it, since they cannot know the configuration's roles).
+EVERYONE = "everyone"
 USER = "User"
 
 
@@ -219,6 +222,16 @@ class DocType:
     access: Mapping[str, Access] = field(default_factory=frozen_map)
     #: where each piece was extended by a later layer: name → Loc
     builtin: bool = False
+
+    def access_of(self, role: str, roles: Mapping[str, Any]) -> Access | None:
+        """The rule ``role`` follows: its own when ``access`` names it, else the
+        ``everyone`` rule when it is one of the configuration's ``roles``."""
+        if role == EVERYONE:
+            return None
+        named = self.access.get(role)
+        if named is not None or role not in roles:
+            return named
+        return self.access.get(EVERYONE)
 
     @property
     def table(self) -> str:

@@ -274,7 +274,14 @@ class ReportSchema(Schema):
     label = LabelField()
 
 
+class NeedsSchema(Strict):
+    """``needs:`` of a metadata file: it counts only when these layers are loaded."""
+
+    layers = NameList(required=True)
+
+
 class FileSchema(Strict):
+    needs = mf.Nested(NeedsSchema)
     documents = MapOf()
     attributes = MapOf()
     roles = MapOf()

@@ -1,8 +1,9 @@
 """Roles and permissions from metadata, synced into Flask-AppBuilder's tables.
 
 Each document type gets ``can_read``, ``can_write`` and ``can_delete``; a
-role holds the ones its ``access`` rules grant (``own`` counts: the row
-filter narrows it later). ``crm migrate`` runs the sync, never a web worker.
+role holds the ones its ``access`` rules grant (its own rule, or the
+``everyone`` rule; ``own`` counts: the row filter narrows it later).
+``crm migrate`` runs the sync, never a web worker.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ PERMISSIONS = ("can_read", "can_write", "can_delete")
 def granted(registry: Registry, role: str) -> set[tuple[str, str]]:
     out: set[tuple[str, str]] = set()
     for d in registry.documents.values():
-        rule = d.access.get(role)
+        rule = d.access_of(role, registry.roles)
         if rule is None:
             continue
         if rule.read:

@@ -125,9 +125,13 @@ def hours_between(later: Any, earlier: Any, dialect: str) -> Any:
 
 
 def _department_table(models: Any) -> tuple[sa.Table | None, sa.Column[Any] | None]:
-    """The departments and the users' column pointing at them, when the config has both."""
+    """The departments and the users' column pointing at them, when the config
+    has both, as the base layer does (a Department with a `name`)."""
     f = models.registry.documents[USER].fields.get("department")
     if f is None or f.type != "ref" or f.to != DEPARTMENT or not f.stored:
+        return None, None
+    name = models.registry.documents[DEPARTMENT].fields.get("name")
+    if name is None or not name.stored:
         return None, None
     return models.table(DEPARTMENT), models.table(USER).c[f.column]
 
@@ -218,8 +222,9 @@ def discipline_select(models: Any, principal: Principal, by: By, dialect: str) -
     keys = list(group)
     if departments is not None and user_department is not None:
         source = source.outerjoin(departments, departments.c.id == user_department)
-        group += [departments.c.id, departments.c.name]
-        keys += [departments.c.id.label("dept_id"), departments.c.name.label("dept_name")]
+        dept_name = departments.c[models.registry.documents[DEPARTMENT].fields["name"].column]
+        group += [departments.c.id, dept_name]
+        keys += [departments.c.id.label("dept_id"), dept_name.label("dept_name")]
     else:
         keys += [sa.null().label("dept_id"), sa.null().label("dept_name")]
     return sa.select(*keys, *figures).select_from(source).group_by(*group)

@@ -102,6 +102,21 @@ def resume_job(ctx: Any, payload: dict[str, Any]) -> None:
     _runtime(ctx).resume(int(payload["instance"]), int(payload["token"]), str(payload["step"]))
 
 
+def _department_heads(models: Any) -> tuple[sa.Table, sa.Column[Any], sa.Column[Any]] | None:
+    """The users' departments, the users' column pointing at them and the
+    departments' head, when the config has them as the base layer does (a user
+    attribute `department` that refers to a type with a `head` user); else None."""
+    documents = models.registry.documents
+    dept = documents[USER].fields.get("department")
+    if dept is None or dept.type != "ref" or not dept.stored or dept.to not in documents:
+        return None
+    head = documents[dept.to].fields.get("head")
+    if head is None or head.type != "ref" or head.to != USER or not head.stored:
+        return None
+    table = models.table(dept.to)
+    return table, models.table(USER).c[dept.column], table.c[head.column]
+
+
 def deadlines_job(ctx: Any, payload: dict[str, Any]) -> None:
     """Mark open tasks past their due time overdue, once each, and tell the
     assignee and the head of the assignee's department."""
@@ -116,12 +131,12 @@ def deadlines_job(ctx: Any, payload: dict[str, Any]) -> None:
         .limit(DEADLINE_BATCH)
     ).all()
     heads: dict[int, int | None] = {}
-    dept_col = users.c.get("department_id")
-    if rows and dept_col is not None and "Department" in ctx.models.registry.documents:
-        depts = ctx.models.table("Department")
+    departments = _department_heads(ctx.models) if rows else None
+    if departments is not None:
+        depts, dept_col, head_col = departments
         ids = {r.assignee_id for r in rows if r.assignee_id is not None}
         for uid, head in ctx.session.execute(
-            sa.select(users.c.id, depts.c.head_id)
+            sa.select(users.c.id, head_col)
             .join(depts, depts.c.id == dept_col)
             .where(users.c.id.in_(ids))
         ):
