@@ -1,6 +1,6 @@
 """The plugin author's whole surface: everything a plugin may import from the engine.
 
-A plugin (``plugins/processes``, ``plugins/mail``, an outside distribution)
+A plugin (one of ``plugins/``, or an outside distribution)
 imports from ``engine.api`` and from nowhere else in ``engine``; a test walks
 every import of ``plugins/`` to keep it so. docs/plugins.md documents each
 name below. The names are grouped as a plugin meets them: hooks, the checked

@@ -65,9 +65,9 @@ def main() -> None:
 @handled
 def check(path: Path) -> None:
     """Validate a configuration; print every problem as file:line:col: message."""
-    from engine.loader import load
+    from engine.configuration import load_configuration
 
-    registry = load(path)
+    registry = load_configuration(path).registry
     types = [d for d in registry.documents.values() if not d.builtin]
     click.echo(f"{path}: OK — {len(types)} document types, {len(registry.roles)} roles, "
                f"{len(registry.segments)} segments, {len(registry.reports)} reports")  # fmt: skip

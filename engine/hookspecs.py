@@ -168,8 +168,8 @@ def crm_send_sms(to: str, text: str, settings: dict[str, Any], key: str) -> str 
 @hookspec
 def crm_record_sections(models: Any, doctype: DocType, doc: Any, principal: Any) -> list[Any]:
     """Return extra sections for a record's page, as ``(title, html)`` pairs
-    (``html`` a ``markupsafe.Markup`` the plugin has escaped itself): a
-    task's outcome buttons, where a process stands. Called for every record
+    (``html`` a ``markupsafe.Markup`` the plugin has escaped itself): the
+    buttons of an open task, where a record stands in a plugin's flow. Called for every record
     page the principal may read; keep it to a query or two."""
 
 

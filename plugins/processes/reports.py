@@ -233,16 +233,17 @@ def discipline_select(models: Any, principal: Principal, by: By, dialect: str) -
     return sa.select(*keys, *figures).select_from(source).group_by(*group)
 
 
-#: built statements per configuration (its MetaData) and (principal, by, dialect):
-#: building one and its cache key costs more than running it for a small team
-_STATEMENTS: weakref.WeakKeyDictionary[sa.MetaData, dict[tuple[Any, ...], sa.Select[Any]]] = (
-    weakref.WeakKeyDictionary()
-)
+#: the key, in ``registry.extensions``, of the built statements per models (their
+#: MetaData) and (principal, by, dialect): building one and its cache key costs
+#: more than running it for a small team
+STATEMENTS = "processes.discipline_statements"
 MAX_STATEMENTS = 256
 
 
 def _statement(models: Any, principal: Principal, by: By, dialect: str) -> sa.Select[Any]:
-    built = _STATEMENTS.setdefault(models.metadata, {})
+    per_models: weakref.WeakKeyDictionary[sa.MetaData, dict[tuple[Any, ...], sa.Select[Any]]]
+    per_models = models.registry.extensions.setdefault(STATEMENTS, weakref.WeakKeyDictionary())
+    built = per_models.setdefault(models.metadata, {})
     key = (principal, by, dialect)
     select = built.get(key)
     if select is None:
