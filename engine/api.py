@@ -43,6 +43,7 @@ from engine.hookspecs import hookspec as hookspec  # marks a hook a plugin offer
 from engine.jobs import JobContext as JobContext  # what a job is called with (session, models...)
 from engine.jobs import JobError as JobError  # a job failure not worth retrying
 from engine.jobs import enqueue as enqueue  # queue a job in the caller's transaction
+from engine.jobs import status as job_status  # a queued job's state and progress, for a page
 from engine.names import identifier_problem as identifier_problem  # why a name is no identifier
 from engine.registry import USER as USER  # the name of the built-in user type
 from engine.registry import DocType as DocType  # a document type: fields, statuses, access
@@ -142,6 +143,7 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "identifier_problem",
+    "job_status",
     "json_body",
     "json_error",
     "label_of",
