@@ -2,8 +2,9 @@
 
 Every import in ``plugins/`` and in the sample outside plugin, at the top
 of a module or inside a function, is read from the source: one that reaches
-into ``engine`` anywhere but ``engine.api`` fails here, with its file and
-line, so the seam the plugins stand on cannot be bypassed unnoticed.
+into ``engine`` anywhere but ``engine.api`` (and, in a plugin's tests, the
+shipped fixtures of ``engine.testing``) fails here, with its file and line,
+so the seam the plugins stand on cannot be bypassed unnoticed.
 """
 
 from __future__ import annotations
@@ -38,10 +39,16 @@ def engine_imports(path: Path) -> Iterator[tuple[int, str]]:
                 yield node.lineno, node.module
 
 
+def allowed(path: Path) -> set[str]:
+    """``engine.api``; a plugin's tests may also use the shipped fixtures."""
+    tests = path.name.startswith("test_") or path.name == "conftest.py"
+    return {"engine.api", "engine.testing"} if tests else {"engine.api"}
+
+
 def private_imports(path: Path) -> list[str]:
     rel = path.relative_to(ROOT)
     return [f"{rel}:{line}: imports {name}" for line, name in engine_imports(path)
-            if name != "engine.api"]  # fmt: skip
+            if name not in allowed(path)]  # fmt: skip
 
 
 @pytest.mark.parametrize("path", PLUGIN_SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -65,6 +72,13 @@ def test_the_walk_sees_every_kind_of_import(tmp_path: Path) -> None:
         (1, "engine.loader"), (2, "engine.api"), (2, "engine.jobs"), (3, "engine.api"),
         (6, "engine.web.api"),
     ]  # fmt: skip
+
+
+def test_only_a_plugins_tests_may_use_the_fixtures(tmp_path: Path) -> None:
+    for name in ("plugin.py", "test_plugin.py"):
+        (tmp_path / name).write_text("from engine.testing import drain\n", encoding="utf-8")
+    assert allowed(tmp_path / "plugin.py") == {"engine.api"}
+    assert "engine.testing" in allowed(tmp_path / "test_plugin.py")
 
 
 def test_the_plugins_and_the_sample_are_walked() -> None:
