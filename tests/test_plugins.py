@@ -618,3 +618,66 @@ def test_config_may_use_the_sample_plugins_field_type(sample_plugin: None, tmp_p
     assert dict(registry.plugins["sample"]) == {
         "greeting": "hello", "smtp_port": 25, "note_field": "note"
     }  # fmt: skip
+
+
+def test_nested_settings_are_checked_at_their_place(
+    outside_plugin: Callable[..., None], tmp_path: Path
+) -> None:
+    """A plugin's settings schema, nested maps and lists included: each wrong
+    setting is one problem at its own line and column in config.yaml."""
+    outside_plugin(
+        "pbxsettings",
+        """
+        from marshmallow import fields
+
+        from engine.api import SettingsSchema, hookimpl
+
+
+        class Line(SettingsSchema):
+            number = fields.String(required=True)
+            extension = fields.Integer()
+
+
+        class Settings(SettingsSchema):
+            provider = fields.String(required=True)
+            account = fields.Nested(Line)
+            lines = fields.List(fields.Nested(Line))
+
+
+        @hookimpl
+        def crm_settings_schema():
+            return Settings
+        """,
+    )
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (folder / "config.yaml").write_text(
+        textwrap.dedent(
+            """\
+            name: Test company
+            layers: []
+            plugins:
+              pbxsettings:
+                provider: example
+                account: {number: "+7495", extnesion: 5}
+                lines:
+                  - {number: "+7496", extension: one}
+            """
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(MetadataError) as caught:
+        load(folder, env={})
+    assert [str(p).split("config.yaml", 1)[1] for p in caught.value.problems] == [
+        ":6:32: unknown key `extnesion` in `account` of the settings of the `pbxsettings` "
+        "plugin (did you mean `extension`?)",
+        ":8:38: line 1 of the settings of the `pbxsettings` plugin: `extension` "
+        "not a valid integer",
+    ]
+    (folder / "config.yaml").write_text(
+        "name: Test company\nlayers: []\nplugins:\n  pbxsettings:\n    provider: example\n"
+        "    lines: [{number: '+7496', extension: 12}]\n",
+        encoding="utf-8",
+    )
+    registry = load(folder, env={})
+    assert registry.plugins["pbxsettings"]["lines"] == [{"number": "+7496", "extension": 12}]
