@@ -110,7 +110,7 @@ def _show(value: Any) -> str:
 
 
 #: why a key a step does not take belongs elsewhere
-MISPLACED = {
+MISPLACED: dict[str, str | dict[str, str]] = {
     "next": {
         "if": "an `if` goes on by `then` and `else`",
         "parallel": "a `parallel` step goes on at its `join`",
