@@ -137,10 +137,7 @@ class Loader:
         self.pm, problems = make_plugin_manager(plugins, plugin_locs)
         self.problems += problems
         self._check_plugin_settings(plugins, config_loc)
-        for declared in self.pm.hook.crm_sections():
-            for section, noun in (declared or {}).items():
-                self.sections.setdefault(section, {})
-                self.section_nouns[section] = noun
+        self._plugin_sections(plugin_locs, config_loc)
         for result in self.pm.hook.crm_field_types():
             for ft in result:
                 if ft.name in self.field_types:
@@ -646,6 +643,26 @@ class Loader:
         entries = self.sections[section]
         if self._named(self.section_nouns[section], name, loc, entries):
             entries[name] = Section(name, spec, loc)
+
+    def _plugin_sections(self, plugin_locs: Mapping[str, Loc], config_loc: Loc) -> None:
+        """The sections the enabled plugins declare (``crm_sections``); a name
+        the engine or another plugin has already is refused."""
+        owners: dict[str, str] = {}
+        for impl in self.pm.hook.crm_sections.get_hookimpls():  # in the order enabled
+            for section, noun in (impl.function() or {}).items():
+                taken = "the engine" if section in SECTIONS else owners.get(section)
+                if taken:
+                    self.problems.append(
+                        Problem(
+                            plugin_locs.get(impl.plugin_name, config_loc),
+                            f"the plugin `{impl.plugin_name}` declares the section `{section}`, "
+                            f"which {taken if taken == 'the engine' else f'`{taken}`'} reads",
+                        )
+                    )
+                    continue
+                owners[section] = impl.plugin_name
+                self.sections[section] = {}
+                self.section_nouns[section] = str(noun)
 
     # -- plugins' settings ----------------------------------------------------
 

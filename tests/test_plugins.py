@@ -681,3 +681,29 @@ def test_nested_settings_are_checked_at_their_place(
     )
     registry = load(folder, env={})
     assert registry.plugins["pbxsettings"]["lines"] == [{"number": "+7496", "extension": 12}]
+
+
+def test_a_section_is_read_by_one_plugin_only(
+    outside_plugin: Callable[..., None], tmp_path: Path
+) -> None:
+    outside_plugin(
+        "rival",
+        """
+        from engine.api import hookimpl
+
+        @hookimpl
+        def crm_sections():
+            return {"automations": "automation", "roles": "role", "tickets": "ticket"}
+        """,
+    )
+    (tmp_path / "config.yaml").write_text(
+        "name: Test company\nlayers: []\nplugins:\n  processes: {}\n  rival: {}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(MetadataError) as caught:
+        load(tmp_path, env={})
+    assert [str(p).split("/")[-1] for p in caught.value.problems if "declares" in p.message] == [
+        "config.yaml:5:3: the plugin `rival` declares the section `automations`, which "
+        "`processes` reads",
+        "config.yaml:5:3: the plugin `rival` declares the section `roles`, which the engine reads",
+    ]
