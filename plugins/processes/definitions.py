@@ -1,8 +1,9 @@
 """Route maps and automations of a configuration, read once into frozen definitions.
 
 The sections ``processes`` and ``automations`` (the plugin declares them,
-``crm_sections``) are read by reader.py into the dataclasses of model.py,
-their graphs checked by graph.py, with the business calendar of the plugin's
+``crm_sections``) are read by routemaps.py and automations.py (on the shared
+pieces of reader.py) into the dataclasses of model.py, route maps' graphs
+checked by graph.py, with the business calendar of the plugin's
 settings (settings.py, calendar.py). The same definitions drive the runtime
 (runtime.py), the picture (maps.py) and ``crm check``.
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 from engine.api import Problem, Registry
 
+from .automations import AutomationReader
 from .calendar import Calendar, Duration, parse_duration
 from .model import (
     Action,
@@ -28,7 +30,7 @@ from .model import (
     Wait,
     outcome_label,
 )
-from .reader import Reader
+from .routemaps import RouteMapReader
 from .settings import calendar_of
 
 #: the sections of metadata files the plugin reads: section → what one entry is called
@@ -55,18 +57,20 @@ def read(registry: Registry, channels: Iterable[str], kinds: Iterable[str] = ())
     """Every process and automation of a configuration, with the problems found.
 
     Never raises on what a consultant wrote: a mistake is a Problem."""
-    reader = Reader(registry, channels, kinds)
+    channels, kinds = list(channels), list(kinds)
+    routes = RouteMapReader(registry, channels, kinds)
+    automations = AutomationReader(registry, channels, kinds)
     out = Definitions(calendar=calendar_of(registry))
     processes = registry.section("processes")
     for name, section in processes.items():
-        p = reader.process(name, section.body, section.loc)
+        p = routes.process(name, section.body, section.loc)
         if p is not None:
             out.processes[name] = p
     for name, section in registry.section("automations").items():
-        a = reader.automation(name, section.body, section.loc, processes)
+        a = automations.automation(name, section.body, section.loc, processes)
         if a is not None:
             out.automations[name] = a
-    out.problems = reader.problems
+    out.problems = routes.problems + automations.problems
     return out
 
 
