@@ -41,7 +41,7 @@ class Principal:
 
     @classmethod
     def system(cls) -> Principal:
-        """The engine itself (jobs, processes): may do everything, owns nothing."""
+        """The engine itself (jobs, plugins' background work): may do everything, owns nothing."""
         return cls(None, "system", frozenset({ADMIN_ROLE}))
 
 

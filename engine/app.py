@@ -18,7 +18,7 @@ from flask_appbuilder import AppBuilder
 from flask_sqlalchemy import SQLAlchemy
 
 from engine import web
-from engine.loader import Loader
+from engine.configuration import Configuration, load_configuration
 from engine.models import Models, build
 from engine.registry import Registry
 
@@ -37,6 +37,8 @@ class CRM:
     pm: Any
     db: SQLAlchemy
     appbuilder: AppBuilder
+    #: the configuration the app was built from, read once
+    configuration: Configuration
     #: scripts every page loads (with the page's CSP nonce): a plugin's navbar
     #: badge, for instance; plugins append their URLs in crm_register_views
     page_scripts: list[str] = field(default_factory=list)
@@ -55,11 +57,13 @@ def secret_key(registry: Registry) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
-def create_app(config_dir: str | Path, test_config: dict[str, Any] | None = None) -> Flask:
-    loader = Loader(Path(config_dir))
-    registry = loader.load()
-    field_types = {t.name: t for result in loader.pm.hook.crm_field_types() for t in result}
-    models = build(registry, field_types)
+def create_app(
+    config: str | Path | Configuration, test_config: dict[str, Any] | None = None
+) -> Flask:
+    """The app of a configuration: a folder, read here, or one read already."""
+    configuration = config if isinstance(config, Configuration) else load_configuration(config)
+    registry, pm = configuration.registry, configuration.pm
+    models = build(registry, dict(configuration.field_types))
     app = Flask("engine", instance_path=str(Path(registry.settings["config_dir"]) / "instance"))
     app.config.update(
         SECRET_KEY=secret_key(registry),
@@ -90,10 +94,10 @@ def create_app(config_dir: str | Path, test_config: dict[str, Any] | None = None
     db.init_app(app)
     with app.app_context():
         appbuilder = AppBuilder(app, db.session)
-        state = CRM(registry, models, loader.pm, db, appbuilder)
+        state = CRM(registry, models, pm, db, appbuilder, configuration)
         app.extensions["crm"] = state
         app.context_processor(lambda: {"crm_locale": registry.locale, "crm": state})
         web.register(appbuilder, state)
-        loader.pm.hook.crm_register_views(appbuilder=appbuilder, registry=registry)
-        loader.pm.hook.crm_startup(app=app, registry=registry)
+        pm.hook.crm_register_views(appbuilder=appbuilder, registry=registry)
+        pm.hook.crm_startup(app=app, registry=registry)
     return app

@@ -10,7 +10,7 @@ the ``crm_check`` hook.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -23,10 +23,10 @@ from engine.yamlload import LList, LMap
 
 Check = Callable[[Registry], Iterator[Problem]]
 CHECKS: list[Check] = []
+#: the report types the engine draws; plugins add theirs (``crm_report_types``)
 REPORT_TYPES = {
     "funnel", "conversion", "plan_fact", "by_manager", "by_department", "forecast",
-    "stage_time", "won_lost", "loss_reasons", "stale", "sources", "abc_xyz",
-    "processes", "discipline", "table",
+    "stage_time", "won_lost", "loss_reasons", "stale", "sources", "abc_xyz", "table",
 }  # fmt: skip
 
 
@@ -38,21 +38,27 @@ def check(fn: Check) -> Check:
 #: where the pieces of the registry were written (see ``Loader.sources``): the
 #: frozen registry keeps one location per field or type, the YAML has one per option
 _SOURCES: ContextVar[Mapping[tuple[Any, ...], Any]] = ContextVar("crm_check_sources")
+#: the report types of the enabled plugins, beside the engine's own
+_REPORT_TYPES: ContextVar[frozenset[str]] = ContextVar("crm_report_types", default=frozenset())
 
 
 def check_registry(
     registry: Registry,
     field_types: set[str] | None = None,
     sources: Mapping[tuple[Any, ...], Any] | None = None,
+    report_types: Iterable[str] = (),
 ) -> list[Problem]:
-    """Run every check; ``sources`` (from the loader) sharpens the locations."""
+    """Run every check; ``sources`` (from the loader) sharpens the locations;
+    ``report_types`` are the ones the enabled plugins draw."""
     token = _SOURCES.set(sources or {})
+    types = _REPORT_TYPES.set(frozenset(report_types))
     try:
         problems: list[Problem] = []
         for fn in CHECKS:
             problems.extend(fn(registry))
         return problems
     finally:
+        _REPORT_TYPES.reset(types)
         _SOURCES.reset(token)
 
 
@@ -693,11 +699,12 @@ def segments_valid(registry: Registry) -> Iterator[Problem]:
 @check
 def reports_valid(registry: Registry) -> Iterator[Problem]:
     for r in registry.reports.values():
-        if r.type not in REPORT_TYPES:
+        types = REPORT_TYPES | _REPORT_TYPES.get()
+        if r.type not in types:
             yield Problem(
                 _at(r.options, r.loc, "type"),
                 f"the report `{r.name}` has an unknown type `{r.type}`"
-                f"{did_you_mean(r.type, REPORT_TYPES)}; types are {', '.join(sorted(REPORT_TYPES))}",
+                f"{did_you_mean(r.type, types)}; types are {', '.join(sorted(types))}",
             )
         d = registry.documents.get(r.document)
         if d is None:

@@ -65,9 +65,9 @@ def main() -> None:
 @handled
 def check(path: Path) -> None:
     """Validate a configuration; print every problem as file:line:col: message."""
-    from engine.loader import load
+    from engine.configuration import load_configuration
 
-    registry = load(path)
+    registry = load_configuration(path).registry
     types = [d for d in registry.documents.values() if not d.builtin]
     click.echo(f"{path}: OK — {len(types)} document types, {len(registry.roles)} roles, "
                f"{len(registry.segments)} segments, {len(registry.reports)} reports")  # fmt: skip
@@ -259,14 +259,12 @@ def demo(path: Path | None, host: str, port: int, no_serve: bool) -> None:
 def _open_config(path: Path) -> tuple[Any, sa.Engine]:
     """The models of a configuration and an engine for its database, without
     the web app (an import or export needs no Flask)."""
-    from engine.loader import Loader
+    from engine.configuration import load_configuration
     from engine.models import build
 
-    loader = Loader(path)
-    registry = loader.load()
-    field_types = {t.name: t for result in loader.pm.hook.crm_field_types() for t in result}
-    models = build(registry, field_types)
-    return models, sa.create_engine(registry.database)
+    configuration = load_configuration(path)
+    models = build(configuration.registry, dict(configuration.field_types))
+    return models, sa.create_engine(configuration.registry.database)
 
 
 def _principal(models: Any, session: Any, username: str | None) -> Any:

@@ -127,7 +127,7 @@ class Demo:
     now: dt.datetime = field(default_factory=lambda: clock.now().replace(microsecond=0))
     rng: random.Random = field(default_factory=lambda: random.Random(2026))
     #: the plugin manager: with it, saves run the plugins' hooks as in the app
-    #: (the typical deals' processes start and give their managers tasks)
+    #: (a plugin may react to the typical deals and give their managers tasks)
     pm: Any = None
 
     def docs(self, user: str, at: dt.datetime | None = None) -> Documents:
@@ -241,9 +241,9 @@ class Demo:
             c = rng.choice(customers)
             owner = self._username(c.manager_id)
             kind = rng.choice(["typical", "manual", "manual", "simple"])
-            # a typical sale's stages are its process's (when the processes
-            # plugin is on): those deals are recent and stay where their
-            # process put them, with its task open
+            # a typical sale's stages may be moved by a plugin (a route map
+            # with its task open): those deals are recent, so that they stay
+            # where the plugin put them
             created = self.ago(4 if kind == "typical" else 365)
             deal = self.docs(owner, created).create("Deal", {
                 "customer": c.id, "kind": kind, "amount": Decimal(rng.randint(10, 3000) * 1000),

@@ -26,6 +26,13 @@ hookimpl = pluggy.HookimplMarker("crm")
 # --- startup -----------------------------------------------------------------
 
 
+@hookspec(historic=True)
+def crm_add_hookspecs(pm: Any) -> None:
+    """Called once as the plugin is registered, with the plugin manager: a
+    plugin that offers hooks of its own to other plugins adds their specs
+    here, ``pm.add_hookspecs(my_plugin.hookspecs)``."""
+
+
 @hookspec
 def crm_startup(app: Any, registry: Registry) -> None:
     """Called once when an app for a configuration has been built, before it
@@ -49,12 +56,31 @@ def crm_field_types() -> list[FieldType]:
 
 
 @hookspec
+def crm_settings_schema() -> Any:
+    """Return the marshmallow schema (a class or an instance) of this plugin's
+    settings, the map under its name in config.yaml's ``plugins:``. The
+    loader validates them like the engine's own sections (every wrong setting
+    is a problem at its ``file:line:col``) and keeps what the schema loads as
+    ``registry.plugins[name]``. Return None for a plugin without settings."""
+
+
+@hookspec
+def crm_sections() -> dict[str, str]:
+    """Return the top-level sections of metadata files this plugin interprets,
+    as ``{section: what one entry is called}`` (``{"tickets": "ticket"}``).
+    Their entries reach the plugin as ``registry.section(name)``."""
+
+
+@hookspec
+def crm_report_types() -> list[str]:
+    """Return the report types (``type:`` of a report) this plugin draws."""
+
+
+@hookspec
 def crm_check(registry: Registry, pm: Any) -> list[Problem]:
-    """Check the sections this plugin interprets (``processes``,
-    ``automations``, its own options) and return problems with their YAML
-    locations. Called by ``crm check`` and at every start-up. ``pm`` is the
-    plugin manager, to ask what the other enabled plugins offer (their
-    ``crm_notification_channels``, ``crm_process_step_kinds``)."""
+    """Check the sections this plugin interprets and return problems with
+    their YAML locations. Called by ``crm check`` and at every start-up.
+    ``pm`` is the plugin manager, to ask what the other enabled plugins offer."""
 
 
 # --- documents ---------------------------------------------------------------
@@ -136,39 +162,14 @@ def crm_send_sms(to: str, text: str, settings: dict[str, Any], key: str) -> str 
     message reference, so that a repeated attempt is delivered once."""
 
 
-@hookspec(firstresult=True)
-def crm_place_call(extension: str, number: str, settings: dict[str, Any]) -> str | None:
-    """Ask the PBX to ring ``extension``, then ``number``. Return the
-    provider's call id, or None if this plugin places no calls. *First result.*"""
-
-
-@hookspec
-def crm_call_event(session: Any, event: dict[str, Any]) -> None:
-    """Called for every call event a provider receives (ringing, answered,
-    hung up, recording), with the normalized number under ``event["number"]``."""
-
-
-@hookspec
-def crm_notification_channels() -> list[str]:
-    """Return the names of the notification channels this plugin delivers
-    (``user``, ``email``, ``sms``, ...). Using a channel nobody delivers is a
-    check error."""
-
-
-@hookspec
-def crm_process_step_kinds() -> list[str]:
-    """Return extra step kinds for route maps (beyond the built-in ``task``,
-    ``if``, ``notify``, ``set``, ``wait``, ``parallel`` and ``end``)."""
-
-
 # --- views -------------------------------------------------------------------
 
 
 @hookspec
 def crm_record_sections(models: Any, doctype: DocType, doc: Any, principal: Any) -> list[Any]:
     """Return extra sections for a record's page, as ``(title, html)`` pairs
-    (``html`` a ``markupsafe.Markup`` the plugin has escaped itself): a
-    task's outcome buttons, where a process stands. Called for every record
+    (``html`` a ``markupsafe.Markup`` the plugin has escaped itself): the
+    buttons of an open task, where a record stands in a plugin's flow. Called for every record
     page the principal may read; keep it to a query or two."""
 
 

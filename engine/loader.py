@@ -20,7 +20,7 @@ from typing import Any
 from engine import schema as S
 from engine.errors import Loc, MetadataError, Problem, did_you_mean
 from engine.names import identifier_problem
-from engine.plugins import ROOT, make_plugin_manager
+from engine.plugins import ROOT, make_plugin_manager, section_owner
 from engine.registry import (
     EVERYONE,
     SELF,
@@ -48,7 +48,8 @@ from engine.yamlload import LList, LMap, load_file
 
 BASE_LAYER = ROOT / "metadata"
 CONFIG_FILE = "config.yaml"
-SECTIONS = ("documents", "attributes", "roles", "processes", "automations", "segments", "reports")
+#: the sections the engine reads itself; plugins declare theirs (``crm_sections``)
+SECTIONS = ("documents", "attributes", "roles", "segments", "reports")
 #: options a later layer may change on an existing field without an error
 MERGEABLE = {"label", "help", "default", "hidden", "readonly", "min", "max", "pattern"}
 #: options a later layer may only switch on
@@ -108,8 +109,14 @@ class Loader:
         self.roles: dict[str, Role] = {}
         self.segments: dict[str, Segment] = {}
         self.reports: dict[str, Report] = {}
-        self.processes: dict[str, Section] = {}
-        self.automations: dict[str, Section] = {}
+        #: a plugin's section → its entries, as loaded YAML (``crm_sections``)
+        self.sections: dict[str, dict[str, Section]] = {}
+        #: a plugin's section → what one entry of it is called in messages
+        self.section_nouns: dict[str, str] = {}
+        #: plugin → its settings as its schema loaded them (``crm_settings_schema``)
+        self.plugin_settings: dict[str, Any] = {}
+        #: plugin → its settings as written, and where they start
+        self.plugin_yaml: dict[str, tuple[Any, Loc]] = {}
         self.field_types: set[str] = set()
         #: field type → (the options it takes beyond the common ones, whether min/max apply)
         self.type_options: dict[str, tuple[frozenset[str], bool]] = {}
@@ -132,6 +139,8 @@ class Loader:
         plugin_locs = {n: plugins.key_loc(n) for n in plugins} if isinstance(plugins, LMap) else {}
         self.pm, problems = make_plugin_manager(plugins, plugin_locs)
         self.problems += problems
+        self._check_plugin_settings(plugins, config_loc)
+        self._plugin_sections(plugin_locs, config_loc)
         for result in self.pm.hook.crm_field_types():
             for ft in result:
                 if ft.name in self.field_types:
@@ -167,7 +176,8 @@ class Loader:
         if not self.problems:
             from engine.checks import check_registry
 
-            self.problems += check_registry(registry, self.field_types, self.sources)
+            report_types = [t for result in self.pm.hook.crm_report_types() for t in result or ()]
+            self.problems += check_registry(registry, self.field_types, self.sources, report_types)
             for result in self.pm.hook.crm_check(registry=registry, pm=self.pm):
                 self.problems += result or []
         if self.problems:
@@ -216,20 +226,24 @@ class Loader:
         if data is None or result.problems:
             return
         loc = Loc(name, 1, 1)
-        problems = S.check(S.FileSchema(), data, loc, "a metadata file")
+        schema = S.FileSchema.from_dict({s: S.MapOf() for s in self.sections})
+        problems = S.check(schema(), data, loc, "a metadata file")
         if problems:
-            self.problems += [_section_hint(p) for p in problems]
+            self.problems += [_section_hint(p, (*SECTIONS, *self.sections)) for p in problems]
             return
         if "needs" in data and not self._needs_met(data["needs"]):
             return
-        for section in SECTIONS:
+        for section in (*SECTIONS, *self.sections):
             body = data.get(section)
             if body is None:
                 continue
-            handler = getattr(self, f"_section_{section}")
+            handler = getattr(self, f"_section_{section}", None)
             for key, value in body.items():
                 key_loc, value_loc = body.key_loc(key), body.value_loc(key)
-                handler(key, value, key_loc, value_loc, layer)
+                if handler is None:
+                    self._plugin_section(section, key, value, key_loc)
+                else:
+                    handler(key, value, key_loc, value_loc, layer)
 
     def _needs_met(self, needs: LMap) -> bool:
         """``needs: {layers: [base]}``: a file (a plugin's content on the base
@@ -606,16 +620,6 @@ class Loader:
                 )
             name = st.spec.get("field", "status")
             self._engine_field(draft, name, "status", st.spec.value_loc("field"), made)
-        if "processes" not in plugins:
-            for what, items in (("process", self.processes), ("automation", self.automations)):
-                for item in items.values():
-                    self.problems.append(
-                        Problem(
-                            item.loc,
-                            f"the {what} `{item.name}` needs the `processes` plugin: "
-                            "add `processes: {}` under `plugins` in config.yaml",
-                        )
-                    )
 
     def _engine_field(
         self, draft: DocDraft, name: str, what: str, loc: Loc, made: dict[str, str]
@@ -684,13 +688,57 @@ class Loader:
             name, spec["type"], spec["document"], spec_view(spec, options), loc
         )
 
-    def _section_processes(self, name: Any, spec: Any, loc: Loc, vloc: Loc, layer: str) -> None:
-        if self._named("process", name, loc, self.processes):
-            self.processes[name] = Section(name, spec, loc)
+    def _plugin_section(self, section: str, name: Any, spec: Any, loc: Loc) -> None:
+        """An entry of a section a plugin interprets: kept as loaded YAML for
+        the plugin's own reading and checks; a later layer's entry replaces it."""
+        entries = self.sections[section]
+        if self._named(self.section_nouns[section], name, loc, entries):
+            entries[name] = Section(name, spec, loc)
 
-    def _section_automations(self, name: Any, spec: Any, loc: Loc, vloc: Loc, layer: str) -> None:
-        if self._named("automation", name, loc, self.automations):
-            self.automations[name] = Section(name, spec, loc)
+    def _plugin_sections(self, plugin_locs: Mapping[str, Loc], config_loc: Loc) -> None:
+        """The sections the enabled plugins declare (``crm_sections``); a name
+        the engine or another plugin has already is refused."""
+        owners: dict[str, str] = {}
+        for impl in self.pm.hook.crm_sections.get_hookimpls():  # in the order enabled
+            for section, noun in (impl.function() or {}).items():
+                taken = "the engine" if section in SECTIONS else owners.get(section)
+                if taken:
+                    self.problems.append(
+                        Problem(
+                            plugin_locs.get(impl.plugin_name, config_loc),
+                            f"the plugin `{impl.plugin_name}` declares the section `{section}`, "
+                            f"which {taken if taken == 'the engine' else f'`{taken}`'} reads",
+                        )
+                    )
+                    continue
+                owners[section] = impl.plugin_name
+                self.sections[section] = {}
+                self.section_nouns[section] = str(noun)
+
+    # -- plugins' settings ----------------------------------------------------
+
+    def _check_plugin_settings(self, plugins: Mapping[str, Any], config_loc: Loc) -> None:
+        """Each enabled plugin's settings through the schema it declares
+        (``crm_settings_schema``): a wrong setting is a problem at its place."""
+        for name in plugins:
+            where = plugins.value_loc(name) if isinstance(plugins, LMap) else config_loc
+            self.plugin_yaml[name] = (plugins.get(name), where)
+        for impl in self.pm.hook.crm_settings_schema.get_hookimpls():
+            name = impl.plugin_name
+            if name not in plugins:
+                continue
+            schema = impl.function()
+            if schema is None:
+                continue
+            if isinstance(schema, type):
+                schema = schema()
+            node = plugins.get(name)
+            node = LMap() if node is None else node
+            where = plugins.value_loc(name) if isinstance(plugins, LMap) else config_loc
+            problems = S.check(schema, node, where, f"the settings of the `{name}` plugin")
+            self.problems += problems
+            if not problems:
+                self.plugin_settings[name] = schema.load(dict(node))
 
     # -- the built-in User type -------------------------------------------------
 
@@ -726,10 +774,13 @@ class Loader:
             roles=frozen_map(self.roles),
             segments=frozen_map(self.segments),
             reports=frozen_map(self.reports),
-            processes=frozen_map(self.processes),
-            automations=frozen_map(self.automations),
+            sections=frozen_map({k: frozen_map(v) for k, v in self.sections.items()}),
+            plugin_yaml=frozen_map(self.plugin_yaml),
             plugins=frozen_map(
-                {k: frozen_map(v or {}) for k, v in (config.get("plugins") or {}).items()}
+                {
+                    k: frozen_map(self.plugin_settings.get(k, v) or {})
+                    for k, v in (config.get("plugins") or {}).items()
+                }
             ),
             layers=tuple(config.get("layers", ["base"])),
             jobs=frozen_map(config.get("jobs") or {}),
@@ -1010,14 +1061,21 @@ def _yaml_files(folder: Path, recursive: bool = True) -> list[Path]:
     return sorted(p for p in folder.glob(pattern) if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def _section_hint(p: Problem) -> Problem:
-    match = re.match(r"unknown key (`.*?`) in a metadata file(.*)$", p.message)
-    if match:
+def _section_hint(p: Problem, sections: tuple[str, ...]) -> Problem:
+    match = re.match(r"unknown key `(.*?)` in a metadata file(.*)$", p.message)
+    if not match:
+        return p
+    owner = section_owner(match.group(1))
+    if owner is not None:
         return Problem(
             p.loc,
-            f"unknown section {match.group(1)}{match.group(2)}; sections are {', '.join(SECTIONS)}",
+            f"the section `{match.group(1)}` needs the `{owner}` plugin: "
+            f"add `{owner}: {{}}` under `plugins` in config.yaml",
         )
-    return p
+    return Problem(
+        p.loc,
+        f"unknown section `{match.group(1)}`{match.group(2)}; sections are {', '.join(sections)}",
+    )
 
 
 def load(config_dir: str | Path, env: Mapping[str, str] | None = None) -> Registry:

@@ -56,6 +56,8 @@ def make_plugin_manager(
     problems that prevented it (an unknown plugin name, a misspelt hook)."""
     pm = pluggy.PluginManager("crm")
     pm.add_hookspecs(hookspecs)
+    # every plugin registered from here on is asked for hookspecs of its own
+    pm.hook.crm_add_hookspecs.call_historic(kwargs={"pm": pm})
     pm.register(CorePlugin(), name="core")
     pm.register(CoreTimeline(), name="core-timeline")
     problems: list[Problem] = []
@@ -90,6 +92,45 @@ def make_plugin_manager(
     return pm, problems
 
 
+def section_owner(section: str) -> str | None:
+    """The installed plugin that interprets a metadata section (``crm_sections``),
+    enabled or not: to tell a consultant which plugin to turn on."""
+    for name, ep in sorted(available_plugins().items()):
+        try:
+            declared = getattr(ep.load(), "crm_sections", None)
+            sections = declared() if callable(declared) else None
+        except Exception:  # a plugin that fails to import says so when it is enabled
+            sections = None
+        if sections and section in sections:
+            return name
+    return None
+
+
+class _SpecRecorder:
+    """Stands in for the plugin manager in ``crm_add_hookspecs``: notes the specs."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def add_hookspecs(self, module: Any) -> None:
+        self.names |= {n for n, fn in vars(module).items() if hasattr(fn, "crm_spec")}
+
+
+def hook_owner(hook: str) -> str | None:
+    """The installed plugin that offers a hook of its own (``crm_add_hookspecs``)."""
+    for name, ep in sorted(available_plugins().items()):
+        specs = _SpecRecorder()
+        try:
+            adds = getattr(ep.load(), "crm_add_hookspecs", None)
+            if callable(adds):
+                adds(pm=specs)
+        except Exception:  # a plugin that fails to import says so when it is enabled
+            specs.names.clear()
+        if hook in specs.names:
+            return name
+    return None
+
+
 def _unknown_hooks(pm: pluggy.PluginManager, where: Mapping[str, Loc]) -> list[Problem]:
     """``pm.check_pending()``, but every misspelt hook is reported, with a hint."""
     specs = [n for n in vars(pm.hook) if not n.startswith("_") and getattr(pm.hook, n).has_spec()]
@@ -99,11 +140,17 @@ def _unknown_hooks(pm: pluggy.PluginManager, where: Mapping[str, Loc]) -> list[P
             continue
         for impl in caller.get_hookimpls():
             if not impl.optionalhook:
+                owner = hook_owner(name)
+                hint = (
+                    f": it is a hook of the `{owner}` plugin; turn `{owner}` on under "
+                    "`plugins` in config.yaml"
+                    if owner
+                    else did_you_mean(name, specs)
+                )
                 problems.append(
                     Problem(
                         where.get(impl.plugin_name, Loc("config.yaml", 1, 1)),
-                        f"plugin `{impl.plugin_name}` implements unknown hook "
-                        f"`{name}`{did_you_mean(name, specs)}",
+                        f"plugin `{impl.plugin_name}` implements unknown hook `{name}`{hint}",
                     )
                 )
     return problems

@@ -579,7 +579,9 @@ def schemas() -> list[type[Schema]]:
     found = [
         cls
         for _, cls in inspect.getmembers(S, inspect.isclass)
-        if issubclass(cls, Schema) and cls.__module__ == S.__name__ and cls is not S.Strict
+        if issubclass(cls, Schema)
+        and cls.__module__ == S.__name__
+        and cls not in (S.Strict, S.SettingsSchema)  # bases, not sections
     ]
     return sorted(found, key=lambda cls: inspect.getsourcelines(cls)[1])
 

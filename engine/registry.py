@@ -276,8 +276,8 @@ class Report:
 
 @dataclass(frozen=True)
 class Section:
-    """A section that a plugin interprets (``processes``, ``automations``):
-    kept as loaded YAML, with locations, for the plugin's own checks."""
+    """One named entry of a section that a plugin interprets (``crm_sections``):
+    kept as loaded YAML, with locations, for the plugin's own reading and checks."""
 
     name: str
     body: Any
@@ -292,14 +292,27 @@ class Registry:
     roles: Mapping[str, Role]
     segments: Mapping[str, Segment]
     reports: Mapping[str, Report]
-    processes: Mapping[str, Section]
-    automations: Mapping[str, Section]
+    #: every enabled plugin's settings by plugin name, as its settings schema loaded them
     plugins: Mapping[str, Mapping[str, Any]]
     layers: tuple[str, ...]
     database: str
+    #: the sections plugins interpret (``crm_sections``): section → entry name → Section
+    sections: Mapping[str, Mapping[str, Section]] = field(default_factory=frozen_map)
     settings: Mapping[str, Any] = field(default_factory=frozen_map)
     #: the job runner's settings, the config's `jobs:` map (engine/jobs.py)
     jobs: Mapping[str, Any] = field(default_factory=frozen_map)
+    #: each plugin's settings as written (a map that knows where each key is)
+    #: and where they start, for a plugin's own checks (``engine.api.setting_loc``)
+    plugin_yaml: Mapping[str, tuple[Any, Loc]] = field(default_factory=frozen_map)
+    #: what plugins derive from this configuration once (their parsed sections),
+    #: by a key of their own; it lives and dies with the registry
+    extensions: dict[str, Any] = field(
+        default_factory=dict, init=False, compare=False, repr=False, hash=False
+    )
+
+    def section(self, name: str) -> Mapping[str, Section]:
+        """The entries of a plugin's section (empty when no file has it)."""
+        return self.sections.get(name, frozen_map())
 
     def doc(self, name: str) -> DocType:
         return self.documents[name]

@@ -115,6 +115,13 @@ class Strict(Schema):
         unknown = RAISE
 
 
+class SettingsSchema(Strict):
+    """The base of a plugin's settings schema (``crm_settings_schema``): an
+    unknown key is refused with the closest known one as a hint, and a field's
+    ``ValidationError`` becomes one problem at the setting's place (for a list,
+    ``{index: [message]}`` places it at that item)."""
+
+
 class FieldSchema(Strict):
     type = Text(required=True)
     label = LabelField()
@@ -281,12 +288,12 @@ class NeedsSchema(Strict):
 
 
 class FileSchema(Strict):
+    """A metadata file: the engine's sections; the loader adds the plugins' (``crm_sections``)."""
+
     needs = mf.Nested(NeedsSchema)
     documents = MapOf()
     attributes = MapOf()
     roles = MapOf()
-    processes = MapOf()
-    automations = MapOf()
     segments = MapOf()
     reports = MapOf()
 
@@ -384,6 +391,10 @@ def _problems(
             continue
         if isinstance(data, LMap) and key in data:
             key_loc, val_loc = data.key_loc(key), data.value_loc(key)
+        elif isinstance(data, LList) and isinstance(key, int) and 0 <= key < len(data):
+            # an item of a list: its message stands at the item
+            out += [Problem(data.item_loc(key), f"{here}: {_lower(m)}") for m in _strings(value)]
+            continue
         else:
             key_loc = val_loc = loc
         if value == ["Unknown field."]:
@@ -411,6 +422,15 @@ def _problems(
         sub_schema = f.schema if isinstance(f, mf.Nested) else None
         out.extend(_problems(sub_schema, value, child, val_loc, what, sub_path))
     return out
+
+
+def _strings(messages: Any) -> list[str]:
+    """marshmallow's messages for one item, flattened to text."""
+    if isinstance(messages, str):
+        return [messages]
+    if isinstance(messages, Mapping):
+        return [m for v in messages.values() for m in _strings(v)]
+    return [m for v in messages for m in _strings(v)] if isinstance(messages, list) else []
 
 
 def _message(message: str, f: mf.Field | None, value: Any) -> str:

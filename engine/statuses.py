@@ -1,6 +1,6 @@
 """The status engine: which state a document may enter now, and entering it.
 
-Pure engine code, no web: forms, REST, processes and imports ask the same
+Pure engine code, no web: forms, REST, plugins and imports ask the same
 questions and get the same answers. Every refusal comes back as a list of
 :class:`Reason` objects, one per rule that said no, each with a message a
 user can act on ("“Planned close” (planned_close) must be filled in"),

@@ -131,7 +131,7 @@ KEY_CASES = [
         "unknown_section",
         {"deal.yaml": "document:\n  Deal: {}\n"},
         "deal.yaml:1:1: unknown section `document` (did you mean `documents`?); sections are "
-        "documents, attributes, roles, processes, automations, segments, reports",
+        "documents, attributes, roles, segments, reports",
     ),
     case(
         "unknown_document_key",
@@ -926,8 +926,7 @@ SEGMENT_CASES = [
         customer_with("reports:\n  sales: {type: funel, document: Custmer}\n"),
         "customer.yaml:9:17: the report `sales` has an unknown type `funel` "
         "(did you mean `funnel`?); types are abc_xyz, by_department, by_manager, conversion, "
-        "discipline, forecast, funnel, loss_reasons, plan_fact, processes, sources, "
-        "stage_time, stale, table, won_lost",
+        "forecast, funnel, loss_reasons, plan_fact, sources, stage_time, stale, table, won_lost",
         "customer.yaml:9:34: the report `sales` is of an unknown document type `Custmer` "
         "(did you mean `Customer`?)",
     ),
@@ -950,7 +949,7 @@ SEGMENT_CASES = [
     case(
         "process_without_the_processes_plugin",
         customer_with("processes:\n  onboarding: {document: Customer}\n"),
-        "customer.yaml:9:3: the process `onboarding` needs the `processes` plugin: "
+        "customer.yaml:8:1: the section `processes` needs the `processes` plugin: "
         "add `processes: {}` under `plugins` in config.yaml",
     ),
 ]
@@ -1273,7 +1272,7 @@ def test_problems_in_several_files_are_all_reported(problems_of: Problems) -> No
         "b.yaml:2:3: the role name `sales-head` must start with a letter and hold only "
         "letters, digits and _",
         "c.yaml:1:1: unknown section `reprots` (did you mean `reports`?); sections are "
-        "documents, attributes, roles, processes, automations, segments, reports",
+        "documents, attributes, roles, segments, reports",
     ]
 
 

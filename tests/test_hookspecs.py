@@ -140,3 +140,20 @@ def test_hook_has_a_test(name: str) -> None:
     assert re.search(rf"\b{name}\b", _test_sources()), (
         f"no test under tests/ mentions {name}; add one to tests/test_plugins.py"
     )
+
+
+@functools.cache
+def _engine_sources() -> str:
+    return "\n".join(
+        path.read_text(encoding="utf-8") for path in sorted((ROOT / "engine").rglob("*.py"))
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_every_core_hook_has_a_caller_in_the_engine(name: str) -> None:
+    """A hook nothing calls is a promise the engine does not keep: a plugin's
+    own hooks (telephony's ``crm_place_call``) live in that plugin's hookspecs."""
+    called = rf"\.hook\.{name}\b|call_hook\(\s*\"{name}\""
+    assert re.search(called, _engine_sources()), (
+        f"nothing in engine/ calls {name}: call it, or move it into the plugin that does"
+    )

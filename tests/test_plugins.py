@@ -38,7 +38,7 @@ SPECS = {
     for name, fn in vars(hookspecs).items()
     if callable(fn) and hasattr(fn, "crm_spec") and name.startswith("crm_")
 }
-FIRST_RESULT = {"crm_send_email", "crm_send_sms", "crm_place_call"}
+FIRST_RESULT = {"crm_send_email", "crm_send_sms"}
 
 
 class Stand:
@@ -65,9 +65,13 @@ def ping(ctx: Any, payload: Any) -> None:
 
 #: hook → the keyword arguments the test calls it with
 CALLS: dict[str, dict[str, Any]] = {
+    "crm_add_hookspecs": {"pm": Stand("plugin manager")},  # the real one, at registration
     "crm_startup": {"app": APP, "registry": REGISTRY},
     "crm_metadata_layers": {},
     "crm_field_types": {},
+    "crm_settings_schema": {},
+    "crm_sections": {},
+    "crm_report_types": {},
     "crm_check": {"registry": REGISTRY, "pm": Stand("plugin manager")},
     "crm_document_created": {
         "session": SESSION,
@@ -122,10 +126,6 @@ CALLS: dict[str, dict[str, Any]] = {
         "settings": SETTINGS,
         "key": "automation:order_shipped_sms:42",
     },
-    "crm_place_call": {"extension": "101", "number": "+74951234567", "settings": SETTINGS},
-    "crm_call_event": {"session": SESSION, "event": {"number": "+74951234567", "state": "ringing"}},
-    "crm_notification_channels": {},
-    "crm_process_step_kinds": {},
     "crm_record_sections": {
         "models": Stand("models"),
         "doctype": DOCTYPE,
@@ -139,9 +139,13 @@ CALLS: dict[str, dict[str, Any]] = {
 
 #: hook → what the recorder returns from it
 RESULTS: dict[str, Any] = {
+    "crm_add_hookspecs": None,
     "crm_startup": None,
     "crm_metadata_layers": [("recorder", Path("/layers/recorder"))],
     "crm_field_types": [Stand("field type")],
+    "crm_settings_schema": Stand("settings schema"),
+    "crm_sections": {"recordings": "recording"},
+    "crm_report_types": ["recorded"],
     "crm_check": [Problem(Loc("config.yaml", 3, 1), "the recorder objects")],
     "crm_document_created": None,
     "crm_document_updated": None,
@@ -151,10 +155,6 @@ RESULTS: dict[str, Any] = {
     "crm_status_changed": None,
     "crm_send_email": "email-1",
     "crm_send_sms": "sms-1",
-    "crm_place_call": "call-1",
-    "crm_call_event": None,
-    "crm_notification_channels": ["pigeon"],
-    "crm_process_step_kinds": ["approve"],
     "crm_record_sections": [("Route map", Stand("svg"))],
     "crm_register_views": None,
     "crm_jobs": {"recorder.ping": ping},
@@ -171,6 +171,22 @@ class Recorder:
     def _got(self, hook: str, args: dict[str, Any]) -> Any:
         self.calls.append((hook, {k: v for k, v in args.items() if k != "self"}))
         return RESULTS[hook]
+
+    @hookimpl
+    def crm_add_hookspecs(self, pm: Any) -> Any:
+        return self._got("crm_add_hookspecs", locals())
+
+    @hookimpl
+    def crm_settings_schema(self) -> Any:
+        return self._got("crm_settings_schema", locals())
+
+    @hookimpl
+    def crm_sections(self) -> Any:
+        return self._got("crm_sections", locals())
+
+    @hookimpl
+    def crm_report_types(self) -> Any:
+        return self._got("crm_report_types", locals())
 
     @hookimpl
     def crm_startup(self, app: Any, registry: Any) -> Any:
@@ -231,22 +247,6 @@ class Recorder:
         return self._got("crm_send_sms", locals())
 
     @hookimpl
-    def crm_place_call(self, extension: Any, number: Any, settings: Any) -> Any:
-        return self._got("crm_place_call", locals())
-
-    @hookimpl
-    def crm_call_event(self, session: Any, event: Any) -> Any:
-        return self._got("crm_call_event", locals())
-
-    @hookimpl
-    def crm_notification_channels(self) -> Any:
-        return self._got("crm_notification_channels", locals())
-
-    @hookimpl
-    def crm_process_step_kinds(self) -> Any:
-        return self._got("crm_process_step_kinds", locals())
-
-    @hookimpl
     def crm_record_sections(self, models: Any, doctype: Any, doc: Any, principal: Any) -> Any:
         return self._got("crm_record_sections", locals())
 
@@ -280,6 +280,10 @@ def test_each_hook_reaches_the_plugin_with_its_arguments(hook: str) -> None:
     recorder = Recorder()
     pm.register(recorder, name="recorder")
     pm.check_pending()
+    if hook == "crm_add_hookspecs":  # historic: called once, as the plugin is registered
+        assert recorder.calls == [(hook, {"pm": pm})]
+        return
+    recorder.calls.clear()
     if hook == "crm_timeline_sources":
         pm.unregister(
             name="core-timeline"
@@ -317,11 +321,6 @@ class Sender:
     @hookimpl
     def crm_send_sms(self, to: str, text: str, settings: Any) -> str | None:
         self.asked.append("crm_send_sms")
-        return self.answer
-
-    @hookimpl
-    def crm_place_call(self, extension: str, number: str, settings: Any) -> str | None:
-        self.asked.append("crm_place_call")
         return self.answer
 
 
@@ -408,8 +407,8 @@ def test_hook_with_an_argument_its_spec_lacks_is_a_problem(
         from engine.hookspecs import hookimpl
 
         @hookimpl
-        def crm_notification_channels():
-            return ["pigeon"]
+        def crm_schedules():
+            return [("pigeon.fly", 60)]
 
         @hookimpl
         def crm_send_sms(to, txt, settings):
@@ -424,7 +423,7 @@ def test_hook_with_an_argument_its_spec_lacks_is_a_problem(
     assert "\n" not in problems[0].message
     # nothing of the faulty plugin stays registered
     assert not pm.has_plugin("wrongargs")
-    assert pm.hook.crm_notification_channels() == []
+    assert pm.hook.crm_schedules() == []
     assert pm.hook.crm_send_sms(**CALLS["crm_send_sms"]) is None
 
 
@@ -476,6 +475,86 @@ def test_built_in_plugins_are_installed_and_register_cleanly() -> None:
             assert folder.is_dir()
 
 
+def test_telephony_brings_its_provider_hooks_and_only_it() -> None:
+    """crm_place_call and crm_call_event are the telephony plugin's own hooks."""
+    without, _ = make_plugin_manager({})
+    assert not hasattr(without.hook, "crm_place_call")
+    assert not hasattr(without.hook, "crm_call_event")
+    pm, problems = make_plugin_manager({"telephony": {}})
+    assert problems == []
+    assert pm.hook.crm_place_call.spec.opts["firstresult"]
+    assert pm.hook.crm_call_event.has_spec()
+
+    class Provider:
+        @hookimpl
+        def crm_place_call(self, extension: str, number: str, settings: Any) -> str:
+            return f"call {extension}->{number}"
+
+        @hookimpl
+        def crm_call_event(self, session: Any, event: Any) -> None:
+            seen.append(event["number"])
+
+    seen: list[str] = []
+    pm.register(Provider(), name="pbx")
+    assert pm.hook.crm_place_call(extension="101", number="+7495", settings=SETTINGS) == (
+        "call 101->+7495"
+    )
+    pm.hook.crm_call_event(session=SESSION, event={"number": "+7495"})
+    assert seen == ["+7495"]
+
+
+def test_a_provider_of_an_unknown_hook_is_refused_without_its_plugin(
+    outside_plugin: Callable[..., None],
+) -> None:
+    """A plugin implementing a telephony hook needs telephony on; the hint says so."""
+    outside_plugin(
+        "pbx",
+        """
+        from engine.api import hookimpl
+
+        @hookimpl
+        def crm_place_call(extension, number, settings):
+            return "call-1"
+        """,
+    )
+    _pm, problems = make_plugin_manager({"pbx": {}}, {"pbx": HERE})
+    assert [str(p) for p in problems] == [
+        "config.yaml:7:3: plugin `pbx` implements unknown hook `crm_place_call`: it is a "
+        "hook of the `telephony` plugin; turn `telephony` on under `plugins` in config.yaml"
+    ]
+    _pm, problems = make_plugin_manager({"telephony": {}, "pbx": {}}, {"pbx": HERE})
+    assert problems == []
+
+
+def test_processes_brings_its_channels_and_step_kinds_hooks() -> None:
+    without, _ = make_plugin_manager({})
+    assert not hasattr(without.hook, "crm_process_step_kinds")
+    assert not hasattr(without.hook, "crm_notification_channels")
+    pm, _ = make_plugin_manager({"processes": {}})
+
+    class Approvals:
+        @hookimpl
+        def crm_process_step_kinds(self) -> list[str]:
+            return ["approve"]
+
+        @hookimpl
+        def crm_notification_channels(self) -> list[str]:
+            return ["pigeon"]
+
+    pm.register(Approvals(), name="approvals")
+    assert pm.hook.crm_process_step_kinds() == [["approve"]]
+    assert pm.hook.crm_notification_channels() == [["pigeon"], ["user"]]
+
+
+def test_plugins_declare_their_sections_report_types_and_settings() -> None:
+    pm, _ = make_plugin_manager({"processes": {}})
+    assert {"processes": "process", "automations": "automation"} in pm.hook.crm_sections()
+    assert ["processes", "discipline"] in pm.hook.crm_report_types()
+    assert plugins.processes.crm_settings_schema() in [
+        type(s) if not isinstance(s, type) else s for s in pm.hook.crm_settings_schema()
+    ]
+
+
 @pytest.mark.parametrize("name", sorted(BUILT_IN))
 def test_built_in_metadata_layer_only_when_its_folder_exists(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -498,9 +577,11 @@ def test_sample_plugin_is_found_through_its_entry_point(sample_plugin: None) -> 
     assert entry_point.value == SAMPLE_MODULE
 
     pm, problems = make_plugin_manager({"sample": {}})
-    assert problems == []
+    assert problems == []  # its channels are an optional hook of the processes plugin
     assert pm.has_plugin("sample")
-    assert pm.hook.crm_notification_channels() == [["sample", "email", "sms"]]
+    with_processes, problems = make_plugin_manager({"processes": {}, "sample": {}})
+    assert problems == []
+    assert ["sample", "email", "sms"] in with_processes.hook.crm_notification_channels()
 
     types = {ft.name: ft for result in pm.hook.crm_field_types() for ft in result}
     assert set(types) == {ft.name for ft in CORE_TYPES} | {"ogrn"}
@@ -533,4 +614,96 @@ def test_config_may_use_the_sample_plugins_field_type(sample_plugin: None, tmp_p
     )
     registry = load(tmp_path, env={})
     assert registry.documents["Company"].fields["ogrn"].type == "ogrn"
-    assert dict(registry.plugins["sample"]) == {"greeting": "hello"}
+    # the settings as the plugin's schema loaded them: its defaults filled in
+    assert dict(registry.plugins["sample"]) == {
+        "greeting": "hello", "smtp_port": 25, "note_field": "note"
+    }  # fmt: skip
+
+
+def test_nested_settings_are_checked_at_their_place(
+    outside_plugin: Callable[..., None], tmp_path: Path
+) -> None:
+    """A plugin's settings schema, nested maps and lists included: each wrong
+    setting is one problem at its own line and column in config.yaml."""
+    outside_plugin(
+        "pbxsettings",
+        """
+        from marshmallow import fields
+
+        from engine.api import SettingsSchema, hookimpl
+
+
+        class Line(SettingsSchema):
+            number = fields.String(required=True)
+            extension = fields.Integer()
+
+
+        class Settings(SettingsSchema):
+            provider = fields.String(required=True)
+            account = fields.Nested(Line)
+            lines = fields.List(fields.Nested(Line))
+
+
+        @hookimpl
+        def crm_settings_schema():
+            return Settings
+        """,
+    )
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (folder / "config.yaml").write_text(
+        textwrap.dedent(
+            """\
+            name: Test company
+            layers: []
+            plugins:
+              pbxsettings:
+                provider: example
+                account: {number: "+7495", extnesion: 5}
+                lines:
+                  - {number: "+7496", extension: one}
+            """
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(MetadataError) as caught:
+        load(folder, env={})
+    assert [str(p).split("config.yaml", 1)[1] for p in caught.value.problems] == [
+        ":6:32: unknown key `extnesion` in `account` of the settings of the `pbxsettings` "
+        "plugin (did you mean `extension`?)",
+        ":8:38: line 1 of the settings of the `pbxsettings` plugin: `extension` "
+        "not a valid integer",
+    ]
+    (folder / "config.yaml").write_text(
+        "name: Test company\nlayers: []\nplugins:\n  pbxsettings:\n    provider: example\n"
+        "    lines: [{number: '+7496', extension: 12}]\n",
+        encoding="utf-8",
+    )
+    registry = load(folder, env={})
+    assert registry.plugins["pbxsettings"]["lines"] == [{"number": "+7496", "extension": 12}]
+
+
+def test_a_section_is_read_by_one_plugin_only(
+    outside_plugin: Callable[..., None], tmp_path: Path
+) -> None:
+    outside_plugin(
+        "rival",
+        """
+        from engine.api import hookimpl
+
+        @hookimpl
+        def crm_sections():
+            return {"automations": "automation", "roles": "role", "tickets": "ticket"}
+        """,
+    )
+    (tmp_path / "config.yaml").write_text(
+        "name: Test company\nlayers: []\nplugins:\n  processes: {}\n  rival: {}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(MetadataError) as caught:
+        load(tmp_path, env={})
+    assert [str(p).split("/")[-1] for p in caught.value.problems if "declares" in p.message] == [
+        "config.yaml:5:3: the plugin `rival` declares the section `automations`, which "
+        "`processes` reads",
+        "config.yaml:5:3: the plugin `rival` declares the section `roles`, which the engine reads",
+    ]

@@ -74,7 +74,7 @@ def authorized(action: str) -> Callable[[Callable[..., Response]], Callable[...,
     return decorate
 
 
-def _json_body() -> dict[str, Any] | Response:
+def json_body() -> dict[str, Any] | Response:
     """The request's JSON object, or the 4xx that says what is wrong with it."""
     if not request.is_json:
         return json_error(415, "Send a JSON object with Content-Type: application/json")
@@ -470,7 +470,7 @@ class DocumentApi(BaseApi):
             403: {$ref: '#/components/responses/403'}
             415: {description: The body is not JSON}
         """
-        body = _json_body()
+        body = json_body()
         if isinstance(body, Response):
             return body
         obj, errors = None, bad_row_ids(self.d, body)
@@ -515,7 +515,7 @@ class DocumentApi(BaseApi):
             400: {$ref: '#/components/responses/400'}
             415: {description: The body is not JSON}
         """
-        body = _json_body()
+        body = json_body()
         if isinstance(body, Response):
             return body
         obj = self._obj(pk, "update")
@@ -595,7 +595,7 @@ class DocumentApi(BaseApi):
         d = self.d
         statuses = d.statuses
         assert statuses is not None  # the route exists only for types with statuses
-        body = _json_body()
+        body = json_body()
         if isinstance(body, Response):
             return body
         obj = self._obj(pk, "update")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.hookspecs import hookimpl
+from engine.api import hookimpl
 
 METADATA = Path(__file__).parent / "metadata"
 

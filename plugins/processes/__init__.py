@@ -2,43 +2,26 @@
 
 Turned on with ``plugins: {processes: {}}`` in a config. It interprets the
 ``processes`` and ``automations`` sections (definitions.py reads and checks
-them), runs them inside the transaction of the save that sets them off
+them, with the settings of settings.py), runs them inside the transaction of the save that sets them off
 (runtime.py), and brings its document types — Task, ProcessInstance,
 Notification — as the metadata layer ``processes`` (metadata/).
 """
 
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 from typing import Any
 
-from engine.hookspecs import hookimpl
-from engine.registry import Registry
+from engine.api import Registry, hookimpl
 
-from . import definitions, runtime
-from .definitions import Definitions
+from . import hookspecs, runtime
+from .definitions import SECTIONS, definitions_for
+from .settings import ProcessesSettings
 
 METADATA = Path(__file__).parent / "metadata"
 CHANNELS = ["user"]
-
-_DEFINITIONS: dict[int, Definitions] = {}
-
-
-def definitions_for(registry: Registry, pm: Any = None) -> Definitions:
-    """The checked route maps and automations of a configuration, read once."""
-    key = id(registry)
-    defs = _DEFINITIONS.get(key)
-    if defs is None:
-        channels: list[str] = list(CHANNELS)
-        kinds: list[str] = []
-        if pm is not None:
-            channels = [c for result in pm.hook.crm_notification_channels() for c in result or ()]
-            kinds = [k for result in pm.hook.crm_process_step_kinds() for k in result or ()]
-        defs = definitions.read(registry, channels, kinds)
-        _DEFINITIONS[key] = defs
-        weakref.finalize(registry, _DEFINITIONS.pop, key, None)
-    return defs
+#: the report types this plugin draws
+REPORT_TYPES = ["processes", "discipline"]
 
 
 def _runtime(docs: Any) -> runtime.Runtime | None:
@@ -56,8 +39,27 @@ def crm_metadata_layers() -> list[tuple[str, Path]]:
 
 
 @hookimpl
+def crm_add_hookspecs(pm: Any) -> None:
+    pm.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def crm_settings_schema() -> Any:
+    return ProcessesSettings
+
+
+@hookimpl
+def crm_sections() -> dict[str, str]:
+    return dict(SECTIONS)
+
+
+@hookimpl
+def crm_report_types() -> list[str]:
+    return list(REPORT_TYPES)
+
+
+@hookimpl
 def crm_check(registry: Registry, pm: Any) -> list[Any]:
-    _DEFINITIONS.pop(id(registry), None)
     return list(definitions_for(registry, pm).problems)
 
 

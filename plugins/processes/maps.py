@@ -30,9 +30,8 @@ from flask_login import login_required
 from markupsafe import Markup, escape
 from sqlalchemy.orm import object_session
 
-from engine import access
-from engine.web import base as web
-from engine.web.views import menu_label
+from engine import api
+from engine.api import menu_label
 
 from . import definitions_for
 from .definitions import Assignee, Process, Step
@@ -788,7 +787,7 @@ def in_progress(
 ) -> dict[str, dict[str, int]]:
     """process → step → running instances standing there (tokens not passed),
     the ones the principal may read: one GROUP BY."""
-    if not access.allowed(models.registry, principal, INSTANCE, "read"):
+    if not api.allowed(models.registry, principal, INSTANCE, "read"):
         return {}
     instances, tokens, d = _tables(models)
     name = instances.c[d.fields["process"].column]
@@ -799,7 +798,7 @@ def in_progress(
         .where(
             status == "running",
             tokens.c.state.in_(STANDING),
-            access.where(models, principal, INSTANCE, "read"),
+            api.where(models, principal, INSTANCE, "read"),
         )
         .group_by(name, tokens.c.step)
     )
@@ -854,7 +853,7 @@ def record_sections(models: Any, defs: Any, doctype: Any, doc: Any, principal: A
         ]
     if not defs.for_document(doctype.name)[0]:
         return []
-    if not access.allowed(models.registry, principal, INSTANCE, "read"):
+    if not api.allowed(models.registry, principal, INSTANCE, "read"):
         return []
     session = object_session(doc)
     if session is None:
@@ -866,7 +865,7 @@ def record_sections(models: Any, defs: Any, doctype: Any, doc: Any, principal: A
         sa.select(col.id, col[d.fields["process"].column].label("process"), status.label("status"),
                   col.created_at)
         .where(col[d.fields["doctype"].column] == doctype.name, col[d.fields["doc_id"].column] == doc.id,
-               access.where(models, principal, INSTANCE, "read"))
+               api.where(models, principal, INSTANCE, "read"))
         .order_by(col.created_at.desc(), col.id.desc())
         .limit(RECORD_INSTANCES)
         .subquery()
@@ -905,12 +904,12 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 def _maps(only: str | None = None) -> list[dict[str, Any]]:
     """The route maps a page shows, each with its picture and its steps' counts."""
-    state = web.crm()
+    state = api.crm()
     registry = state.registry
     defs = definitions_for(registry, state.pm)
-    found = in_progress(state.models, web.db_session(), web.principal(), only)
+    found = in_progress(state.models, api.db_session(), api.principal(), only)
     resource = registry.documents[INSTANCE].resource
-    loc = web.locale()
+    loc = api.locale()
     out = []
     for p in defs.processes.values():
         if only is not None and p.name != only:
@@ -934,7 +933,7 @@ def _maps(only: str | None = None) -> list[dict[str, Any]]:
 
 
 def _require_read() -> None:
-    if not access.allowed(web.crm().registry, web.principal(), INSTANCE, "read"):
+    if not api.allowed(api.crm().registry, api.principal(), INSTANCE, "read"):
         abort(403)
 
 
@@ -950,27 +949,27 @@ class ProcessMapsView(BaseView):
     def index(self) -> Any:
         _require_read()
         return self.render_template(
-            "processes/maps.html", maps=_maps(), words=words(web.locale()), one=False
+            "processes/maps.html", maps=_maps(), words=words(api.locale()), one=False
         )
 
     @expose("/<name>")
     @login_required
     def one(self, name: str) -> Any:
         _require_read()
-        if name not in definitions_for(web.crm().registry, web.crm().pm).processes:
+        if name not in definitions_for(api.crm().registry, api.crm().pm).processes:
             abort(404)
         return self.render_template(
-            "processes/maps.html", maps=_maps(name), words=words(web.locale()), one=True
+            "processes/maps.html", maps=_maps(name), words=words(api.locale()), one=True
         )
 
     @expose("/api/in_progress")
     @login_required
     def api_in_progress(self) -> Any:
         """``[{process, step, count}]`` for dashboards."""
-        state = web.crm()
-        if not access.allowed(state.registry, web.principal(), INSTANCE, "read"):
-            return web.json_error(403, "you may not read processes")
-        found = in_progress(state.models, web.db_session(), web.principal())
+        state = api.crm()
+        if not api.allowed(state.registry, api.principal(), INSTANCE, "read"):
+            return api.json_error(403, "you may not read processes")
+        found = in_progress(state.models, api.db_session(), api.principal())
         return jsonify(in_progress_rows(definitions_for(state.registry, state.pm), found))
 
 
@@ -983,7 +982,7 @@ def register(appbuilder: Any, registry: Any) -> None:
     appbuilder.add_link(
         "crm:process_maps", href="/processes/", label=menu_label(w["maps"]),
         category="crm:processes", category_label=menu_label(w["processes"]),
-        cond=lambda: access.allowed(registry, web.principal(), INSTANCE, "read"),
+        cond=lambda: api.allowed(registry, api.principal(), INSTANCE, "read"),
     )  # fmt: skip
 
 

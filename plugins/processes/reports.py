@@ -35,14 +35,22 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from flask import Response, abort, jsonify, request
 from flask_appbuilder import BaseView, expose
-from flask_login import login_required
 from sqlalchemy.orm import Session
 
-from engine import access, clock
-from engine.access import Principal
-from engine.registry import USER, Registry
-from engine.web.base import crm, db_session, json_error, locale, principal
-from engine.web.views import menu_label
+from engine import api
+from engine.api import (
+    USER,
+    Principal,
+    Registry,
+    company_tz,
+    crm,
+    db_session,
+    json_error,
+    locale,
+    login_required,
+    menu_label,
+    principal,
+)
 
 TASK = "Task"
 DEPARTMENT = "Department"
@@ -174,7 +182,7 @@ def discipline_select(models: Any, principal: Principal, by: By, dialect: str) -
         sa.func.coalesce(tasks.c.done_at, tasks.c.updated_at, tasks.c.created_at).label("done_at"),
     )
     done, undue = status.in_(done_states), tasks.c.due.is_(None)
-    if dialect == "sqlite" and access.rule(models.registry, principal, TASK, "read") is True:
+    if dialect == "sqlite" and api.rule(models.registry, principal, TASK, "read") is True:
         # SQLite would walk every task without a due time by (status, due):
         # its statistics average over the due times, blind to the many NULLs,
         # and without statistics it guesses a status rare. The period's range
@@ -183,7 +191,7 @@ def discipline_select(models: Any, principal: Principal, by: By, dialect: str) -
         # who reads only his own tasks is served best by (assignee, due).)
         done = sa.func.likelihood(done, sa.literal_column("0.9"))
         undue = sa.func.typeof(tasks.c.due) == "null"
-    readable = access.where(models, principal, TASK)
+    readable = api.where(models, principal, TASK)
     t = sa.union_all(
         sa.select(*columns).where(
             readable, status.in_([*done_states, *open_states]),
@@ -230,16 +238,17 @@ def discipline_select(models: Any, principal: Principal, by: By, dialect: str) -
     return sa.select(*keys, *figures).select_from(source).group_by(*group)
 
 
-#: built statements per configuration (its MetaData) and (principal, by, dialect):
-#: building one and its cache key costs more than running it for a small team
-_STATEMENTS: weakref.WeakKeyDictionary[sa.MetaData, dict[tuple[Any, ...], sa.Select[Any]]] = (
-    weakref.WeakKeyDictionary()
-)
+#: the key, in ``registry.extensions``, of the built statements per models (their
+#: MetaData) and (principal, by, dialect): building one and its cache key costs
+#: more than running it for a small team
+STATEMENTS = "processes.discipline_statements"
 MAX_STATEMENTS = 256
 
 
 def _statement(models: Any, principal: Principal, by: By, dialect: str) -> sa.Select[Any]:
-    built = _STATEMENTS.setdefault(models.metadata, {})
+    per_models: weakref.WeakKeyDictionary[sa.MetaData, dict[tuple[Any, ...], sa.Select[Any]]]
+    per_models = models.registry.extensions.setdefault(STATEMENTS, weakref.WeakKeyDictionary())
+    built = per_models.setdefault(models.metadata, {})
     key = (principal, by, dialect)
     select = built.get(key)
     if select is None:
@@ -267,7 +276,7 @@ def discipline(
     department and name, then the totals row. Only the tasks the principal
     may read count: a manager sees his own row, a head everyone's."""
     select = _statement(models, principal, by, session.get_bind().dialect.name)
-    params = discipline_params(start, end, tz, now or clock.now())
+    params = discipline_params(start, end, tz, now or api.clock.now())
     no_department = "(без отдела)" if models.registry.locale == "ru" else "(no department)"
     rows: list[tuple[tuple[Any, ...], Row]] = []
     totals = _Sums()
@@ -341,10 +350,9 @@ def _date(name: str, default: dt.date) -> dt.date:
 def _query(as_json: bool = False) -> tuple[dt.date, dt.date, By]:
     """The period and grouping asked for: this month by person unless said
     otherwise. A request the report cannot take ends here with a 400."""
-    from engine.web.service import company_tz
 
     try:
-        first, last = month_of(clock.today(company_tz()))
+        first, last = month_of(api.clock.today(company_tz()))
         start, end = _date("from", first), _date("to", last)
         if start > end:
             raise ReportRequestError("`from` must not be after `to`")
@@ -360,11 +368,10 @@ def _query(as_json: bool = False) -> tuple[dt.date, dt.date, By]:
 
 
 def _may_read() -> bool:
-    return access.allowed(crm().registry, principal(), TASK, "read")
+    return api.allowed(crm().registry, principal(), TASK, "read")
 
 
 def _report(start: dt.date, end: dt.date, by: By) -> list[Row]:
-    from engine.web.service import company_tz
 
     if not _may_read():
         abort(403)
@@ -441,5 +448,5 @@ def register(appbuilder: Any, registry: Registry) -> None:
         label=menu_label("Исполнительская дисциплина" if ru else "Executive discipline"),
         category="crm:processes",
         category_label=menu_label("Процессы" if ru else "Processes"),
-        cond=lambda: access.allowed(registry, principal(), TASK, "read"),
+        cond=lambda: api.allowed(registry, principal(), TASK, "read"),
     )

@@ -22,10 +22,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine import expressions
-from engine.documents import Documents
-from engine.errors import HandledError
-from engine.registry import USER, DocType
+from engine import api
+from engine.api import USER, DocType, Documents, HandledError
 
 from .definitions import Action, Assignee, Definitions, Notify, Process, Step, Trigger
 
@@ -110,7 +108,7 @@ class Runtime:
     def _when(self, t: Trigger, d: DocType, doc: Any) -> bool:
         if t.when is None:
             return True
-        return expressions.truthy(self._evaluate(d, doc, t.when))
+        return api.truthy(self._evaluate(d, doc, t.when))
 
     # -- expressions ----------------------------------------------------------------------
 
@@ -119,12 +117,12 @@ class Runtime:
 
     def _evaluate(self, d: DocType, doc: Any, source: str) -> Any:
         view = self._view(d, doc)
-        return expressions.evaluate(source, self.docs.expression_context(view, d.fields, source))
+        return api.evaluate(source, self.docs.expression_context(view, d.fields, source))
 
     def _render(self, d: DocType, doc: Any, source: str) -> str:
         view = self._view(d, doc)
         ctx = self.docs.expression_context(view, d.fields, source, template=True)
-        return expressions.render(source, ctx).strip()
+        return api.render(source, ctx).strip()
 
     # -- automations ----------------------------------------------------------------------
 
@@ -198,13 +196,13 @@ class Runtime:
         payload: dict[str, Any] = {"to": to, "text": text}
         if n.channel == "email":
             payload["subject"] = self._render(d, doc, n.subject) if n.subject else text[:80]
-            _jobs().enqueue(self.session, "crm.email", payload, key=key)
+            api.enqueue(self.session, "crm.email", payload, key=key)
         elif n.channel == "sms":
-            _jobs().enqueue(self.session, "crm.sms", payload, key=key)
+            api.enqueue(self.session, "crm.sms", payload, key=key)
         else:
             if n.subject:
                 payload["subject"] = self._render(d, doc, n.subject)
-            _jobs().enqueue(self.session, f"notify.{n.channel}", payload, key=key)
+            api.enqueue(self.session, f"notify.{n.channel}", payload, key=key)
 
     # -- people -------------------------------------------------------------------------------
 
@@ -317,7 +315,7 @@ class Runtime:
             return []
         if step.kind == "if":
             assert step.condition is not None
-            yes = expressions.truthy(self._evaluate(d, doc, step.condition))
+            yes = api.truthy(self._evaluate(d, doc, step.condition))
             target = step.then if yes else step.otherwise
             return [(token, target)] if target else []
         if step.kind == "parallel":
@@ -332,7 +330,7 @@ class Runtime:
             until = self._until(step, d, doc)
             token.state = "waiting"
             self.session.flush()
-            _jobs().enqueue(
+            api.enqueue(
                 self.session, "processes.resume",
                 {"instance": instance.id, "token": token.id, "step": name},
                 key=f"resume:{instance.id}:{token.id}:{_visits(token)}", run_after=until,
@@ -475,7 +473,7 @@ class Runtime:
         if step.wait is not None and step.wait.until:
             until = self._until(step, d, doc)
             if until > self.docs.now() + dt.timedelta(seconds=1):
-                _jobs().enqueue(
+                api.enqueue(
                     self.session, "processes.resume",
                     {"instance": instance.id, "token": token.id, "step": step_name},
                     key=f"resume:{instance.id}:{token.id}:{until.isoformat()}", run_after=until,
@@ -484,12 +482,6 @@ class Runtime:
         token.state = "done"
         if step.next:
             self._run(p, instance, d, doc, [(token, step.next)])
-
-
-def _jobs() -> Any:
-    from engine import jobs
-
-    return jobs
 
 
 def _parent_of(instance: Any, group: str) -> str:

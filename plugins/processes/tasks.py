@@ -6,12 +6,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine import access, clock
-from engine.documents import Documents, ValidationFailed
-from engine.errors import HandledError
-from engine.registry import USER
-from engine.statuses import StatusEngine
-from engine.timeline import entry_select
+from engine import api
+from engine.api import (
+    USER,
+    Documents,
+    HandledError,
+    NotFound,
+    StatusEngine,
+    ValidationFailed,
+    entry_select,
+)
 
 from .runtime import COMPLETING, NOTIFICATION, TASK, Runtime
 
@@ -40,8 +44,6 @@ def complete(
         stmt = stmt.with_for_update()
     task = docs.session.execute(stmt).scalar_one_or_none()
     if task is None:
-        from engine.documents import NotFound
-
         raise NotFound(f"there is no task #{task_id}")
     if task.status != "open":
         users = models.table(USER)
@@ -81,7 +83,7 @@ def complete(
 
 def _now(ctx: Any) -> Any:
     """The runner's clock (tests move it), else the real one."""
-    return ctx.now() if callable(getattr(ctx, "now", None)) else clock.now()
+    return ctx.now() if callable(getattr(ctx, "now", None)) else api.clock.now()
 
 
 def _system_docs(ctx: Any) -> Documents:
@@ -157,9 +159,8 @@ def deadlines_job(ctx: Any, payload: dict[str, Any]) -> None:
             )
     if len(rows) == DEADLINE_BATCH:
         # more are overdue: the next batch at once, not in a minute
-        from engine import jobs
 
-        jobs.enqueue(ctx.session, "processes.deadlines", {}, key=f"deadlines:{now.isoformat()}")
+        api.enqueue(ctx.session, "processes.deadlines", {}, key=f"deadlines:{now.isoformat()}")
 
 
 # --- timeline ---------------------------------------------------------------------------------
@@ -173,7 +174,7 @@ def timeline_sources(
     if TASK not in models.registry.documents:
         return []
     tasks = models.table(TASK)
-    readable = access.where(models, principal, TASK)
+    readable = api.where(models, principal, TASK)
     about = [sa.and_(tasks.c.doctype == doctype.name, tasks.c.doc_id == doc_id)]
     registry = models.registry
     for name in sorted({p.document for p in defs.processes.values()}):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.registry import Registry
+from engine.api import Registry
 
 
 def register(appbuilder: Any, registry: Registry) -> None:

@@ -12,13 +12,18 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, request, url_for
 from flask_appbuilder import BaseView, expose
 from flask_appbuilder.api import BaseApi
-from flask_login import login_required
 from markupsafe import Markup
 
-from engine import access, clock
-from engine.documents import NotFound, StaleVersion, ValidationFailed
-from engine.errors import HandledError
-from engine.registry import USER, Registry
+from engine import api
+from engine.api import (
+    USER,
+    HandledError,
+    NotFound,
+    Registry,
+    StaleVersion,
+    ValidationFailed,
+    login_required,
+)
 
 from .definitions import outcome_label
 from .runtime import INSTANCE, NOTIFICATION, TASK
@@ -30,9 +35,8 @@ TABS = ("mine", "team", "overdue")
 
 
 def _web() -> Any:
-    from engine.web import base
-
-    return base
+    """The request's helpers (engine.api): principal, session, locale, the app's state."""
+    return api
 
 
 def _ru() -> bool:
@@ -44,9 +48,7 @@ def _t(en: str, ru: str) -> str:
 
 
 def _documents() -> Any:
-    from engine.web.service import documents
-
-    return documents()
+    return api.request_documents()
 
 
 def _doc_link(registry: Registry, doctype: str | None, doc_id: int | None) -> str | None:
@@ -78,8 +80,6 @@ def task_rows(where: Any, limit: int = PAGE) -> list[dict[str, Any]]:
         .order_by(tasks.c.due.is_(None), tasks.c.due, tasks.c.id)
         .limit(limit)
     )  # fmt: skip
-    from engine.web.display import local
-
     tz = _company_tz()
     registry = base.crm().registry
     out = []
@@ -88,8 +88,8 @@ def task_rows(where: Any, limit: int = PAGE) -> list[dict[str, Any]]:
         if due is not None and due.tzinfo is None:
             due = due.replace(tzinfo=dt.UTC)
         out.append({
-            "id": r.id, "title": r.title, "due": local(due, tz).strftime("%Y-%m-%d %H:%M") if due else "",
-            "late": due is not None and due < clock.now(),
+            "id": r.id, "title": r.title, "due": api.local_time(due, tz).strftime("%Y-%m-%d %H:%M") if due else "",
+            "late": due is not None and due < api.clock.now(),
             "outcomes": labelled(registry, r.process, r.step, outcomes_of(r)),
             "who": " ".join(p for p in (r.first_name, r.last_name) if p) or r.username or "",
             "link": _doc_link(registry, r.doctype, r.doc_id), "version": r.version,
@@ -109,20 +109,18 @@ def labelled(
 
 
 def _company_tz() -> Any:
-    from engine.web.service import company_tz
-
-    return company_tz()
+    return api.company_tz()
 
 
 def tab_filters(models: Any, principal: Any) -> dict[str, Any]:
     tasks = models.table(TASK)
-    readable = access.where(models, principal, TASK)
+    readable = api.where(models, principal, TASK)
     is_open = tasks.c.status == "open"
     me = principal.user_id
     return {
         "mine": sa.and_(readable, is_open, tasks.c.assignee_id == me),
         "team": sa.and_(readable, is_open, tasks.c.assignee_id != me),
-        "overdue": sa.and_(readable, is_open, tasks.c.due < clock.now()),
+        "overdue": sa.and_(readable, is_open, tasks.c.due < api.clock.now()),
     }
 
 
@@ -136,7 +134,7 @@ class TasksView(BaseView):
         base = _web()
         state = base.crm()
         who = base.principal()
-        if not access.allowed(state.registry, who, TASK, "read"):
+        if not api.allowed(state.registry, who, TASK, "read"):
             abort(403)
         tab = request.args.get("tab", "mine")
         if tab not in TABS:
@@ -148,7 +146,7 @@ class TasksView(BaseView):
             .where(sa.or_(*filters.values()))
         ).one()  # fmt: skip
         counts = dict(counts_row._mapping)
-        team_visible = access.rule(state.registry, who, TASK, "read") is True
+        team_visible = api.rule(state.registry, who, TASK, "read") is True
         return self.render_template(
             "processes/tasks.html", tab=tab, rows=task_rows(filters[tab]), counts=counts,
             tabs=[t for t in TABS if t != "team" or team_visible], t=_t, page=PAGE,
@@ -181,9 +179,9 @@ def _complete(
     session = base.db_session()
     who = base.principal()
     task = session.get(state.models.cls(TASK), task_id)
-    if task is None or not access.may_touch(state.models, who, TASK, "read", task):
+    if task is None or not api.may_touch(state.models, who, TASK, "read", task):
         return 404, _t("There is no such task", "Такой задачи нет"), {}
-    if not access.may_touch(state.models, who, TASK, "update", task):
+    if not api.may_touch(state.models, who, TASK, "update", task):
         return 403, _t("You may not complete this task", "Вы не можете выполнить эту задачу"), {}
     if outcome is not None and not isinstance(outcome, str):
         return 400, "`outcome` must be text", {"outcome": "must be text"}
@@ -237,14 +235,14 @@ class TaskActionsApi(BaseApi):
             409: {description: Already completed or changed meanwhile}
             422: {description: Not a valid outcome}
         """
-        from engine.web.api import _json_body, api_principal
+        from engine.api import api_principal, json_body
 
         base = _web()
         if api_principal() is None:
             return base.json_error(
                 401, "Log in first: a session cookie or an Authorization: Bearer token"
             )
-        body = _json_body()
+        body = json_body()
         if isinstance(body, Response):
             return body
         version = body.get("version")
@@ -316,7 +314,7 @@ class NotificationsView(BaseView):
             if not raw.isdigit():
                 abort(400, "`id` is a notification number")
             where.append(table.c.id == int(raw))
-        base.db_session().execute(table.update().where(*where).values(read_at=clock.now()))
+        base.db_session().execute(table.update().where(*where).values(read_at=api.clock.now()))
         base.db_session().commit()
         return redirect(url_for("NotificationsView.index"))
 
@@ -328,7 +326,7 @@ def record_sections(models: Any, defs: Any, doctype: Any, doc: Any, principal: A
     """A task's page: a button per outcome (or one "Done") while it is open."""
     if doctype.name != TASK or doc.status != "open":
         return []
-    if not access.may_touch(models, principal, TASK, "update", doc):
+    if not api.may_touch(models, principal, TASK, "update", doc):
         return []
     from flask import render_template
 
@@ -361,7 +359,7 @@ def _process_of(models: Any, task: Any) -> str | None:
 def register(appbuilder: Any, registry: Registry) -> None:
     from flask import current_app
 
-    from engine.web.views import menu_label
+    from engine.api import menu_label
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     # the plugin's templates and scripts, namespaced under processes/
@@ -375,7 +373,7 @@ def register(appbuilder: Any, registry: Registry) -> None:
     appbuilder.add_link(
         "crm:my_tasks", href="/tasks/", label=menu_label("Мои задачи" if ru else "My tasks"),
         category="crm:sales", category_label=menu_label("Продажи" if ru else "Sales"),
-        cond=lambda: access.allowed(registry, _web().principal(), TASK, "read"),
+        cond=lambda: api.allowed(registry, _web().principal(), TASK, "read"),
     )  # fmt: skip
     appbuilder.add_link(
         "crm:notifications", href="/notifications/",
@@ -383,8 +381,8 @@ def register(appbuilder: Any, registry: Registry) -> None:
         category="crm:sales", category_label=menu_label("Продажи" if ru else "Sales"),
     )  # fmt: skip
     appbuilder.add_api(TaskActionsApi)
-    api = next(v for v in appbuilder.baseviews if isinstance(v, TaskActionsApi))
-    if api.blueprint is not None:
-        app.extensions["csrf"].exempt(api.blueprint)
+    actions = next(v for v in appbuilder.baseviews if isinstance(v, TaskActionsApi))
+    if actions.blueprint is not None:
+        app.extensions["csrf"].exempt(actions.blueprint)
     state = app.extensions["crm"]
     state.page_scripts.append("/processes-static/notifications.js")

@@ -12,8 +12,11 @@ beside this file.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from engine.hookspecs import hookimpl
+from engine.api import hookimpl
+
+from . import hookspecs
 
 METADATA = Path(__file__).parent / "metadata"
 
@@ -21,3 +24,9 @@ METADATA = Path(__file__).parent / "metadata"
 @hookimpl
 def crm_metadata_layers() -> list[tuple[str, Path]]:
     return [("telephony", METADATA)] if METADATA.is_dir() else []
+
+
+@hookimpl
+def crm_add_hookspecs(pm: Any) -> None:
+    """The provider hooks (hookspecs.py): ``crm_place_call``, ``crm_call_event``."""
+    pm.add_hookspecs(hookspecs)

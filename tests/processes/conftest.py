@@ -18,8 +18,8 @@ from flask_appbuilder.security.sqla.models import Role, User
 from sqlalchemy.orm import Session
 
 from engine import clock, migrate
+from engine.configuration import load_configuration
 from engine.documents import Documents
-from engine.loader import Loader
 from engine.models import Models, build
 
 CONFIG = """\
@@ -80,10 +80,8 @@ def world_for(tmp_path: Path, db_url: str) -> Iterator[Callable[..., World]]:
         (folder / "config.yaml").write_text(config, encoding="utf-8")
         for name, text in files.items():
             (folder / name).write_text(textwrap.dedent(text), encoding="utf-8")
-        loader = Loader(folder, env={"CRM_DATABASE_URL": db_url})
-        registry = loader.load()
-        field_types = {t.name: t for result in loader.pm.hook.crm_field_types() for t in result}
-        models = build(registry, field_types)
+        configuration = load_configuration(folder, env={"CRM_DATABASE_URL": db_url})
+        models = build(configuration.registry, dict(configuration.field_types))
         engine = sa.create_engine(db_url)
         Model.metadata.create_all(engine)
         # migrate, like `crm migrate`: it adds the users' attribute columns too
@@ -110,7 +108,7 @@ def world_for(tmp_path: Path, db_url: str) -> Iterator[Callable[..., World]]:
                 ).scalar_one()
                 conn.execute(USER_ROLES.insert().values(user_id=uid, role_id=roles[role]))
                 users[name] = int(uid)
-        w = World(models, engine, loader.pm, users)
+        w = World(models, engine, configuration.pm, users)
         made.append(w)
         # the whole engine (the outbox's stamps, deadlines, filters) reads w.now
         moved.enter_context(clock.use(lambda: w.now))

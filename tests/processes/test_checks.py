@@ -795,7 +795,8 @@ def registry_with(registry: Registry, text: str) -> Registry:
         return {k: Section(k, v, node.key_loc(k)) for k, v in node.items()}
 
     return dataclasses.replace(
-        registry, processes=sections("processes"), automations=sections("automations")
+        registry,
+        sections={"processes": sections("processes"), "automations": sections("automations")},
     )
 
 
@@ -863,41 +864,36 @@ def test_workdays_and_holidays_are_checked_in_config_yaml(problems_of: Problems)
         '    holidays: [2027-01-07, "2027-02-30", 7, tomorrow]\n'
         "    workday: [sat]\n",
     )
+    what = "the settings of the `processes` plugin"
     assert problems_of({}, config=config) == [
-        "config.yaml:6:26: the `processes` plugin: `funday` is not a weekday: "
+        f"config.yaml:6:26: `workdays` of {what}: `funday` is not a weekday: "
         "write mon, tue, wed, thu, fri, sat or sun",
-        "config.yaml:6:45: the `processes` plugin: `5` is not a weekday: "
+        f"config.yaml:6:45: `workdays` of {what}: `5` is not a weekday: "
         "write mon, tue, wed, thu, fri, sat or sun",
-        "config.yaml:7:28: the `processes` plugin: `2027-02-30` is not a date such as 2027-01-07",
-        "config.yaml:7:42: the `processes` plugin: `7` is not a date such as 2027-01-07",
-        "config.yaml:7:45: the `processes` plugin: `tomorrow` is not a date such as 2027-01-07",
-        "config.yaml:8:5: the `processes` plugin has no setting `workday` (did you mean "
-        "`workdays`?); its settings are `workdays`, `holidays`",
+        f"config.yaml:7:28: `holidays` of {what}: `2027-02-30` is not a date such as 2027-01-07",
+        f"config.yaml:7:42: `holidays` of {what}: `7` is not a date such as 2027-01-07",
+        f"config.yaml:7:45: `holidays` of {what}: `tomorrow` is not a date such as 2027-01-07",
+        f"config.yaml:8:5: unknown key `workday` in {what} (did you mean `workdays`?)",
     ]
     empty = CONFIG.replace("processes: {}", "processes: {workdays: [], holidays: {new_year: 1}}")
     assert problems_of({}, config=empty) == [
-        "config.yaml:5:25: the `processes` plugin: `workdays` is empty, so business days "
+        f"config.yaml:5:25: {what}: `workdays` is empty, so business days "
         "(`bd`) would never pass; list the working weekdays, e.g. `[mon, tue, wed, thu, fri]`",
-        "config.yaml:5:39: the `processes` plugin: `holidays` lists dates, "
-        "e.g. `[2027-01-01, 2027-01-07]`",
+        f"config.yaml:5:39: {what}: `holidays` lists dates, e.g. `[2027-01-01, 2027-01-07]`",
     ]
     single = CONFIG.replace("processes: {}", "processes: {workdays: 5, holidays: 2027-01-07}")
     assert problems_of({}, config=single) == [
-        "config.yaml:5:25: the `processes` plugin: `workdays` lists the working weekdays, "
+        f"config.yaml:5:25: {what}: `workdays` lists the working weekdays, "
         "e.g. `[mon, tue, wed, thu, fri]`",
     ]
 
 
-def test_good_settings_make_the_business_calendar(base_registry: Registry) -> None:
-    registry = dataclasses.replace(
-        base_registry,
-        plugins={
-            **base_registry.plugins,
-            "processes": {"workdays": ["sun", "monday", "Tue"], "holidays": ["2027-01-07"]},
-        },
+def test_good_settings_make_the_business_calendar(make_config: Callable[..., Path]) -> None:
+    config = CONFIG.replace(
+        "processes: {}", "processes: {workdays: [sun, monday, Tue], holidays: [2027-01-07]}"
     )
-    calendar, problems = definitions.calendar_of(registry)
-    assert problems == []
+    registry = load(make_config({}, config=config), env={})
+    calendar = definitions.calendar_of(registry)
     assert calendar.workdays == frozenset({6, 0, 1})
     assert [str(d) for d in calendar.holidays] == ["2027-01-07"]
 
@@ -1042,8 +1038,14 @@ def test_no_shape_of_yaml_raises_out_of_read(
         registry_with(base_registry, text),
         dataclasses.replace(
             base_registry,
-            processes={k: Section(k, v, Loc("sale.yaml", 1, 1)) for k, v in processes.items()},
-            automations={k: Section(k, v, Loc("sale.yaml", 1, 1)) for k, v in automations.items()},
+            sections={
+                "processes": {
+                    k: Section(k, v, Loc("sale.yaml", 1, 1)) for k, v in processes.items()
+                },
+                "automations": {
+                    k: Section(k, v, Loc("sale.yaml", 1, 1)) for k, v in automations.items()
+                },
+            },
         ),
     ):
         found = definitions.read(registry, ["user"])

@@ -276,7 +276,7 @@ def test_a_deal_of_its_own_lives_beside_the_plugin(
     )
     state = app.extensions["crm"]
     try:
-        assert "typical_sale" not in state.registry.processes
+        assert "typical_sale" not in state.registry.section("processes")
         with app.app_context():
             sm = state.appbuilder.sm
             sm.add_user("sam", "Sam", "T", "sam@example.org", [sm.find_role("seller")], "secret")

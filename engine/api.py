@@ -1,0 +1,163 @@
+"""The plugin author's whole surface: everything a plugin may import from the engine.
+
+A plugin (one of ``plugins/``, or an outside distribution)
+imports from ``engine.api`` and from nowhere else in ``engine``; a test walks
+every import of ``plugins/`` to keep it so. docs/plugins.md documents each
+name below. The names are grouped as a plugin meets them: hooks, the checked
+configuration, problems, field types, settings, the clock, jobs, access,
+documents, expressions, the timeline and the web.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_login import login_required as login_required  # a page only for logged-in users
+
+from engine import clock as clock  # the one clock: clock.now(), clock.today(tz), clock.use(...)
+from engine.access import Principal as Principal  # who acts: user_id, username, roles
+from engine.access import allowed as allowed  # may the principal do an action on a type at all
+from engine.access import may_touch as may_touch  # may the principal act on this one record
+from engine.access import rule as rule  # the access rule of a type and action for a principal
+from engine.access import where as where  # the SQL condition of the records a principal may read
+from engine.checks import expression_problems as expression_problems  # what is wrong in a formula
+from engine.checks import field_path_problem as field_path_problem  # what is wrong in `a.b.c`
+from engine.configuration import Configuration as Configuration  # a checked config, built once
+from engine.documents import Documents as Documents  # create/update/delete documents, audited
+from engine.documents import NotFound as NotFound  # no such record (or not visible)
+from engine.documents import StaleVersion as StaleVersion  # someone saved the record meanwhile
+from engine.documents import ValidationFailed as ValidationFailed  # field errors, by field name
+from engine.errors import HandledError as HandledError  # an error whose message the user reads
+from engine.errors import Loc as Loc  # a place in a YAML file: file, line, column
+from engine.errors import MetadataError as MetadataError  # problems that stop a config loading
+from engine.errors import Problem as Problem  # one mistake in a configuration, at its Loc
+from engine.errors import did_you_mean as did_you_mean  # " (did you mean `x`?)" or ""
+from engine.expressions import evaluate as evaluate  # the value of a formula over a document
+from engine.expressions import render as render  # a `{{ }}` template over a document, as text
+from engine.expressions import truthy as truthy  # whether a formula's value counts as true
+from engine.fieldtypes import Context as Context  # what a field type's normalize() is given
+from engine.fieldtypes import FieldType as FieldType  # a field type: column, normalize, options
+from engine.fieldtypes import Invalid as Invalid  # raised by normalize() with the user's message
+from engine.hookspecs import hookimpl as hookimpl  # marks a plugin's function as a hook
+from engine.hookspecs import hookspec as hookspec  # marks a hook a plugin offers other plugins
+from engine.jobs import JobContext as JobContext  # what a job is called with (session, models...)
+from engine.jobs import JobError as JobError  # a job failure not worth retrying
+from engine.jobs import enqueue as enqueue  # queue a job in the caller's transaction
+from engine.jobs import status as job_status  # a queued job's state and progress, for a page
+from engine.names import identifier_problem as identifier_problem  # why a name is no identifier
+from engine.registry import USER as USER  # the name of the built-in user type
+from engine.registry import DocType as DocType  # a document type: fields, statuses, access
+from engine.registry import Field as Field  # a field of a document type
+from engine.registry import Label as Label  # text by language: label.get(registry.locale)
+from engine.registry import Registry as Registry  # the checked configuration's metadata
+from engine.registry import Section as Section  # one named entry of a plugin's own section
+from engine.registry import State as State  # a state of a type's statuses
+from engine.schema import SettingsSchema as SettingsSchema  # base of a plugin's settings schema
+from engine.statuses import StatusEngine as StatusEngine  # moves documents between states
+from engine.timeline import entry_select as entry_select  # one timeline select, columns in order
+from engine.web.api import api_principal as api_principal  # a REST caller (session or JWT) or None
+from engine.web.api import json_body as json_body  # the request's JSON object, or the 4xx Response
+from engine.web.base import crm as crm  # the app's state: registry, models, pm, db, configuration
+from engine.web.base import db_session as db_session  # the request's SQLAlchemy session
+from engine.web.base import json_error as json_error  # a JSON error Response with a status
+from engine.web.base import locale as locale  # the configuration's language, "en" or "ru"
+from engine.web.base import principal as principal  # the request's principal (a page's user)
+from engine.web.display import local as local_time  # a datetime on the company's clock
+from engine.web.service import company_tz as company_tz  # the company's time zone
+from engine.web.service import documents as request_documents  # Documents for this request
+from engine.web.views import menu_label as menu_label  # a label as the navbar shows it as typed
+from engine.yamlload import LList, LMap
+
+
+def setting_loc(registry: Registry, plugin: str, *keys: Any) -> Loc:
+    """Where a plugin's setting is written in config.yaml (``"watch"``, or a
+    path of keys and list indexes), for a problem about it; the plugin's own
+    entry when the setting is not written."""
+    node, loc = registry.plugin_yaml.get(plugin, (None, Loc("config.yaml", 1, 1)))
+    for key in keys:
+        if isinstance(node, LMap) and key in node:
+            node, loc = node[key], node.value_loc(key)
+        elif isinstance(node, LList) and isinstance(key, int) and 0 <= key < len(node):
+            node, loc = node[key], node.item_loc(key)
+        else:
+            break
+    return loc
+
+
+def system_documents(ctx: JobContext) -> Documents:
+    """The documents service acting as the engine itself, in a job's
+    transaction: what a job writes is validated, numbered and audited."""
+    return Documents(
+        ctx.models, ctx.session, None, ["Admin"], ctx.pm,
+        username="system", trusted=True, now=ctx.now,
+    )  # fmt: skip
+
+
+#: the template every plugin page extends: ``{% extends PAGE_LAYOUT %}`` (the app's chrome)
+PAGE_LAYOUT = "appbuilder/base.html"
+
+
+def label_of(label: Label, registry: Registry) -> str:
+    """A label's text in the configuration's language (``registry.locale``)."""
+    return label.get(registry.locale)
+
+
+__all__ = [
+    "PAGE_LAYOUT",
+    "USER",
+    "Configuration",
+    "Context",
+    "DocType",
+    "Documents",
+    "Field",
+    "FieldType",
+    "HandledError",
+    "Invalid",
+    "JobContext",
+    "JobError",
+    "Label",
+    "Loc",
+    "MetadataError",
+    "NotFound",
+    "Principal",
+    "Problem",
+    "Registry",
+    "Section",
+    "SettingsSchema",
+    "StaleVersion",
+    "State",
+    "StatusEngine",
+    "ValidationFailed",
+    "allowed",
+    "api_principal",
+    "clock",
+    "company_tz",
+    "crm",
+    "db_session",
+    "did_you_mean",
+    "enqueue",
+    "entry_select",
+    "evaluate",
+    "expression_problems",
+    "field_path_problem",
+    "hookimpl",
+    "hookspec",
+    "identifier_problem",
+    "job_status",
+    "json_body",
+    "json_error",
+    "label_of",
+    "local_time",
+    "locale",
+    "login_required",
+    "may_touch",
+    "menu_label",
+    "principal",
+    "render",
+    "request_documents",
+    "rule",
+    "setting_loc",
+    "system_documents",
+    "truthy",
+    "where",
+]  # fmt: skip
