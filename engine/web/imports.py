@@ -2,7 +2,7 @@
 job that imports it, and a page with a progress bar that polls the job.
 
 The upload is stored under the config's ``instance/imports`` with a random
-name (never the user's), the job ``crm.import`` (engine/transfer.py) is
+name (never the user's), the job ``crm.import`` (engine/transfer/) is
 queued in the request's transaction, and the user is sent to the job's
 page. The job runs as the user who uploaded the file, with their access
 rules and defaults; only they (or an admin) see its page and status: for

@@ -9,9 +9,8 @@ record stays theirs), which records a ref may point at.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,7 +35,7 @@ from engine.filters import label_field
 from engine.registry import USER, DocType, Field, State
 from engine.statuses import StatusEngine, TransitionRefused
 from engine.web.base import crm, db_session, locale, principal
-from engine.web.display import local, plain_number, show, zone
+from engine.web.display import show, zone
 
 #: ids are 32-bit integers in every database the engine supports; a larger
 #: number in a URL names no record (and must not reach PostgreSQL as one)
@@ -685,68 +684,6 @@ def history(d: DocType, obj: Any) -> list[dict[str, Any]]:
             "to_label": states[target].label.get(locale()) if target in states else (target or ""),
         })  # fmt: skip
     return out
-
-
-# -- export ---------------------------------------------------------------------------
-
-#: characters that make a spreadsheet read a cell as a formula
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def export_columns(d: DocType) -> list[str]:
-    """Every stored field a person reads: the list's columns first."""
-    first = list(d.list.columns) if d.list else []
-    rest = [
-        n
-        for n, f in d.fields.items()
-        if f.stored and not f.hidden and n not in ("id", "version", "updated_by", "created_by")
-    ]
-    return list(dict.fromkeys(["id", *first, *rest]))
-
-
-def export_cell(f: Field | None, value: Any) -> str:
-    """A cell as a spreadsheet should read it: plain numbers, ISO dates,
-    labels; text that would start a formula is quoted."""
-    if value is None:
-        return ""
-    if isinstance(value, lists.Ref):
-        text = value.label
-    elif f is None:
-        return str(value)
-    elif f.type in ("money", "decimal", "integer") and isinstance(value, (Decimal, int, float)):
-        return plain_number(f, value)
-    elif f.type == "datetime" and isinstance(value, dt.datetime):
-        return local(value, company_tz()).isoformat()
-    elif f.type == "date" and isinstance(value, dt.date):
-        return value.isoformat()
-    else:
-        text = shown(f, value)
-    return "'" + text if text.startswith(FORMULA_START) else text
-
-
-def export_rows(
-    d: DocType, spec: Mapping[str, Any] | None, search: str | None, order: str | None
-) -> Iterator[list[str]]:
-    """The header, then every row the user may read that the list's filters
-    match, read a page at a time by the keyset cursor (never all at once)."""
-    state = crm()
-    columns = export_columns(d)
-    registry = state.registry
-    fields = [registry.field_path(d.name, c)[-1] if c != "id" else None for c in columns]
-    yield ["id" if f is None else f.label.get(locale()) for f in fields]
-    after = None
-    while True:
-        page = lists.page(
-            state.models, db_session(), d.name, filter=spec or None, search=search or None,
-            order=order, after=after, limit=500, columns=[c for c in columns if c != "id"],
-            user_id=principal().user_id, base_where=access.where(state.models, principal(), d.name, "read"),
-            count_cap=0,
-        )  # fmt: skip
-        for row in page.rows:
-            yield [export_cell(f, row.get(c)) for c, f in zip(columns, fields, strict=True)]
-        if page.next_cursor is None:
-            return
-        after = page.next_cursor
 
 
 def timeline(d: DocType, obj: Any, offset: int = 0) -> dict[str, Any]:

@@ -7,8 +7,7 @@ parameter is a 4xx with a message, never a 500.
 
 from __future__ import annotations
 
-import csv
-import io
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ from flask_appbuilder import BaseView, expose
 from flask_login import login_required
 from markupsafe import escape
 
-from engine import access, lists
+from engine import access, lists, transfer
 from engine.filters import FilterError
 from engine.registry import DocType, Field
 from engine.web import service
@@ -163,7 +162,10 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         d = self.d
         _require("read", d)
         spec, search, order, _ = self._list_query(d)
-        rows = service.export_rows(d, spec, search, order)
+        state = crm()
+        rows = transfer.list_rows(
+            state.models, db_session(), d.name, principal(), filter=spec, search=search, order=order
+        )
         try:
             header = next(rows)
             first = next(rows, None)
@@ -171,18 +173,11 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             db_session().rollback()
             return Response(str(exc), status=400, mimetype="text/plain")
 
-        def generate() -> Iterator[str]:
-            buffer = io.StringIO()
-            writer = csv.writer(buffer)
-            yield "\ufeff"  # spreadsheets then read the file as UTF-8
-            for row in (header, *([first] if first is not None else [])):
-                writer.writerow(row)
-            yield buffer.getvalue()
-            for row in rows:
-                buffer.seek(0)
-                buffer.truncate()
-                writer.writerow(row)
-                yield buffer.getvalue()
+        def generate() -> Iterator[bytes]:
+            yield "\ufeff".encode()  # spreadsheets then read the file as UTF-8
+            head = [header, *([first] if first is not None else [])]
+            for chunk, _ in transfer.csv_chunks(itertools.chain(head, rows)):
+                yield chunk
 
         response = Response(stream_with_context(generate()), mimetype="text/csv")
         response.headers["Content-Disposition"] = f'attachment; filename="{d.resource}.csv"'

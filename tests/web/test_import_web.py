@@ -371,7 +371,7 @@ def test_the_users_rules_are_read_when_the_job_runs(app: Flask, login: Any) -> N
 def test_progress_is_reported_every_batch(
     app: Flask, login: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(transfer, "JOB_BATCH", 2)
+    monkeypatch.setattr(transfer.job, "JOB_BATCH", 2)
     reports: list[tuple[int, Any, Any]] = []
     real = jobs.Runner.progress
 
@@ -402,7 +402,7 @@ def test_a_crash_is_retried_and_the_file_kept_until_the_job_ends(
             raise sa.exc.OperationalError("INSERT", {}, Exception("the database went away"))
         return real(*args, **kw)
 
-    monkeypatch.setattr(transfer, "import_", flaky)
+    monkeypatch.setattr(transfer.job, "import_", flaky)
     runner, now = clocked_runner(app)
     runner.drain()
     s = status(anna, job_id)
@@ -426,7 +426,7 @@ def test_a_dead_import_deletes_its_file(
     def broken(*args: Any, **kw: Any) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(transfer, "import_", broken)
+    monkeypatch.setattr(transfer.job, "import_", broken)
     runner, now = clocked_runner(app)
     for _ in range(transfer.JOB_ATTEMPTS):
         runner.drain()
