@@ -29,7 +29,7 @@ from engine.access import Principal
 from engine.documents import _jsonable as jsonable
 from engine.filters import FilterError
 from engine.registry import DocType, Field, State
-from engine.web import service
+from engine.web import fetch, formatting, lookup, writes
 from engine.web.base import crm, db_session, json_error
 
 MAX_PAGE_SIZE = 100
@@ -121,7 +121,7 @@ def bad_text(value: Any) -> dict[str, str]:
 
 def bad_row_ids(d: DocType, values: dict[str, Any]) -> dict[str, str]:
     """Table rows whose ``id`` is not even a number, by path. (The access
-    check of engine.web.service looks rows up by it and failed with a 500
+    check of engine.web.writes.rule_errors looks rows up by it and failed with a 500
     on an object or a list.)"""
     out = {}
     for f in d.fields.values():
@@ -168,9 +168,7 @@ def _field_schema(
     }
     if f.type == "ref":
         return (
-            mf.Integer(**kw)
-            if read
-            else mf.Integer(validate=validate.Range(1, service.MAX_ID), **kw)
+            mf.Integer(**kw) if read else mf.Integer(validate=validate.Range(1, fetch.MAX_ID), **kw)
         )
     if f.type in ("decimal", "money") and read:
         return mf.String(**{**kw, "metadata": {**kw["metadata"], "format": "decimal"}})
@@ -305,10 +303,10 @@ class DocumentApi(BaseApi):
 
     def _obj(self, pk: int, action: str) -> Any:
         """The record if the caller may ``action`` it, else None: a 404 either way."""
-        return service.fetch(self.doctype, pk, action)
+        return fetch.fetch(self.doctype, pk, action)
 
     def _doc(self, obj: Any) -> dict[str, Any]:
-        return service.documents().to_dict(self.doctype, obj, json=True)
+        return fetch.documents().to_dict(self.doctype, obj, json=True)
 
     @expose("/", methods=["GET"])
     @authorized("read")
@@ -375,10 +373,10 @@ class DocumentApi(BaseApi):
             return json_error(400, "`page` and `page_size` must be whole numbers")
         if not 1 <= size <= MAX_PAGE_SIZE:
             return json_error(400, f"`page_size` must be 1 to {MAX_PAGE_SIZE}")
-        if not 0 <= page_no * size <= service.MAX_OFFSET:
+        if not 0 <= page_no * size <= fetch.MAX_OFFSET:
             return json_error(
                 400,
-                f"`page` must be 0 or more, and at most {service.MAX_OFFSET} records deep: "
+                f"`page` must be 0 or more, and at most {fetch.MAX_OFFSET} records deep: "
                 "page further with the `after` cursor",
             )
         order = request.args.get("order") or None
@@ -388,7 +386,7 @@ class DocumentApi(BaseApi):
         columns = [n for n, f in d.fields.items() if f.type != "table"]
         try:
             page = lists.page(
-                state.models, db_session(), d.name, filter=spec, search=service.clean(request.args.get("search")) or None,
+                state.models, db_session(), d.name, filter=spec, search=fetch.clean(request.args.get("search")) or None,
                 order=order, offset=page_no * size, limit=size, after=request.args.get("after") or None,
                 columns=columns, user_id=g.crm_principal.user_id,
                 base_where=access.where(state.models, g.crm_principal, d.name, "read"),
@@ -464,7 +462,7 @@ class DocumentApi(BaseApi):
             return body
         obj, errors = None, bad_row_ids(self.d, body)
         if not errors:
-            obj, errors = service.create(self.d, body)
+            obj, errors = writes.create(self.d, body)
         if errors:
             return json_error(422, "The record was not saved", errors=errors)
         response = jsonify(id=obj.id, version=obj.version, result=self._doc(obj))
@@ -517,7 +515,7 @@ class DocumentApi(BaseApi):
             )
         saved, errors = None, bad_row_ids(self.d, body)
         if not errors:
-            saved, errors = service.update(self.d, obj, body, version)
+            saved, errors = writes.update(self.d, obj, body, version)
         if "_version" in errors:
             return json_error(409, errors["_version"])
         if errors:
@@ -543,7 +541,7 @@ class DocumentApi(BaseApi):
         obj = self._obj(pk, "delete")
         if obj is None:
             return json_error(404, "Not found")
-        error = service.delete(self.d, obj)
+        error = writes.delete(self.d, obj)
         if error:
             return json_error(409, error)
         return jsonify(message="Deleted")
@@ -608,7 +606,7 @@ class DocumentApi(BaseApi):
         errors = {**bad_row_ids(d, fields), **self._next_errors(statuses.states[target], nexts)}
         reasons = list(errors.values())
         if not errors:
-            reasons, errors = service.transition(d, obj, target, fields, nexts, version)
+            reasons, errors = writes.transition(d, obj, target, fields, nexts, version)
         if reasons or errors:
             return json_error(422, "The transition was refused", reasons=reasons, errors=errors)
         obj = self._obj(pk, "read")
@@ -620,13 +618,13 @@ class DocumentApi(BaseApi):
     def _next_errors(state: State, nexts: list[dict[str, Any]]) -> dict[str, str]:
         """The access rules over the new records a state requires, as over any
         new record: their refs may only name records the caller may read.
-        (engine.web.service.transition checks ``fields`` only.)"""
+        (engine.web.writes.transition checks ``fields`` only.)"""
         if state.require_next is None:
             return {}
         nd = crm().registry.documents[state.require_next.document]
         out: dict[str, str] = {}
         for i, values in enumerate(nexts):
-            found = {**bad_row_ids(nd, values), **service.rule_errors(nd, values, None)}
+            found = {**bad_row_ids(nd, values), **writes.rule_errors(nd, values, None)}
             out.update({f"next.{i}.{path}": message for path, message in found.items()})
         return out
 
@@ -648,7 +646,7 @@ class DocumentApi(BaseApi):
         obj = self._obj(pk, "read")
         if obj is None:
             return json_error(404, "Not found")
-        rows = service.history(self.d, obj)
+        rows = formatting.history(self.d, obj)
         keep = ("at", "by", "by_id", "field", "from", "to")
         return jsonify(
             result=[
@@ -675,7 +673,7 @@ class DocumentApi(BaseApi):
             401: {$ref: '#/components/responses/401'}
             403: {$ref: '#/components/responses/403'}
         """
-        return jsonify(result=service.lookup(self.d, request.args.get("q", "")[:100], limit=20))
+        return jsonify(result=lookup.lookup(self.d, request.args.get("q", "")[:100], limit=20))
 
 
 def register_apis(appbuilder: Any, state: Any) -> None:

@@ -25,7 +25,7 @@ from flask_login import login_required
 from engine import access, jobs, transfer
 from engine.registry import USER, DocType, Field
 from engine.web.base import crm, db_session, locale, principal
-from engine.web.service import MAX_ID, clean
+from engine.web.fetch import MAX_ID, clean
 
 #: imports of this user and type listed on the form, newest first
 RECENT = 5

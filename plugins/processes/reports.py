@@ -336,7 +336,7 @@ def _date(name: str, default: dt.date) -> dt.date:
 def _query(as_json: bool = False) -> tuple[dt.date, dt.date, By]:
     """The period and grouping asked for: this month by person unless said
     otherwise. A request the report cannot take ends here with a 400."""
-    from engine.web.service import company_tz
+    from engine.web.formatting import company_tz
 
     try:
         first, last = month_of(clock.today(company_tz()))
@@ -359,7 +359,7 @@ def _may_read() -> bool:
 
 
 def _report(start: dt.date, end: dt.date, by: By) -> list[Row]:
-    from engine.web.service import company_tz
+    from engine.web.formatting import company_tz
 
     if not _may_read():
         abort(403)

@@ -44,7 +44,7 @@ def _t(en: str, ru: str) -> str:
 
 
 def _documents() -> Any:
-    from engine.web.service import documents
+    from engine.web.fetch import documents
 
     return documents()
 
@@ -109,7 +109,7 @@ def labelled(
 
 
 def _company_tz() -> Any:
-    from engine.web.service import company_tz
+    from engine.web.formatting import company_tz
 
     return company_tz()
 
