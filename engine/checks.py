@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from engine import expressions
-from engine.errors import Loc, Problem, did_you_mean
+from engine.errors import Loc, Problem, a_or_an, did_you_mean
 from engine.filters import check_filter
 from engine.registry import USER, DocType, Field, Registry
 from engine.yamlload import LList, LMap
@@ -85,10 +85,6 @@ def _setting(d: DocType, key: str) -> tuple[Any, Loc]:
     return settings.get(key, (None, d.loc))
 
 
-def _a(word: str) -> str:
-    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
-
-
 def _expression(source: str, **kwargs: Any) -> list[str]:
     """``expressions.check``, without calling a forbidden callee an unknown name too."""
     problems = expressions.check(source, **kwargs)
@@ -135,9 +131,10 @@ def field_path_problem(registry: Registry, d: DocType, path: str) -> str | None:
         if f is None:
             return f"`{current.name}` has no field `{part}`{did_you_mean(part, current.fields)}"
         if i < len(parts) - 1:
-            if f.type != "ref" or f.to not in registry.documents:
+            target = f.to or USER
+            if f.type != "ref" or target not in registry.documents:
                 return f"`{current.name}.{part}` is not a reference, so `{path}` cannot follow it"
-            current = registry.documents[f.to]
+            current = registry.documents[target]
     return None
 
 
@@ -268,7 +265,7 @@ def computed_fields(registry: Registry) -> Iterator[Problem]:
                 continue
             where = _option_loc(path, f, "compute")
             if f.type in ("table", "ref"):
-                yield Problem(where, f"`{path}`: {_a(f.type)} field cannot be computed")
+                yield Problem(where, f"`{path}`: {a_or_an(f.type)} field cannot be computed")
                 continue
             names = [n for n in siblings if n != f.name]
             for message in _expression(f.compute, names=names, resolve=_resolver(registry, d)):
@@ -288,7 +285,9 @@ def _names_field(
             loc, f"{what} of `{d.name}` names no field `{name}`{did_you_mean(name, d.fields)}"
         )
     elif f.type not in types:
-        yield Problem(loc, f"{what} of `{d.name}` must be {kind}; `{name}` is {_a(f.type)} field")
+        yield Problem(
+            loc, f"{what} of `{d.name}` must be {kind}; `{name}` is {a_or_an(f.type)} field"
+        )
 
 
 @check
@@ -531,7 +530,7 @@ def _require_next(registry: Registry, d: DocType, s: Any, raw: Any) -> Iterator[
             f"{did_you_mean(rn.link, target.fields)}",
         )
     elif link.type != "ref" or (link.to != d.name and not _links_through(registry, d, link)):
-        actual = f"a ref to `{link.to}`" if link.type == "ref" else _a(link.type) + " field"
+        actual = f"a ref to `{link.to}`" if link.type == "ref" else a_or_an(link.type) + " field"
         yield Problem(
             link_loc,
             f"{where}: `{rn.document}.{rn.link}` must be a ref to `{d.name}` "

@@ -294,7 +294,7 @@ class Documents:
             if f.type == "table":
                 getattr(obj, f.name)
         if d.name in self.models.histories:
-            hist = self.models.histories[d.name].__table__  # type: ignore[attr-defined]
+            hist = self.models.histories[d.name].__table__
             self.session.execute(sa.delete(hist).where(hist.c.doc_id == obj.id))
         self.session.delete(obj)
         self.flush(d, obj)
@@ -421,18 +421,18 @@ class Documents:
         if obj is None:  # a new record: everything starts empty
             p.values = dict.fromkeys(self._shape(d).names)
             old = dict(p.values)
-        for f in self._shape(d).tables if obj is None else d.fields.values():
-            if f.type == "table":
-                rows = [] if obj is None else list(getattr(obj, f.name))
-                p.rows[f.name] = [
-                    RowPlan(r, {c.name: getattr(r, c.column) for c in f.fields.values()})
-                    for r in rows
+        for known in self._shape(d).tables if obj is None else d.fields.values():
+            if known.type == "table":
+                kept = [] if obj is None else list(getattr(obj, known.name))
+                p.rows[known.name] = [
+                    RowPlan(r, {c.name: getattr(r, c.column) for c in known.fields.values()})
+                    for r in kept
                 ]
-                p.values[f.name] = [r.values for r in p.rows[f.name]]
-                old[f.name] = [dict(r.values) for r in p.rows[f.name]]
-            elif f.name not in AUDIT:
-                p.values[f.name] = None if obj is None else getattr(obj, f.column)
-                old[f.name] = p.values[f.name]
+                p.values[known.name] = [r.values for r in p.rows[known.name]]
+                old[known.name] = [dict(r.values) for r in p.rows[known.name]]
+            elif known.name not in AUDIT:
+                p.values[known.name] = None if obj is None else getattr(obj, known.column)
+                old[known.name] = p.values[known.name]
         refs: list[tuple[str, Field, int]] = []
         given: set[str] = set()
         if not isinstance(values, Mapping):
@@ -649,11 +649,7 @@ class Documents:
             for i, rp in enumerate(p.rows[f.name]):
                 for c in f.fields.values():
                     if c.compute:
-                        row = expressions.DocView(
-                            rp.values,
-                            list(f.fields),
-                            wrap=lambda n, v, f=f: self._wrap(f.fields[n], v, True, 0),
-                        )
+                        row = self._row_view(f, rp.values)
                         ctx = {
                             **self.expression_context(row, f.fields, c.compute),
                             "doc": doc,
@@ -663,6 +659,12 @@ class Documents:
             if f.compute and f.type != "table":
                 ctx = self.expression_context(doc, d.fields, f.compute)
                 self._set_computed(p, f, p.values, ctx, f.name)
+
+    def _row_view(self, f: Field, values: dict[str, Any]) -> expressions.DocView:
+        """A row of table field ``f`` as its computed columns see it."""
+        return expressions.DocView(
+            values, list(f.fields), wrap=lambda n, v: self._wrap(f.fields[n], v, True, 0)
+        )
 
     def _set_computed(
         self, p: Plan, f: Field, values: dict[str, Any], ctx: Mapping[str, Any], path: str
@@ -765,7 +767,7 @@ class Documents:
             table = self.models.table(d.name)
             cond = sa.or_(*(table.c[f.column] == p.values[f.name] for f in wanted))
             stmt = sa.select(*(table.c[f.column] for f in wanted)).where(cond)
-            if not p.creating:
+            if p.obj is not None:
                 stmt = stmt.where(table.c.id != p.obj.id)
             taken = self.session.execute(stmt.limit(len(wanted))).all()
             for f in wanted:
@@ -793,7 +795,7 @@ class Documents:
             return
         table = self.models.metadata.tables[p.doctype.child_table(f.name)]
         stmt = sa.select(table.c[c.column]).where(table.c[c.column].in_(list(mine)))
-        if not p.creating:
+        if p.obj is not None:
             stmt = stmt.where(table.c.parent_id != p.obj.id)
         for value in self.session.execute(stmt).scalars():
             if value in mine:
@@ -807,7 +809,7 @@ class Documents:
         planning, so a refused save never uses one up."""
         assert not p.errors, p.errors
         d = p.doctype
-        obj = self.models.cls(d.name)() if p.creating else p.obj
+        obj = self.models.cls(d.name)() if p.obj is None else p.obj
         for name, value in p.values.items():
             f = d.fields[name]
             if f.type == "table":
@@ -898,7 +900,7 @@ class Documents:
             return
         # written at once, not left pending in the session: reports and a
         # delete in the same transaction see it
-        hist = self.models.histories[d.name].__table__  # type: ignore[attr-defined]
+        hist = self.models.histories[d.name].__table__
         self.session.execute(
             hist.insert().values(
                 doc_id=obj.id,
@@ -953,7 +955,9 @@ class Documents:
             .where(table.c.id == obj_id)
         )
         if fresh:
-            with self.session.get_bind().connect() as conn:
+            bind = self.session.get_bind()
+            engine = bind.engine if isinstance(bind, sa.Connection) else bind
+            with engine.connect() as conn:
                 row = conn.execute(stmt).first()
         else:
             row = self.session.execute(stmt).first()

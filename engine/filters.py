@@ -53,6 +53,11 @@ _TYPES = {t.name: t for t in CORE_TYPES}
 _DATE_ONLY = re.compile(r"^\s*(\d{4}-\d{2}-\d{2}|\d{2}\.\d{2}\.\d{4})\s*$")
 
 
+def escape_like(text: str) -> str:
+    """``text`` for a LIKE pattern with ``escape="\\"``: its wildcards match themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 class FilterError(ValueError):
     """A filter given at run time (a list's query string, a REST call) is wrong."""
 
@@ -333,7 +338,7 @@ class _Compiler:
                 cond = sa.and_(cond, column != "")
             return cond, False
         if op == "contains":
-            text = str(clause.value).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            text = escape_like(str(clause.value))
             return sa.func.lower(column).like(f"%{text.lower()}%", escape="\\"), False
         if op == "in":
             return self.one_of(d, f, column, clause.value)

@@ -7,7 +7,7 @@ import datetime as dt
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 from engine import access
 from engine.access import Principal
 from engine.documents import AUDIT, Documents, aware
-from engine.errors import did_you_mean
 from engine.filters import FilterError, compile_filter
 from engine.models import Models
 from engine.registry import USER, DocType, Field
@@ -26,6 +25,7 @@ from engine.transfer.formats import (
     BATCH,
     TransferError,
     check_format,
+    doctype_of,
     exported_fields,
     guard_text,
     key_field,
@@ -118,11 +118,7 @@ def export_rows(
     batch at a time by id (keyset), so memory stays flat however many there
     are. Cells are text for CSV, typed values for XLSX."""
     registry = models.registry
-    d = registry.documents.get(doctype)
-    if d is None:
-        raise TransferError(
-            f"there is no document type `{doctype}`{did_you_mean(doctype, registry.documents)}"
-        )
+    d = doctype_of(registry, doctype)
     if header not in ("names", "labels"):
         raise TransferError(f"header must be `names` or `labels`, not `{header}`")
     fmt = check_format(fmt)
@@ -244,12 +240,12 @@ def _select_with_keys(models: Models, table: sa.Table, fields: list[Field]) -> s
 
 def _children(
     models: Models, session: Session, d: DocType, f: Field, ids: list[int]
-) -> dict[int, list[Mapping[str, Any]]]:
+) -> dict[int, list[sa.RowMapping]]:
     table = models.metadata.tables[d.child_table(f.name)]
     stmt = _select_with_keys(models, table, list(f.fields.values())).add_columns(
         table.c.parent_id.label("parent__id")
     )
-    out: dict[int, list[Mapping[str, Any]]] = {}
+    out: dict[int, list[sa.RowMapping]] = {}
     for r in session.execute(
         stmt.where(table.c.parent_id.in_(ids)).order_by(table.c.parent_id, table.c.idx)
     ):
@@ -297,7 +293,7 @@ class _Cells:
             return value if digits <= _EXCEL_DIGITS else format(value, "f")
         return self.text(f, value, key, guard=False)
 
-    def table(self, f: Field, rows: list[Mapping[str, Any]]) -> str:
+    def table(self, f: Field, rows: Sequence[Mapping[Any, Any]]) -> str:
         if not rows:
             return ""
         out = []

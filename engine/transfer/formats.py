@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from engine.documents import AUDIT
-from engine.errors import HandledError
+from engine.errors import HandledError, did_you_mean
 from engine.filters import label_field
 from engine.registry import USER, DocType, Field, Registry
 
@@ -20,6 +20,16 @@ _PLAIN_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
 
 class TransferError(HandledError):
     """The file cannot be read at all: unknown type, format or column."""
+
+
+def doctype_of(registry: Registry, doctype: str) -> DocType:
+    """The type a file holds, or TransferError naming the closest one."""
+    d = registry.documents.get(doctype)
+    if d is None:
+        raise TransferError(
+            f"there is no document type `{doctype}`{did_you_mean(doctype, registry.documents)}"
+        )
+    return d
 
 
 def check_format(fmt: str) -> str:

@@ -26,6 +26,7 @@ from engine.transfer.formats import (
     MAX_ERRORS,
     TransferError,
     check_format,
+    doctype_of,
     key_field,
 )
 from engine.transfer.readers import CsvReader, XlsxReader, open_binary
@@ -119,11 +120,7 @@ def import_(
     cancels the import and rolls the session back. Raises TransferError when
     the file cannot be read at all; bad rows are reported in the result."""
     registry = models.registry
-    d = registry.documents.get(doctype)
-    if d is None:
-        raise TransferError(
-            f"there is no document type `{doctype}`{did_you_mean(doctype, registry.documents)}"
-        )
+    d = doctype_of(registry, doctype)
     if d.builtin:
         raise TransferError(f"{quoted(d.label)} records are managed on the security pages")
     if principal is not None and not access.allowed(registry, principal, d.name, "create"):

@@ -39,7 +39,7 @@ class open_binary:
             return io.BytesIO(self.source.read().encode("utf-8"))
         if not self.source.seekable():
             return io.BytesIO(self.source.read())
-        return self.source  # type: ignore[no-any-return]
+        return self.source
 
     def __exit__(self, *exc: Any) -> None:
         if self.owned is not None:

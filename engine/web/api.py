@@ -27,6 +27,7 @@ from marshmallow import fields as mf
 from engine import access, lists
 from engine.access import Principal
 from engine.documents import _jsonable as jsonable
+from engine.fieldtypes import MAX_ID
 from engine.filters import FilterError
 from engine.registry import DocType, Field, State
 from engine.web import fetch, formatting, lookup, writes
@@ -51,7 +52,7 @@ def api_principal() -> Principal | None:
     if user is None or not getattr(user, "is_active", False):
         return None
     g.crm_principal = Principal(user.id, user.username, frozenset(r.name for r in user.roles))
-    return g.crm_principal  # type: ignore[no-any-return]
+    return g.crm_principal
 
 
 def authorized(action: str) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
@@ -167,9 +168,7 @@ def _field_schema(
         "metadata": {"description": str(f.label)},
     }
     if f.type == "ref":
-        return (
-            mf.Integer(**kw) if read else mf.Integer(validate=validate.Range(1, fetch.MAX_ID), **kw)
-        )
+        return mf.Integer(**kw) if read else mf.Integer(validate=validate.Range(1, MAX_ID), **kw)
     if f.type in ("decimal", "money") and read:
         return mf.String(**{**kw, "metadata": {**kw["metadata"], "format": "decimal"}})
     if f.type in ("integer", "decimal", "money"):
@@ -299,7 +298,7 @@ class DocumentApi(BaseApi):
 
     @property
     def d(self) -> DocType:
-        return crm().registry.documents[self.doctype]  # type: ignore[no-any-return]
+        return crm().registry.documents[self.doctype]
 
     def _obj(self, pk: int, action: str) -> Any:
         """The record if the caller may ``action`` it, else None: a 404 either way."""
@@ -463,7 +462,7 @@ class DocumentApi(BaseApi):
         obj, errors = None, bad_row_ids(self.d, body)
         if not errors:
             obj, errors = writes.create(self.d, body)
-        if errors:
+        if errors or obj is None:
             return json_error(422, "The record was not saved", errors=errors)
         response = jsonify(id=obj.id, version=obj.version, result=self._doc(obj))
         response.status_code = 201
@@ -518,7 +517,7 @@ class DocumentApi(BaseApi):
             saved, errors = writes.update(self.d, obj, body, version)
         if "_version" in errors:
             return json_error(409, errors["_version"])
-        if errors:
+        if errors or saved is None:
             return json_error(422, errors.pop("_form", "The record was not saved"), errors=errors)
         return jsonify(id=saved.id, version=saved.version, result=self._doc(saved))
 

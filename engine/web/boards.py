@@ -41,7 +41,7 @@ def kanban_columns(d: DocType) -> tuple[str, list[str]]:
 
 
 def _arg_id(name: str) -> int | None:
-    from engine.web.fetch import valid_id
+    from engine.fieldtypes import valid_id
 
     raw = request.args.get(name)
     if raw in (None, ""):
@@ -125,7 +125,7 @@ class BoardsMixin:
             abort(404)
         if not access.allowed(crm().registry, principal(), d.name, "read"):
             abort(403)
-        return d  # type: ignore[no-any-return]
+        return d
 
     @expose("/kanban")
     @login_required

@@ -14,13 +14,9 @@ from sqlalchemy.orm import selectinload
 
 from engine import access
 from engine.documents import Documents, names_used
+from engine.fieldtypes import valid_id
 from engine.registry import DocType, Field
 from engine.web.base import crm, db_session, principal
-
-#: ids are 32-bit integers in every database the engine supports; a larger
-#: number in a URL names no record (and must not reach PostgreSQL as one)
-MAX_ID = 2**31 - 1
-
 
 #: the deepest offset a page may ask for (deeper pages use the API's cursor)
 MAX_OFFSET = 1_000_000
@@ -32,20 +28,12 @@ def clean(text: str | None, limit: int = 1000) -> str:
     return (text or "").replace("\x00", "")[:limit]
 
 
-def valid_id(value: Any) -> int | None:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return None
-    return number if 0 < number <= MAX_ID else None
-
-
 def documents() -> Documents:
     """The request's documents service, acting for the request's principal."""
     if "crm_documents" not in g:
         state = crm()
         g.crm_documents = Documents.for_principal(state.models, db_session(), principal(), state.pm)
-    return g.crm_documents  # type: ignore[no-any-return]
+    return g.crm_documents
 
 
 def title_refs(d: DocType) -> list[str]:

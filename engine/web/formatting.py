@@ -26,7 +26,7 @@ def company_tz() -> dt.tzinfo:
     """The company's clock, for datetimes shown and typed in forms."""
     if "crm_tz" not in g:
         g.crm_tz = zone(str(crm().registry.settings.get("timezone") or "UTC"))
-    return g.crm_tz  # type: ignore[no-any-return]
+    return g.crm_tz
 
 
 def shown(f: Field, value: Any) -> str:
@@ -139,12 +139,13 @@ def history(d: DocType, obj: Any) -> list[dict[str, Any]]:
     out = []
     for h in StatusEngine(documents()).history(d.name, obj.id):
         source, target = h.get("from"), h.get("to")
+        old, new = states.get(source or ""), states.get(target or "")
         out.append({
             **h,
             "at_text": shown(Field("at", "datetime"), h.get("at")),
             "by": h.get("by") or "",
-            "from_label": states[source].label.get(locale()) if source in states else (source or "—"),
-            "to_label": states[target].label.get(locale()) if target in states else (target or ""),
+            "from_label": old.label.get(locale()) if old else (source or "—"),
+            "to_label": new.label.get(locale()) if new else (target or ""),
         })  # fmt: skip
     return out
 

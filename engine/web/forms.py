@@ -15,9 +15,10 @@ from engine import access
 from engine.documents import (
     _INVALID,
 )
+from engine.fieldtypes import valid_id
 from engine.registry import DocType, Field, State
 from engine.web.base import crm, locale, principal
-from engine.web.fetch import clean, documents, row_doc, valid_id
+from engine.web.fetch import clean, documents, row_doc
 from engine.web.formatting import company_tz, table_rows
 
 

@@ -23,9 +23,10 @@ from flask_appbuilder import expose
 from flask_login import login_required
 
 from engine import access, jobs, transfer
+from engine.fieldtypes import MAX_ID
 from engine.registry import USER, DocType, Field
 from engine.web.base import crm, db_session, locale, principal
-from engine.web.fetch import MAX_ID, clean
+from engine.web.fetch import clean
 
 #: imports of this user and type listed on the form, newest first
 RECENT = 5
@@ -85,8 +86,13 @@ def _what(registry: Any, d: DocType, f: Field, ru: bool) -> str:
 class ImportMixin:
     """The import pages of a document type's view (``DocumentView``)."""
 
-    d: DocType
-    view_name: str
+    @property
+    def d(self) -> DocType:  # the view's document type
+        raise NotImplementedError
+
+    @property
+    def view_name(self) -> str:
+        raise NotImplementedError
 
     def _may_create(self) -> None:
         if not access.allowed(crm().registry, principal(), self.d.name, "create"):

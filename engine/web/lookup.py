@@ -10,16 +10,17 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine import access, lists
-from engine.filters import label_field
+from engine.fieldtypes import valid_id
+from engine.filters import escape_like, label_field
 from engine.registry import USER, DocType
 from engine.web.base import crm, db_session, principal
-from engine.web.fetch import clean, ref_loads, row_doc, valid_id
+from engine.web.fetch import clean, ref_loads, row_doc
 from engine.web.formatting import title
 
 
 def prefix_pattern(text: str) -> str:
     """A LIKE pattern for "starts with", case-insensitive, with wildcards escaped."""
-    return text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return escape_like(text.lower()) + "%"
 
 
 def lookup(d: DocType, text: str, limit: int = 20) -> list[dict[str, Any]]:

@@ -96,7 +96,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
 
     @property
     def d(self) -> DocType:
-        return crm().registry.documents[self.doctype]  # type: ignore[no-any-return]
+        return crm().registry.documents[self.doctype]
 
     @property
     def view_name(self) -> str:

@@ -21,10 +21,11 @@ from engine.documents import (
     quoted,
 )
 from engine.errors import HandledError
+from engine.fieldtypes import MAX_ID
 from engine.registry import USER, DocType, Field, State
 from engine.statuses import StatusEngine, TransitionRefused
 from engine.web.base import crm, db_session, principal
-from engine.web.fetch import MAX_ID, documents
+from engine.web.fetch import documents
 from engine.web.forms import locked_fields
 
 
@@ -132,7 +133,7 @@ def update(
 
 
 def delete(d: DocType, obj: Any, version: int | None = None) -> str | None:
-    _, errors = _saved(lambda: documents().delete(d.name, obj, expected_version=version) or True)
+    _, errors = _saved(lambda: documents().delete(d.name, obj, expected_version=version))
     return next(iter(errors.values()), None)
 
 
