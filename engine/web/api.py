@@ -26,7 +26,7 @@ from marshmallow import fields as mf
 
 from engine import access, lists
 from engine.access import Principal
-from engine.documents import _jsonable as jsonable
+from engine.documents import jsonable
 from engine.fieldtypes import MAX_ID
 from engine.filters import FilterError
 from engine.registry import DocType, Field, State

@@ -13,7 +13,7 @@ from werkzeug.datastructures import MultiDict
 
 from engine import access
 from engine.documents import (
-    _INVALID,
+    INVALID,
 )
 from engine.fieldtypes import valid_id
 from engine.registry import DocType, Field, State
@@ -166,7 +166,7 @@ def initial_values(d: DocType) -> dict[str, Any]:
         if f.default is None or f.system or f.type == "table":
             continue
         value = docs.default(f)
-        if value is not None and value is not _INVALID:
+        if value is not None and value is not INVALID:
             out[f.name] = value
     return out
 
