@@ -63,8 +63,8 @@ from engine.web.base import json_error as json_error  # a JSON error Response wi
 from engine.web.base import locale as locale  # the configuration's language, "en" or "ru"
 from engine.web.base import principal as principal  # the request's principal (a page's user)
 from engine.web.display import local as local_time  # a datetime on the company's clock
-from engine.web.service import company_tz as company_tz  # the company's time zone
-from engine.web.service import documents as request_documents  # Documents for this request
+from engine.web.fetch import documents as request_documents  # Documents for this request
+from engine.web.formatting import company_tz as company_tz  # the company's time zone
 from engine.web.views import menu_label as menu_label  # a label as the navbar shows it as typed
 from engine.yamlload import LList, LMap
 

@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from engine import expressions
-from engine.errors import Loc, Problem, did_you_mean
+from engine.errors import Loc, Problem, a_or_an, did_you_mean
 from engine.filters import check_filter
 from engine.names import table_problems
 from engine.registry import EVERYONE, SELF, USER, DocType, Field, Registry
@@ -92,10 +92,6 @@ def _setting(d: DocType, key: str) -> tuple[Any, Loc]:
     return settings.get(key, (None, d.loc))
 
 
-def _a(word: str) -> str:
-    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
-
-
 def _expression(source: str, **kwargs: Any) -> list[str]:
     """``expressions.check``, without calling a forbidden callee an unknown name too."""
     problems = expressions.check(source, **kwargs)
@@ -142,9 +138,10 @@ def field_path_problem(registry: Registry, d: DocType, path: str) -> str | None:
         if f is None:
             return f"`{current.name}` has no field `{part}`{did_you_mean(part, current.fields)}"
         if i < len(parts) - 1:
-            if f.type != "ref" or f.to not in registry.documents:
+            target = f.to or USER
+            if f.type != "ref" or target not in registry.documents:
                 return f"`{current.name}.{part}` is not a reference, so `{path}` cannot follow it"
-            current = registry.documents[f.to]
+            current = registry.documents[target]
     return None
 
 
@@ -278,7 +275,7 @@ def computed_fields(registry: Registry) -> Iterator[Problem]:
                 continue
             where = _option_loc(path, f, "compute")
             if f.type in ("table", "ref"):
-                yield Problem(where, f"`{path}`: {_a(f.type)} field cannot be computed")
+                yield Problem(where, f"`{path}`: {a_or_an(f.type)} field cannot be computed")
                 continue
             names = [n for n in siblings if n != f.name]
             for message in _expression(f.compute, names=names, resolve=_resolver(registry, d)):
@@ -298,7 +295,9 @@ def _names_field(
             loc, f"{what} of `{d.name}` names no field `{name}`{did_you_mean(name, d.fields)}"
         )
     elif f.type not in types:
-        yield Problem(loc, f"{what} of `{d.name}` must be {kind}; `{name}` is {_a(f.type)} field")
+        yield Problem(
+            loc, f"{what} of `{d.name}` must be {kind}; `{name}` is {a_or_an(f.type)} field"
+        )
 
 
 @check
@@ -567,7 +566,7 @@ def _next_link(
         )
         return
     if link.type != "ref" or link.system:
-        actual = "filled in by the engine" if link.system else f"it is {_a(link.type)} field"
+        actual = "filled in by the engine" if link.system else f"it is {a_or_an(link.type)} field"
         yield Problem(
             name_loc,
             f"{where}: `{target.name}.{name}` must be a ref to `{d.name}` "
@@ -605,7 +604,7 @@ def _next_link(
             f"write a field of `{d.name}` or `self`",
         )
     elif own.type != "ref" or own.to != link.to:
-        actual = f"refers to `{own.to}`" if own.type == "ref" else f"is {_a(own.type)} field"
+        actual = f"refers to `{own.to}`" if own.type == "ref" else f"is {a_or_an(own.type)} field"
         yield Problem(
             source_loc,
             f"{where}: `{d.name}.{source}` cannot fill `{target.name}.{name}`, a ref to "

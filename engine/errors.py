@@ -47,6 +47,11 @@ class MetadataError(HandledError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+def a_or_an(word: str) -> str:
+    """``word`` with its indefinite article, for a message: "an integer", "a date"."""
+    return f"an {word}" if word[:1].lower() in "aeiou" else f"a {word}"
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A hint such as ' (did you mean `amount`?)', or '' when nothing is close."""
     close = difflib.get_close_matches(str(word), sorted(set(choices)), n=1, cutoff=0.6)

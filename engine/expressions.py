@@ -35,6 +35,7 @@ from jinja2.utils import pass_context, pass_environment, pass_eval_context
 from jinja2.visitor import NodeTransformer
 
 from engine import clock
+from engine.errors import a_or_an
 
 #: callables an expression may use, by name
 HELPERS: dict[str, Callable[..., Any]] = {
@@ -268,7 +269,7 @@ class _Env(SandboxedEnvironment):
                     f"{', '.join(sorted(HELPERS))}"
                 )
             raise SecurityError(
-                f"cannot read `{attribute}` of {_a(type(obj).__name__)}: expressions read "
+                f"cannot read `{attribute}` of {a_or_an(type(obj).__name__)}: expressions read "
                 "fields of documents, dates and numbers"
             )
         return value
@@ -306,11 +307,7 @@ class _Env(SandboxedEnvironment):
             raise SecurityError(problems[0])
         source = _Guard().visit(source)
         source.set_environment(self)
-        return super()._generate(source, name, filename, defer_init=defer_init)  # type: ignore[no-any-return]
-
-
-def _a(noun: str) -> str:
-    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
+        return super()._generate(source, name, filename, defer_init=defer_init)
 
 
 def _is_named_tuple(obj: Any) -> bool:

@@ -155,14 +155,26 @@ def _enum(value: Any, f: Field, ctx: Context) -> str:
     raise Invalid(f"must be one of: {', '.join(f.values)}")
 
 
-def _ref(value: Any, f: Field, ctx: Context) -> int:
+#: ids are 32-bit integers in every database the engine supports; a larger
+#: number (in a URL, a form, a file) names no record and must not reach PostgreSQL as one
+MAX_ID = 2**31 - 1
+
+
+def valid_id(value: Any) -> int | None:
+    """``value`` as a record id (a whole number from 1 to :data:`MAX_ID`, as
+    text or a number), or None: never a yes/no or an infinity."""
     if isinstance(value, bool):
-        raise Invalid("must be a record id")
+        return None
     try:
         number = int(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise Invalid("must be a record id") from exc
-    if number <= 0 or number >= 2**31:  # ids are 32-bit integers in every database
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if 0 < number <= MAX_ID else None
+
+
+def _ref(value: Any, f: Field, ctx: Context) -> int:
+    number = valid_id(value)
+    if number is None:
         raise Invalid("must be a record id")
     return number
 

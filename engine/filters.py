@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import sqlalchemy as sa
 
 from engine import clock
-from engine.errors import Loc, Problem, did_you_mean
+from engine.errors import Loc, Problem, a_or_an, did_you_mean
 from engine.fieldtypes import CORE_TYPES, Context, Invalid
 from engine.registry import USER, DocType, Field, Registry
 
@@ -53,6 +53,11 @@ RELATIVE = re.compile(r"^([+-]?\d+)([hdw])$")
 NEGATES = {"ne": "eq", "nin": "in"}
 _TYPES = {t.name: t for t in CORE_TYPES}
 _DATE_ONLY = re.compile(r"^\s*(\d{4}-\d{2}-\d{2}|\d{2}\.\d{2}\.\d{4})\s*$")
+
+
+def escape_like(text: str) -> str:
+    """``text`` for a LIKE pattern with ``escape="\\"``: its wildcards match themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 class FilterError(ValueError):
@@ -222,11 +227,7 @@ def _kind_mismatch(f: Field, value: Any) -> str | None:
         return None
     if fits:
         return None
-    return f"`{f.name}` is {_a(f.type)} field and takes {takes}, not {given}"
-
-
-def _a(word: str) -> str:
-    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+    return f"`{f.name}` is {a_or_an(f.type)} field and takes {takes}, not {given}"
 
 
 def _validate(registry: Registry, d: DocType, clause: Clause) -> list[tuple[DocType, Field]]:
@@ -380,7 +381,7 @@ class _Compiler:
                 cond = sa.and_(cond, column != "")
             return cond, False
         if op == "contains":
-            text = str(clause.value).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            text = escape_like(str(clause.value))
             return sa.func.lower(column).like(f"%{text.lower()}%", escape="\\"), False
         if op == "in":
             return self.one_of(d, f, column, clause.value)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -375,7 +375,7 @@ class Runner:
                                  c.id, _runner=self)  # fmt: skip
                 try:
                     result = handler(ctx, payload)
-                    marked = session.execute(
+                    finish = (
                         OUTBOX.update()
                         .where(*self._mine(c))
                         .values(
@@ -386,7 +386,8 @@ class Runner:
                             locked_until=None,
                             last_error=None,
                         )
-                    ).rowcount
+                    )
+                    marked = cast(sa.CursorResult[Any], session.execute(finish)).rowcount
                     if marked != 1:
                         # another worker took the job over after this lease ran out:
                         # it decides; nothing this attempt wrote is kept
@@ -481,11 +482,12 @@ class Runner:
                     continue
                 period = dt.timedelta(seconds=every)
                 periods = (now - seen) // period + 1
-                moved = session.execute(
+                advance = (
                     SCHEDULE.update()
                     .where(SCHEDULE.c.name == name, SCHEDULE.c.next_run <= now)
                     .values(next_run=seen + periods * period)
-                ).rowcount
+                )
+                moved = cast(sa.CursorResult[Any], session.execute(advance)).rowcount
                 if moved == 1:
                     slot = seen.strftime("%Y-%m-%dT%H:%M:%S")
                     if enqueue(session, name, {}, key=f"schedule:{name}:{slot}") is not None:

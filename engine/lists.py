@@ -34,7 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from engine.filters import TEXTUAL, FilterError, compile_filter, label_field
+from engine.filters import TEXTUAL, FilterError, compile_filter, escape_like, label_field
 from engine.models import Models
 from engine.registry import USER, DocType, Field
 
@@ -435,7 +435,7 @@ def prefix_match(column: sa.ColumnElement[Any], term: str, dialect: str) -> sa.C
     """
     lowered = sa.func.lower(column)
     if dialect != "sqlite":
-        escaped = term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        escaped = escape_like(term.lower())
         return lowered.like(escaped + "%", escape="\\")
     variants = dict.fromkeys(
         _ascii_lower(v) for v in (term.lower(), term[:1].upper() + term[1:].lower(), term.upper())

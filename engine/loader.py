@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import schema as S
-from engine.errors import Loc, MetadataError, Problem, did_you_mean
+from engine.errors import Loc, MetadataError, Problem, a_or_an, did_you_mean
 from engine.names import identifier_problem
 from engine.plugins import ROOT, make_plugin_manager, section_owner
 from engine.registry import (
@@ -203,7 +203,9 @@ class Loader:
         data = result.data
         problems = S.check(S.ConfigSchema(), data, loc, "config.yaml")
         plugins = data.get("plugins") if isinstance(data, Mapping) else None
-        for name, settings in (plugins or {}).items() if isinstance(plugins, LMap) else ():
+        if not isinstance(plugins, LMap):
+            plugins = LMap()
+        for name, settings in plugins.items():
             if settings is not None and not isinstance(settings, Mapping):
                 problems.append(
                     Problem(
@@ -467,7 +469,7 @@ class Loader:
             self.problems.append(
                 Problem(
                     spec.key_loc(key),
-                    f"the field `{path}`{where}: `{key}` does not apply to {_a(ftype)} field",
+                    f"the field `{path}`{where}: `{key}` does not apply to {a_or_an(ftype)} field",
                 )
             )
         return not misplaced
@@ -519,7 +521,7 @@ class Loader:
         loc = spec.value_loc("values") if "values" in spec else spec.loc
         where = f"the enum `{owner}.{name}`"
         out: dict[str, Label] = {}
-        if isinstance(raw, list):
+        if isinstance(raw, LList):
             for i, v in enumerate(raw):
                 if isinstance(v, bool) or not isinstance(v, (str, int)) or v == "":
                     self.problems.append(
@@ -531,7 +533,7 @@ class Loader:
                     )
                 else:
                     out[str(v)] = Label.of(None, str(v))
-        elif isinstance(raw, Mapping):
+        elif isinstance(raw, LMap):
             for k, label in raw.items():
                 if label is not None and not _is_label(label):
                     self.problems.append(
@@ -1032,10 +1034,6 @@ def _not_new(owner: str, existing: FieldDraft) -> str:
 
 def _defined(loc: Loc, verb: str = "defined") -> str:
     return "built into the engine" if loc.file == "<engine>" else f"{verb} at {loc}"
-
-
-def _a(word: str) -> str:
-    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
 
 
 def _is_label(value: Any) -> bool:

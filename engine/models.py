@@ -56,18 +56,19 @@ class Models:
     metadata: sa.MetaData
     base: type[DeclarativeBase]
     types: dict[str, FieldType]
-    classes: dict[str, type] = field(default_factory=dict)
-    children: dict[tuple[str, str], type] = field(default_factory=dict)
-    histories: dict[str, type] = field(default_factory=dict)
+    #: mapped classes are made at run time, one attribute per field: ``type[Any]``
+    classes: dict[str, type[Any]] = field(default_factory=dict)
+    children: dict[tuple[str, str], type[Any]] = field(default_factory=dict)
+    histories: dict[str, type[Any]] = field(default_factory=dict)
     sequence: sa.Table | None = None
     outbox: sa.Table | None = None
     schedule: sa.Table | None = None
 
-    def cls(self, doctype: str) -> type:
+    def cls(self, doctype: str) -> type[Any]:
         return self.classes[doctype]
 
     def table(self, doctype: str) -> sa.Table:
-        return self.classes[doctype].__table__  # type: ignore[attr-defined, no-any-return]
+        return self.classes[doctype].__table__
 
     def dispose(self) -> None:
         """Forget the mappers: tests build many configurations in one process."""
@@ -175,6 +176,7 @@ def _server_default(f: Field) -> str | None:
 
 def _doc_table(models: Models, d: DocType) -> sa.Table:
     md = models.metadata
+    cols: list[sa.Column[Any]]
     if d.name == USER:
         cols = [sa.Column("id", sa.Integer, primary_key=True)]
         for name in USER_COLUMNS:
@@ -276,7 +278,7 @@ def _map_doc(models: Models, d: DocType, table: sa.Table) -> None:
         if f.type == "ref":
             target = d.name if f.to == d.name else f.to
             props[f.name] = relationship(
-                lambda target=target: models.classes[target],  # type: ignore[misc]
+                lambda target=target: models.classes[target],
                 foreign_keys=[table.c[f.column]],
                 remote_side=[table.c.id] if target == d.name else None,
                 lazy="select",
@@ -306,7 +308,7 @@ def _map_child(models: Models, d: DocType, f: Field) -> type:
     for c in f.fields.values():
         if c.type == "ref":
             props[c.name] = relationship(
-                lambda target=c.to: models.classes[target],  # type: ignore[misc]
+                lambda target=c.to: models.classes[target],
                 foreign_keys=[table.c[c.column]],
                 lazy="select",
             )

@@ -141,8 +141,6 @@ jobs: {runner: external, interval: 2, lease: 600, max_attempts: 5}
             "documents": Key("Document types by name; a name that exists extends that type."),
             "attributes": Key("More fields for an existing type, by type name (`User` too)."),
             "roles": Key("Roles by name."),
-            "processes": Key("Route maps of the `processes` plugin."),
-            "automations": Key("Automations of the `processes` plugin."),
             "segments": Key("Named filters of a type's records, offered on its list."),
             "reports": Key("Reports by name."),
         },
@@ -162,10 +160,6 @@ segments:
             "roles": "RoleSchema",
             "segments": "SegmentSchema",
             "reports": "ReportSchema",
-        },
-        elsewhere={
-            "processes": "[processes.md](processes.md)",
-            "automations": "[processes.md](processes.md)",
         },
     ),
     "DocumentSchema": Section(

@@ -17,6 +17,11 @@ from marshmallow import fields as mf
 from engine.errors import Loc, Problem, did_you_mean
 from engine.yamlload import LList, LMap
 
+# MARSHMALLOW_NAMES: metadata keys `fields` and `load` are declared as marshmallow
+# fields of the same name. marshmallow collects declared fields from the class
+# and each schema instance sets its own `fields`, so this works; its type stubs
+# only know the Schema attributes of those names, hence the ignores below.
+
 
 class StrictBool(mf.Field):
     """``true``/``false`` only: ``"yes"`` or ``1`` is a mistake, not a boolean."""
@@ -141,7 +146,7 @@ class FieldSchema(Strict):
     places = Int(validate=_range(0, 20))
     values = AnyValue()
     to = Text()
-    fields = MapOf()
+    fields = MapOf()  # type: ignore[assignment]  # see MARSHMALLOW_NAMES
 
 
 class NumberingSchema(Strict):
@@ -159,7 +164,7 @@ class ListSchema(Strict):
 
 class SectionSchema(Strict):
     label = LabelField()
-    fields = NameList(required=True)
+    fields = NameList(required=True)  # type: ignore[assignment]  # see MARSHMALLOW_NAMES
 
 
 class FormSchema(Strict):
@@ -177,7 +182,7 @@ class CalendarSchema(Strict):
     end = Text()
     #: the entries are a person's work: they add to the day's load on every
     #: other calendar marked ``load`` too (interactions, tasks)
-    load = StrictBool()
+    load = StrictBool()  # type: ignore[assignment]  # see MARSHMALLOW_NAMES
 
 
 class ViewsSchema(Strict):
@@ -252,7 +257,7 @@ class DocumentSchema(Strict):
     numbering = mf.Nested(NumberingSchema)
     title = Text()
     owner = Text()
-    fields = MapOf()
+    fields = MapOf()  # type: ignore[assignment]  # see MARSHMALLOW_NAMES
     list = mf.Nested(ListSchema)
     form = mf.Nested(FormSchema)
     views = mf.Nested(ViewsSchema)

@@ -400,7 +400,7 @@ class StatusEngine:
     def history(self, doctype: str, obj_id: int) -> list[dict[str, Any]]:
         """Every change of state of a record, newest first: who (id and
         username), when, which field, from and to."""
-        hist = self.docs.models.histories[doctype].__table__  # type: ignore[attr-defined]
+        hist = self.docs.models.histories[doctype].__table__
         users = self.docs.models.table(USER)
         stmt = (
             sa.select(hist, users.c.username)
@@ -450,8 +450,8 @@ def plan_field(d: DocType) -> Field | None:
     if calendar.get("date") in d.fields:
         return d.fields[calendar["date"]]
     dates = [f for f in d.fields.values() if f.type in ("date", "datetime") and not f.system]
-    required = [f for f in dates if f.required]
-    return (required or dates or [None])[0]
+    candidates = [f for f in dates if f.required] or dates
+    return candidates[0] if candidates else None
 
 
 def _statuses(d: DocType) -> Statuses:

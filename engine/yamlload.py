@@ -221,7 +221,7 @@ def _convert(node: Any, name: str, env: dict[str, str], state: LoadResult, where
         out_list.item_locs = []
         for index, value in enumerate(node):
             try:
-                line, col = node.lc.item(index)
+                line, col = _item_position(node, index)
                 item_where = Loc(name, line + 1, col + 1)
             except (KeyError, TypeError, AttributeError, IndexError):
                 item_where = out_list.loc
@@ -244,6 +244,12 @@ def _node_loc(node: Any, name: str, where: Loc) -> Loc:
         return Loc(name, node.lc.line + 1, node.lc.col + 1)
     except AttributeError:
         return where
+
+
+def _item_position(node: Any, index: int) -> tuple[int, int]:
+    """Line and column (0-based) of a sequence's item, as ruamel.yaml keeps them."""
+    line, col = node.lc.item(index)
+    return line, col
 
 
 def _map_positions(node: Any, key: Any) -> tuple[int, int, int, int]:

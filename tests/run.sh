@@ -21,6 +21,9 @@ echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 
+echo "== mypy"
+.venv/bin/mypy
+
 summary=$(mktemp)
 tally() {  # keep pytest's closing counts, to repeat them at the very end
   grep -E "^=+ .*(passed|failed).* in [0-9.]+s" "$1" | tail -n 1 >> "$summary" || true

@@ -26,10 +26,11 @@ from marshmallow import fields as mf
 
 from engine import access, lists
 from engine.access import Principal
-from engine.documents import _jsonable as jsonable
+from engine.documents import jsonable
+from engine.fieldtypes import MAX_ID
 from engine.filters import FilterError
 from engine.registry import DocType, Field, State
-from engine.web import service
+from engine.web import fetch, formatting, lookup, writes
 from engine.web.base import crm, db_session, json_error
 
 MAX_PAGE_SIZE = 100
@@ -51,7 +52,7 @@ def api_principal() -> Principal | None:
     if user is None or not getattr(user, "is_active", False):
         return None
     g.crm_principal = Principal(user.id, user.username, frozenset(r.name for r in user.roles))
-    return g.crm_principal  # type: ignore[no-any-return]
+    return g.crm_principal
 
 
 def authorized(action: str) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
@@ -121,7 +122,7 @@ def bad_text(value: Any) -> dict[str, str]:
 
 def bad_row_ids(d: DocType, values: dict[str, Any]) -> dict[str, str]:
     """Table rows whose ``id`` is not even a number, by path. (The access
-    check of engine.web.service looks rows up by it and failed with a 500
+    check of engine.web.writes.rule_errors looks rows up by it and failed with a 500
     on an object or a list.)"""
     out = {}
     for f in d.fields.values():
@@ -167,11 +168,7 @@ def _field_schema(
         "metadata": {"description": str(f.label)},
     }
     if f.type == "ref":
-        return (
-            mf.Integer(**kw)
-            if read
-            else mf.Integer(validate=validate.Range(1, service.MAX_ID), **kw)
-        )
+        return mf.Integer(**kw) if read else mf.Integer(validate=validate.Range(1, MAX_ID), **kw)
     if f.type in ("decimal", "money") and read:
         return mf.String(**{**kw, "metadata": {**kw["metadata"], "format": "decimal"}})
     if f.type in ("integer", "decimal", "money"):
@@ -301,14 +298,14 @@ class DocumentApi(BaseApi):
 
     @property
     def d(self) -> DocType:
-        return crm().registry.documents[self.doctype]  # type: ignore[no-any-return]
+        return crm().registry.documents[self.doctype]
 
     def _obj(self, pk: int, action: str) -> Any:
         """The record if the caller may ``action`` it, else None: a 404 either way."""
-        return service.fetch(self.doctype, pk, action)
+        return fetch.fetch(self.doctype, pk, action)
 
     def _doc(self, obj: Any) -> dict[str, Any]:
-        return service.documents().to_dict(self.doctype, obj, json=True)
+        return fetch.documents().to_dict(self.doctype, obj, json=True)
 
     @expose("/", methods=["GET"])
     @authorized("read")
@@ -376,7 +373,7 @@ class DocumentApi(BaseApi):
             # the list page's ?segment=: the segment's filter, the `filter` given over it
             segment = crm().registry.segments.get(request.args["segment"])
             if segment is None or segment.document != d.name:
-                name = service.clean(request.args["segment"], 50)
+                name = fetch.clean(request.args["segment"], 50)
                 return json_error(400, f"`segment`: {d.name} has no segment `{name}`")
             spec = {**segment.filter, **(spec or {})}
         try:
@@ -386,10 +383,10 @@ class DocumentApi(BaseApi):
             return json_error(400, "`page` and `page_size` must be whole numbers")
         if not 1 <= size <= MAX_PAGE_SIZE:
             return json_error(400, f"`page_size` must be 1 to {MAX_PAGE_SIZE}")
-        if not 0 <= page_no * size <= service.MAX_OFFSET:
+        if not 0 <= page_no * size <= fetch.MAX_OFFSET:
             return json_error(
                 400,
-                f"`page` must be 0 or more, and at most {service.MAX_OFFSET} records deep: "
+                f"`page` must be 0 or more, and at most {fetch.MAX_OFFSET} records deep: "
                 "page further with the `after` cursor",
             )
         order = request.args.get("order") or None
@@ -399,7 +396,7 @@ class DocumentApi(BaseApi):
         columns = [n for n, f in d.fields.items() if f.type != "table"]
         try:
             page = lists.page(
-                state.models, db_session(), d.name, filter=spec, search=service.clean(request.args.get("search")) or None,
+                state.models, db_session(), d.name, filter=spec, search=fetch.clean(request.args.get("search")) or None,
                 order=order, offset=page_no * size, limit=size, after=request.args.get("after") or None,
                 columns=columns, user_id=g.crm_principal.user_id,
                 base_where=access.where(state.models, g.crm_principal, d.name, "read"),
@@ -475,8 +472,8 @@ class DocumentApi(BaseApi):
             return body
         obj, errors = None, bad_row_ids(self.d, body)
         if not errors:
-            obj, errors = service.create(self.d, body)
-        if errors:
+            obj, errors = writes.create(self.d, body)
+        if errors or obj is None:
             return json_error(422, "The record was not saved", errors=errors)
         response = jsonify(id=obj.id, version=obj.version, result=self._doc(obj))
         response.status_code = 201
@@ -528,10 +525,10 @@ class DocumentApi(BaseApi):
             )
         saved, errors = None, bad_row_ids(self.d, body)
         if not errors:
-            saved, errors = service.update(self.d, obj, body, version)
+            saved, errors = writes.update(self.d, obj, body, version)
         if "_version" in errors:
             return json_error(409, errors["_version"])
-        if errors:
+        if errors or saved is None:
             return json_error(422, errors.pop("_form", "The record was not saved"), errors=errors)
         return jsonify(id=saved.id, version=saved.version, result=self._doc(saved))
 
@@ -554,7 +551,7 @@ class DocumentApi(BaseApi):
         obj = self._obj(pk, "delete")
         if obj is None:
             return json_error(404, "Not found")
-        error = service.delete(self.d, obj)
+        error = writes.delete(self.d, obj)
         if error:
             return json_error(409, error)
         return jsonify(message="Deleted")
@@ -619,7 +616,7 @@ class DocumentApi(BaseApi):
         errors = {**bad_row_ids(d, fields), **self._next_errors(statuses.states[target], nexts)}
         reasons = list(errors.values())
         if not errors:
-            reasons, errors = service.transition(d, obj, target, fields, nexts, version)
+            reasons, errors = writes.transition(d, obj, target, fields, nexts, version)
         if reasons or errors:
             return json_error(422, "The transition was refused", reasons=reasons, errors=errors)
         obj = self._obj(pk, "read")
@@ -631,13 +628,13 @@ class DocumentApi(BaseApi):
     def _next_errors(state: State, nexts: list[dict[str, Any]]) -> dict[str, str]:
         """The access rules over the new records a state requires, as over any
         new record: their refs may only name records the caller may read.
-        (engine.web.service.transition checks ``fields`` only.)"""
+        (engine.web.writes.transition checks ``fields`` only.)"""
         if state.require_next is None:
             return {}
         nd = crm().registry.documents[state.require_next.document]
         out: dict[str, str] = {}
         for i, values in enumerate(nexts):
-            found = {**bad_row_ids(nd, values), **service.rule_errors(nd, values, None)}
+            found = {**bad_row_ids(nd, values), **writes.rule_errors(nd, values, None)}
             out.update({f"next.{i}.{path}": message for path, message in found.items()})
         return out
 
@@ -659,7 +656,7 @@ class DocumentApi(BaseApi):
         obj = self._obj(pk, "read")
         if obj is None:
             return json_error(404, "Not found")
-        rows = service.history(self.d, obj)
+        rows = formatting.history(self.d, obj)
         keep = ("at", "by", "by_id", "field", "from", "to")
         return jsonify(
             result=[
@@ -686,7 +683,7 @@ class DocumentApi(BaseApi):
             401: {$ref: '#/components/responses/401'}
             403: {$ref: '#/components/responses/403'}
         """
-        return jsonify(result=service.lookup(self.d, request.args.get("q", "")[:100], limit=20))
+        return jsonify(result=lookup.lookup(self.d, request.args.get("q", "")[:100], limit=20))
 
 
 def register_apis(appbuilder: Any, state: Any) -> None:

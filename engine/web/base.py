@@ -22,7 +22,7 @@ def principal() -> Principal:
     """The acting user, computed once per request."""
     if "crm_principal" not in g:
         g.crm_principal = Principal.of(current_user)
-    return g.crm_principal  # type: ignore[no-any-return]
+    return g.crm_principal
 
 
 def db_session() -> Any:
@@ -43,7 +43,7 @@ def json_error(status: int, message: str, **extra: Any) -> Response:
 def csp_nonce() -> str:
     if "csp_nonce" not in g:
         g.csp_nonce = secrets.token_urlsafe(16)
-    return g.csp_nonce  # type: ignore[no-any-return]
+    return g.csp_nonce
 
 
 def install_request_handling(appbuilder: Any, state: Any) -> None:

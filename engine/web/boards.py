@@ -41,7 +41,7 @@ def kanban_columns(d: DocType) -> tuple[str, list[str]]:
 
 
 def _arg_id(name: str) -> int | None:
-    from engine.web.service import valid_id
+    from engine.fieldtypes import valid_id
 
     raw = request.args.get(name)
     if raw in (None, ""):
@@ -75,7 +75,8 @@ def card_rows(d: DocType, where: sa.ColumnElement[bool], by: str, states: list[s
               offset: int = 0) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
     """The first ``per`` cards of every column in one windowed query, then
     the records and their titles' refs in one query each."""
-    from engine.web.service import ref_loads, shown, title, title_refs
+    from engine.web.fetch import ref_loads, title_refs
+    from engine.web.formatting import shown, title
 
     models = crm().models
     table = models.table(d.name)
@@ -124,12 +125,12 @@ class BoardsMixin:
             abort(404)
         if not access.allowed(crm().registry, principal(), d.name, "read"):
             abort(403)
-        return d  # type: ignore[no-any-return]
+        return d
 
     @expose("/kanban")
     @login_required
     def kanban(self) -> Any:
-        from engine.web.service import shown
+        from engine.web.formatting import shown
 
         d = self._board_doc("kanban")
         models = crm().models
@@ -186,7 +187,8 @@ class BoardsMixin:
     @expose("/calendar")
     @login_required
     def calendar(self) -> Any:
-        from engine.web.service import company_tz, ref_loads, title
+        from engine.web.fetch import ref_loads
+        from engine.web.formatting import company_tz, title
 
         d = self._board_doc("calendar")
         spec = d.views["calendar"]

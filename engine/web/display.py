@@ -34,7 +34,7 @@ def group_digits(text: str, sep: str) -> str:
     head, _, tail = text.partition(".")
     sign = "-" if head.startswith("-") else ""
     head = head.lstrip("-")
-    groups = []
+    groups: list[str] = []
     while head:
         groups.insert(0, head[-3:])
         head = head[:-3]

@@ -2,7 +2,7 @@
 job that imports it, and a page with a progress bar that polls the job.
 
 The upload is stored under the config's ``instance/imports`` with a random
-name (never the user's), the job ``crm.import`` (engine/transfer.py) is
+name (never the user's), the job ``crm.import`` (engine/transfer/) is
 queued in the request's transaction, and the user is sent to the job's
 page. The job runs as the user who uploaded the file, with their access
 rules and defaults; only they (or an admin) see its page and status: for
@@ -23,9 +23,10 @@ from flask_appbuilder import expose
 from flask_login import login_required
 
 from engine import access, jobs, transfer
+from engine.fieldtypes import MAX_ID
 from engine.registry import USER, DocType, Field
 from engine.web.base import crm, db_session, locale, principal
-from engine.web.service import MAX_ID, clean
+from engine.web.fetch import clean
 
 #: imports of this user and type listed on the form, newest first
 RECENT = 5
@@ -85,8 +86,13 @@ def _what(registry: Any, d: DocType, f: Field, ru: bool) -> str:
 class ImportMixin:
     """The import pages of a document type's view (``DocumentView``)."""
 
-    d: DocType
-    view_name: str
+    @property
+    def d(self) -> DocType:  # the view's document type
+        raise NotImplementedError
+
+    @property
+    def view_name(self) -> str:
+        raise NotImplementedError
 
     def _may_create(self) -> None:
         if not access.allowed(crm().registry, principal(), self.d.name, "create"):

@@ -19,9 +19,8 @@ from flask_login import current_user
 from sqlalchemy.orm import joinedload
 
 from engine import access
+from engine.fieldtypes import valid_id
 from engine.web.base import principal
-
-MAX_USER_ID = 2**31 - 1
 
 
 def install_menu(appbuilder: Any, state: Any) -> None:
@@ -79,11 +78,8 @@ def install_user_loader(sm: Any) -> None:
         options.append(joinedload(groups).joinedload(group_cls.roles))
 
     def load_user(pk: Any) -> Any:
-        try:
-            ident = int(pk)
-        except (TypeError, ValueError):
-            return None
-        if not 0 < ident <= MAX_USER_ID:
+        ident = valid_id(pk)
+        if ident is None:
             return None
         stmt = sa.select(user_cls).options(*options).where(user_cls.id == ident)
         user = sm.session.execute(stmt).unique().scalar_one_or_none()

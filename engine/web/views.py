@@ -7,8 +7,7 @@ parameter is a 4xx with a message, never a 500.
 
 from __future__ import annotations
 
-import csv
-import io
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,10 +16,10 @@ from flask_appbuilder import BaseView, expose
 from flask_login import login_required
 from markupsafe import escape
 
-from engine import access, lists
+from engine import access, lists, transfer
 from engine.filters import FilterError
 from engine.registry import DocType, Field
-from engine.web import service
+from engine.web import fetch, formatting, forms, lookup, writes
 from engine.web.base import crm, db_session, locale, principal
 from engine.web.boards import BoardsMixin
 from engine.web.display import input_value
@@ -35,7 +34,7 @@ def _require(action: str, d: DocType) -> None:
 
 
 def form_fields(d: DocType) -> list[tuple[str, list[Field]]]:
-    return service.form_sections(d)
+    return forms.form_sections(d)
 
 
 def list_columns(d: DocType) -> list[str]:
@@ -64,7 +63,7 @@ def sortable(d: DocType, column: str) -> bool:
 def _filters_from_args(d: DocType) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     for name in d.list.filters if d.list else ():
-        value = service.clean(request.args.get(f"f_{name}"), 200).strip()
+        value = fetch.clean(request.args.get(f"f_{name}"), 200).strip()
         if value:
             spec[name] = value
     return spec
@@ -72,17 +71,17 @@ def _filters_from_args(d: DocType) -> dict[str, Any]:
 
 def _offset() -> int:
     try:
-        return min(max(0, int(request.args.get("offset", 0))), service.MAX_OFFSET)
+        return min(max(0, int(request.args.get("offset", 0))), fetch.MAX_OFFSET)
     except ValueError:
         return 0
 
 
 def _labels() -> dict[str, Any]:
     """What every template of these views uses to print a field."""
-    tz = service.company_tz()
+    tz = formatting.company_tz()
     return {
         "label": lambda f: f.label.get(locale()),
-        "show": service.shown,
+        "show": formatting.shown,
         "input_value": lambda f, v: input_value(f, v, tz),
         "help": lambda f: f.help.get(locale()) if f.help else "",
         "state": crm(),
@@ -97,7 +96,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
 
     @property
     def d(self) -> DocType:
-        return crm().registry.documents[self.doctype]  # type: ignore[no-any-return]
+        return crm().registry.documents[self.doctype]
 
     @property
     def view_name(self) -> str:
@@ -113,10 +112,10 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         segments = {n: s for n, s in state.registry.segments.items() if s.document == d.name}
         if segment in segments:
             spec = {**segments[segment].filter, **spec}
-        order = service.clean(request.args.get("order"), 100) or None
+        order = fetch.clean(request.args.get("order"), 100) or None
         if order and not sortable(d, order.lstrip("-")):
             order = None
-        search = service.clean(request.args.get("q"), 200).strip() or None
+        search = fetch.clean(request.args.get("q"), 200).strip() or None
         return spec, search, order, segments
 
     @expose("/")
@@ -146,10 +145,10 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         html = self.render_template(
             "crm/list.html", d=d, page=page, count_text=count_text, error=error,
             has_more=page.count_capped or offset + PAGE_SIZE < page.count, columns=columns,
-            cells=service.list_cells(d, page.rows, columns), segments=segments,
+            cells=formatting.list_cells(d, page.rows, columns), segments=segments,
             segment=request.args.get("segment"), spec=spec, offset=offset, page_size=PAGE_SIZE,
             order=order or (d.list.order if d.list else "-created_at"), view=self.view_name,
-            filter_fields=filter_fields, refs=service.ref_labels(d, picked) if picked else {},
+            filter_fields=filter_fields, refs=lookup.ref_labels(d, picked) if picked else {},
             sortable=lambda c: sortable(d, c), args=args,
             can_create=access.allowed(state.registry, principal(), d.name, "create"), **_labels(),
         )  # fmt: skip
@@ -163,7 +162,10 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         d = self.d
         _require("read", d)
         spec, search, order, _ = self._list_query(d)
-        rows = service.export_rows(d, spec, search, order)
+        state = crm()
+        rows = transfer.list_rows(
+            state.models, db_session(), d.name, principal(), filter=spec, search=search, order=order
+        )
         try:
             header = next(rows)
             first = next(rows, None)
@@ -171,18 +173,11 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             db_session().rollback()
             return Response(str(exc), status=400, mimetype="text/plain")
 
-        def generate() -> Iterator[str]:
-            buffer = io.StringIO()
-            writer = csv.writer(buffer)
-            yield "\ufeff"  # spreadsheets then read the file as UTF-8
-            for row in (header, *([first] if first is not None else [])):
-                writer.writerow(row)
-            yield buffer.getvalue()
-            for row in rows:
-                buffer.seek(0)
-                buffer.truncate()
-                writer.writerow(row)
-                yield buffer.getvalue()
+        def generate() -> Iterator[bytes]:
+            yield "\ufeff".encode()  # spreadsheets then read the file as UTF-8
+            head = [header, *([first] if first is not None else [])]
+            for chunk, _ in transfer.csv_chunks(itertools.chain(head, rows)):
+                yield chunk
 
         response = Response(stream_with_context(generate()), mimetype="text/csv")
         response.headers["Content-Disposition"] = f'attachment; filename="{d.resource}.csv"'
@@ -191,7 +186,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
     # -- record ----------------------------------------------------------------
 
     def _get(self, obj_id: int, action: str = "read") -> Any:
-        obj = service.fetch(self.d.name, obj_id, action)
+        obj = fetch.fetch(self.d.name, obj_id, action)
         if obj is None:
             abort(404)
         return obj
@@ -204,11 +199,11 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         obj = self._get(obj_id)
         state = crm()
         return self.render_template(
-            "crm/show.html", d=d, obj=obj, sections=form_fields(d), values=service.display_values(d, obj),
-            links=service.ref_links(d, obj), rows=service.table_rows(d, obj), view=self.view_name,
-            moves=service.transition_moves(d, obj), history=service.history(d, obj),
-            audit=service.audit_line(d, obj), timeline=service.timeline(d, obj, _arg_offset("tl")),
-            plugin_sections=service.record_sections(d, obj),
+            "crm/show.html", d=d, obj=obj, sections=form_fields(d), values=formatting.display_values(d, obj),
+            links=formatting.ref_links(d, obj), rows=formatting.table_rows(d, obj), view=self.view_name,
+            moves=writes.transition_moves(d, obj), history=formatting.history(d, obj),
+            audit=formatting.audit_line(d, obj), timeline=formatting.timeline(d, obj, _arg_offset("tl")),
+            plugin_sections=formatting.record_sections(d, obj),
             can_update=access.may_touch(state.models, principal(), d.name, "update", obj),
             can_delete=access.may_touch(state.models, principal(), d.name, "delete", obj),
             **_labels(),
@@ -222,12 +217,12 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         d = self.d
         sections = form_fields(d)
         shown = {f.name for _, fields in sections for f in fields}
-        defaults = service.row_defaults(d)
-        extra = [(service.row_doc(d, d.fields[n]), row) for n, row in defaults.items()]
+        defaults = forms.row_defaults(d)
+        extra = [(fetch.row_doc(d, d.fields[n]), row) for n, row in defaults.items()]
         return self.render_template(
             "crm/form.html", d=d, obj=obj, sections=sections, values=values, errors=errors,
             unplaced=unplaced(errors, shown), title=title, action=action, view=self.view_name,
-            refs=service.ref_labels(d, values, extra), locked=service.locked_fields(d, obj),
+            refs=lookup.ref_labels(d, values, extra), locked=forms.locked_fields(d, obj),
             row_defaults=defaults, **_labels(),
         )  # fmt: skip
 
@@ -240,14 +235,14 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         action = url_for(f"{self.view_name}.add")
         if request.method == "GET":
             # a link may prefill the form: the calendar plans on the day clicked
-            prefill = service.form_values(d, request.args) if request.args else {}
+            prefill = forms.form_values(d, request.args) if request.args else {}
             values = {
-                **service.initial_values(d),
+                **forms.initial_values(d),
                 **{k: v for k, v in prefill.items() if v not in (None, False, [])},
             }
             return self._form(None, values, {}, title, action)
-        values = service.form_values(d, request.form)
-        obj, errors = service.create(d, values)
+        values = forms.form_values(d, request.form)
+        obj, errors = writes.create(d, values)
         if errors:
             return self._form(None, values, errors, title, action), 422
         if not access.may_touch(crm().models, principal(), d.name, "read", obj):
@@ -262,16 +257,16 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         d = self.d
         _require("update", d)
         obj = self._get(obj_id, "update")
-        title = service.title(d, obj)
+        title = formatting.title(d, obj)
         action = url_for(f"{self.view_name}.edit", obj_id=obj_id)
         if request.method == "GET":
-            return self._form(obj, service.current_values(d, obj), {}, title, action)
-        values = service.form_values(d, request.form, obj=obj)
+            return self._form(obj, forms.current_values(d, obj), {}, title, action)
+        values = forms.form_values(d, request.form, obj=obj)
         version = request.form.get("_version", type=int)
         if version is None:
             errors = {"_version": "the form did not say which version of the record it edits; reload it"}  # fmt: skip
             return self._form(obj, values, errors, title, action), 409
-        saved, errors = service.update(d, obj, values, version)
+        saved, errors = writes.update(d, obj, values, version)
         if errors:
             values["_version"] = version
             status = 409 if "_version" in errors else 422
@@ -284,7 +279,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         d = self.d
         _require("delete", d)
         obj = self._get(obj_id, "delete")
-        error = service.delete(d, obj, request.form.get("_version", type=int))
+        error = writes.delete(d, obj, request.form.get("_version", type=int))
         if error:
             flash(error, "danger")
             return redirect(url_for(f"{self.view_name}.show", obj_id=obj_id))
@@ -310,22 +305,22 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             request.form.get("_version", type=int) if request.method == "POST" else obj.version
         )
         if request.method == "POST":
-            fields = service.form_values(d, request.form, only=state.require)
-            nexts = service.next_values(d, state, request.form)
-            reasons, errors = service.transition(d, obj, target, fields, nexts, version)
+            fields = forms.form_values(d, request.form, only=state.require)
+            nexts = forms.next_values(d, state, request.form)
+            reasons, errors = writes.transition(d, obj, target, fields, nexts, version)
             if not reasons and not errors:
                 flash(f"→ {state.label.get(locale())}", "success")
                 return redirect(url_for(f"{self.view_name}.show", obj_id=obj_id))
-            values: dict[str, Any] = {**service.current_values(d, obj), **fields}
+            values: dict[str, Any] = {**forms.current_values(d, obj), **fields}
             next_rows = nexts or ([{}] if next_doc else [])
             blocked = []
         else:
-            reasons, errors, values = [], {}, service.current_values(d, obj)
-            blocked = service.refusals(d, obj, target)
-            next_rows = [service.initial_values(next_doc)] if next_doc else []
+            reasons, errors, values = [], {}, forms.current_values(d, obj)
+            blocked = writes.refusals(d, obj, target)
+            next_rows = [forms.initial_values(next_doc)] if next_doc else []
         extra = [(next_doc, row) for row in next_rows] if next_doc else []
-        require = [d.fields[n] for n in state.require if service.settable(d.fields[n], d)]
-        next_fields = service.next_fields(d, state)
+        require = [d.fields[n] for n in state.require if forms.settable(d.fields[n], d)]
+        next_fields = forms.next_fields(d, state)
         shown = {f.name for f in require}
         shown |= {f"next.{i}" for i in range(len(next_rows))}
         shown |= {f"next.{i}.{f.name}" for i in range(len(next_rows)) for f in next_fields}
@@ -336,9 +331,9 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         return self.render_template(
             "crm/transition.html", d=d, obj=obj, target=state, reasons=reasons or blocked,
             blocked=bool(blocked), errors=errors, values=values, version=version,
-            next_rows=next_rows, view=self.view_name, title=service.title(d, obj),
+            next_rows=next_rows, view=self.view_name, title=formatting.title(d, obj),
             require=require, next_doc=next_doc, next_fields=next_fields,
-            refs=service.ref_labels(d, values, extra), **_labels(),
+            refs=lookup.ref_labels(d, values, extra), **_labels(),
         ), 422 if reasons or errors else 200  # fmt: skip
 
     # -- ref picker ----------------------------------------------------------------
@@ -350,7 +345,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         d = self.d
         if not access.allowed(crm().registry, principal(), d.name, "read"):
             return jsonify({"results": []})
-        return jsonify({"results": service.lookup(d, request.args.get("q", ""), limit=20)})
+        return jsonify({"results": lookup.lookup(d, request.args.get("q", ""), limit=20)})
 
 
 def _arg_offset(name: str) -> int:
@@ -387,7 +382,7 @@ class UserLookupView(BaseView):
     @expose("/lookup")
     @login_required
     def lookup(self) -> Any:
-        return jsonify({"results": service.lookup_users(request.args.get("q", ""), limit=20)})
+        return jsonify({"results": lookup.lookup_users(request.args.get("q", ""), limit=20)})
 
 
 def register_views(appbuilder: Any, state: Any) -> None:

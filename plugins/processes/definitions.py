@@ -87,7 +87,7 @@ def definitions_for(registry: Registry, pm: Any = None) -> Definitions:
             kinds = [k for result in pm.hook.crm_process_step_kinds() for k in result or ()]
         found = (read(registry, channels, kinds), pm)
         registry.extensions[EXTENSION] = found
-    return found[0]  # type: ignore[no-any-return]
+    return found[0]
 
 
 __all__ = [

@@ -274,7 +274,7 @@ def _graph(p: Process, w: dict[str, str]) -> tuple[dict[str, _Node], list[_Edge]
     # a branch arriving at its join goes into the split's bar, then the bar into the step
     bars: dict[str, tuple[str, set[str]]] = {}
     for s in p.steps.values():
-        if s.kind == "parallel" and s.join in p.steps:
+        if s.kind == "parallel" and s.join is not None and s.join in p.steps:
             bars[s.name] = (s.join, _region(p, s))
     used: set[str] = set()
     for s in p.steps.values():
@@ -344,10 +344,10 @@ def _rank(nodes: Mapping[str, _Node], edges: list[_Edge]) -> None:
             if indegree[t] == 0:
                 queue.append(t)
     # the ends of the map side by side at the bottom
-    last = max(n.rank for n in nodes.values())
-    for n in nodes.values():
-        if n.kind == "end":
-            n.rank = last
+    last = max(node.rank for node in nodes.values())
+    for node in nodes.values():
+        if node.kind == "end":
+            node.rank = last
 
 
 def _layers(nodes: dict[str, _Node], edges: list[_Edge]) -> list[list[str]]:

@@ -364,7 +364,7 @@ def _query(as_json: bool = False) -> tuple[dt.date, dt.date, By]:
         abort(
             json_error(400, message) if as_json else Response(message, 400, mimetype="text/plain")
         )
-    return start, end, by  # type: ignore[return-value]
+    return start, end, by
 
 
 def _may_read() -> bool:

@@ -88,7 +88,7 @@ class Runtime:
         if not chosen_p and not chosen_a:
             return
         if self.depth >= MAX_DEPTH:
-            names = ", ".join(x.name for x in [*chosen_p, *chosen_a])
+            names = ", ".join([*(p.name for p in chosen_p), *(a.name for a in chosen_a)])
             raise ProcessError(
                 f"automations and processes set one another off more than {MAX_DEPTH} times "
                 f"in one save (last: {names}); check their triggers for a loop"

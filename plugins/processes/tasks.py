@@ -149,7 +149,7 @@ def deadlines_job(ctx: Any, payload: dict[str, Any]) -> None:
             .where(tasks.c.id == r.id, tasks.c.overdue.is_(False))
             .values(overdue=True)
         )
-        if not marked.rowcount:  # type: ignore[attr-defined]
+        if not marked.rowcount:
             continue
         people = [r.assignee_id, heads.get(r.assignee_id)]
         for uid in dict.fromkeys(p for p in people if p is not None):

@@ -346,9 +346,7 @@ def _process_of(models: Any, task: Any) -> str | None:
     return (
         _web()
         .db_session()
-        .execute(  # type: ignore[no-any-return]
-            sa.select(instances.c.process).where(instances.c.id == task.process_id)
-        )
+        .execute(sa.select(instances.c.process).where(instances.c.id == task.process_id))
         .scalar()
     )
 

@@ -231,6 +231,25 @@ def test_three_good_customers_are_queued_imported_and_listed(app: Flask, login: 
     assert f"#{job_id} customers.csv" in anna.get("/customer/import").text  # her latest imports
 
 
+def test_the_lists_export_comes_back_in_by_import(app: Flask, login: Any) -> None:
+    """The list's export writes the cells of every file of the type (refs by
+    key, enums by key), so a user can edit it in a spreadsheet and import it."""
+    anna = login(app, "anna")
+    queued(upload(anna, GOOD.encode()))
+    assert run_jobs(app) == 1
+    exported = anna.get("/customer/export.csv?order=name")
+    assert exported.status_code == 200 and exported.mimetype == "text/csv"
+    text = exported.data.decode("utf-8")
+    assert text.startswith("\ufeffid,Name,")
+    job_id = queued(upload(anna, text.encode("utf-8"), "edited.csv"))
+    assert run_jobs(app) == 1
+    result = status(anna, job_id)
+    assert result["ok"] is True and result["created"] == 3, result
+    anna_id = user_id(app, "anna")
+    assert customers(app)[3:] == [("Acme", "A", anna_id), ("Borealis", "B", anna_id),
+                                  ("Cirrus", None, anna_id)]  # fmt: skip
+
+
 def test_a_bad_row_writes_nothing_and_the_status_lists_line_and_field(
     app: Flask, login: Any
 ) -> None:
@@ -371,7 +390,7 @@ def test_the_users_rules_are_read_when_the_job_runs(app: Flask, login: Any) -> N
 def test_progress_is_reported_every_batch(
     app: Flask, login: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(transfer, "JOB_BATCH", 2)
+    monkeypatch.setattr(transfer.job, "JOB_BATCH", 2)
     reports: list[tuple[int, Any, Any]] = []
     real = jobs.Runner.progress
 
@@ -402,7 +421,7 @@ def test_a_crash_is_retried_and_the_file_kept_until_the_job_ends(
             raise sa.exc.OperationalError("INSERT", {}, Exception("the database went away"))
         return real(*args, **kw)
 
-    monkeypatch.setattr(transfer, "import_", flaky)
+    monkeypatch.setattr(transfer.job, "import_", flaky)
     runner, now = clocked_runner(app)
     runner.drain()
     s = status(anna, job_id)
@@ -426,7 +445,7 @@ def test_a_dead_import_deletes_its_file(
     def broken(*args: Any, **kw: Any) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(transfer, "import_", broken)
+    monkeypatch.setattr(transfer.job, "import_", broken)
     runner, now = clocked_runner(app)
     for _ in range(transfer.JOB_ATTEMPTS):
         runner.drain()

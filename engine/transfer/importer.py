@@ -1,96 +1,13 @@
-"""Import and export of records as CSV, or XLSX through openpyxl.
-
-``crm import`` and ``crm export`` call this module, and so do the web
-pages: :func:`export` streams rows out a batch at a time, :func:`import_`
-reads a file a batch at a time and reports its progress through a callback
-(``progress(done, total)``); the job ``crm.import`` (:func:`import_job`)
-runs it in the background for a page that shows a bar. XLSX goes through
-openpyxl: the maintained, pure-Python reader and writer of the format (MIT,
-releases since 2010, used by pandas), with no compiled parts and no network.
-
-The file, the same both ways
-----------------------------
-* The first row names the columns. Export writes the fields' *names*
-  (``header="labels"``: their labels in the config's locale, for people).
-  Import matches each header against names and labels in every language,
-  ignoring case, so either kind of file comes back in. ``customer.email``
-  matches the referenced records by another of their fields.
-* One row per record; one column per stored field in declaration order, the
-  number and the status included, table fields too. The audit columns (id,
-  created/updated at and by, version) are not exported: they belong to the
-  database the records live in.
-* Values: text as stored; numbers plain (``1234.50``, no grouping); yes/no
-  as ``true``/``false``; dates ISO (``2026-03-02``), date-times ISO with the
-  company's UTC offset; enums by key (import takes labels too).
-* A reference is written as the target's *key* (:func:`key_field`): its
-  number, else a unique field, else its INN, else its email, else its name
-  field; users by login. A record without a key value is written ``#17``
-  (its id), which import also accepts.
-* A table field is one cell: a JSON list of row objects, field name → value
-  in the same text forms (refs by key; computed values included on export,
-  recomputed on import).
-* CSV: UTF-8 with RFC 4180 quoting, comma separated. Import also reads a
-  BOM, Windows-1251 and ``;`` or tab separators, as spreadsheets save them.
-  Text a spreadsheet would run as a formula (starting with ``=``, ``+``,
-  ``-``, ``@``; a plain number such as a phone ``+74951234567`` is safe) is
-  written after an apostrophe, which import takes off again.
-* XLSX: the first sheet; numbers as numbers (up to 15 digits, beyond that as
-  text), dates as dates, yes/no as booleans, date-times as ISO text (Excel
-  has no time zones), the rest as text.
-
-What import does
-----------------
-Every row goes through :meth:`Documents.plan`, the rules every save obeys
-(normalizing, defaults, computed fields, required, min/max, patterns), with
-the database lookups done here a batch at a time instead of per row: refs
-are found by key with one query per batch per target and key, unique values
-are checked against the database and the rest of the file. Good rows are
-written with Core ``executemany``: audit columns, version 1, numbers drawn
-for the whole batch at once, table rows and status history alike.
-
-* An administrator's import (the command line imports as one) is trusted,
-  like a migration: readonly fields, numbers and states come from the file.
-  Anyone else's (in the browser) is held to what their forms allow:
-  readonly fields and numbers are refused, every record starts in the
-  initial state.
-* A number given in the file is kept (it must be unique) and the counter
-  moves past it; an empty one is drawn as for a new record.
-* A status given in the file is kept and recorded in the history as entered
-  at the import; an empty one is the initial state. The state's ``require``d
-  fields are checked; transitions are not: an import says where records
-  are, it does not move them.
-* Computed fields and audit columns are ignored, with a warning: computed
-  values are recomputed, the audit columns are the importer's.
-* An unknown column is an error and nothing is read.
-* An empty cell is an empty value, as in a form (where a fixed default,
-  which the database applies, still fills it); a field without a column
-  gets its default.
-* A row may refer to a record of its own type on an earlier line.
-* All or nothing by default: if any row fails, nothing is written (the
-  session's transaction is rolled back) and every error is reported, up to
-  ``max_errors`` with a count of the rest. ``all_or_nothing=False`` writes
-  the good rows and reports the bad ones; the caller commits.
-* No ``crm_document_created`` hooks: an import is a bulk load, and
-  automations do not fire for the records it brings.
-* On behalf of a user (``principal``), their access rules apply as in a
-  form: they must be allowed to create the type, and a ref finds only the
-  records they may read (another is "not there", as a missing one).
-"""
+"""Import: the rows of a file checked by the rules every save obeys and written
+a batch at a time."""
 
 from __future__ import annotations
 
-import codecs
-import csv
 import datetime as dt
-import io
 import json
 import re
-import secrets
-import warnings
-import zipfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
@@ -100,34 +17,27 @@ from sqlalchemy.orm import Session
 from engine import access, clock
 from engine.access import Principal
 from engine.documents import AUDIT, Documents, aware, empty, quoted
-from engine.errors import HandledError, did_you_mean
+from engine.errors import did_you_mean
 from engine.fieldtypes import Invalid
-from engine.filters import FilterError, compile_filter, label_field
 from engine.models import Models
-from engine.registry import USER, DocType, Field, Registry
+from engine.registry import USER, DocType, Field
+from engine.transfer.formats import (
+    BATCH,
+    MAX_ERRORS,
+    TransferError,
+    check_format,
+    doctype_of,
+    key_field,
+)
+from engine.transfer.readers import CsvReader, XlsxReader, open_binary
 
-FORMATS = ("csv", "xlsx")
-BATCH = 1000
-MAX_ERRORS = 1000
-#: characters that make a spreadsheet read a cell as a formula
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_PLAIN_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
 _ID = re.compile(r"#(\d+)")
-#: Excel keeps 15 significant digits; longer numbers go out as text
-_EXCEL_DIGITS = 15
 #: ids of records that an all-or-nothing import stopped writing: never stored
 _UNWRITTEN = 2**62
 #: how many keys → ids an import remembers per target before starting afresh
 _CACHE = 200_000
 
 Progress = Callable[[int, "int | None"], None]
-
-# table cells hold JSON lists of rows, which may be long
-csv.field_size_limit(max(csv.field_size_limit(), 64 * 1024 * 1024))
-
-
-class TransferError(HandledError):
-    """The file cannot be read at all: unknown type, format or column."""
 
 
 @dataclass(frozen=True)
@@ -183,301 +93,6 @@ class ImportResult:
         }
 
 
-# -- keys ------------------------------------------------------------------------------
-
-
-def key_field(registry: Registry, doctype: str) -> Field | None:
-    """The field that names a record of ``doctype`` in a file: its number,
-    else a unique field, else its INN, else its email, else its name field
-    (:func:`engine.filters.label_field`); a user's login."""
-    d = registry.documents[doctype]
-    if d.name == USER:
-        return d.fields.get("username")
-    if d.numbering is not None:
-        return d.fields[d.numbering.field]
-    plain = [
-        f
-        for f in d.fields.values()
-        if f.stored and f.type != "ref" and not f.compute and f.name not in AUDIT
-    ]
-    for test in (
-        lambda f: f.unique,
-        lambda f: f.type == "inn" or f.name == "inn",
-        lambda f: f.type == "email",
-    ):
-        for f in plain:
-            if test(f):
-                return f
-    return label_field(d)
-
-
-def exported_fields(d: DocType) -> list[Field]:
-    """The columns of a file of ``d``: every stored field and table, no audit columns."""
-    return [f for f in d.fields.values() if f.name not in AUDIT]
-
-
-# -- export ----------------------------------------------------------------------------
-
-
-def export(
-    models: Models,
-    session: Session,
-    doctype: str,
-    out: IO[bytes] | str | Path,
-    fmt: str = "csv",
-    *,
-    principal: Principal | None = None,
-    filter: Mapping[str, Any] | None = None,
-    header: str = "names",
-    batch: int = BATCH,
-) -> int:
-    """Write every record of ``doctype`` (those ``principal`` may read, and
-    ``filter`` matches) to ``out``, a binary file or a path; returns how many.
-    ``principal=None`` exports everything (the command line, a backup)."""
-    fmt = _format(fmt)
-    if isinstance(out, (str, Path)):
-        with open(out, "wb") as fh:
-            return export(models, session, doctype, fh, fmt, principal=principal,
-                          filter=filter, header=header, batch=batch)  # fmt: skip
-    rows = export_rows(models, session, doctype, fmt, principal=principal, filter=filter,
-                       header=header, batch=batch)  # fmt: skip
-    count = -1
-    if fmt == "csv":
-        for chunk in _csv_chunks(rows):
-            out.write(chunk[0])
-            count += chunk[1]
-    else:
-        count += _write_xlsx(rows, out, models.registry.documents[doctype], models.registry.locale)
-    return max(count, 0)
-
-
-def iter_csv(
-    models: Models,
-    session: Session,
-    doctype: str,
-    *,
-    principal: Principal | None = None,
-    filter: Mapping[str, Any] | None = None,
-    header: str = "names",
-    batch: int = BATCH,
-) -> Iterator[bytes]:
-    """The CSV file as chunks of bytes, a batch of rows each: for a streamed response."""
-    rows = export_rows(models, session, doctype, "csv", principal=principal, filter=filter,
-                       header=header, batch=batch)  # fmt: skip
-    for chunk, _ in _csv_chunks(rows):
-        yield chunk
-
-
-def _csv_chunks(rows: Iterator[list[Any]], size: int = BATCH) -> Iterator[tuple[bytes, int]]:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    n = 0
-    for row in rows:
-        writer.writerow(row)
-        n += 1
-        if n == size:
-            yield buf.getvalue().encode("utf-8"), n
-            buf.seek(0)
-            buf.truncate()
-            n = 0
-    yield buf.getvalue().encode("utf-8"), n
-
-
-def export_rows(
-    models: Models,
-    session: Session,
-    doctype: str,
-    fmt: str = "csv",
-    *,
-    principal: Principal | None = None,
-    filter: Mapping[str, Any] | None = None,
-    header: str = "names",
-    batch: int = BATCH,
-) -> Iterator[list[Any]]:
-    """The header row, then one row of cells per record in id order, read a
-    batch at a time by id (keyset), so memory stays flat however many there
-    are. Cells are text for CSV, typed values for XLSX."""
-    registry = models.registry
-    d = registry.documents.get(doctype)
-    if d is None:
-        raise TransferError(
-            f"there is no document type `{doctype}`{did_you_mean(doctype, registry.documents)}"
-        )
-    if header not in ("names", "labels"):
-        raise TransferError(f"header must be `names` or `labels`, not `{header}`")
-    fmt = _format(fmt)
-    cell = _Cells(Documents(models, session).timezone, fmt)
-    table = models.table(d.name)
-    fields = exported_fields(d)
-    condition: Any = sa.true()
-    if principal is not None:
-        condition = access.where(models, principal, d.name, "read")
-    if filter:
-        try:
-            condition = sa.and_(
-                condition,
-                compile_filter(models, d.name, filter, principal.user_id if principal else None),
-            )
-        except FilterError as exc:
-            raise TransferError(f"filter: {exc}") from exc
-    stored = [f for f in fields if f.type != "table"]
-    stmt = _select_with_keys(models, table, stored).where(condition)
-    tables = [f for f in fields if f.type == "table"]
-    yield [f.name if header == "names" else f.label.get(registry.locale) for f in fields]
-    last = 0
-    while True:
-        page = session.execute(
-            stmt.where(table.c.id > last).order_by(table.c.id).limit(batch)
-        ).all()
-        if not page:
-            return
-        last = page[-1].id
-        children = {f.name: _children(models, session, d, f, [r.id for r in page]) for f in tables}
-        for r in page:
-            m = r._mapping
-            out = []
-            for f in fields:
-                if f.type == "table":
-                    out.append(cell.table(f, children[f.name].get(r.id, [])))
-                else:
-                    out.append(cell.value(f, m[f.name], m.get(f"{f.name}__key")))
-            yield out
-        if len(page) < batch:
-            return
-
-
-def _select_with_keys(models: Models, table: sa.Table, fields: list[Field]) -> sa.Select[Any]:
-    """The fields' columns, each ref with its target's key beside it (``name__key``)."""
-    cols: list[Any] = [table.c.id]
-    joined: Any = table
-    for f in fields:
-        cols.append(table.c[f.column].label(f.name))
-        if f.type != "ref":
-            continue
-        target = f.to or USER
-        key = key_field(models.registry, target)
-        if key is None:
-            continue
-        alias = models.table(target).alias(f"key_{table.name}_{f.name}")
-        joined = joined.outerjoin(alias, alias.c.id == table.c[f.column])
-        cols.append(alias.c[key.column].label(f"{f.name}__key"))
-    return sa.select(*cols).select_from(joined)
-
-
-def _children(
-    models: Models, session: Session, d: DocType, f: Field, ids: list[int]
-) -> dict[int, list[Mapping[str, Any]]]:
-    table = models.metadata.tables[d.child_table(f.name)]
-    stmt = _select_with_keys(models, table, list(f.fields.values())).add_columns(
-        table.c.parent_id.label("parent__id")
-    )
-    out: dict[int, list[Mapping[str, Any]]] = {}
-    for r in session.execute(
-        stmt.where(table.c.parent_id.in_(ids)).order_by(table.c.parent_id, table.c.idx)
-    ):
-        out.setdefault(r.parent__id, []).append(r._mapping)
-    return out
-
-
-class _Cells:
-    """Stored values → cells of a file."""
-
-    def __init__(self, tz: dt.tzinfo, fmt: str):
-        self.tz = tz
-        self.xlsx = fmt == "xlsx"
-
-    def value(self, f: Field, value: Any, key: Any = None) -> Any:
-        if self.xlsx:
-            return self.typed(f, value, key)
-        return self.text(f, value, key)
-
-    def text(self, f: Field, value: Any, key: Any = None, guard: bool = True) -> str:
-        if value is None:
-            return ""
-        if f.type == "ref":
-            return str(key) if key not in (None, "") else f"#{value}"
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, Decimal):
-            return format(value, "f")
-        if isinstance(value, dt.datetime):
-            return aware(value).astimezone(self.tz).isoformat()
-        if isinstance(value, dt.date):
-            return value.isoformat()
-        text = str(value)
-        return _guard(text) if guard else text
-
-    def typed(self, f: Field, value: Any, key: Any = None) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, bool) or (isinstance(value, dt.date) and f.type == "date"):
-            return value
-        if isinstance(value, int) and f.type == "integer":
-            return value if abs(value) < 10**_EXCEL_DIGITS else str(value)
-        if isinstance(value, Decimal) and f.type in ("decimal", "money"):
-            digits = len(value.as_tuple().digits)
-            return value if digits <= _EXCEL_DIGITS else format(value, "f")
-        return self.text(f, value, key, guard=False)
-
-    def table(self, f: Field, rows: list[Mapping[str, Any]]) -> str:
-        if not rows:
-            return ""
-        out = []
-        for r in rows:
-            item: dict[str, Any] = {}
-            for c in f.fields.values():
-                value = r[c.name]
-                if value is None:
-                    continue
-                if isinstance(value, (bool, int)) and c.type != "ref":
-                    item[c.name] = value
-                else:
-                    item[c.name] = self.text(c, value, r.get(f"{c.name}__key"), guard=False)
-            out.append(item)
-        text = json.dumps(out, ensure_ascii=False, separators=(",", ":"))
-        return text if self.xlsx else _guard(text)
-
-
-def _guard(text: str) -> str:
-    """Keep a spreadsheet from running a text cell as a formula."""
-    if text.startswith("'") or (
-        text.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text)
-    ):
-        return "'" + text
-    return text
-
-
-def _unguard(text: str) -> str:
-    if len(text) > 1 and text[0] == "'" and text[1] in ("'", *FORMULA_START):
-        return text[1:]
-    return text
-
-
-def _write_xlsx(rows: Iterator[list[Any]], out: IO[bytes], d: DocType, locale: str) -> int:
-    from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-
-    wb = Workbook(write_only=True)
-    title = re.sub(r"[\[\]:*?/\\]", " ", d.label.get(locale))[:31].strip() or d.name[:31]
-    ws = wb.create_sheet(title)
-    n = 0
-    for row in rows:
-        cells: list[Any] = []
-        for value in row:
-            if isinstance(value, str):
-                value = ILLEGAL_CHARACTERS_RE.sub("", value)
-                if value.startswith("="):  # text, never a formula
-                    c = WriteOnlyCell(ws, value)
-                    c.data_type = "s"
-                    value = c
-            cells.append(value)
-        ws.append(cells)
-        n += 1
-    wb.save(out)
-    return n
-
-
 # -- import ----------------------------------------------------------------------------
 
 
@@ -505,11 +120,7 @@ def import_(
     cancels the import and rolls the session back. Raises TransferError when
     the file cannot be read at all; bad rows are reported in the result."""
     registry = models.registry
-    d = registry.documents.get(doctype)
-    if d is None:
-        raise TransferError(
-            f"there is no document type `{doctype}`{did_you_mean(doctype, registry.documents)}"
-        )
+    d = doctype_of(registry, doctype)
     if d.builtin:
         raise TransferError(f"{quoted(d.label)} records are managed on the security pages")
     if principal is not None and not access.allowed(registry, principal, d.name, "create"):
@@ -520,11 +131,11 @@ def import_(
     if fmt is None:
         name = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "")
         fmt = "xlsx" if str(name).lower().endswith(".xlsx") else "csv"
-    fmt = _format(fmt)
+    fmt = check_format(fmt)
     importer = _Importer(models, session, d, principal or Principal.system(),
                          now or clock.now(), max_errors)  # fmt: skip
-    with _open(source) as fh:
-        reader = _CsvReader(fh) if fmt == "csv" else _XlsxReader(fh)
+    with open_binary(source) as fh:
+        reader = CsvReader(fh) if fmt == "csv" else XlsxReader(fh)
         try:
             importer.run(reader, batch, all_or_nothing, progress)
         except BaseException:
@@ -537,114 +148,6 @@ def import_(
         session.rollback()
         result.created = 0
     return result
-
-
-def _format(fmt: str) -> str:
-    fmt = (fmt or "csv").lower().lstrip(".")
-    if fmt not in FORMATS:
-        raise TransferError(f"unknown format `{fmt}`: use csv or xlsx")
-    return fmt
-
-
-class _open:
-    """A binary file from a path or an open file (text files are encoded back)."""
-
-    def __init__(self, source: Any):
-        self.source = source
-        self.owned: IO[bytes] | None = None
-
-    def __enter__(self) -> IO[bytes]:
-        if isinstance(self.source, (str, Path)):
-            try:
-                self.owned = open(self.source, "rb")  # closed in __exit__
-            except OSError as exc:
-                raise TransferError(f"cannot read {self.source}: {exc.strerror}") from exc
-            return self.owned
-        probe = self.source.read(0)
-        if isinstance(probe, str):
-            return io.BytesIO(self.source.read().encode("utf-8"))
-        if not self.source.seekable():
-            return io.BytesIO(self.source.read())
-        return self.source  # type: ignore[no-any-return]
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.owned is not None:
-            self.owned.close()
-
-
-class _CsvReader:
-    """(line, cells) for each record of a CSV file; the header first."""
-
-    def __init__(self, fh: IO[bytes]):
-        start = fh.tell()
-        head = fh.read(64 * 1024)
-        self.total = self._count_lines(fh, head)
-        fh.seek(start)
-        self.encoding = "utf-8-sig"
-        try:
-            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-        except UnicodeDecodeError:
-            self.encoding = "cp1251"
-        self.text = io.TextIOWrapper(fh, encoding=self.encoding, newline="")
-        first = head.decode(self.encoding, errors="replace").lstrip("\ufeff").split("\n", 1)[0]
-        delimiter = max((",", ";", "\t"), key=first.count) if first else ","
-        self.reader = csv.reader(self.text, delimiter=delimiter)
-
-    @staticmethod
-    def _count_lines(fh: IO[bytes], head: bytes) -> int | None:
-        """Records in the file, about (a cell may span lines), not counting the header."""
-        n = head.count(b"\n")
-        last = head[-1:]
-        while chunk := fh.read(1 << 20):
-            n += chunk.count(b"\n")
-            last = chunk[-1:]
-        if last and last != b"\n":
-            n += 1
-        return max(n - 1, 0)
-
-    def __iter__(self) -> Iterator[tuple[int, list[Any]]]:
-        line = 1
-        try:
-            for cells in self.reader:
-                yield line, [_unguard(c) if c[:1] == "'" else c for c in cells]
-                line = self.reader.line_num + 1
-        except UnicodeDecodeError as exc:
-            raise TransferError(
-                f"line {line}: the file is not {self.encoding} text ({exc.reason})"
-            ) from exc
-        except csv.Error as exc:
-            raise TransferError(f"line {line}: {exc}") from exc
-
-    def close(self) -> None:
-        self.text.detach()
-
-
-class _XlsxReader:
-    """(row number, cells) of the first sheet of a workbook; the header first."""
-
-    def __init__(self, fh: IO[bytes]):
-        from openpyxl import load_workbook
-        from openpyxl.utils.exceptions import InvalidFileException
-
-        try:
-            with warnings.catch_warnings():
-                # styles and extensions that openpyxl does not know: the values are read all the same
-                warnings.simplefilter("ignore", UserWarning)
-                self.book = load_workbook(fh, read_only=True, data_only=True)
-        except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError) as exc:
-            raise TransferError("the file is not an XLSX workbook") from exc
-        if not self.book.worksheets:
-            raise TransferError("the workbook has no sheet")
-        self.sheet = self.book.worksheets[0]
-        rows = self.sheet.max_row
-        self.total = rows - 1 if rows else None
-
-    def __iter__(self) -> Iterator[tuple[int, list[Any]]]:
-        for line, cells in enumerate(self.sheet.iter_rows(values_only=True), start=1):
-            yield line, list(cells)
-
-    def close(self) -> None:
-        self.book.close()
 
 
 @dataclass
@@ -882,7 +385,7 @@ class _Importer:
 
     def run(
         self,
-        reader: _CsvReader | _XlsxReader,
+        reader: CsvReader | XlsxReader,
         batch: int,
         all_or_nothing: bool,
         progress: Progress | None,
@@ -1352,116 +855,3 @@ def _blank(value: Any) -> bool:
 def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
     for i in range(0, len(values), size):
         yield values[i : i + size]
-
-
-# -- in the background: the import of a file uploaded on a web page ----------------------
-
-IMPORT_JOB = "crm.import"
-#: rows between two progress reports of a background import (a batch)
-JOB_BATCH = BATCH
-#: attempts of a background import: a crashed worker's import runs again
-JOB_ATTEMPTS = 3
-#: an uploaded file's name in the imports folder: made here, never the user's
-_UPLOAD_NAME = re.compile(r"[0-9a-f]{32}\.(csv|xlsx)")
-
-
-def upload_folder(registry: Registry) -> Path:
-    """Where uploaded files wait for their import: the config's ``instance/imports``
-    (the web process and ``crm worker`` read the same config, so the same folder)."""
-    return Path(registry.settings["config_dir"]) / "instance" / "imports"
-
-
-def new_upload(registry: Registry, fmt: str) -> Path:
-    """A fresh random path in :func:`upload_folder` for an uploaded ``fmt`` file."""
-    folder = upload_folder(registry)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return folder / f"{secrets.token_hex(16)}.{_format(fmt)}"
-
-
-def principal_of(session: Session, models: Models, user_id: Any) -> Principal | None:
-    """The user with their roles as they are now, as a web page sees them;
-    None for a user that is not there or not active."""
-    from flask_appbuilder.security.sqla.models import Role, assoc_user_role
-
-    if not isinstance(user_id, int) or isinstance(user_id, bool):
-        return None
-    users = models.table(USER)
-    user = session.execute(
-        sa.select(users.c.username, users.c.active).where(users.c.id == user_id)
-    ).one_or_none()
-    if user is None or not user.active:
-        return None
-    roles = Role.__table__
-    names = session.execute(
-        sa.select(roles.c.name)
-        .join(assoc_user_role, assoc_user_role.c.role_id == roles.c.id)
-        .where(assoc_user_role.c.user_id == user_id)
-    ).scalars()
-    return Principal(user_id, user.username, frozenset(names))
-
-
-def import_job(ctx: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
-    """``crm.import``: ``{doctype, file, format, user_id, all_or_nothing, name}``.
-
-    Imports the uploaded ``file`` (a name in :func:`upload_folder`) as the
-    user who uploaded it, with their access rules and defaults, reporting
-    progress every :data:`JOB_BATCH` rows. Bad data is the job's result, not
-    its failure: a failed all-or-nothing import writes nothing and ends done
-    with ``ok: false`` and every bad row (``errors``: line, field, message),
-    as does a file that cannot be read (``failure``); retrying would not
-    make the data better. Anything else (the database went away, the worker
-    died) is retried. The file is deleted once the job is done or given up."""
-    from engine.jobs import JobError
-
-    name = payload.get("file")
-    if not isinstance(name, str) or not _UPLOAD_NAME.fullmatch(name):
-        raise JobError("the payload names no uploaded file", retry=False)
-    path = upload_folder(ctx.registry) / name
-    doctype = str(payload.get("doctype") or "")
-    all_or_nothing = payload.get("all_or_nothing", True) is not False
-    out: dict[str, Any] = {
-        **ImportResult(doctype).as_json(),
-        "ok": False,
-        "file": str(payload.get("name") or name),
-        "all_or_nothing": all_or_nothing,
-        "failure": None,
-    }
-    ru = ctx.registry.locale == "ru"
-
-    def report(done: int, total: int | None) -> None:
-        if not done and not total:
-            message = "читаем файл…" if ru else "reading the file…"
-        else:
-            of = f" {'из' if ru else 'of'} {total}" if total else ""
-            message = f"{done}{of} {'строк' if ru else 'rows'}"
-        ctx.report(done, total, message)
-
-    try:
-        principal = principal_of(ctx.session, ctx.models, payload.get("user_id"))
-        if principal is None:
-            out["failure"] = "the user who uploaded the file is not an active user any more"
-        elif not path.is_file():
-            out["failure"] = "the uploaded file is gone: upload it again"
-        else:
-            report(0, None)
-            with open(path, "rb") as fh:
-                result = import_(
-                    ctx.models, ctx.session, doctype, fh, name.rsplit(".", 1)[1],
-                    principal=principal, all_or_nothing=all_or_nothing, progress=report,
-                    batch=JOB_BATCH, now=ctx.now(),
-                )  # fmt: skip
-            report(result.rows, result.rows)
-            out.update(result.as_json())
-    except TransferError as exc:
-        out["failure"] = str(exc)
-    except BaseException:
-        if ctx.attempt >= JOB_ATTEMPTS:
-            path.unlink(missing_ok=True)  # given up: nobody will read it
-        raise
-    # deleted when the job's transaction commits (the job is done); a worker
-    # that loses its lease rolls back and leaves the file to the next one
-    sa.event.listen(ctx.session, "after_commit", lambda _: path.unlink(missing_ok=True))
-    return out
-
-
-import_job.max_attempts = JOB_ATTEMPTS  # type: ignore[attr-defined]

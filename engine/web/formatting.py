@@ -1,0 +1,194 @@
+"""Values as a person reads them: a record's title, display values and links,
+list cells, the audit line, the status history, the timeline, and what
+plugins add to a record's page.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from flask import g
+from markupsafe import escape
+
+from engine import access
+from engine.errors import HandledError
+from engine.registry import USER, DocType, Field
+from engine.statuses import StatusEngine
+from engine.web.base import crm, db_session, locale, principal
+from engine.web.display import show, zone
+from engine.web.fetch import documents
+
+
+def company_tz() -> dt.tzinfo:
+    """The company's clock, for datetimes shown and typed in forms."""
+    if "crm_tz" not in g:
+        g.crm_tz = zone(str(crm().registry.settings.get("timezone") or "UTC"))
+    return g.crm_tz
+
+
+def shown(f: Field, value: Any) -> str:
+    return show(f, value, locale(), company_tz())
+
+
+def title(d: DocType, obj: Any) -> str:
+    """How a person names the record: its ``title`` template, refs by their titles."""
+    try:
+        text = documents().title(d.name, obj).strip()
+    except HandledError:
+        text = ""
+    return text or f"{d.label.get(locale())} #{obj.id}"
+
+
+def display_values(d: DocType, obj: Any) -> dict[str, str]:
+    registry = crm().registry
+    out: dict[str, str] = {"__title__": title(d, obj)}
+    if d.statuses:
+        out["__state__"] = getattr(obj, d.statuses.field)
+    for f in d.fields.values():
+        if f.type == "table":
+            continue
+        if f.type == "ref":
+            target = getattr(obj, f.name)
+            out[f.name] = "" if target is None else title(registry.documents[f.to or USER], target)
+        else:
+            out[f.name] = shown(f, getattr(obj, f.column))
+    return out
+
+
+def ref_href(target_type: str, target_id: Any, target_obj: Any = None) -> str | None:
+    """The record page of a referenced record, when the user may open it."""
+    registry = crm().registry
+    td = registry.documents.get(target_type)
+    if td is None or td.builtin or target_id is None:
+        return None
+    if target_obj is not None:
+        ok = access.may_touch(crm().models, principal(), td.name, "read", target_obj)
+    else:
+        ok = access.allowed(registry, principal(), td.name, "read")
+    return f"/{td.resource}/{int(target_id)}" if ok else None
+
+
+def ref_links(d: DocType, obj: Any) -> dict[str, str]:
+    """Links of the record page's refs (loaded already for their titles)."""
+    out = {}
+    for f in d.fields.values():
+        if f.type == "ref" and not f.system:
+            target = getattr(obj, f.name)
+            if target is not None:
+                href = ref_href(f.to or USER, target.id, target)
+                if href:
+                    out[f.name] = href
+    return out
+
+
+def audit_line(d: DocType, obj: Any) -> dict[str, str]:
+    """Who created the record and who changed it last, and when."""
+    registry = crm().registry
+    users = registry.documents[USER]
+    at = Field("at", "datetime")
+    out = {}
+    for key in ("created", "updated"):
+        who = getattr(obj, f"{key}_by", None)
+        when = getattr(obj, f"{key}_at", None)
+        if when is not None:
+            out[key] = shown(at, when)
+            out[f"{key}_by"] = title(users, who) if who is not None else ""
+    return out
+
+
+def table_rows(d: DocType, obj: Any) -> dict[str, list[dict[str, Any]]]:
+    return {
+        f.name: [
+            {"id": row.id, **{c.name: getattr(row, c.column) for c in f.fields.values()}}
+            for row in getattr(obj, f.name)
+        ]
+        for f in d.fields.values()
+        if f.type == "table"
+    }
+
+
+def list_cells(
+    d: DocType, rows: Iterable[Mapping[str, Any]], columns: list[str]
+) -> list[dict[str, Any]]:
+    """Display text (and a link for refs) per list cell; ref cells come
+    already labelled by the list query, so a page costs no query per row."""
+    registry = crm().registry
+    fields = [registry.field_path(d.name, c)[-1] for c in columns]
+    readable = {f.to: ref_href(f.to, 1) is not None for f in fields if f.type == "ref" and f.to}
+    out = []
+    for row in rows:
+        cells = []
+        for c, f in zip(columns, fields, strict=True):
+            value = row.get(c)
+            if f.type == "ref" and value is not None:
+                href = f"/{registry.documents[f.to].resource}/{value.id}" if readable.get(f.to) else None  # fmt: skip
+                cells.append({"text": str(value.label), "href": href})
+            else:
+                cells.append({"text": shown(f, value), "href": None})
+        out.append({"id": row["id"], "cells": cells})
+    return out
+
+
+def history(d: DocType, obj: Any) -> list[dict[str, Any]]:
+    if d.statuses is None:
+        return []
+    states = d.statuses.states
+    out = []
+    for h in StatusEngine(documents()).history(d.name, obj.id):
+        source, target = h.get("from"), h.get("to")
+        old, new = states.get(source or ""), states.get(target or "")
+        out.append({
+            **h,
+            "at_text": shown(Field("at", "datetime"), h.get("at")),
+            "by": h.get("by") or "",
+            "from_label": old.label.get(locale()) if old else (source or "—"),
+            "to_label": new.label.get(locale()) if new else (target or ""),
+        })  # fmt: skip
+    return out
+
+
+def timeline(d: DocType, obj: Any, offset: int = 0) -> dict[str, Any]:
+    """One page of the record's timeline, titled and linked, for the record page."""
+    from engine import timeline as tl
+
+    state = crm()
+    entries, more = tl.page(
+        state.models, db_session(), state.pm, d, obj.id, principal(), offset=offset
+    )
+    registry = state.registry
+    by_type: dict[str, set[int]] = {}
+    for e in entries:
+        by_type.setdefault(e.doctype, set()).add(e.doc_id)
+    titles: dict[tuple[str, int], str] = {}
+    for name, ids in by_type.items():
+        cls = state.models.cls(name)
+        for o in db_session().execute(sa.select(cls).where(cls.id.in_(ids))).scalars():
+            titles[(name, o.id)] = title(registry.documents[name], o)
+    out = []
+    for e in entries:
+        td = registry.documents[e.doctype]
+        detail = e.detail or ""
+        if e.kind == "status" and td.statuses and detail in td.statuses.states:
+            detail = td.statuses.states[detail].label.get(locale())
+        out.append({
+            "at": show(Field("at", "datetime"), e.at, locale()), "kind": e.kind, "type": td.label.get(locale()),
+            "title": titles.get((e.doctype, e.doc_id), f"#{e.doc_id}"), "detail": detail,
+            "url": f"/{td.resource}/{e.doc_id}",
+        })  # fmt: skip
+    return {"entries": out, "more": more, "offset": offset}
+
+
+def record_sections(d: DocType, obj: Any) -> list[tuple[str, Any]]:
+    """What plugins add to a record's page (``crm_record_sections``), in
+    plugin order; a section's HTML is Markup the plugin escaped itself."""
+    state = crm()
+    out: list[tuple[str, Any]] = []
+    for result in state.pm.hook.crm_record_sections(
+        models=state.models, doctype=d, doc=obj, principal=principal()
+    ):
+        # plain text is escaped: only Markup (a plugin escaped it itself) passes as HTML
+        out.extend((str(title), escape(html)) for title, html in result or ())
+    return out

@@ -1,0 +1,188 @@
+"""Forms: which fields a form has and which the user may set, the values a
+form posted (table rows and the next documents of a transition too), and the
+values an empty or an edit form starts with.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from werkzeug.datastructures import MultiDict
+
+from engine import access
+from engine.documents import (
+    INVALID,
+)
+from engine.fieldtypes import valid_id
+from engine.registry import DocType, Field, State
+from engine.web.base import crm, locale, principal
+from engine.web.fetch import clean, documents, row_doc
+from engine.web.formatting import company_tz, table_rows
+
+
+def form_sections(d: DocType) -> list[tuple[str, list[Field]]]:
+    """The form's sections; without `form` in metadata, one section of every field
+    a person fills in (hidden ones never appear)."""
+    if d.form:
+        return [
+            (s.label.get(locale()), [d.fields[n] for n in s.fields if not d.fields[n].hidden])
+            for s in d.form
+        ]
+    fields = [f for f in d.fields.values() if not f.system and not f.hidden]
+    return [("", fields)]
+
+
+def locked_fields(d: DocType, obj: Any | None) -> set[str]:
+    """Fields the form shows but this user may not set: the owner of a type
+    whose rule for the action is ``own`` (the record must stay the user's)."""
+    action = "create" if obj is None else "update"
+    if d.owner and access.rule(crm().registry, principal(), d.name, action) == "own":
+        return {d.owner}
+    return set()
+
+
+def settable(f: Field, d: DocType) -> bool:
+    """Can a form set this field at all (never audit, status, computed, read-only, hidden)?"""
+    if f.system or f.readonly or f.compute or f.hidden:
+        return False
+    return not (d.statuses and f.name == d.statuses.field)
+
+
+def _field_value(f: Field, form: MultiDict[str, str], name: str) -> Any:
+    if f.type == "boolean":
+        return form.get(name) in ("1", "on", "true", "yes")
+    raw = form.get(name)
+    if raw is None:
+        return None
+    raw = clean(raw, 100_000)
+    raw = raw.strip() if f.type != "text" else raw
+    if raw == "":
+        return None
+    if f.type == "datetime":
+        # a datetime-local input sends the company's wall-clock time
+        try:
+            moment = dt.datetime.fromisoformat(raw)
+        except ValueError:
+            return raw
+        return moment.replace(tzinfo=company_tz()) if moment.tzinfo is None else moment
+    return raw
+
+
+def form_values(
+    d: DocType, form: MultiDict[str, str], only: Iterable[str] | None = None, obj: Any = None
+) -> dict[str, Any]:
+    """The values a form posted, for the fields its form shows and the user
+    may set (``only``: just these, for a transition's required fields).
+    Anything else in the post (owner of an ``own`` record, status, version,
+    audit fields, computed, read-only and hidden fields) is ignored."""
+    if only is not None:
+        names = [n for n in only if n in d.fields]
+    else:
+        names = [f.name for _, fields in form_sections(d) for f in fields]
+    locked = locked_fields(d, obj) if only is None else set()
+    values: dict[str, Any] = {}
+    for name in names:
+        f = d.fields[name]
+        if not settable(f, d) or name in locked:
+            continue
+        if f.type == "table":
+            values[f.name] = _table_rows(f, form)
+        elif f.type == "boolean" or f.name in form:
+            values[f.name] = _field_value(f, form, f.name)
+    return values
+
+
+def _table_rows(f: Field, form: MultiDict[str, str]) -> list[dict[str, Any]]:
+    """Rows as posted, in the order of their indexes (the form renumbers
+    them after a move); ``<table>-<i>-id`` keeps an existing row."""
+    rows: dict[int, dict[str, Any]] = {}
+    prefix = f"{f.name}-"
+    for key in form:
+        if not key.startswith(prefix):
+            continue
+        parts = key.split("-")
+        if len(parts) != 3 or not parts[1].isdigit() or len(parts[1]) > 6:
+            continue
+        if parts[2] in f.fields or parts[2] == "id":
+            rows.setdefault(int(parts[1]), {})
+    out = []
+    for i in sorted(rows):
+        row: dict[str, Any] = {}
+        for c in f.fields.values():
+            if c.compute or c.readonly or c.hidden:
+                continue
+            row[c.name] = _field_value(c, form, f"{f.name}-{i}-{c.name}")
+        if not any(v not in (None, False) for v in row.values()):
+            continue
+        ident = valid_id(form.get(f"{f.name}-{i}-id"))
+        if ident is not None:
+            row = {"id": ident, **row}
+        out.append(row)
+    return out
+
+
+def next_values(d: DocType, state: State, form: MultiDict[str, str]) -> list[dict[str, Any]]:
+    if state.require_next is None:
+        return []
+    target = crm().registry.documents[state.require_next.document]
+    out = []
+    i = 0
+    while i < 50 and any(k.startswith(f"next-{i}-") for k in form):
+        values = {}
+        for f in target.fields.values():
+            name = f"next-{i}-{f.name}"
+            if name in form and settable(f, target):
+                values[f.name] = _field_value(f, form, name)
+        if any(v not in (None, False) for v in values.values()):
+            out.append(values)
+        i += 1
+    return out
+
+
+def next_fields(d: DocType, state: State) -> list[Field]:
+    """What the transition form asks of each next document: its required
+    fields and its dates, not the link (filled in from this record)."""
+    rn = state.require_next
+    if rn is None:
+        return []
+    nd = crm().registry.documents[rn.document]
+    return [
+        f
+        for f in nd.fields.values()
+        if settable(f, nd)
+        and f.type != "table"
+        and (f.required or f.type in ("date", "datetime"))
+        and f.name not in rn.link
+    ]
+
+
+def initial_values(d: DocType) -> dict[str, Any]:
+    """Defaults shown in an empty form (the service applies them again on save)."""
+    docs = documents()
+    out: dict[str, Any] = {}
+    for f in d.fields.values():
+        if f.default is None or f.system or f.type == "table":
+            continue
+        value = docs.default(f)
+        if value is not None and value is not INVALID:
+            out[f.name] = value
+    return out
+
+
+def row_defaults(d: DocType) -> dict[str, dict[str, Any]]:
+    """What a new row of each table field starts with (its columns' defaults)."""
+    return {f.name: initial_values(row_doc(d, f)) for f in d.fields.values() if f.type == "table"}
+
+
+def current_values(d: DocType, obj: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    rows = table_rows(d, obj)
+    for f in d.fields.values():
+        if f.type == "table":
+            values[f.name] = rows[f.name]
+        else:
+            values[f.name] = getattr(obj, f.column)
+    values["_version"] = obj.version
+    return values
