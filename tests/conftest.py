@@ -127,7 +127,15 @@ def _move_the_clock() -> None:
 
         moved = dt.datetime.now(dt.UTC) + dt.timedelta(days=CLOCK_DAYS)
         time_machine.travel(moved, tick=True).start()
-        # the processes the tests start (crm worker, crm run) move theirs too
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _processes_move_their_clock_too() -> None:
+    """The processes the tests start (crm worker, crm import) move their clock
+    as far as this one (tests/clock/sitecustomize.py). Set here, in the process
+    that runs the tests, not in pytest_configure: pytest-xdist's workers must
+    start with pytest's own import hooks, before anything imports time_machine."""
+    if CLOCK_DAYS:
         clock_dir = str(Path(__file__).parent / "clock")
         path = os.environ.get("PYTHONPATH")
         os.environ["PYTHONPATH"] = clock_dir + (os.pathsep + path if path else "")
