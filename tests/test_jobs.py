@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +90,13 @@ class Jobs:
         self.ticked_at: dt.datetime | None = None
         #: called at the start of the first attempt of `test.overtaken`
         self.meanwhile: Callable[[], None] = lambda: None
+        #: `test.hold`: set when attempt N holds; attempt N goes on once released
+        self.holding: defaultdict[int, threading.Event] = defaultdict(threading.Event)
+        self.released: defaultdict[int, threading.Event] = defaultdict(threading.Event)
+        #: the attempts of `test.hold` that got past their last report
+        self.finished: list[int] = []
+        #: `test.budgeted` spends this much of the runner's clock before it reports
+        self.spend: Callable[[], None] = lambda: None
 
     def _note(self, ctx: JobContext) -> None:
         with self.lock:
@@ -106,6 +113,8 @@ class Jobs:
             "test.progress": self.progress,
             "test.tick": self.tick,
             "test.overtaken": self.overtaken,
+            "test.hold": self.hold,
+            "test.budgeted": self.budgeted,
         }
 
     @hookimpl
@@ -154,6 +163,39 @@ class Jobs:
             self.meanwhile()
         ctx.session.execute(ctx.models.table("Note").insert().values(text=f"attempt {ctx.attempt}"))
 
+    def hold(self, ctx: JobContext, payload: dict[str, Any]) -> None:
+        """Holds (attempts in ``payload["hold"]``) until the test releases it, like
+        a handler stuck reading a file: it does not report meanwhile. Then
+        writes a Note and reports, unless ``payload["report"]`` is false."""
+        self._note(ctx)
+        if payload.get("write_first"):
+            self._write(ctx)
+        if ctx.attempt in payload.get("hold", []):
+            self.holding[ctx.attempt].set()
+            assert self.released[ctx.attempt].wait(30), "the test never released the job"
+        if not payload.get("write_first"):
+            self._write(ctx)
+        if payload.get("report", True):
+            ctx.report(1, 1, "written")
+        self.finished.append(ctx.attempt)
+
+    @staticmethod
+    def _write(ctx: JobContext) -> None:
+        note = ctx.models.table("Note").insert().values(text=f"{ctx.key}: attempt {ctx.attempt}")
+        ctx.session.execute(note)
+        ctx.session.flush()
+
+    def budgeted(self, ctx: JobContext, payload: dict[str, Any]) -> None:
+        """Writes, works a while (``spend`` moves the clock), then reports."""
+        self._note(ctx)
+        self._write(ctx)
+        self.spend()
+        ctx.report(1, 2, "half way")
+        self.finished.append(ctx.attempt)
+
+
+Jobs.budgeted.budget = 60  # type: ignore[attr-defined]
+
 
 @dataclass
 class World:
@@ -184,6 +226,26 @@ class World:
     def count(self, table: str) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+    def notes(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.text("SELECT text FROM note ORDER BY id")).scalars())
+
+    def in_background(self, runner: Runner) -> threading.Thread:
+        """``runner.drain()`` in a thread of its own (a runner of another process)."""
+        thread = threading.Thread(target=runner.drain, daemon=True)
+        thread.start()
+        return thread
+
+
+def eventually(condition: Callable[[], bool], seconds: float = 10) -> bool:
+    """Whether ``condition`` comes true within ``seconds`` of real time."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 @pytest.fixture
@@ -560,6 +622,129 @@ def test_a_schedule_queues_one_job_per_slot_however_many_runners(
     assert w.jobs.ticked_at == w.clock.now  # a job's `now` is its runner's clock
 
 
+# --- leases: the heartbeat, a stalled runner, the time budget ----------------
+
+
+def test_the_heartbeat_keeps_a_long_jobs_lease_so_no_other_runner_takes_it(
+    world: Callable[..., World],
+) -> None:
+    """The import that ran twice at once: a job that works for several leases
+    without reporting keeps its lease, because the runner renews it."""
+    w = world()
+    job_id = w.queue("test.hold", {"hold": [1], "report": False}, key="import:7")
+    assert job_id is not None
+    web = w.runner(worker="web", lease_seconds=60, heartbeat_seconds=0.02)
+    worker = w.runner(worker="worker", lease_seconds=60)
+    working = w.in_background(web)
+    assert w.jobs.holding[1].wait(10)
+
+    for _ in range(5):  # five leases pass while the job works
+        w.clock.advance(seconds=61)
+        eventually(lambda: aware(w.row(job_id).locked_until) > w.clock.now, seconds=5)
+        assert worker.drain() == 0
+        assert w.row(job_id).locked_by == "web"
+
+    w.jobs.released[1].set()
+    working.join(10)
+    assert w.jobs.ran == [("import:7", 1)]
+    assert w.notes() == ["import:7: attempt 1"]
+    got = w.status(job_id)
+    assert (got["state"], got["attempts"]) == ("done", 1)
+
+
+@pytest.mark.parametrize("reports", [True, False], ids=["reports", "silent"])
+@pytest.mark.parametrize(
+    "write_first", [False, True], ids=["holds-then-writes", "writes-then-holds"]
+)
+def test_a_stalled_runner_whose_job_was_taken_over_commits_nothing(
+    world: Callable[..., World], db_url: str, reports: bool, write_first: bool
+) -> None:
+    """The first runner stalls inside the handler (its heartbeat with it, as a
+    stopped process would), the lease runs out, a second runner takes the job
+    over and finishes it; the first then wakes up and must not commit."""
+    if write_first and db_url.startswith("sqlite"):
+        pytest.skip("SQLite: a job that has written holds the only write lock; nobody takes it")
+    w = world()
+    payload = {"hold": [1], "report": reports, "write_first": write_first}
+    job_id = w.queue("test.hold", payload, key="import:8")
+    assert job_id is not None
+    stalled = w.runner(worker="stalled", lease_seconds=60, heartbeat_seconds=3600)
+    first = w.in_background(stalled)
+    assert w.jobs.holding[1].wait(10)
+
+    w.clock.advance(seconds=61)
+    assert w.runner(worker="other", lease_seconds=60).drain() == 1
+    assert w.notes() == ["import:8: attempt 2"]
+    assert w.status(job_id)["state"] == "done"
+
+    w.jobs.released[1].set()  # the stalled runner wakes up
+    first.join(10)
+    assert not first.is_alive()
+    # a reporting job is stopped at its report; a silent one cannot mark the job done
+    assert w.jobs.finished == ([2] if reports else [2, 1])
+    assert w.notes() == ["import:8: attempt 2"]
+    row = w.row(job_id)
+    assert (row.state, row.attempts, row.locked_by, row.last_error) == ("done", 2, None, None)
+    assert w.jobs.ran == [("import:8", 1), ("import:8", 2)]
+
+
+def test_a_job_past_its_budget_is_stopped_at_its_report_and_failed_for_good(
+    world: Callable[..., World],
+) -> None:
+    w = world()
+    job_id = w.queue("test.budgeted", key="report:big")  # its handler's budget: 60 s
+    assert job_id is not None
+    w.jobs.spend = lambda: w.clock.advance(seconds=61)
+    runner = w.runner()
+    assert runner.drain() == 1
+    assert w.jobs.finished == []  # stopped at its report
+    assert w.notes() == []  # what it wrote is rolled back
+    got = w.status(job_id)
+    assert (got["state"], got["attempts"]) == ("dead", 1)
+    assert (
+        got["error"]
+        == "stopped: it ran longer than its time budget of 1 min (the job's own budget)"
+    )
+
+    w.clock.advance(days=1)  # not retried
+    assert runner.drain() == 0
+    assert w.jobs.ran == [("report:big", 1)]
+
+    within = w.queue("test.budgeted", key="report:small")
+    w.jobs.spend = lambda: w.clock.advance(seconds=59)
+    assert runner.drain() == 1
+    assert within is not None and w.status(within)["state"] == "done"
+
+
+def test_a_silent_job_past_the_configured_budget_is_failed_by_the_heartbeat(
+    world: Callable[..., World],
+) -> None:
+    """A handler that never reports cannot be stopped in the middle; its row is
+    failed when the budget runs out (so no other runner starts it again), and
+    what it wrote is rolled back when it returns."""
+    w = world(CONFIG + "jobs: {budget: 90}\n")
+    job_id = w.queue("test.hold", {"hold": [1], "report": False}, key="import:9")
+    assert job_id is not None
+    web = w.runner(worker="web", lease_seconds=60, heartbeat_seconds=0.02)
+    working = w.in_background(web)
+    assert w.jobs.holding[1].wait(10)
+
+    w.clock.advance(seconds=91)
+    message = (
+        "stopped: it ran longer than its time budget of 90 s (`jobs: {budget}` in config.yaml)"
+    )
+    assert eventually(lambda: w.status(job_id)["state"] == "dead")
+    assert w.status(job_id)["error"] == message
+    w.clock.advance(seconds=61)
+    assert w.runner(worker="other").drain() == 0  # dead: nobody starts it again
+
+    w.jobs.released[1].set()
+    working.join(10)
+    assert w.notes() == []
+    got = w.status(job_id)
+    assert (got["state"], got["attempts"], got["error"]) == ("dead", 1, message)
+
+
 # --- email and SMS through a plugin ------------------------------------------
 
 
@@ -790,3 +975,7 @@ def test_the_jobs_setting_is_checked(problems_of: Callable[..., list[str]]) -> N
         "config.yaml:4:36: unknown key `tries` in `jobs` of config.yaml",
     ]
     assert problems_of(config=CONFIG + "jobs: {runner: in-process, interval: 0.5}\n") == []
+    assert problems_of(config=CONFIG + "jobs: {budget: 0}\n") == [
+        "config.yaml:4:16: `jobs` of config.yaml: `budget` must be between 1 and 86400, not 0",
+    ]
+    assert problems_of(config=CONFIG + "jobs: {budget: 3600}\n") == []
