@@ -979,3 +979,107 @@ def test_the_jobs_setting_is_checked(problems_of: Callable[..., list[str]]) -> N
         "config.yaml:4:16: `jobs` of config.yaml: `budget` must be between 1 and 86400, not 0",
     ]
     assert problems_of(config=CONFIG + "jobs: {budget: 3600}\n") == []
+
+
+# --- runners in processes of their own: killed, stalled, resumed -------------
+
+JOBS_PROCESS = Path(__file__).resolve().parent / "jobs_process.py"
+
+
+@dataclass
+class RunnerProcess:
+    """``tests/jobs_process.py`` running jobs with a real clock and a real lease."""
+
+    name: str
+    process: subprocess.Popen[str]
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(encoding="utf-8")
+
+    def stop(self) -> str:
+        """SIGTERM (after SIGCONT, in case it is stopped), wait, and the log."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.send_signal(signal.SIGTERM)
+        self.process.wait(30)
+        return self.text()
+
+
+@pytest.fixture
+def runner_process(
+    make_config: Callable[..., Path], db_url: str, tmp_path: Path
+) -> Iterator[Callable[[str], RunnerProcess]]:
+    folder = make_config({"notes.yaml": NOTES}, CONFIG)
+    started: list[RunnerProcess] = []
+
+    def start(name: str) -> RunnerProcess:
+        log = tmp_path / f"{name}.log"
+        with open(log, "w", encoding="utf-8") as err:
+            process = subprocess.Popen(
+                [sys.executable, str(JOBS_PROCESS), str(folder), db_url, name, "2"],
+                env=worker_env(), stdout=subprocess.DEVNULL, stderr=err, text=True,
+            )  # fmt: skip
+        started.append(RunnerProcess(name, process, log))
+        return started[-1]
+
+    yield start
+    for runner in started:
+        if runner.process.poll() is None:
+            runner.process.kill()
+            runner.process.wait(30)
+
+
+def test_a_runner_killed_mid_job_is_replaced_by_one_that_finishes_it_once(
+    world: Callable[..., World], runner_process: Callable[[str], RunnerProcess], tmp_path: Path
+) -> None:
+    w = world()
+    release = tmp_path / "never"
+    payload = {"hold": [1], "release": str(release), "write_first": True}
+    job_id = w.queue("test.step", payload, key="import:10")
+    assert job_id is not None
+    a = runner_process("runner-a")
+    assert eventually(lambda: w.row(job_id).message == "started by runner-a", seconds=60), a.text()
+    b = runner_process("runner-b")
+    time.sleep(4)  # two leases: runner-a is alive and keeps the job
+    assert (w.row(job_id).locked_by, w.row(job_id).attempts) == ("runner-a", 1)
+
+    a.process.send_signal(signal.SIGKILL)  # mid-job: it has written, not committed
+    a.process.wait(30)
+    assert eventually(lambda: w.row(job_id).state == "done", seconds=60), b.text()
+    assert "Traceback" not in b.stop()
+    assert w.notes() == ["attempt 2 by runner-b"]
+    row = w.row(job_id)
+    assert (row.attempts, json.loads(row.result)) == (2, "attempt 2 by runner-b")
+
+
+def test_a_stopped_runner_resumed_after_a_takeover_commits_nothing(
+    world: Callable[..., World], runner_process: Callable[[str], RunnerProcess], tmp_path: Path
+) -> None:
+    """SIGSTOP stalls a runner inside the job, heartbeat and all, past its
+    lease; another runner takes the job over and finishes it; SIGCONT wakes
+    the first, which must find the job is no longer its own."""
+    w = world()
+    release = tmp_path / "release"
+    job_id = w.queue("test.step", {"hold": [1], "release": str(release)}, key="import:11")
+    assert job_id is not None
+    a = runner_process("runner-a")
+    assert eventually(lambda: w.row(job_id).message == "started by runner-a", seconds=60), a.text()
+    b = runner_process("runner-b")
+    time.sleep(5)  # the job holds for two and a half leases: the heartbeat keeps it
+    row = w.row(job_id)
+    assert (row.state, row.locked_by, row.attempts) == ("running", "runner-a", 1), b.text()
+
+    a.process.send_signal(signal.SIGSTOP)
+    assert eventually(lambda: w.row(job_id).state == "done", seconds=60), b.text()
+    assert w.notes() == ["attempt 2 by runner-b"]
+
+    release.touch()
+    a.process.send_signal(signal.SIGCONT)
+    assert eventually(lambda: "took it over" in a.text(), seconds=30), a.text()
+    a_log, b_log = a.stop(), b.stop()
+    assert "Traceback" not in a_log + b_log
+    assert w.notes() == ["attempt 2 by runner-b"]
+    row = w.row(job_id)
+    assert (row.state, row.attempts, row.locked_by) == ("done", 2, None)
+    assert json.loads(row.result) == "attempt 2 by runner-b"
