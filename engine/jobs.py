@@ -17,7 +17,12 @@ drop the repeat.
 
 Claiming is safe with any number of workers: ``SELECT ... FOR UPDATE SKIP
 LOCKED`` on PostgreSQL, a conditional UPDATE whose row count says who won
-elsewhere (SQLite). Celery, later, runs the same handlers behind this interface.
+elsewhere (SQLite). While a job runs, a heartbeat thread renews its lease, so
+only a worker that died or stalled loses it; a worker that lost it finds out
+at the job's next ``ctx.report`` (or ``ctx.checkpoint``) and, at the latest,
+in the transaction that would mark the job done, which then rolls back. Each
+attempt has a time budget: past it, the job is stopped there and is dead.
+Celery, later, runs the same handlers behind this interface.
 """
 
 from __future__ import annotations
