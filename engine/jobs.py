@@ -462,6 +462,7 @@ class Runner:
         log.info("running %s #%s (attempt %s)", c.job, c.id, c.attempts)
         try:
             with self.sessions() as session:
+                sa.event.listen(session, "before_commit", self._commit_guard(attempt))
                 ctx = JobContext(session, self.models, self.pm, self.registry, c.key, c.attempts,
                                  c.id, _runner=self)  # fmt: skip
                 try:
@@ -487,6 +488,7 @@ class Runner:
                     marked = cast(sa.CursorResult[Any], session.execute(finish)).rowcount
                     if marked != 1:
                         raise LeaseLost(f"job #{c.id} is not this runner's any more")
+                    session.info[_FINISHING] = True
                     session.commit()
                 except LeaseLost:
                     _stop(attempt, beat)
@@ -511,6 +513,28 @@ class Runner:
             self._attempts.pop(c.id, None)
             _LIVE.pop((self._db, c.id), None)
             self._written.pop(c.id, None)
+
+    def _commit_guard(self, attempt: _Attempt) -> Callable[[Any], None]:
+        """A handler that commits on its own (it should leave that to the
+        runner) commits only while the job is still this runner's: the lease
+        is renewed in the very transaction that commits, which on PostgreSQL
+        also keeps any other runner from taking the row until it has."""
+
+        def guard(session: Any) -> None:
+            if session.info.get(_FINISHING):
+                return
+            self._check(attempt)
+            until = self.clock() + self.lease
+            renew = (
+                OUTBOX.update()
+                .where(*self._mine(attempt.claim))
+                .values(locked_until=until, run_after=until)
+            )
+            if cast(sa.CursorResult[Any], session.execute(renew)).rowcount != 1:
+                attempt.lost.set()
+                self._check(attempt)
+
+        return guard
 
     def checkpoint(self, job_id: int) -> None:
         """``JobContext.checkpoint``: raise if the attempt that runs ``job_id``
@@ -808,6 +832,9 @@ CORE_JOBS: dict[str, Callable[..., Any]] = {"crm.email": send_email, "crm.sms": 
 
 
 # --- helpers -----------------------------------------------------------------
+
+#: set in a job's session while the runner commits it with "done"
+_FINISHING = "crm.jobs.finishing"
 
 #: (database, job id) → the latest progress a job running in this process reported
 _LIVE: dict[tuple[str, int], dict[str, Any]] = {}

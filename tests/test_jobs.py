@@ -175,6 +175,8 @@ class Jobs:
             assert self.released[ctx.attempt].wait(30), "the test never released the job"
         if not payload.get("write_first"):
             self._write(ctx)
+        if payload.get("commit"):  # a handler that commits on its own
+            ctx.session.commit()
         if payload.get("report", True):
             ctx.report(1, 1, "written")
         self.finished.append(ctx.attempt)
@@ -686,6 +688,26 @@ def test_a_stalled_runner_whose_job_was_taken_over_commits_nothing(
     row = w.row(job_id)
     assert (row.state, row.attempts, row.locked_by, row.last_error) == ("done", 2, None, None)
     assert w.jobs.ran == [("import:8", 1), ("import:8", 2)]
+
+
+def test_a_stalled_job_that_commits_on_its_own_after_a_takeover_commits_nothing(
+    world: Callable[..., World],
+) -> None:
+    w = world()
+    job_id = w.queue("test.hold", {"hold": [1], "commit": True}, key="import:12")
+    assert job_id is not None
+    stalled = w.runner(worker="stalled", lease_seconds=60, heartbeat_seconds=3600)
+    first = w.in_background(stalled)
+    assert w.jobs.holding[1].wait(10)
+    w.clock.advance(seconds=61)
+    assert w.runner(worker="other", lease_seconds=60).drain() == 1
+
+    w.jobs.released[1].set()
+    first.join(10)
+    assert w.jobs.finished == [2]  # the first stopped at its commit
+    assert w.notes() == ["import:12: attempt 2"]
+    row = w.row(job_id)
+    assert (row.state, row.attempts, row.last_error) == ("done", 2, None)
 
 
 def test_a_job_past_its_budget_is_stopped_at_its_report_and_failed_for_good(
