@@ -1039,7 +1039,7 @@ def runner_process(
         log = tmp_path / f"{name}.log"
         with open(log, "w", encoding="utf-8") as err:
             process = subprocess.Popen(
-                [sys.executable, str(JOBS_PROCESS), str(folder), db_url, name, "2"],
+                [sys.executable, str(JOBS_PROCESS), str(folder), db_url, name, "3"],
                 env=worker_env(), stdout=subprocess.DEVNULL, stderr=err, text=True,
             )  # fmt: skip
         started.append(RunnerProcess(name, process, log))
@@ -1063,7 +1063,7 @@ def test_a_runner_killed_mid_job_is_replaced_by_one_that_finishes_it_once(
     a = runner_process("runner-a")
     assert eventually(lambda: w.row(job_id).message == "started by runner-a", seconds=60), a.text()
     b = runner_process("runner-b")
-    time.sleep(4)  # two leases: runner-a is alive and keeps the job
+    time.sleep(4)  # past its lease (3 s): runner-a is alive and keeps the job
     assert (w.row(job_id).locked_by, w.row(job_id).attempts) == ("runner-a", 1)
 
     a.process.send_signal(signal.SIGKILL)  # mid-job: it has written, not committed
@@ -1088,7 +1088,7 @@ def test_a_stopped_runner_resumed_after_a_takeover_commits_nothing(
     a = runner_process("runner-a")
     assert eventually(lambda: w.row(job_id).message == "started by runner-a", seconds=60), a.text()
     b = runner_process("runner-b")
-    time.sleep(5)  # the job holds for two and a half leases: the heartbeat keeps it
+    time.sleep(7)  # the job holds for over two leases (3 s): the heartbeat keeps it
     row = w.row(job_id)
     assert (row.state, row.locked_by, row.attempts) == ("running", "runner-a", 1), b.text()
 
