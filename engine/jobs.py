@@ -17,7 +17,12 @@ drop the repeat.
 
 Claiming is safe with any number of workers: ``SELECT ... FOR UPDATE SKIP
 LOCKED`` on PostgreSQL, a conditional UPDATE whose row count says who won
-elsewhere (SQLite). Celery, later, runs the same handlers behind this interface.
+elsewhere (SQLite). While a job runs, a heartbeat thread renews its lease, so
+only a worker that died or stalled loses it; a worker that lost it finds out
+at the job's next ``ctx.report`` (or ``ctx.checkpoint``) and, at the latest,
+in the transaction that would mark the job done, which then rolls back. Each
+attempt has a time budget: past it, the job is stopped there and is dead.
+Celery, later, runs the same handlers behind this interface.
 """
 
 from __future__ import annotations
@@ -53,6 +58,10 @@ PENDING, RUNNING, DONE, DEAD = "pending", "running", "done", "dead"
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_INTERVAL = 5.0
 DEFAULT_LEASE = 300
+#: seconds one attempt of a job may run before it is stopped (``jobs.budget``)
+DEFAULT_BUDGET = 1800
+#: the heartbeat renews a running job's lease every lease / HEARTBEATS seconds
+HEARTBEATS = 4
 BACKOFF_BASE = 10.0  # seconds before the first retry
 BACKOFF_CAP = 3600.0  # never more than an hour between attempts
 KEY_LENGTH = 200
@@ -70,6 +79,21 @@ class JobError(Exception):
     def __init__(self, message: str, *, retry: bool = True) -> None:
         super().__init__(message)
         self.retry = retry
+
+
+class OverBudget(JobError):
+    """Raised by ``ctx.report`` and ``ctx.checkpoint`` once an attempt has run
+    longer than its time budget: the job is failed for good (``dead``) with
+    this message, and what it wrote is rolled back."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry=False)
+
+
+class LeaseLost(Exception):
+    """Raised by ``ctx.report`` and ``ctx.checkpoint`` in a runner whose lease
+    on the job is gone (it stalled, and another runner took the job over):
+    this attempt stops, and nothing it wrote is kept. Let it propagate."""
 
 
 # --- queueing ----------------------------------------------------------------
@@ -186,10 +210,18 @@ class JobContext:
     def report(self, done: int, total: int | None = None, message: str | None = None) -> None:
         """Progress for a page that polls :func:`status`: written out of band
         (a connection of its own, committed at once) while the job's
-        transaction is still open. Reporting also renews the job's lease, so
-        a long job that reports keeps it. Outside a runner it does nothing."""
+        transaction is still open. Reporting also renews the job's lease and
+        is a :meth:`checkpoint`. Outside a runner it does nothing."""
         if self._runner is not None:
             self._runner.progress(self.job_id, done, total, message)
+
+    def checkpoint(self) -> None:
+        """Raise :class:`OverBudget` once this attempt has run longer than its
+        time budget, and :class:`LeaseLost` once another runner has taken the
+        job over; do nothing otherwise. A long loop that does not report calls
+        it now and then, so that it can be stopped there."""
+        if self._runner is not None:
+            self._runner.checkpoint(self.job_id)
 
 
 def backoff(attempt: int, rand: Callable[[], float] = random.random) -> dt.timedelta:
@@ -212,15 +244,40 @@ class _Claim:
     last_error: str | None
 
 
+@dataclass
+class _Attempt:
+    """One attempt this runner is running: when its budget ends, and what the
+    heartbeat found out (the lease went to another runner; the budget ran out)."""
+
+    claim: _Claim
+    deadline: dt.datetime
+    over_budget: str
+    lost: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def budget_text(seconds: float) -> str:
+    """``90`` → ``90 s``, ``1800`` → ``30 min``, ``7200`` → ``2 h``."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
 class Runner:
     """Claims due jobs and runs them; one per worker process or thread.
 
     ``engine_or_sessionmaker`` is the database's engine or a sessionmaker
     bound to it; ``worker`` names this runner in ``locked_by`` (default:
     host, process and a random suffix); ``lease_seconds`` is how long a
-    claimed job is this runner's alone before another may take it over
-    (renewed by ``ctx.report``); ``clock`` returns the current aware time
-    (tests move it instead of sleeping)."""
+    claimed job is this runner's alone before another may take it over,
+    renewed by a heartbeat thread every ``heartbeat_seconds`` (a quarter of
+    the lease by default, at most a minute) and by ``ctx.report``;
+    ``budget_seconds`` is how long one attempt may run (default: the
+    config's ``jobs.budget``; a handler's ``budget`` attribute wins);
+    ``clock`` returns the current aware time (tests move it instead of
+    sleeping)."""
 
     def __init__(
         self,
@@ -230,6 +287,8 @@ class Runner:
         *,
         worker: str | None = None,
         lease_seconds: float = DEFAULT_LEASE,
+        heartbeat_seconds: float | None = None,
+        budget_seconds: float | None = None,
         clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         self.models = models
@@ -243,10 +302,18 @@ class Runner:
             self.engine = self.sessions.kw["bind"]
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease = dt.timedelta(seconds=lease_seconds)
-        self._clock = clock or current_time
-        self.max_attempts = int(
-            getattr(self.registry, "jobs", {}).get("max_attempts", DEFAULT_MAX_ATTEMPTS)
+        self.heartbeat = (
+            heartbeat_seconds
+            if heartbeat_seconds is not None
+            else min(60.0, max(0.05, lease_seconds / HEARTBEATS))
         )
+        self._clock = clock or current_time
+        settings = getattr(self.registry, "jobs", {})
+        self.max_attempts = int(settings.get("max_attempts", DEFAULT_MAX_ATTEMPTS))
+        self.budget = float(
+            budget_seconds if budget_seconds is not None else
+            settings.get("budget", DEFAULT_BUDGET)
+        )  # fmt: skip
         #: set to stop after the job that runs now (SIGTERM, ``InProcessRunner.stop``)
         self.stopping = threading.Event()
         self.handlers: dict[str, Callable[..., Any]] = {}
@@ -264,6 +331,8 @@ class Runner:
         self._db = _db_name(self.engine)
         self._side: sa.Engine | None = None
         self._written: dict[int, float] = {}
+        #: job id → the attempt this runner runs now (its budget, its heartbeat's findings)
+        self._attempts: dict[int, _Attempt] = {}
 
     def clock(self) -> dt.datetime:
         """Now, in UTC (the injected clock's time when there is one)."""
@@ -316,7 +385,7 @@ class Runner:
         until = now + self.lease
         t = OUTBOX
         columns = (t.c.id, t.c.job, t.c.key, t.c.payload, t.c.attempts, t.c.max_attempts,
-                   t.c.last_error)  # fmt: skip
+                   t.c.last_error, t.c.locked_by)  # fmt: skip
         with self.engine.begin() as conn:
             for state in (RUNNING, PENDING):
                 # a running row keeps its lease's end in run_after as well, so
@@ -331,9 +400,16 @@ class Runner:
                 else:  # the conditional UPDATE below decides who wins a row
                     query = query.limit(8)
                 for row in conn.execute(query).all():
+                    # compare and set: the row is still as read (the same state
+                    # and holder, its lease still over) or another runner won it
                     won = conn.execute(
                         t.update()
-                        .where(t.c.id == row.id, t.c.state == state, t.c.run_after <= now)
+                        .where(
+                            t.c.id == row.id,
+                            t.c.state == state,
+                            t.c.locked_by.is_not_distinct_from(row.locked_by),
+                            t.c.run_after <= now,
+                        )
                         .values(
                             state=RUNNING,
                             attempts=t.c.attempts + 1,
@@ -368,13 +444,33 @@ class Runner:
         except ValueError as exc:
             self._failed(c, f"the payload is not JSON: {exc}", dead=True)
             return
+        own_budget = getattr(handler, "budget", None)
+        budget = float(own_budget or self.budget)
+        where = "the job's own budget" if own_budget else "`jobs: {budget}` in config.yaml"
+        attempt = _Attempt(
+            c,
+            deadline=self.clock() + dt.timedelta(seconds=budget),
+            over_budget=(
+                f"stopped: it ran longer than its time budget of {budget_text(budget)} ({where})"
+            ),
+        )
+        self._attempts[c.id] = attempt
+        beat = threading.Thread(
+            target=self._heartbeat, args=(attempt,), name=f"crm-job-{c.id}-heartbeat", daemon=True
+        )
+        beat.start()
         log.info("running %s #%s (attempt %s)", c.job, c.id, c.attempts)
         try:
             with self.sessions() as session:
+                sa.event.listen(session, "before_commit", self._commit_guard(attempt))
                 ctx = JobContext(session, self.models, self.pm, self.registry, c.key, c.attempts,
                                  c.id, _runner=self)  # fmt: skip
                 try:
                     result = handler(ctx, payload)
+                    # no renewal from now on: the heartbeat must not race "done"
+                    _stop(attempt, beat)
+                    # a handler that swallowed the checkpoint's exception is still stopped
+                    self._check(attempt)
                     finish = (
                         OUTBOX.update()
                         .where(*self._mine(c))
@@ -387,15 +483,23 @@ class Runner:
                             last_error=None,
                         )
                     )
+                    # whether the job is still this runner's is asked in the very
+                    # transaction that commits the handler's writes
                     marked = cast(sa.CursorResult[Any], session.execute(finish)).rowcount
                     if marked != 1:
-                        # another worker took the job over after this lease ran out:
-                        # it decides; nothing this attempt wrote is kept
-                        session.rollback()
-                        log.warning("%s #%s: the lease ran out before it finished", c.job, c.id)
-                        return
+                        raise LeaseLost(f"job #{c.id} is not this runner's any more")
+                    session.info[_FINISHING] = True
                     session.commit()
+                except LeaseLost:
+                    _stop(attempt, beat)
+                    # another runner took the job over after this lease ran out:
+                    # it decides; nothing this attempt wrote is kept
+                    session.rollback()
+                    log.warning("%s #%s: another runner took it over; this attempt's work is "
+                                "rolled back", c.job, c.id)  # fmt: skip
+                    return
                 except Exception as exc:
+                    _stop(attempt, beat)
                     session.rollback()
                     # the operator's log has the traceback; the row gets one line
                     log.warning("%s #%s failed (attempt %s): %s", c.job, c.id, c.attempts,
@@ -405,8 +509,102 @@ class Runner:
                     return
             log.info("done %s #%s", c.job, c.id)
         finally:
+            _stop(attempt, beat)
+            self._attempts.pop(c.id, None)
             _LIVE.pop((self._db, c.id), None)
             self._written.pop(c.id, None)
+
+    def _commit_guard(self, attempt: _Attempt) -> Callable[[Any], None]:
+        """A handler that commits on its own (it should leave that to the
+        runner) commits only while the job is still this runner's: the lease
+        is renewed in the very transaction that commits, which on PostgreSQL
+        also keeps any other runner from taking the row until it has."""
+
+        def guard(session: Any) -> None:
+            if session.info.get(_FINISHING):
+                return
+            self._check(attempt)
+            until = self.clock() + self.lease
+            renew = (
+                OUTBOX.update()
+                .where(*self._mine(attempt.claim))
+                .values(locked_until=until, run_after=until)
+            )
+            if cast(sa.CursorResult[Any], session.execute(renew)).rowcount != 1:
+                attempt.lost.set()
+                self._check(attempt)
+
+        return guard
+
+    def checkpoint(self, job_id: int) -> None:
+        """``JobContext.checkpoint``: raise if the attempt that runs ``job_id``
+        here lost its lease or ran past its budget."""
+        attempt = self._attempts.get(job_id)
+        if attempt is not None:
+            self._check(attempt)
+
+    def _check(self, attempt: _Attempt) -> None:
+        if attempt.lost.is_set():
+            raise LeaseLost(f"job #{attempt.claim.id} was taken over by another runner")
+        if self.clock() >= attempt.deadline:
+            raise OverBudget(attempt.over_budget)
+
+    # -- the heartbeat ------------------------------------------------------------
+
+    def _heartbeat(self, attempt: _Attempt) -> None:
+        """Renew the lease every :attr:`heartbeat` seconds while the handler
+        runs, whether it reports or not, so that no other runner takes over a
+        job that is still being worked on. Stops when the lease is found
+        gone; once the budget is spent it marks the job dead instead (the
+        handler's commit then fails, and a handler that never reports is
+        failed all the same)."""
+        while not attempt.stop.wait(self.heartbeat):
+            try:
+                if not self._beat(attempt):
+                    return
+            except Exception as exc:  # the database is away: try at the next beat
+                log.warning("the heartbeat of job #%s failed: %s", attempt.claim.id,
+                            one_line(exc))  # fmt: skip
+
+    def _beat(self, attempt: _Attempt) -> bool:
+        """One heartbeat; False once there is nothing left to renew."""
+        c = attempt.claim
+        now = self.clock()
+        if now >= attempt.deadline:
+            values: dict[str, Any] = {
+                "state": DEAD, "last_error": attempt.over_budget[:ERROR_LENGTH],
+                "run_after": now, "finished_at": now, "locked_by": None, "locked_until": None,
+            }  # fmt: skip
+        else:
+            until = now + self.lease
+            values = {"locked_until": until, "run_after": until}
+        changed = self._write_aside(OUTBOX.update().where(*self._mine(c)).values(**values))
+        if changed is None:  # SQLite: the job holds the write lock, so nobody can take it now
+            changed = self._owned(c.id)
+        if changed is None:
+            return True
+        if changed == 0:
+            attempt.lost.set()
+            log.warning("%s #%s: the lease is gone (another runner took the job over)",
+                        c.job, c.id)  # fmt: skip
+            return False
+        if now >= attempt.deadline:
+            log.warning("%s #%s is dead: %s", c.job, c.id, attempt.over_budget)
+            return False
+        return True
+
+    def _write_aside(self, stmt: Any) -> int | None:
+        """Run ``stmt`` on a connection of its own, committed at once; the rows
+        it changed, or None when SQLite's write lock is held (by the job's own
+        transaction: the statement is not waited for)."""
+        try:
+            with self._side_engine().begin() as conn:
+                return int(conn.execute(stmt).rowcount)
+        except sa.exc.OperationalError as exc:
+            if self._postgres or "locked" not in str(exc):
+                raise
+            log.debug("not written while the database is locked: %s", one_line(exc))
+            return None
 
     def _mine(self, c: _Claim) -> tuple[Any, ...]:
         return OUTBOX.c.id == c.id, OUTBOX.c.state == RUNNING, OUTBOX.c.locked_by == self.worker
@@ -429,12 +627,14 @@ class Runner:
     # -- progress ---------------------------------------------------------------
 
     def progress(self, job_id: int, done: int, total: int | None, message: str | None) -> None:
-        """``JobContext.report``: remembered in this process at once, written
-        to the row (committed on a connection of its own) at most every
-        PROGRESS_EVERY seconds, and the lease renewed with it. On SQLite a job
-        that has written holds the database's one write lock until it
-        commits; the row is then left as it was and only this process (the
-        in-process runner, serving the pages too) sees the progress."""
+        """``JobContext.report``: a :meth:`checkpoint`, then the progress is
+        remembered in this process at once and written to the row (committed
+        on a connection of its own) at most every PROGRESS_EVERY seconds, the
+        lease renewed with it. On SQLite a job that has written holds the
+        database's one write lock until it commits; the row is then left as
+        it was and only this process (the in-process runner, serving the
+        pages too) sees the progress."""
+        self.checkpoint(job_id)
         _LIVE[(self._db, job_id)] = {"done": done, "total": total, "message": message}
         last = self._written.get(job_id)
         if last is not None and time.monotonic() - last < PROGRESS_EVERY and done != total:
@@ -447,13 +647,26 @@ class Runner:
                    OUTBOX.c.locked_by == self.worker)
             .values(done=done, total=total, message=message, locked_until=until, run_after=until)
         )  # fmt: skip
+        changed = self._write_aside(stmt)
+        if changed is None:  # SQLite, locked by the job itself: was it taken over before?
+            changed = self._owned(job_id)
+        if changed == 0 and job_id in self._attempts:
+            self._attempts[job_id].lost.set()
+            self.checkpoint(job_id)
+
+    def _owned(self, job_id: int) -> int | None:
+        """1 when the job's row is still this runner's, 0 when it is not, None
+        when that cannot be read now (read aside, like the writes)."""
+        query = sa.select(sa.func.count()).where(
+            OUTBOX.c.id == job_id, OUTBOX.c.state == RUNNING, OUTBOX.c.locked_by == self.worker
+        )
         try:
-            with self._side_engine().begin() as conn:
-                conn.execute(stmt)
+            with self._side_engine().connect() as conn:
+                return int(conn.execute(query).scalar_one())
         except sa.exc.OperationalError as exc:
-            if self._postgres:
+            if self._postgres or "locked" not in str(exc):
                 raise
-            log.debug("progress of job #%s not written: %s", job_id, one_line(exc))
+            return None
 
     def _side_engine(self) -> sa.Engine:
         """PostgreSQL: the runner's own pool. SQLite: a connection that never
@@ -544,6 +757,7 @@ def runner_for(app: Any, worker: str | None = None) -> Runner:
     return Runner(
         crm.models, crm.db.engine, crm.pm, worker=worker,
         lease_seconds=settings.get("lease", DEFAULT_LEASE),
+        budget_seconds=settings.get("budget", DEFAULT_BUDGET),
     )  # fmt: skip
 
 
@@ -619,8 +833,17 @@ CORE_JOBS: dict[str, Callable[..., Any]] = {"crm.email": send_email, "crm.sms": 
 
 # --- helpers -----------------------------------------------------------------
 
+#: set in a job's session while the runner commits it with "done"
+_FINISHING = "crm.jobs.finishing"
+
 #: (database, job id) → the latest progress a job running in this process reported
 _LIVE: dict[tuple[str, int], dict[str, Any]] = {}
+
+
+def _stop(attempt: _Attempt, beat: threading.Thread) -> None:
+    """Stop an attempt's heartbeat and wait for the beat in flight."""
+    attempt.stop.set()
+    beat.join()
 
 
 def _db_name(bind: Any) -> str:

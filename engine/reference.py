@@ -120,11 +120,20 @@ jobs: {runner: in-process}
                 "`in-process`",
             ),
             "interval": Key("Seconds an idle runner waits before it looks again.", "`5`"),
-            "lease": Key("Seconds a runner holds a job before another may take it over.", "`300`"),
+            "lease": Key(
+                "Seconds a runner that stopped answering holds its job before another may "
+                "take it over (renewed while the job runs).",
+                "`300`",
+            ),
             "max_attempts": Key("Attempts before a failing job is given up.", "`8`"),
+            "budget": Key(
+                "Seconds one attempt of a job may run; a job past it is stopped and failed "
+                "for good (a job may declare its own).",
+                "`1800`",
+            ),
         },
         """\
-jobs: {runner: external, interval: 2, lease: 600, max_attempts: 5}
+jobs: {runner: external, interval: 2, lease: 600, max_attempts: 5, budget: 3600}
 """,
         at="jobs",
     ),

@@ -310,6 +310,7 @@ class JobsSchema(Strict):
     interval = Seconds(validate=_range(0.1, 3600))
     lease = Int(validate=_range(1, 86_400))
     max_attempts = Int(validate=_range(1, 100))
+    budget = Int(validate=_range(1, 86_400))
 
 
 class ConfigSchema(Strict):

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +90,13 @@ class Jobs:
         self.ticked_at: dt.datetime | None = None
         #: called at the start of the first attempt of `test.overtaken`
         self.meanwhile: Callable[[], None] = lambda: None
+        #: `test.hold`: set when attempt N holds; attempt N goes on once released
+        self.holding: defaultdict[int, threading.Event] = defaultdict(threading.Event)
+        self.released: defaultdict[int, threading.Event] = defaultdict(threading.Event)
+        #: the attempts of `test.hold` that got past their last report
+        self.finished: list[int] = []
+        #: `test.budgeted` spends this much of the runner's clock before it reports
+        self.spend: Callable[[], None] = lambda: None
 
     def _note(self, ctx: JobContext) -> None:
         with self.lock:
@@ -106,6 +113,8 @@ class Jobs:
             "test.progress": self.progress,
             "test.tick": self.tick,
             "test.overtaken": self.overtaken,
+            "test.hold": self.hold,
+            "test.budgeted": self.budgeted,
         }
 
     @hookimpl
@@ -154,6 +163,41 @@ class Jobs:
             self.meanwhile()
         ctx.session.execute(ctx.models.table("Note").insert().values(text=f"attempt {ctx.attempt}"))
 
+    def hold(self, ctx: JobContext, payload: dict[str, Any]) -> None:
+        """Holds (attempts in ``payload["hold"]``) until the test releases it, like
+        a handler stuck reading a file: it does not report meanwhile. Then
+        writes a Note and reports, unless ``payload["report"]`` is false."""
+        self._note(ctx)
+        if payload.get("write_first"):
+            self._write(ctx)
+        if ctx.attempt in payload.get("hold", []):
+            self.holding[ctx.attempt].set()
+            assert self.released[ctx.attempt].wait(30), "the test never released the job"
+        if not payload.get("write_first"):
+            self._write(ctx)
+        if payload.get("commit"):  # a handler that commits on its own
+            ctx.session.commit()
+        if payload.get("report", True):
+            ctx.report(1, 1, "written")
+        self.finished.append(ctx.attempt)
+
+    @staticmethod
+    def _write(ctx: JobContext) -> None:
+        note = ctx.models.table("Note").insert().values(text=f"{ctx.key}: attempt {ctx.attempt}")
+        ctx.session.execute(note)
+        ctx.session.flush()
+
+    def budgeted(self, ctx: JobContext, payload: dict[str, Any]) -> None:
+        """Writes, works a while (``spend`` moves the clock), then reports."""
+        self._note(ctx)
+        self._write(ctx)
+        self.spend()
+        ctx.report(1, 2, "half way")
+        self.finished.append(ctx.attempt)
+
+
+Jobs.budgeted.budget = 60  # type: ignore[attr-defined]
+
 
 @dataclass
 class World:
@@ -184,6 +228,26 @@ class World:
     def count(self, table: str) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+    def notes(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.text("SELECT text FROM note ORDER BY id")).scalars())
+
+    def in_background(self, runner: Runner) -> threading.Thread:
+        """``runner.drain()`` in a thread of its own (a runner of another process)."""
+        thread = threading.Thread(target=runner.drain, daemon=True)
+        thread.start()
+        return thread
+
+
+def eventually(condition: Callable[[], bool], seconds: float = 10) -> bool:
+    """Whether ``condition`` comes true within ``seconds`` of real time."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 @pytest.fixture
@@ -560,6 +624,149 @@ def test_a_schedule_queues_one_job_per_slot_however_many_runners(
     assert w.jobs.ticked_at == w.clock.now  # a job's `now` is its runner's clock
 
 
+# --- leases: the heartbeat, a stalled runner, the time budget ----------------
+
+
+def test_the_heartbeat_keeps_a_long_jobs_lease_so_no_other_runner_takes_it(
+    world: Callable[..., World],
+) -> None:
+    """The import that ran twice at once: a job that works for several leases
+    without reporting keeps its lease, because the runner renews it."""
+    w = world()
+    job_id = w.queue("test.hold", {"hold": [1], "report": False}, key="import:7")
+    assert job_id is not None
+    web = w.runner(worker="web", lease_seconds=60, heartbeat_seconds=0.02)
+    worker = w.runner(worker="worker", lease_seconds=60)
+    working = w.in_background(web)
+    assert w.jobs.holding[1].wait(10)
+
+    for _ in range(5):  # five leases pass while the job works
+        w.clock.advance(seconds=61)
+        eventually(lambda: aware(w.row(job_id).locked_until) > w.clock.now, seconds=5)
+        assert worker.drain() == 0
+        assert w.row(job_id).locked_by == "web"
+
+    w.jobs.released[1].set()
+    working.join(10)
+    assert w.jobs.ran == [("import:7", 1)]
+    assert w.notes() == ["import:7: attempt 1"]
+    got = w.status(job_id)
+    assert (got["state"], got["attempts"]) == ("done", 1)
+
+
+@pytest.mark.parametrize("reports", [True, False], ids=["reports", "silent"])
+@pytest.mark.parametrize(
+    "write_first", [False, True], ids=["holds-then-writes", "writes-then-holds"]
+)
+def test_a_stalled_runner_whose_job_was_taken_over_commits_nothing(
+    world: Callable[..., World], db_url: str, reports: bool, write_first: bool
+) -> None:
+    """The first runner stalls inside the handler (its heartbeat with it, as a
+    stopped process would), the lease runs out, a second runner takes the job
+    over and finishes it; the first then wakes up and must not commit."""
+    if write_first and db_url.startswith("sqlite"):
+        pytest.skip("SQLite: a job that has written holds the only write lock; nobody takes it")
+    w = world()
+    payload = {"hold": [1], "report": reports, "write_first": write_first}
+    job_id = w.queue("test.hold", payload, key="import:8")
+    assert job_id is not None
+    stalled = w.runner(worker="stalled", lease_seconds=60, heartbeat_seconds=3600)
+    first = w.in_background(stalled)
+    assert w.jobs.holding[1].wait(10)
+
+    w.clock.advance(seconds=61)
+    assert w.runner(worker="other", lease_seconds=60).drain() == 1
+    assert w.notes() == ["import:8: attempt 2"]
+    assert w.status(job_id)["state"] == "done"
+
+    w.jobs.released[1].set()  # the stalled runner wakes up
+    first.join(10)
+    assert not first.is_alive()
+    # a reporting job is stopped at its report; a silent one cannot mark the job done
+    assert w.jobs.finished == ([2] if reports else [2, 1])
+    assert w.notes() == ["import:8: attempt 2"]
+    row = w.row(job_id)
+    assert (row.state, row.attempts, row.locked_by, row.last_error) == ("done", 2, None, None)
+    assert w.jobs.ran == [("import:8", 1), ("import:8", 2)]
+
+
+def test_a_stalled_job_that_commits_on_its_own_after_a_takeover_commits_nothing(
+    world: Callable[..., World],
+) -> None:
+    w = world()
+    job_id = w.queue("test.hold", {"hold": [1], "commit": True}, key="import:12")
+    assert job_id is not None
+    stalled = w.runner(worker="stalled", lease_seconds=60, heartbeat_seconds=3600)
+    first = w.in_background(stalled)
+    assert w.jobs.holding[1].wait(10)
+    w.clock.advance(seconds=61)
+    assert w.runner(worker="other", lease_seconds=60).drain() == 1
+
+    w.jobs.released[1].set()
+    first.join(10)
+    assert w.jobs.finished == [2]  # the first stopped at its commit
+    assert w.notes() == ["import:12: attempt 2"]
+    row = w.row(job_id)
+    assert (row.state, row.attempts, row.last_error) == ("done", 2, None)
+
+
+def test_a_job_past_its_budget_is_stopped_at_its_report_and_failed_for_good(
+    world: Callable[..., World],
+) -> None:
+    w = world()
+    job_id = w.queue("test.budgeted", key="report:big")  # its handler's budget: 60 s
+    assert job_id is not None
+    w.jobs.spend = lambda: w.clock.advance(seconds=61)
+    runner = w.runner()
+    assert runner.drain() == 1
+    assert w.jobs.finished == []  # stopped at its report
+    assert w.notes() == []  # what it wrote is rolled back
+    got = w.status(job_id)
+    assert (got["state"], got["attempts"]) == ("dead", 1)
+    assert (
+        got["error"]
+        == "stopped: it ran longer than its time budget of 1 min (the job's own budget)"
+    )
+
+    w.clock.advance(days=1)  # not retried
+    assert runner.drain() == 0
+    assert w.jobs.ran == [("report:big", 1)]
+
+    within = w.queue("test.budgeted", key="report:small")
+    w.jobs.spend = lambda: w.clock.advance(seconds=59)
+    assert runner.drain() == 1
+    assert within is not None and w.status(within)["state"] == "done"
+
+
+def test_a_silent_job_past_the_configured_budget_is_failed_by_the_heartbeat(
+    world: Callable[..., World],
+) -> None:
+    """A handler that never reports cannot be stopped in the middle; its row is
+    failed when the budget runs out (so no other runner starts it again), and
+    what it wrote is rolled back when it returns."""
+    w = world(CONFIG + "jobs: {budget: 90}\n")
+    job_id = w.queue("test.hold", {"hold": [1], "report": False}, key="import:9")
+    assert job_id is not None
+    web = w.runner(worker="web", lease_seconds=60, heartbeat_seconds=0.02)
+    working = w.in_background(web)
+    assert w.jobs.holding[1].wait(10)
+
+    w.clock.advance(seconds=91)
+    message = (
+        "stopped: it ran longer than its time budget of 90 s (`jobs: {budget}` in config.yaml)"
+    )
+    assert eventually(lambda: w.status(job_id)["state"] == "dead")
+    assert w.status(job_id)["error"] == message
+    w.clock.advance(seconds=61)
+    assert w.runner(worker="other").drain() == 0  # dead: nobody starts it again
+
+    w.jobs.released[1].set()
+    working.join(10)
+    assert w.notes() == []
+    got = w.status(job_id)
+    assert (got["state"], got["attempts"], got["error"]) == ("dead", 1, message)
+
+
 # --- email and SMS through a plugin ------------------------------------------
 
 
@@ -790,3 +997,111 @@ def test_the_jobs_setting_is_checked(problems_of: Callable[..., list[str]]) -> N
         "config.yaml:4:36: unknown key `tries` in `jobs` of config.yaml",
     ]
     assert problems_of(config=CONFIG + "jobs: {runner: in-process, interval: 0.5}\n") == []
+    assert problems_of(config=CONFIG + "jobs: {budget: 0}\n") == [
+        "config.yaml:4:16: `jobs` of config.yaml: `budget` must be between 1 and 86400, not 0",
+    ]
+    assert problems_of(config=CONFIG + "jobs: {budget: 3600}\n") == []
+
+
+# --- runners in processes of their own: killed, stalled, resumed -------------
+
+JOBS_PROCESS = Path(__file__).resolve().parent / "jobs_process.py"
+
+
+@dataclass
+class RunnerProcess:
+    """``tests/jobs_process.py`` running jobs with a real clock and a real lease."""
+
+    name: str
+    process: subprocess.Popen[str]
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(encoding="utf-8")
+
+    def stop(self) -> str:
+        """SIGTERM (after SIGCONT, in case it is stopped), wait, and the log."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.send_signal(signal.SIGTERM)
+        self.process.wait(30)
+        return self.text()
+
+
+@pytest.fixture
+def runner_process(
+    make_config: Callable[..., Path], db_url: str, tmp_path: Path
+) -> Iterator[Callable[[str], RunnerProcess]]:
+    folder = make_config({"notes.yaml": NOTES}, CONFIG)
+    started: list[RunnerProcess] = []
+
+    def start(name: str) -> RunnerProcess:
+        log = tmp_path / f"{name}.log"
+        with open(log, "w", encoding="utf-8") as err:
+            process = subprocess.Popen(
+                [sys.executable, str(JOBS_PROCESS), str(folder), db_url, name, "3"],
+                env=worker_env(), stdout=subprocess.DEVNULL, stderr=err, text=True,
+            )  # fmt: skip
+        started.append(RunnerProcess(name, process, log))
+        return started[-1]
+
+    yield start
+    for runner in started:
+        if runner.process.poll() is None:
+            runner.process.kill()
+            runner.process.wait(30)
+
+
+def test_a_runner_killed_mid_job_is_replaced_by_one_that_finishes_it_once(
+    world: Callable[..., World], runner_process: Callable[[str], RunnerProcess], tmp_path: Path
+) -> None:
+    w = world()
+    release = tmp_path / "never"
+    payload = {"hold": [1], "release": str(release), "write_first": True}
+    job_id = w.queue("test.step", payload, key="import:10")
+    assert job_id is not None
+    a = runner_process("runner-a")
+    assert eventually(lambda: w.row(job_id).message == "started by runner-a", seconds=60), a.text()
+    b = runner_process("runner-b")
+    time.sleep(4)  # past its lease (3 s): runner-a is alive and keeps the job
+    assert (w.row(job_id).locked_by, w.row(job_id).attempts) == ("runner-a", 1)
+
+    a.process.send_signal(signal.SIGKILL)  # mid-job: it has written, not committed
+    a.process.wait(30)
+    assert eventually(lambda: w.row(job_id).state == "done", seconds=60), b.text()
+    assert "Traceback" not in b.stop()
+    assert w.notes() == ["attempt 2 by runner-b"]
+    row = w.row(job_id)
+    assert (row.attempts, json.loads(row.result)) == (2, "attempt 2 by runner-b")
+
+
+def test_a_stopped_runner_resumed_after_a_takeover_commits_nothing(
+    world: Callable[..., World], runner_process: Callable[[str], RunnerProcess], tmp_path: Path
+) -> None:
+    """SIGSTOP stalls a runner inside the job, heartbeat and all, past its
+    lease; another runner takes the job over and finishes it; SIGCONT wakes
+    the first, which must find the job is no longer its own."""
+    w = world()
+    release = tmp_path / "release"
+    job_id = w.queue("test.step", {"hold": [1], "release": str(release)}, key="import:11")
+    assert job_id is not None
+    a = runner_process("runner-a")
+    assert eventually(lambda: w.row(job_id).message == "started by runner-a", seconds=60), a.text()
+    b = runner_process("runner-b")
+    time.sleep(7)  # the job holds for over two leases (3 s): the heartbeat keeps it
+    row = w.row(job_id)
+    assert (row.state, row.locked_by, row.attempts) == ("running", "runner-a", 1), b.text()
+
+    a.process.send_signal(signal.SIGSTOP)
+    assert eventually(lambda: w.row(job_id).state == "done", seconds=60), b.text()
+    assert w.notes() == ["attempt 2 by runner-b"]
+
+    release.touch()
+    a.process.send_signal(signal.SIGCONT)
+    assert eventually(lambda: "took it over" in a.text(), seconds=30), a.text()
+    a_log, b_log = a.stop(), b.stop()
+    assert "Traceback" not in a_log + b_log
+    assert w.notes() == ["attempt 2 by runner-b"]
+    row = w.row(job_id)
+    assert (row.state, row.attempts, row.locked_by) == ("done", 2, None)
+    assert json.loads(row.result) == "attempt 2 by runner-b"
