@@ -100,13 +100,17 @@ class Sessions:
     def bump(self, user_id: int) -> None:
         """End every session and token of the user (logout)."""
         db = self.sm.session
-        updated = db.execute(
+        increment = (
             sa.update(self.table)
             .where(self.table.c.user_id == user_id)
             .values(version=self.table.c.version + 1)
         )
-        if not getattr(updated, "rowcount", 0):
-            db.execute(sa.insert(self.table).values(user_id=user_id, version=1))
+        if not getattr(db.execute(increment), "rowcount", 0):
+            try:
+                db.execute(sa.insert(self.table).values(user_id=user_id, version=1))
+            except sa.exc.IntegrityError:  # another worker's logout made the row first
+                db.rollback()
+                db.execute(increment)
         db.commit()
 
     # -- sign-in limits ----------------------------------------------------------
@@ -136,6 +140,19 @@ class Sessions:
             self.limiter.clear(item, "account", username)
         log.info("sign-in as %r from %s", username, request.remote_addr)
 
+    def account(self, typed: Any) -> str:
+        """The account a sign-in is for: a user may type their username or
+        their email, both count against the same account."""
+        name = str(typed or "").strip().lower()[:200]
+        if "@" in name:
+            users = self.sm.user_model
+            found = self.sm.session.execute(
+                sa.select(users.username).where(sa.func.lower(users.email) == name).limit(1)
+            ).scalar()
+            if found is not None:
+                return str(found).lower()
+        return name
+
     def message(self, seconds: int) -> str:
         return MESSAGES[self.locale].format(n=max(1, math.ceil(seconds / 60)))
 
@@ -146,7 +163,7 @@ def _username() -> str:
         name = body.get("username") if isinstance(body, dict) else None
     else:
         name = request.form.get("username")
-    return str(name or "").strip().lower()[:200]
+    return str(name or "")
 
 
 def install(app: Flask, appbuilder: Any, table: sa.Table, settings: Any, locale: str) -> Sessions:
@@ -207,7 +224,7 @@ def install(app: Flask, appbuilder: Any, table: sa.Table, settings: Any, locale:
             return None
         if request.path != API_LOGIN and request.endpoint != login_endpoint:
             return None
-        username = _username()
+        username = state.account(_username())
         wait = state.refused_for(username)
         if wait is None:
             return None
@@ -227,7 +244,7 @@ def install(app: Flask, appbuilder: Any, table: sa.Table, settings: Any, locale:
 
     def authenticate(username: Any, password: Any) -> Any:
         user = auth_user_db(username, password)
-        name = str(username or "").strip().lower()[:200]
+        name = state.account(username)
         if user is None:
             state.failed(name)
         else:

@@ -312,3 +312,14 @@ def test_https_makes_cookies_secure_and_sends_hsts(crm_app: Callable[..., Flask]
         headers={"X-Forwarded-For": "198.51.100.4"},
     )
     assert elsewhere.status_code == 200
+
+
+def test_the_email_counts_against_the_same_account(
+    crm_app: Callable[..., Flask], fake_time: FakeTime
+) -> None:
+    app = crm_app(config=CONFIG)
+    client = app.test_client()
+    for name in ("anna", "ANNA@example.org") * 3:
+        client.post(LOGIN, json={"username": name, "password": "x", "provider": "db"})
+    refused = client.post(LOGIN, json={"username": "anna", "password": "secret", "provider": "db"})
+    assert refused.status_code == 429
