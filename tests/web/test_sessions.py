@@ -323,3 +323,13 @@ def test_the_email_counts_against_the_same_account(
         client.post(LOGIN, json={"username": name, "password": "x", "provider": "db"})
     refused = client.post(LOGIN, json={"username": "anna", "password": "secret", "provider": "db"})
     assert refused.status_code == 429
+
+
+def test_crm_check_names_a_bad_security_setting(problems_of: Callable[..., list[str]]) -> None:
+    config = "name: X\nlayers: []\nsecurity:\n  account_limit: lots\n  password_min_length: 3\n"
+    assert problems_of({}, config=config) == [
+        "config.yaml:4:18: `security` of config.yaml: `account_limit` must read like "
+        "`5 per 15 minutes; 20 per day`, not `lots`",
+        "config.yaml:5:24: `security` of config.yaml: `password_min_length` must be between "
+        "6 and 128, not 3",
+    ]
