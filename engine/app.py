@@ -110,9 +110,9 @@ def create_app(
         state = CRM(registry, models, pm, db, appbuilder, configuration)
         app.extensions["crm"] = state
         app.context_processor(lambda: {"crm_locale": registry.locale, "crm": state})
+        web.register(appbuilder, state)
         assert models.sessions is not None
         sessions.install(app, appbuilder, models.sessions, security, registry.locale)
-        web.register(appbuilder, state)
         pm.hook.crm_register_views(appbuilder=appbuilder, registry=registry)
         pm.hook.crm_startup(app=app, registry=registry)
     return app

@@ -215,6 +215,27 @@ def install(app: Flask, appbuilder: Any, table: sa.Table, settings: Any, locale:
             return True
         return bool(payload.get(STAMP_KEY) != state.stamp_of(user))
 
+    @app.post("/api/v1/security/logout")
+    def token_logout() -> Any:
+        """A token client's logout: every token and session of the user ends."""
+        from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
+
+        try:
+            verify_jwt_in_request()
+        except sa.exc.OperationalError:
+            raise
+        except Exception:  # no token, or one that is expired or revoked already
+            return Response(
+                app.json.dumps({"message": "Log in first: an Authorization: Bearer token"}),
+                401,
+                mimetype="application/json",
+            )
+        user = sm.get_user_by_id(int(get_jwt_identity()))
+        logout(user)
+        return Response(app.json.dumps({"message": "Logged out"}), 200, mimetype="application/json")
+
+    app.extensions["csrf"].exempt(token_logout)  # a token is no cookie: nothing to forge
+
     # -- sign-in limits
     login_endpoint = f"{sm.auth_view.endpoint}.login" if sm.auth_view is not None else None
 

@@ -124,6 +124,19 @@ def test_a_new_password_ends_old_sessions_and_refresh_tokens(
     assert tokens(app, "anna", "a-new-long-secret")["access_token"]
 
 
+def test_a_token_client_logs_out_every_token(crm_app: Callable[..., Flask], login: Any) -> None:
+    app = crm_app(config=CONFIG)
+    anna = login(app, "anna")
+    first, second = tokens(app, "anna"), tokens(app, "anna")
+    out = app.test_client().post("/api/v1/security/logout", headers=bearer(first["access_token"]))
+    assert out.status_code == 200, out.text
+    assert not signed_in(app.test_client(), bearer(second["access_token"]))
+    assert not refreshes(app, second["refresh_token"])
+    assert not signed_in(anna.client)
+    again = app.test_client().post("/api/v1/security/logout", headers=bearer(first["access_token"]))
+    assert again.status_code == 401
+
+
 @pytest.mark.parametrize("change", ["deactivated", "new roles"])
 def test_deactivation_and_new_roles_end_sessions(
     crm_app: Callable[..., Flask], login: Any, change: str
