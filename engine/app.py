@@ -16,8 +16,9 @@ from typing import Any
 from flask import Flask
 from flask_appbuilder import AppBuilder
 from flask_sqlalchemy import SQLAlchemy
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from engine import web
+from engine import passwords, sessions, web
 from engine.configuration import Configuration, load_configuration
 from engine.models import Models, build
 from engine.registry import Registry
@@ -89,6 +90,18 @@ def create_app(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
     )
+    security = registry.security
+    # every password form of the UI applies the policy (engine/passwords.py)
+    app.config.update(
+        FAB_PASSWORD_COMPLEXITY_ENABLED=True,
+        FAB_PASSWORD_COMPLEXITY_VALIDATOR=passwords.form_validator(security, registry.locale),
+    )
+    if security.get("https"):
+        app.config.update(SESSION_COOKIE_SECURE=True, REMEMBER_COOKIE_SECURE=True)
+    if security.get("proxies"):
+        # the client's address (sign-in limits) and the scheme come from the proxies
+        hops = int(security["proxies"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     app.config.update(test_config or {})
     db = SQLAlchemy()
     db.init_app(app)
@@ -98,6 +111,8 @@ def create_app(
         app.extensions["crm"] = state
         app.context_processor(lambda: {"crm_locale": registry.locale, "crm": state})
         web.register(appbuilder, state)
+        assert models.sessions is not None
+        sessions.install(app, appbuilder, models.sessions, security, registry.locale)
         pm.hook.crm_register_views(appbuilder=appbuilder, registry=registry)
         pm.hook.crm_startup(app=app, registry=registry)
     return app

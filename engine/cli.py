@@ -449,6 +449,7 @@ def users() -> None:
 def users_create(path: Path, username: str, password: str, first_name: str, last_name: str,
                  email: str | None, roles: tuple[str, ...], admin: bool) -> None:  # fmt: skip
     """Create a user with roles (run `crm migrate` first)."""
+    from engine import passwords
     from engine.app import create_app
     from engine.errors import did_you_mean
 
@@ -461,6 +462,9 @@ def users_create(path: Path, username: str, password: str, first_name: str, last
         sm = crm.appbuilder.sm
         if sm.find_user(username=username):
             raise HandledError(f"a user `{username}` exists already")
+        weak = passwords.problem(password, crm.registry.security, crm.registry.locale, username)
+        if weak:
+            raise HandledError(weak)
         wanted = [sm.find_role(r) for r in roles] + (
             [sm.find_role(sm.auth_role_admin)] if admin else []
         )

@@ -91,6 +91,7 @@ SECTIONS: dict[str, Section] = {
             ),
             "settings": Key("Free-form settings that plugins and reports read (`mail_from`, ...)."),
             "jobs": Key("The background job runner, see [jobs](#jobs)."),
+            "security": Key("Sign-in and sessions, see [security](#security)."),
         },
         """\
 name: Romashka LLC
@@ -136,6 +137,40 @@ jobs: {runner: in-process}
 jobs: {runner: external, interval: 2, lease: 600, max_attempts: 5, budget: 3600}
 """,
         at="jobs",
+    ),
+    "SecuritySchema": Section(
+        "security",
+        "`security:` in config.yaml",
+        "How sign-in is limited and how sessions are kept. Logout, a new password, "
+        "deactivation and a change of roles end every session and token of the user.",
+        {
+            "https": Key(
+                "The product is served over HTTPS: cookies are `Secure` and pages send HSTS.",
+                "`false`",
+            ),
+            "proxies": Key(
+                "How many reverse proxies stand in front: their `X-Forwarded-For` and "
+                "`X-Forwarded-Proto` are trusted for the client's address and the scheme.",
+                "`0`",
+            ),
+            "redis": Key(
+                "A Redis URL for the sign-in counters, shared by all workers; "
+                "`CRM_REDIS_URL` sets it too. Without it each worker counts in memory.",
+            ),
+            "account_limit": Key(
+                "Failed sign-ins per account before it is refused for the rest of the window.",
+                "`5 per 15 minutes; 20 per day`",
+            ),
+            "address_limit": Key(
+                "Failed sign-ins per client address before it is refused.",
+                "`30 per 15 minutes; 200 per day`",
+            ),
+            "password_min_length": Key("The shortest password a user may set.", "`10`"),
+        },
+        """\
+security: {https: true, proxies: 1, redis: "redis://localhost:6379/0"}
+""",
+        at="security",
     ),
     "FileSchema": Section(
         "A metadata file",

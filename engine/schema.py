@@ -313,6 +313,28 @@ class JobsSchema(Strict):
     budget = Int(validate=_range(1, 86_400))
 
 
+def _rate_limits(value: str) -> None:
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ValidationError(
+            f"must read like `5 per 15 minutes; 20 per day`, not `{value}`"
+        ) from None
+
+
+class SecuritySchema(Strict):
+    """Sign-in and sessions (engine/sessions.py)."""
+
+    https = StrictBool()
+    proxies = Int(validate=_range(0, 10))
+    redis = Text()
+    account_limit = Text(validate=_rate_limits)
+    address_limit = Text(validate=_rate_limits)
+    password_min_length = Int(validate=_range(6, 128))
+
+
 class ConfigSchema(Strict):
     name = Text(required=True)
     locale = Text(validate=_one_of("ru", "en"))
@@ -325,6 +347,7 @@ class ConfigSchema(Strict):
     database = Text()
     settings = MapOf()
     jobs = mf.Nested(JobsSchema)
+    security = mf.Nested(SecuritySchema)
 
 
 def check(schema: Schema, data: Any, loc: Loc, what: str) -> list[Problem]:

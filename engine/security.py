@@ -44,9 +44,13 @@ def sync(appbuilder: Any, registry: Registry) -> list[str]:
         for perm in PERMISSIONS:
             pvms[(perm, name)] = sm.add_permission_view_menu(perm, name)
     # everyone who logs in may read the API's description
+    # and may see their own profile and change their own password
     shared = [
         sm.add_permission_view_menu("can_get", "OpenApi"),
         sm.add_permission_view_menu("can_show", "SwaggerView"),
+        sm.add_permission_view_menu("can_this_form_get", "ResetMyPasswordView"),
+        sm.add_permission_view_menu("can_this_form_post", "ResetMyPasswordView"),
+        sm.add_permission_view_menu("can_userinfo", sm.user_view.__class__.__name__),
     ]
     admin = sm.find_role(sm.auth_role_admin) or sm.add_role(sm.auth_role_admin)
     for pvm in [*pvms.values(), *shared]:

@@ -150,7 +150,7 @@ def test_migrate_syncs_roles_and_users_create_uses_them(
         "--username",
         "anna",
         "--password",
-        "s3cret!",
+        "a-long-s3cret!",
         "--role",
         "manager",
         env=env,
@@ -192,7 +192,16 @@ def test_migrate_syncs_roles_and_users_create_uses_them(
             ).scalar_one()
     finally:
         engine.dispose()
-    assert "s3cret!" not in password  # stored hashed
+    assert "a-long-s3cret!" not in password  # stored hashed
+    for username, weak, message in (
+        ("boris", "short", "The password must be at least 10 characters long"),
+        ("boris", "QwertyUiop", "This password is one of the most common; choose another"),
+        ("boris-boris", "Boris-Boris", "The password must not be the username"),
+    ):
+        result = crm("users", "create", str(folder), "--username", username,
+                     "--password", weak, "--role", "manager", env=env)  # fmt: skip
+        assert result.returncode == 1, result.stdout
+        assert result.stderr.strip() == f"error: {message}"
 
 
 def test_an_unreachable_database_is_one_line_without_the_password(

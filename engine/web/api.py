@@ -16,6 +16,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Response, current_app, g, jsonify, request
 from flask_appbuilder.api import BaseApi, expose
 from flask_jwt_extended import current_user as jwt_user
@@ -45,6 +46,8 @@ def api_principal() -> Principal | None:
         try:
             verify_jwt_in_request()
             user = jwt_user
+        except sa.exc.OperationalError:
+            raise  # the database is down: a 503 (engine.web.base), not "log in first"
         except Exception:  # an invalid, expired or non-JWT token is just "not logged in"
             user = None
     else:

@@ -3,9 +3,11 @@ errors, security headers and CSRF for the API when a browser session calls it.""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask, Response, current_app, g, jsonify, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect, validate_csrf
@@ -46,6 +48,11 @@ def csp_nonce() -> str:
     return g.csp_nonce
 
 
+def _rollback() -> None:
+    with contextlib.suppress(sa.exc.SQLAlchemyError):  # the connection may be gone
+        db_session().rollback()
+
+
 def install_request_handling(appbuilder: Any, state: Any) -> None:
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     csrf = CSRFProtect()
@@ -80,6 +87,10 @@ def install_request_handling(appbuilder: Any, state: Any) -> None:
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        if request.is_secure and state.registry.security.get("https"):
+            response.headers.setdefault(
+                "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
+            )
         nonce = g.get("csp_nonce")
         script = f"'self' 'nonce-{nonce}'" if nonce else "'self'"
         response.headers.setdefault(
@@ -106,8 +117,17 @@ def install_request_handling(appbuilder: Any, state: Any) -> None:
         """A bug: logged with its traceback, answered without one."""
         if isinstance(exc, HTTPException):
             return http_error(exc)
+        if isinstance(exc, sa.exc.OperationalError):
+            # the database is down or unreachable: not the caller's fault, nor a bug
+            current_app.logger.error("database unavailable on %s %s: %s", request.method,
+                                     request.path, exc.orig)  # fmt: skip
+            _rollback()
+            message = "The database is unavailable; try again in a minute"
+            if request.path.startswith("/api/"):
+                return json_error(503, message)
+            return message, 503
         current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
-        db_session().rollback()
+        _rollback()
         if request.path.startswith("/api/"):
             return json_error(500, "Internal error; it has been logged")
         return "Internal error; it has been logged", 500

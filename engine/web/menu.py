@@ -14,12 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from flask import current_app, g
+from flask import current_app, g, session
 from flask_login import current_user
 from sqlalchemy.orm import joinedload
 
 from engine import access
 from engine.fieldtypes import valid_id
+from engine.sessions import STAMP_KEY, stamp
 from engine.web.base import principal
 
 
@@ -81,8 +82,19 @@ def install_user_loader(sm: Any) -> None:
         ident = valid_id(pk)
         if ident is None:
             return None
-        stmt = sa.select(user_cls).options(*options).where(user_cls.id == ident)
-        user = sm.session.execute(stmt).unique().scalar_one_or_none()
-        return user if user is not None and user.is_active else None
+        # the session's stamp must still be the user's (engine.sessions): a
+        # logout, a new password, deactivation or new roles end the session
+        sessions = current_app.extensions["crm.sessions"]
+        stmt = (
+            sa.select(user_cls, sessions.version_column(user_cls))
+            .options(*options)
+            .where(user_cls.id == ident)
+        )
+        row = sm.session.execute(stmt).unique().first()
+        if row is None or not row[0].is_active:
+            return None
+        if session.get(STAMP_KEY) != stamp(row[0], row[1]):
+            return None
+        return row[0]
 
     sm.lm.user_loader(load_user)
