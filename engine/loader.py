@@ -168,9 +168,9 @@ class Loader:
         layers.append(("config", own, self.config_dir))
         # the layers a file may need, and whether this configuration loads them
         self.layers = {"base": False, **{name: True for name, *_ in layers if name != "config"}}
-        for layer, files, _folder in layers:
+        for layer, files, folder in layers:
             for path in files:
-                self._load_metadata_file(path, layer)
+                self._load_metadata_file(path, layer, folder)
         self._check_merged(plugins)
         registry = self._build(config)
         if not self.problems:
@@ -196,6 +196,9 @@ class Loader:
         if not path.is_file():
             self.problems.append(Problem(loc, "the config folder has no config.yaml"))
             return None, loc
+        if not _inside(path, self.config_dir):
+            self.problems.append(Problem(loc, OUTSIDE))
+            return None, loc
         result = load_file(path, name, self.env)
         self.problems += result.problems
         if result.problems:
@@ -220,8 +223,11 @@ class Loader:
 
     # -- one metadata file ----------------------------------------------------
 
-    def _load_metadata_file(self, path: Path, layer: str) -> None:
+    def _load_metadata_file(self, path: Path, layer: str, folder: Path) -> None:
         name = shown_path(path)
+        if not _inside(path, folder):
+            self.problems.append(Problem(Loc(name, 1, 1), OUTSIDE))
+            return
         result = load_file(path, name, self.env)
         self.problems += result.problems
         data = result.data
@@ -1050,6 +1056,18 @@ def spec_view(spec: LMap, options: dict[str, Any]) -> Mapping[str, Any]:
     out = LMap(options)
     out.loc, out.key_locs, out.value_locs = spec.loc, spec.key_locs, spec.value_locs
     return out
+
+
+#: a file of a configuration that is a link to a file elsewhere (``/etc/passwd``) is not read
+OUTSIDE = "links outside the configuration"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path``, its links followed, is a file of ``folder`` (itself maybe a link)."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a loop of links
+        return False
 
 
 def _yaml_files(folder: Path, recursive: bool = True) -> list[Path]:

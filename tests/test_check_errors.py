@@ -1352,6 +1352,41 @@ def test_a_file_that_is_not_utf8(make_config: Callable[..., Path]) -> None:
     assert caught.value.problems[0].loc.file.endswith("deal.yaml")
 
 
+def _problems(folder: Path) -> list[str]:
+    try:
+        load(folder, env={})
+    except MetadataError as exc:
+        return [str(p).replace(shown_path(folder) + "/", "") for p in exc.problems]
+    return []
+
+
+def test_a_link_outside_the_configuration_is_not_followed(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A metadata file that links to /etc/passwd (or any file outside the
+    folder) is one problem, and nothing of the file it names is read or shown."""
+    outside = tmp_path / "passwd"
+    outside.write_text("root: x:0:0:root:/root:/bin/bash\n", encoding="utf-8")
+    folder = make_config({"deal.yaml": "roles:\n  manager: {label: Manager}\n"})
+    (folder / "passwd.yaml").symlink_to(outside)
+    assert _problems(folder) == ["passwd.yaml:1:1: links outside the configuration"]
+    # a link to a file of the folder itself is read like any file
+    (folder / "passwd.yaml").unlink()
+    (folder / "same.yaml").symlink_to(folder / "deal.yaml")
+    assert _problems(folder) == []
+
+
+def test_a_config_yaml_outside_the_configuration_is_not_followed(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    outside = tmp_path / "elsewhere.yaml"
+    outside.write_text("name: root:x:0:0\nlayers: []\n", encoding="utf-8")
+    folder = make_config({})
+    (folder / "config.yaml").unlink()
+    (folder / "config.yaml").symlink_to(outside)
+    assert _problems(folder) == ["config.yaml:1:1: links outside the configuration"]
+
+
 # --- what ships passes ------------------------------------------------------------------------------
 
 
