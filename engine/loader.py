@@ -199,7 +199,7 @@ class Loader:
         if not _inside(path, self.config_dir):
             self.problems.append(Problem(loc, OUTSIDE))
             return None, loc
-        result = load_file(path, name, self.env)
+        result = load_file(path, name, self.env, config_env_rule)
         self.problems += result.problems
         if result.problems:
             return None, loc
@@ -228,7 +228,7 @@ class Loader:
         if not _inside(path, folder):
             self.problems.append(Problem(Loc(name, 1, 1), OUTSIDE))
             return
-        result = load_file(path, name, self.env)
+        result = load_file(path, name)
         self.problems += result.problems
         data = result.data
         if data is None or result.problems:
@@ -1056,6 +1056,34 @@ def spec_view(spec: LMap, options: dict[str, Any]) -> Mapping[str, Any]:
     out = LMap(options)
     out.loc, out.key_locs, out.value_locs = spec.loc, spec.key_locs, spec.value_locs
     return out
+
+
+#: parts of a variable's name that make it a secret (``SMTP_PASSWORD``, ``API_TOKEN``)
+SECRET_WORDS = ("SECRET", "PASSWORD", "PASSWD", "TOKEN", "KEY", "CREDENTIAL", "PRIVATE", "DSN",
+                "DATABASE_URL")  # fmt: skip
+#: where config.yaml may read a secret: what the engine and the plugins use, and never show
+SECRET_PLACES = ("database", "plugins")
+
+
+def looks_secret(variable: str) -> bool:
+    upper = variable.upper()
+    return any(word in upper for word in SECRET_WORDS)
+
+
+def config_env_rule(keys: tuple[Any, ...], variable: str) -> str | None:
+    """Where config.yaml may read an environment variable: anywhere, except
+    that ``CRM_SECRET_KEY`` (it signs the sessions) is never read, and a
+    secret-looking variable only in ``database`` and the plugins' settings, so
+    that no secret reaches what users read (``name``, ``settings``...)."""
+    if variable == "CRM_SECRET_KEY":
+        return "`CRM_SECRET_KEY` signs the sessions: config.yaml cannot read it"
+    if looks_secret(variable) and (not keys or keys[0] not in SECRET_PLACES):
+        where = f"`{keys[0]}`" if keys else "here"
+        return (
+            f"`{variable}` looks like a secret and {where} may be shown to users: "
+            "config.yaml reads a secret only in `database` and the plugins' settings"
+        )
+    return None
 
 
 #: a file of a configuration that is a link to a file elsewhere (``/etc/passwd``) is not read

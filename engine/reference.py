@@ -65,8 +65,11 @@ SECTIONS: dict[str, Section] = {
         "config.yaml",
         "`config.yaml` in the configuration folder",
         "Who the configuration is for, which layers and plugins it uses and where its "
-        "data lives. `${NAME}` anywhere in the file is replaced by the environment "
-        "variable `NAME`; a missing one is an error at its line.",
+        "data lives. `${NAME}` is replaced by the environment variable `NAME` (a missing "
+        "one is an error at its line); only this file reads the environment, never a "
+        "metadata file. A variable named like a secret (`SECRET`, `PASSWORD`, `TOKEN`, "
+        "`KEY`...) is read only in `database` and the plugins' settings, and "
+        "`CRM_SECRET_KEY` never.",
         {
             "name": Key("The company's name, shown in the page header."),
             "locale": Key("The language of the user interface and of labels.", "`en`"),

@@ -1172,6 +1172,27 @@ CONFIG_CASES = [
         config="name: Test\nlayers: []\nplugins: {}\ndatabase: ${NOPE}\n",
     ),
     case(
+        "the_session_key_in_the_name",
+        {},
+        "config.yaml:1:7: `CRM_SECRET_KEY` signs the sessions: config.yaml cannot read it",
+        config='name: "${CRM_SECRET_KEY}"\nlayers: []\n',
+    ),
+    case(
+        "a_secret_where_users_read_it",
+        {},
+        "config.yaml:1:7: `SMTP_PASSWORD` looks like a secret and `name` may be shown to users: "
+        "config.yaml reads a secret only in `database` and the plugins' settings",
+        "config.yaml:3:15: `API_TOKEN` looks like a secret and `settings` may be shown to users: "
+        "config.yaml reads a secret only in `database` and the plugins' settings",
+        config="name: Acme ${SMTP_PASSWORD}\nlayers: []\nsettings: {x: '${API_TOKEN}'}\n",
+    ),
+    case(
+        "the_session_key_even_in_a_plugin_s_settings",
+        {},
+        "config.yaml:3:31: `CRM_SECRET_KEY` signs the sessions: config.yaml cannot read it",
+        config="name: Test\nlayers: []\nplugins: {telephony: {secret: '${CRM_SECRET_KEY}'}}\n",
+    ),
+    case(
         "config_without_a_name",
         {},
         "config.yaml:1:1: config.yaml needs `name`",
@@ -1214,6 +1235,46 @@ def test_unknown_plugin_with_a_hint(problems_of: Problems) -> None:
         "config.yaml:4:3: unknown plugin `telephny` (did you mean `telephony`?); "
         f"installed: {installed}"
     ]
+
+
+def test_environment_references_are_read_in_config_yaml_only(problems_of: Problems) -> None:
+    """A label is shown to every user as written: `${CRM_SECRET_KEY}` in metadata
+    is a problem, not the key; config.yaml reads variables, secrets where no user sees them."""
+    env = {"CRM_SECRET_KEY": "k3y", "COMPANY": "Acme", "DB_PASSWORD": "pw", "AMI_SECRET": "s"}
+    got = problems_of(
+        {
+            "deal.yaml": """\
+            documents:
+              Deal:
+                label: "${CRM_SECRET_KEY}"
+                fields:
+                  name: {type: string, help: "see ${COMPANY}"}
+            """
+        },
+        config="name: ${COMPANY}\nlayers: []\ndatabase: 'sqlite:///${DB_PASSWORD}.db'\n"
+        "plugins: {telephony: {secret: '${AMI_SECRET}'}}\n",
+        env=env,
+    )
+    assert got == [
+        "deal.yaml:3:12: environment references (`${CRM_SECRET_KEY}`) belong in config.yaml, "
+        "not in metadata",
+        "deal.yaml:5:34: environment references (`${COMPANY}`) belong in config.yaml, "
+        "not in metadata",
+    ]
+    assert "k3y" not in "\n".join(got)
+
+
+def test_config_yaml_reads_its_variables(make_config: Callable[..., Path]) -> None:
+    folder = make_config(
+        {},
+        "name: ${COMPANY}\nlayers: []\ndatabase: 'sqlite:///${DB_PASSWORD}.db'\n"
+        "plugins: {telephony: {secret: '${AMI_SECRET}'}}\n",
+    )
+    env = {"COMPANY": "Acme", "DB_PASSWORD": "pw", "AMI_SECRET": "s3"}
+    registry = load(folder, env=env)
+    assert registry.name == "Acme"
+    assert registry.database.endswith("/pw.db")
+    assert registry.plugin_yaml["telephony"][0]["secret"] == "s3"
 
 
 def test_a_secret_is_not_in_the_message(problems_of: Problems) -> None:
