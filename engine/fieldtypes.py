@@ -165,6 +165,10 @@ def valid_id(value: Any) -> int | None:
     text or a number), or None: never a yes/no or an infinity."""
     if isinstance(value, bool):
         return None
+    if isinstance(value, str):  # digits a form sends: not ``²`` or ``١``, which int() reads
+        value = value.strip()
+        if not (value.isascii() and value.isdigit()) or len(value) > 10:
+            return None
     try:
         number = int(value)
     except (TypeError, ValueError, OverflowError):

@@ -862,6 +862,21 @@ def customer_with(sections: str) -> Files:
 
 SEGMENT_CASES = [
     case(
+        "segment_with_out_of_range_values",
+        customer_with(
+            "segments:\n"
+            "  old:\n"
+            "    document: Customer\n"
+            "    filter:\n"
+            "      created_at: {gte: -99999999d}\n"
+            "      id: {lt: 2147483648}\n"
+        ),
+        "customer.yaml:12:25: the filter of the segment `old`: `created_at`: `-99999999d` is too "
+        "far from today: a relative date goes at most 1000 years back or ahead",
+        "customer.yaml:13:16: the filter of the segment `old`: `id`: `2147483648` is not a record "
+        "id (at most 2147483647)",
+    ),
+    case(
         "segment_of_an_unknown_type",
         customer_with("segments:\n  vip: {document: Custmer, filter: {revenue: {gte: 100}}}\n"),
         "customer.yaml:9:19: the segment `vip` is of an unknown type `Custmer` "
