@@ -19,6 +19,7 @@ from typing import Any
 
 from engine import schema as S
 from engine.errors import Loc, MetadataError, Problem, a_or_an, did_you_mean
+from engine.fieldtypes import TEXT_LENGTH
 from engine.names import identifier_problem
 from engine.plugins import ROOT, make_plugin_manager, section_owner
 from engine.registry import (
@@ -126,6 +127,8 @@ class Loader:
         self.sources: dict[tuple[Any, ...], Any] = {}
         self.pm: Any = None
         self.layers: dict[str, bool] = {}
+        #: the most characters of a ``text`` field without a ``max_length`` of its own
+        self.text_length = TEXT_LENGTH
 
     # -- entry point ----------------------------------------------------------
 
@@ -133,6 +136,7 @@ class Loader:
         config, config_loc = self._load_config()
         if config is None:
             raise MetadataError(self.problems)
+        self.text_length = (config.get("limits") or {}).get("text_length", TEXT_LENGTH)
         plugins = config.get("plugins") or LMap()
         if not isinstance(plugins, Mapping):
             plugins = LMap()
@@ -824,7 +828,7 @@ class Loader:
             min=s.get("min"),
             max=s.get("max"),
             compute=s.get("compute"),
-            max_length=s.get("max_length"),
+            max_length=s.get("max_length") or (self.text_length if s["type"] == "text" else None),
             pattern=s.get("pattern"),
             digits=s.get("digits"),
             places=s.get("places"),

@@ -94,6 +94,7 @@ SECTIONS: dict[str, Section] = {
             ),
             "settings": Key("Free-form settings that plugins and reports read (`mail_from`, ...)."),
             "jobs": Key("The background job runner, see [jobs](#jobs)."),
+            "limits": Key("Limits on what users type, see [limits](#limits)."),
         },
         """\
 name: Romashka LLC
@@ -130,6 +131,22 @@ jobs: {runner: in-process}
 jobs: {runner: external, interval: 2, lease: 600, max_attempts: 5}
 """,
         at="jobs",
+    ),
+    "LimitsSchema": Section(
+        "limits",
+        "`limits:` in config.yaml",
+        "Limits on what users write, so that one form or one import cannot fill the database.",
+        {
+            "text_length": Key(
+                "The most characters a `text` field takes when it sets no `max_length` of its "
+                "own; a longer value is refused with the field named.",
+                "`100000`",
+            ),
+        },
+        """\
+limits: {text_length: 20000}
+""",
+        at="limits",
     ),
     "FileSchema": Section(
         "A metadata file",

@@ -312,6 +312,12 @@ class JobsSchema(Strict):
     max_attempts = Int(validate=_range(1, 100))
 
 
+class LimitsSchema(Strict):
+    """Limits on what users write (docs/security.md)."""
+
+    text_length = Int(validate=_range(1, 10_000_000))
+
+
 class ConfigSchema(Strict):
     name = Text(required=True)
     locale = Text(validate=_one_of("ru", "en"))
@@ -324,6 +330,7 @@ class ConfigSchema(Strict):
     database = Text()
     settings = MapOf()
     jobs = mf.Nested(JobsSchema)
+    limits = mf.Nested(LimitsSchema)
 
 
 def check(schema: Schema, data: Any, loc: Loc, what: str) -> list[Problem]:

@@ -75,3 +75,31 @@ def test_out_of_range_task_and_notification_ids(tasks_app: Flask) -> None:
         refused(read, 400, "`id` is a notification number")
     # the task was not touched
     assert task_ids(anna.get("/tasks/").text) == [task]
+
+
+def test_a_text_longer_than_its_limit_is_refused(
+    crm_app: Callable[..., Flask], login: Callable[..., Browser]
+) -> None:
+    """A text field takes 100 000 characters unless the configuration says
+    otherwise (`limits: {text_length: ...}`); REST names the field."""
+    app = crm_app()
+    anna = login(app, "anna")
+    cid = anna.api("POST", "/api/v1/customer/", {"name": "Acme"}).json["id"]
+    long = anna.api("POST", "/api/v1/deal/", {"customer": cid, "loss_reason": "x" * 100_001})
+    refused(long, 422, "not saved")
+    assert long.json["errors"] == {
+        "loss_reason": "must be at most 100000 characters (it has 100001)"
+    }
+    fits = anna.api("POST", "/api/v1/deal/", {"customer": cid, "loss_reason": "x" * 100_000})
+    assert fits.status_code == 201, fits.text[:300]
+
+    small = crm_app(config="name: Sales Ltd\nregion: RU\nlayers: []\nlimits: {text_length: 50}\n")
+    anna = login(small, "anna")
+    cid = anna.api("POST", "/api/v1/customer/", {"name": "Acme"}).json["id"]
+    long = anna.api("POST", "/api/v1/deal/", {"customer": cid, "loss_reason": "y" * 51})
+    assert long.status_code == 422
+    assert long.json["errors"] == {"loss_reason": "must be at most 50 characters (it has 51)"}
+    # and the HTML form says the same beside the field
+    page = anna.post_form("/deal/add", {"customer": str(cid), "loss_reason": "y" * 51})
+    assert page.status_code == 422
+    assert "must be at most 50 characters (it has 51)" in page.text
