@@ -784,6 +784,12 @@ WHEN = "deal.yaml:18:38: `when` of a transition of `Deal`: "
 
 EXPRESSION_CASES = [
     case(
+        "a_when_too_long_to_compile",
+        when("amount > " + " + ".join(["1"] * 2600)),
+        WHEN + "the expression `amount > 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 +…` has 10406 "
+        "characters; at most 10000 are allowed",
+    ),
+    case(
         "malformed_when",
         when("amount > > 0"),
         WHEN + "`amount > > 0` is not a valid expression: unexpected '>'",
@@ -1400,6 +1406,18 @@ def test_billion_laughs_is_refused_quickly(problems_of: Problems) -> None:
     assert got == [
         "bomb.yaml:8:12: aliases would expand the file to more than 200000 values "
         '(a "billion laughs" bomb?)'
+    ]
+    assert seconds < 1
+
+
+def test_a_huge_template_is_refused_before_compiling(problems_of: Problems) -> None:
+    """A 400 KB title took seconds to compile: it is refused at its place, at once."""
+    title = "{{ name }}" + "x" * 400_000
+    text = f"documents:\n  Deal:\n    title: '{title}'\n    fields: {{name: {{type: string}}}}\n"
+    got, seconds = timed(problems_of, {"deal.yaml": text})
+    assert got == [
+        "deal.yaml:3:12: the title of `Deal`: the template `{{ name }}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…` "
+        "has 400010 characters; at most 10000 are allowed"
     ]
     assert seconds < 1
 
