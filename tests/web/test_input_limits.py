@@ -106,3 +106,39 @@ def test_a_text_longer_than_its_limit_is_refused(
     page = anna.post_form("/deal/add", {"customer": str(cid), "loss_reason": "y" * 51})
     assert page.status_code == 422
     assert "must be at most 50 characters (it has 51)" in page.text
+
+
+SEARCHED = """
+roles:
+  manager: {label: Manager}
+documents:
+  Thing:
+    fields:
+      code: {type: integer}
+      other: {type: ref, to: Other}
+    list: {columns: [code, other], search: [code, other]}
+    access:
+      manager: {read: all, create: true, update: all}
+  Other:
+    fields:
+      qty: {type: integer}
+    access:
+      manager: {read: all, create: true}
+"""
+
+
+def test_search_with_numbers_no_column_holds(
+    crm_app: Callable[..., Flask], login: Callable[..., Browser]
+) -> None:
+    """A search term is matched as a number only when the column can hold it:
+    otherwise it matches nothing, rather than failing in the database."""
+    anna = login(crm_app(SEARCHED), "anna")
+    anna.csrf = Browser.token_from(anna.get("/thing/add").text)
+    other = anna.api("POST", "/api/v1/other/", {"qty": 1}).json["id"]
+    assert anna.api("POST", "/api/v1/thing/", {"code": 7, "other": other}).status_code == 201
+    for term in ("²", "-²", str(TOO_BIG), "9" * 30):
+        found = anna.api("GET", "/api/v1/thing/?search=" + quote(term))
+        assert found.status_code == 200, (term, found.status_code)
+        assert found.json["count"] == 0
+    assert anna.api("GET", "/api/v1/thing/?search=7").json["count"] == 1
+    assert anna.api("GET", f"/api/v1/thing/?search={other}").json["count"] == 1
