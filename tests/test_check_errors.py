@@ -1214,6 +1214,13 @@ CONFIG_CASES = [
         config="name: Test\nlayers: []\nplugins: {telephony: {secret: '${CRM_SECRET_KEY}'}}\n",
     ),
     case(
+        "config_with_a_limit_out_of_range",
+        {},
+        "config.yaml:3:23: `limits` of config.yaml: `text_length` must be between 1 and "
+        "10000000, not 0",
+        config="name: Test\nlayers: []\nlimits: {text_length: 0}\n",
+    ),
+    case(
         "config_without_a_name",
         {},
         "config.yaml:1:1: config.yaml needs `name`",

@@ -142,3 +142,15 @@ def test_search_with_numbers_no_column_holds(
         assert found.json["count"] == 0
     assert anna.api("GET", "/api/v1/thing/?search=7").json["count"] == 1
     assert anna.api("GET", f"/api/v1/thing/?search={other}").json["count"] == 1
+
+
+def test_a_text_field_with_its_own_max_length(
+    crm_app: Callable[..., Flask], login: Callable[..., Browser]
+) -> None:
+    metadata = SEARCHED.replace("qty: {type: integer}", "note: {type: text, max_length: 5}")
+    anna = login(crm_app(metadata), "anna")
+    anna.csrf = Browser.token_from(anna.get("/thing/add").text)
+    long = anna.api("POST", "/api/v1/other/", {"note": "abcdef"})
+    assert long.status_code == 422
+    assert long.json["errors"] == {"note": "must be at most 5 characters (it has 6)"}
+    assert anna.api("POST", "/api/v1/other/", {"note": "abcde"}).status_code == 201
