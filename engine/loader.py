@@ -129,13 +129,15 @@ class Loader:
         self.layers: dict[str, bool] = {}
         #: the most characters of a ``text`` field without a ``max_length`` of its own
         self.text_length = TEXT_LENGTH
+        #: what config.yaml read from the environment: value → variable, kept out of messages
+        self.env_values: dict[str, str] = {}
 
     # -- entry point ----------------------------------------------------------
 
     def load(self) -> Registry:
         config, config_loc = self._load_config()
         if config is None:
-            raise MetadataError(self.problems)
+            raise MetadataError(self._redacted())
         self.text_length = (config.get("limits") or {}).get("text_length", TEXT_LENGTH)
         plugins = config.get("plugins") or LMap()
         if not isinstance(plugins, Mapping):
@@ -185,8 +187,21 @@ class Loader:
             for result in self.pm.hook.crm_check(registry=registry, pm=self.pm):
                 self.problems += result or []
         if self.problems:
-            raise MetadataError(self.problems)
+            raise MetadataError(self._redacted())
         return registry
+
+    def _redacted(self) -> list[Problem]:
+        """The problems, with every value read from the environment shown as
+        its ``${NAME}``: a message about a setting never prints a password."""
+        if not self.env_values:
+            return self.problems
+        out = []
+        for p in self.problems:
+            message = p.message
+            for value in sorted(self.env_values, key=len, reverse=True):
+                message = message.replace(value, "${" + self.env_values[value] + "}")
+            out.append(Problem(p.loc, message))
+        return out
 
     # -- config.yaml ----------------------------------------------------------
 
@@ -204,6 +219,11 @@ class Loader:
             self.problems.append(Problem(loc, OUTSIDE))
             return None, loc
         result = load_file(path, name, self.env, config_env_rule)
+        self.env_values = {
+            self.env[v]: v
+            for v in result.env_refs
+            if len(self.env.get(v) or "") >= 4  # shorter would garble messages, and hides nothing
+        }
         self.problems += result.problems
         if result.problems:
             return None, loc

@@ -1305,6 +1305,21 @@ def test_config_yaml_reads_its_variables(make_config: Callable[..., Path]) -> No
     assert registry.plugin_yaml["telephony"][0]["secret"] == "s3"
 
 
+def test_a_value_from_the_environment_is_not_in_the_message(problems_of: Problems) -> None:
+    """A wrong setting is named by its `${NAME}`, never by the secret it holds."""
+    config = (
+        "name: Test\nlayers: []\n"
+        "plugins:\n  processes: {workdays: '${API_TOKEN}', holidays: ['${HOLIDAY}']}\n"
+    )
+    got = problems_of({}, config=config, env={"API_TOKEN": "tok-3141", "HOLIDAY": "someday"})
+    assert got == [
+        "config.yaml:4:25: the settings of the `processes` plugin: `workdays` `${API_TOKEN}` "
+        "is not a weekday: write mon, tue, wed, thu, fri, sat or sun",
+        "config.yaml:4:52: `holidays` of the settings of the `processes` plugin: `${HOLIDAY}` "
+        "is not a date such as 2027-01-07",
+    ]
+
+
 def test_a_secret_is_not_in_the_message(problems_of: Problems) -> None:
     config = (
         "name: Test\nlayers: []\nplugins:\n  telephony: {secret: '${AMI_SECRET}', port: [5038}\n"
