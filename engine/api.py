@@ -38,6 +38,7 @@ from engine.expressions import truthy as truthy  # whether a formula's value cou
 from engine.fieldtypes import Context as Context  # what a field type's normalize() is given
 from engine.fieldtypes import FieldType as FieldType  # a field type: column, normalize, options
 from engine.fieldtypes import Invalid as Invalid  # raised by normalize() with the user's message
+from engine.fieldtypes import valid_id as valid_id  # a record id (1 to 2**31-1) from text, or None
 from engine.hookspecs import hookimpl as hookimpl  # marks a plugin's function as a hook
 from engine.hookspecs import hookspec as hookspec  # marks a hook a plugin offers other plugins
 from engine.jobs import JobContext as JobContext  # what a job is called with (session, models...)
@@ -159,5 +160,6 @@ __all__ = [
     "setting_loc",
     "system_documents",
     "truthy",
+    "valid_id",
     "where",
 ]  # fmt: skip

@@ -67,6 +67,9 @@ MAX_TEXT = 1_000_000
 MAX_LOOP_STEPS = 100_000
 #: how deeply an expression may nest (Python compiles what Jinja generates)
 MAX_DEPTH = 50
+#: the longest expression or template metadata may hold: compiling is slow beyond it
+#: (a 400 KB template takes seconds), and no formula or title needs more
+MAX_SOURCE = 10_000
 
 #: template statements a template may use; anything else ({% macro %},
 #: {% include %}, {% set x %}...{% endset %}, ...) is refused
@@ -571,6 +574,11 @@ def check(
     """
     if not isinstance(source, str) or not source.strip():
         return [f"{'a template' if template else 'an expression'} must not be empty"]
+    if len(source) > MAX_SOURCE:
+        return [
+            f"{'the template' if template else 'the expression'} `{source[:40]}…` has "
+            f"{len(source)} characters; at most {MAX_SOURCE} are allowed"
+        ]
     try:
         return _check(source, template, names, resolve)
     except RecursionError:

@@ -57,8 +57,17 @@ def _string(value: Any, f: Field, ctx: Context) -> str:
     return text
 
 
+#: the most characters a ``text`` field takes without a ``max_length`` of its own
+#: (``limits: {text_length: ...}`` in config.yaml sets it for a configuration)
+TEXT_LENGTH = 100_000
+
+
 def _text(value: Any, f: Field, ctx: Context) -> str:
-    return str(value)
+    text = str(value)
+    limit = f.max_length or TEXT_LENGTH
+    if len(text) > limit:
+        raise Invalid(f"must be at most {limit} characters (it has {len(text)})")
+    return text
 
 
 def _integer(value: Any, f: Field, ctx: Context) -> int:
@@ -165,6 +174,10 @@ def valid_id(value: Any) -> int | None:
     text or a number), or None: never a yes/no or an infinity."""
     if isinstance(value, bool):
         return None
+    if isinstance(value, str):  # digits a form sends: not ``²`` or ``١``, which int() reads
+        value = value.strip()
+        if not (value.isascii() and value.isdigit()) or len(value) > 10:
+            return None
     try:
         number = int(value)
     except (TypeError, ValueError, OverflowError):
@@ -261,7 +274,7 @@ def _no_value(value: Any, f: Field, ctx: Context) -> Any:
 CORE_TYPES: tuple[FieldType, ...] = (
     FieldType("string", lambda f: sa.String(f.max_length or 255), _string,
               frozenset({"max_length", "pattern"}), ordered=True, python=str),
-    FieldType("text", lambda f: sa.Text(), _text, python=str),
+    FieldType("text", lambda f: sa.Text(), _text, frozenset({"max_length"}), python=str),
     FieldType("integer", lambda f: sa.BigInteger(), _integer, ordered=True, python=int),
     FieldType("decimal", lambda f: sa.Numeric(*_precision(f)), _decimal,
               frozenset({"digits", "places"}), ordered=True, python=(int, float, Decimal)),

@@ -39,7 +39,7 @@ import sqlalchemy as sa
 
 from engine import clock
 from engine.errors import Loc, Problem, a_or_an, did_you_mean
-from engine.fieldtypes import CORE_TYPES, Context, Invalid
+from engine.fieldtypes import CORE_TYPES, MAX_ID, Context, Invalid
 from engine.registry import USER, DocType, Field, Registry
 
 if TYPE_CHECKING:
@@ -52,6 +52,9 @@ RELATIVE = re.compile(r"^([+-]?\d+)([hdw])$")
 #: the operator a negative operator negates
 NEGATES = {"ne": "eq", "nin": "in"}
 _TYPES = {t.name: t for t in CORE_TYPES}
+#: how far a relative date (``-30d``) may go: about a thousand years, in hours
+RELATIVE_HOURS = 1000 * 366 * 24
+_HOURS = {"h": 1, "d": 24, "w": 24 * 7}
 _DATE_ONLY = re.compile(r"^\s*(\d{4}-\d{2}-\d{2}|\d{2}\.\d{2}\.\d{4})\s*$")
 
 
@@ -156,6 +159,15 @@ def _value(registry: Registry, d: DocType, f: Field, value: Any, op: str) -> Any
     if value is None:
         return None
     if _is_relative(f, value):
+        match = RELATIVE.match(value)
+        if match and (
+            len(match.group(1)) > 12
+            or abs(int(match.group(1))) * _HOURS[match.group(2)] > RELATIVE_HOURS
+        ):
+            raise FilterError(
+                f"`{f.name}`: `{value}` is too far from today: a relative date goes "
+                "at most 1000 years back or ahead"
+            )
         return value
     if f.type == "ref":
         if value == "current_user":
@@ -184,12 +196,17 @@ def _value(registry: Registry, d: DocType, f: Field, value: Any, op: str) -> Any
     if ftype is None:
         return value
     try:
-        return ftype.normalize(value, f, Context(registry.settings.get("region", "RU")))
+        normal = ftype.normalize(value, f, Context(registry.settings.get("region", "RU")))
     except Invalid as exc:
         hint = ", or today, now, -30d, +2w" if f.type in ("date", "datetime") else ""
         raise FilterError(f"`{f.name}`: `{value}` {exc}{hint}") from exc
     except (ArithmeticError, TypeError, ValueError) as exc:  # 1e1000 for money, .inf for a ref
         raise FilterError(f"`{f.name}`: `{value}` is not a valid {f.type} value") from exc
+    # the id and the version are 32-bit columns: a larger number must not reach the database
+    if f.system and f.type == "integer" and not -MAX_ID - 1 <= normal <= MAX_ID:
+        what = "a record id" if f.name == "id" else f"a `{f.name}` number"
+        raise FilterError(f"`{f.name}`: `{value}` is not {what} (at most {MAX_ID})")
+    return normal
 
 
 #: what a field of each kind is compared with, for the messages
@@ -455,7 +472,10 @@ class _Compiler:
         if f.type == "ref" and v == "current_user":
             return self.user_id
         if _is_relative(f, v):
-            return self.relative(f, v)
+            try:
+                return self.relative(f, v)
+            except OverflowError as exc:  # past year 9999 or before year 1
+                raise FilterError(f"`{f.name}`: `{v}` is too far from today") from exc
         if f.type == "datetime" and isinstance(v, dt.date) and not isinstance(v, dt.datetime):
             return self.day(v)
         return v

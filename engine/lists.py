@@ -34,6 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from engine.fieldtypes import valid_id
 from engine.filters import TEXTUAL, FilterError, compile_filter, escape_like, label_field
 from engine.models import Models
 from engine.registry import USER, DocType, Field
@@ -371,7 +372,8 @@ class ListQuery:
             if not rest:
                 lf = label_field(target)
                 if lf is None:
-                    return column == int(term) if term.isdigit() else None
+                    ident = valid_id(term)
+                    return column == ident if ident is not None else None
                 rest = [lf.name]
             inner = self._search_path(target, rest, term)
             if inner is None:
@@ -397,7 +399,8 @@ class ListQuery:
                 or any(text.lower().startswith(low) for text in label.texts.values())
             ]
             return column.in_(keys) if keys else None
-        if f.type == "integer" and term.lstrip("-").isdigit():
+        width = 9 if f.system else 18  # digits: ids are 32-bit, other integers 64-bit
+        if f.type == "integer" and re.fullmatch(rf"-?[0-9]{{1,{width}}}", term):
             return column == int(term)
         # text types, and any other type stored as text (`inn`, a plugin's types)
         if f.type in TEXTUAL or isinstance(column.type, sa.String):

@@ -19,6 +19,7 @@ from typing import Any
 
 from engine import schema as S
 from engine.errors import Loc, MetadataError, Problem, a_or_an, did_you_mean
+from engine.fieldtypes import TEXT_LENGTH
 from engine.names import identifier_problem
 from engine.plugins import ROOT, make_plugin_manager, section_owner
 from engine.registry import (
@@ -126,13 +127,18 @@ class Loader:
         self.sources: dict[tuple[Any, ...], Any] = {}
         self.pm: Any = None
         self.layers: dict[str, bool] = {}
+        #: the most characters of a ``text`` field without a ``max_length`` of its own
+        self.text_length = TEXT_LENGTH
+        #: what config.yaml read from the environment: value → variable, kept out of messages
+        self.env_values: dict[str, str] = {}
 
     # -- entry point ----------------------------------------------------------
 
     def load(self) -> Registry:
         config, config_loc = self._load_config()
         if config is None:
-            raise MetadataError(self.problems)
+            raise MetadataError(self._redacted())
+        self.text_length = (config.get("limits") or {}).get("text_length", TEXT_LENGTH)
         plugins = config.get("plugins") or LMap()
         if not isinstance(plugins, Mapping):
             plugins = LMap()
@@ -168,9 +174,9 @@ class Loader:
         layers.append(("config", own, self.config_dir))
         # the layers a file may need, and whether this configuration loads them
         self.layers = {"base": False, **{name: True for name, *_ in layers if name != "config"}}
-        for layer, files, _folder in layers:
+        for layer, files, folder in layers:
             for path in files:
-                self._load_metadata_file(path, layer)
+                self._load_metadata_file(path, layer, folder)
         self._check_merged(plugins)
         registry = self._build(config)
         if not self.problems:
@@ -181,8 +187,21 @@ class Loader:
             for result in self.pm.hook.crm_check(registry=registry, pm=self.pm):
                 self.problems += result or []
         if self.problems:
-            raise MetadataError(self.problems)
+            raise MetadataError(self._redacted())
         return registry
+
+    def _redacted(self) -> list[Problem]:
+        """The problems, with every value read from the environment shown as
+        its ``${NAME}``: a message about a setting never prints a password."""
+        if not self.env_values:
+            return self.problems
+        out = []
+        for p in self.problems:
+            message = p.message
+            for value in sorted(self.env_values, key=len, reverse=True):
+                message = message.replace(value, "${" + self.env_values[value] + "}")
+            out.append(Problem(p.loc, message))
+        return out
 
     # -- config.yaml ----------------------------------------------------------
 
@@ -196,7 +215,15 @@ class Loader:
         if not path.is_file():
             self.problems.append(Problem(loc, "the config folder has no config.yaml"))
             return None, loc
-        result = load_file(path, name, self.env)
+        if not _inside(path, self.config_dir):
+            self.problems.append(Problem(loc, OUTSIDE))
+            return None, loc
+        result = load_file(path, name, self.env, config_env_rule)
+        self.env_values = {
+            self.env[v]: v
+            for v in result.env_refs
+            if len(self.env.get(v) or "") >= 4  # shorter would garble messages, and hides nothing
+        }
         self.problems += result.problems
         if result.problems:
             return None, loc
@@ -220,9 +247,12 @@ class Loader:
 
     # -- one metadata file ----------------------------------------------------
 
-    def _load_metadata_file(self, path: Path, layer: str) -> None:
+    def _load_metadata_file(self, path: Path, layer: str, folder: Path) -> None:
         name = shown_path(path)
-        result = load_file(path, name, self.env)
+        if not _inside(path, folder):
+            self.problems.append(Problem(Loc(name, 1, 1), OUTSIDE))
+            return
+        result = load_file(path, name)
         self.problems += result.problems
         data = result.data
         if data is None or result.problems:
@@ -819,7 +849,7 @@ class Loader:
             min=s.get("min"),
             max=s.get("max"),
             compute=s.get("compute"),
-            max_length=s.get("max_length"),
+            max_length=s.get("max_length") or (self.text_length if s["type"] == "text" else None),
             pattern=s.get("pattern"),
             digits=s.get("digits"),
             places=s.get("places"),
@@ -1051,6 +1081,46 @@ def spec_view(spec: LMap, options: dict[str, Any]) -> Mapping[str, Any]:
     out = LMap(options)
     out.loc, out.key_locs, out.value_locs = spec.loc, spec.key_locs, spec.value_locs
     return out
+
+
+#: parts of a variable's name that make it a secret (``SMTP_PASSWORD``, ``API_TOKEN``)
+SECRET_WORDS = ("SECRET", "PASSWORD", "PASSWD", "TOKEN", "KEY", "CREDENTIAL", "PRIVATE", "DSN",
+                "DATABASE_URL")  # fmt: skip
+#: where config.yaml may read a secret: what the engine and the plugins use, and never show
+SECRET_PLACES = ("database", "plugins")
+
+
+def looks_secret(variable: str) -> bool:
+    upper = variable.upper()
+    return any(word in upper for word in SECRET_WORDS)
+
+
+def config_env_rule(keys: tuple[Any, ...], variable: str) -> str | None:
+    """Where config.yaml may read an environment variable: anywhere, except
+    that ``CRM_SECRET_KEY`` (it signs the sessions) is never read, and a
+    secret-looking variable only in ``database`` and the plugins' settings, so
+    that no secret reaches what users read (``name``, ``settings``...)."""
+    if variable == "CRM_SECRET_KEY":
+        return "`CRM_SECRET_KEY` signs the sessions: config.yaml cannot read it"
+    if looks_secret(variable) and (not keys or keys[0] not in SECRET_PLACES):
+        where = f"`{keys[0]}`" if keys else "here"
+        return (
+            f"`{variable}` looks like a secret and {where} may be shown to users: "
+            "config.yaml reads a secret only in `database` and the plugins' settings"
+        )
+    return None
+
+
+#: a file of a configuration that is a link to a file elsewhere (``/etc/passwd``) is not read
+OUTSIDE = "links outside the configuration"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path``, its links followed, is a file of ``folder`` (itself maybe a link)."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a loop of links
+        return False
 
 
 def _yaml_files(folder: Path, recursive: bool = True) -> list[Path]:

@@ -65,8 +65,11 @@ SECTIONS: dict[str, Section] = {
         "config.yaml",
         "`config.yaml` in the configuration folder",
         "Who the configuration is for, which layers and plugins it uses and where its "
-        "data lives. `${NAME}` anywhere in the file is replaced by the environment "
-        "variable `NAME`; a missing one is an error at its line.",
+        "data lives. `${NAME}` is replaced by the environment variable `NAME` (a missing "
+        "one is an error at its line); only this file reads the environment, never a "
+        "metadata file. A variable named like a secret (`SECRET`, `PASSWORD`, `TOKEN`, "
+        "`KEY`...) is read only in `database` and the plugins' settings, and "
+        "`CRM_SECRET_KEY` never.",
         {
             "name": Key("The company's name, shown in the page header."),
             "locale": Key("The language of the user interface and of labels.", "`en`"),
@@ -92,6 +95,7 @@ SECTIONS: dict[str, Section] = {
             "settings": Key("Free-form settings that plugins and reports read (`mail_from`, ...)."),
             "jobs": Key("The background job runner, see [jobs](#jobs)."),
             "security": Key("Sign-in and sessions, see [security](#security)."),
+            "limits": Key("Limits on what users type, see [limits](#limits)."),
         },
         """\
 name: Romashka LLC
@@ -171,6 +175,22 @@ jobs: {runner: external, interval: 2, lease: 600, max_attempts: 5, budget: 3600}
 security: {https: true, proxies: 1, redis: "redis://localhost:6379/0"}
 """,
         at="security",
+    ),
+    "LimitsSchema": Section(
+        "limits",
+        "`limits:` in config.yaml",
+        "Limits on what users write, so that one form or one import cannot fill the database.",
+        {
+            "text_length": Key(
+                "The most characters a `text` field takes when it sets no `max_length` of its "
+                "own; a longer value is refused with the field named.",
+                "`100000`",
+            ),
+        },
+        """\
+limits: {text_length: 20000}
+""",
+        at="limits",
     ),
     "FileSchema": Section(
         "A metadata file",

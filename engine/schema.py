@@ -335,6 +335,12 @@ class SecuritySchema(Strict):
     password_min_length = Int(validate=_range(6, 128))
 
 
+class LimitsSchema(Strict):
+    """Limits on what users write (docs/security.md)."""
+
+    text_length = Int(validate=_range(1, 10_000_000))
+
+
 class ConfigSchema(Strict):
     name = Text(required=True)
     locale = Text(validate=_one_of("ru", "en"))
@@ -348,6 +354,7 @@ class ConfigSchema(Strict):
     settings = MapOf()
     jobs = mf.Nested(JobsSchema)
     security = mf.Nested(SecuritySchema)
+    limits = mf.Nested(LimitsSchema)
 
 
 def check(schema: Schema, data: Any, loc: Loc, what: str) -> list[Problem]:

@@ -13,6 +13,7 @@ import functools
 import io
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,11 @@ ALLOWED_TAGS = {
     "tag:yaml.org,2002:merge",
 }
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: ``rule(keys, name)``: why the environment variable ``name`` may not be read at the
+#: value the ``keys`` lead to (``("plugins", "mail", "password")``), or None
+EnvRule = Callable[[tuple[Any, ...], str], "str | None"]
+#: a metadata file is shown as written: it reads no environment
+IN_METADATA = "environment references (`${{{name}}}`) belong in config.yaml, not in metadata"
 
 
 class LMap(dict):
@@ -193,7 +199,17 @@ def _prescan(text: str, name: str) -> list[Problem]:
     return problems
 
 
-def _convert(node: Any, name: str, env: dict[str, str], state: LoadResult, where: Loc) -> Any:
+class _Env:
+    """The environment a file may read, and where (None: it reads none)."""
+
+    def __init__(self, values: Mapping[str, str], rule: EnvRule | None):
+        self.values = values
+        self.rule = rule
+
+
+def _convert(
+    node: Any, name: str, env: _Env, state: LoadResult, where: Loc, keys: tuple[Any, ...] = ()
+) -> Any:
     """ruamel's round-trip objects → LMap/LList/scalars, substituting ``${NAME}``."""
     state.nodes += 1
     if state.nodes > MAX_NODES:
@@ -213,7 +229,7 @@ def _convert(node: Any, name: str, env: dict[str, str], state: LoadResult, where
                 continue
             out.key_locs[key] = key_where
             out.value_locs[key] = value_where
-            out[key] = _convert(value, name, env, state, value_where)
+            out[key] = _convert(value, name, env, state, value_where, (*keys, key))
         return out
     if isinstance(node, list):
         out_list = LList()
@@ -226,10 +242,10 @@ def _convert(node: Any, name: str, env: dict[str, str], state: LoadResult, where
             except (KeyError, TypeError, AttributeError, IndexError):
                 item_where = out_list.loc
             out_list.item_locs.append(item_where)
-            out_list.append(_convert(value, name, env, state, item_where))
+            out_list.append(_convert(value, name, env, state, item_where, (*keys, index)))
         return out_list
     if isinstance(node, str):
-        return _substitute(str(node), env, state, where)
+        return _substitute(str(node), env, state, where, keys)
     if isinstance(node, bool) or node is None:
         return node
     if isinstance(node, int):
@@ -261,14 +277,18 @@ def _map_positions(node: Any, key: Any) -> tuple[int, int, int, int]:
     return kl, kc, vl, vc
 
 
-def _substitute(text: str, env: dict[str, str], state: LoadResult, where: Loc) -> str:
+def _substitute(text: str, env: _Env, state: LoadResult, where: Loc, keys: tuple[Any, ...]) -> str:
     def repl(match: re.Match[str]) -> str:
         var = match.group(1)
         state.env_refs.add(var)
-        if var not in env:
+        why = IN_METADATA.format(name=var) if env.rule is None else env.rule(keys, var)
+        if why is not None:
+            state.problems.append(Problem(where, why))
+            return ""
+        if var not in env.values:
             state.problems.append(Problem(where, f"the environment variable `{var}` is not set"))
             return ""
-        return env[var]
+        return env.values[var]
 
     return ENV_REF.sub(repl, text) if "${" in text else text
 
@@ -356,8 +376,13 @@ def _parse(text: str, name: str) -> tuple[Any, tuple[Problem, ...]]:
         return None, (_bad_date(text, name, exc),)
 
 
-def load_text(text: str, name: str, env: dict[str, str] | None = None) -> LoadResult:
-    env = dict(os.environ) if env is None else env
+def load_text(
+    text: str, name: str, env: Mapping[str, str] | None = None, rule: EnvRule | None = None
+) -> LoadResult:
+    """The file's data. ``${NAME}`` is read from ``env`` (the process's
+    environment by default) where ``rule`` allows; without a rule (a metadata
+    file) every ``${NAME}`` is a problem."""
+    values = os.environ if env is None else env
     state = LoadResult(None, [], set())
     if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
         state.problems.append(
@@ -369,7 +394,7 @@ def load_text(text: str, name: str, env: dict[str, str] | None = None) -> LoadRe
         state.problems.extend(problems)
         return state
     try:
-        state.data = _convert(raw, name, env, state, Loc(name, 1, 1))
+        state.data = _convert(raw, name, _Env(values, rule), state, Loc(name, 1, 1))
     except _TooLarge as exc:
         state.problems.append(
             Problem(exc.where, f"the file expands to more than {MAX_NODES} nodes (aliases?)")
@@ -377,7 +402,9 @@ def load_text(text: str, name: str, env: dict[str, str] | None = None) -> LoadRe
     return state
 
 
-def load_file(path: Path, shown_as: str, env: dict[str, str] | None = None) -> LoadResult:
+def load_file(
+    path: Path, shown_as: str, env: Mapping[str, str] | None = None, rule: EnvRule | None = None
+) -> LoadResult:
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
             return LoadResult(
@@ -398,7 +425,7 @@ def load_file(path: Path, shown_as: str, env: dict[str, str] | None = None) -> L
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return LoadResult(None, [_not_utf8(raw, exc, shown_as)], set())
-    return load_text(text.removeprefix("\ufeff"), shown_as, env)
+    return load_text(text.removeprefix("\ufeff"), shown_as, env, rule)
 
 
 def _not_utf8(raw: bytes, exc: UnicodeDecodeError, shown_as: str) -> Problem:

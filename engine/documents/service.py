@@ -16,6 +16,7 @@ from engine.documents.values import (
 )
 from engine.documents.writing import DocumentWriting
 from engine.errors import HandledError
+from engine.fieldtypes import valid_id
 from engine.registry import DocType, Field
 
 
@@ -36,8 +37,8 @@ class Documents(DocumentWriting):
     def resolve(self, doctype: str, obj_or_id: Any) -> Any:
         """An ORM object from an object or an id; NotFound when there is none."""
         if isinstance(obj_or_id, (int, str)) and not isinstance(obj_or_id, bool):
-            text = str(obj_or_id).strip()
-            obj = self.get(doctype, int(text)) if text.isdigit() else None
+            ident = valid_id(obj_or_id)
+            obj = self.get(doctype, ident) if ident is not None else None
             if obj is None:
                 d = self.registry.documents[doctype]
                 raise NotFound(

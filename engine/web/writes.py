@@ -50,7 +50,7 @@ def _saved(write: Any) -> tuple[Any, dict[str, str]]:
 def _id_of(value: Any) -> Any:
     if hasattr(value, "__table__"):
         return value.id
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         return int(value.strip())
     return value
 

@@ -178,7 +178,8 @@ def _complete(
     state = base.crm()
     session = base.db_session()
     who = base.principal()
-    task = session.get(state.models.cls(TASK), task_id)
+    # an id past the 32-bit column names no task (and must not reach the database)
+    task = session.get(state.models.cls(TASK), task_id) if api.valid_id(task_id) else None
     if task is None or not api.may_touch(state.models, who, TASK, "read", task):
         return 404, _t("There is no such task", "Такой задачи нет"), {}
     if not api.may_touch(state.models, who, TASK, "update", task):
@@ -311,9 +312,10 @@ class NotificationsView(BaseView):
         raw = request.form.get("id")
         where = [mine, table.c.read_at.is_(None)]
         if raw:
-            if not raw.isdigit():
+            ident = api.valid_id(raw)
+            if ident is None:
                 abort(400, "`id` is a notification number")
-            where.append(table.c.id == int(raw))
+            where.append(table.c.id == ident)
         base.db_session().execute(table.update().where(*where).values(read_at=api.clock.now()))
         base.db_session().commit()
         return redirect(url_for("NotificationsView.index"))
