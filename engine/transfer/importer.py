@@ -29,9 +29,11 @@ from engine.transfer.formats import (
     doctype_of,
     key_field,
 )
-from engine.transfer.readers import CsvReader, XlsxReader, open_binary
+from engine.transfer.readers import CsvReader, Limits, XlsxReader, open_binary
 
 _ID = re.compile(r"#(\d+)")
+#: a NUL character: no text of a record may hold one (PostgreSQL refuses it)
+_NUL = "holds a NUL character (\\0), which text may not contain"
 #: ids of records that an all-or-nothing import stopped writing: never stored
 _UNWRITTEN = 2**62
 #: how many keys → ids an import remembers per target before starting afresh
@@ -109,6 +111,7 @@ def import_(
     batch: int = BATCH,
     now: dt.datetime | None = None,
     max_errors: int = MAX_ERRORS,
+    limits: Limits | None = None,
 ) -> ImportResult:
     """Create a record of ``doctype`` from each row of ``source`` (a path or a
     file; ``fmt`` ``csv`` or ``xlsx``, by default from the file's name).
@@ -118,7 +121,9 @@ def import_(
     caller commits. ``progress(done, total)`` is called after every batch
     (``total`` is an estimate, None when unknown); an exception it raises
     cancels the import and rolls the session back. Raises TransferError when
-    the file cannot be read at all; bad rows are reported in the result."""
+    the file cannot be read at all or goes beyond ``limits`` (rows, columns,
+    cell and unpacked size: :class:`~engine.transfer.readers.Limits`); bad
+    rows are reported in the result."""
     registry = models.registry
     d = doctype_of(registry, doctype)
     if d.builtin:
@@ -135,7 +140,7 @@ def import_(
     importer = _Importer(models, session, d, principal or Principal.system(),
                          now or clock.now(), max_errors)  # fmt: skip
     with open_binary(source) as fh:
-        reader = CsvReader(fh) if fmt == "csv" else XlsxReader(fh)
+        reader = CsvReader(fh, limits) if fmt == "csv" else XlsxReader(fh, limits)
         try:
             importer.run(reader, batch, all_or_nothing, progress)
         except BaseException:
@@ -441,6 +446,9 @@ class _Importer:
         width = len(cells)
         for c in self.columns:
             raw = cells[c.index] if c.index < width else None
+            if isinstance(raw, str) and "\x00" in raw:
+                row.error(c.field.name, _NUL)
+                continue
             if (
                 isinstance(raw, float)
                 and raw.is_integer()
@@ -512,6 +520,9 @@ class _Importer:
             return
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             row.error(name, "must be a JSON list of rows, each an object of field → value")
+            return
+        if _has_nul(rows):
+            row.error(name, _NUL)
             return
         out = []
         for i, r in enumerate(rows):
@@ -850,6 +861,16 @@ class _Stop(Exception):
 
 def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
