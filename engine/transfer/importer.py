@@ -40,6 +40,8 @@ _UNWRITTEN = 2**62
 _CACHE = 200_000
 
 Progress = Callable[[int, "int | None"], None]
+#: ``checkpoint(line, result)``: a batch up to ``line`` is written; the result so far
+Checkpoint = Callable[[int, "ImportResult"], None]
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,9 @@ def import_(
     now: dt.datetime | None = None,
     max_errors: int = MAX_ERRORS,
     limits: Limits | None = None,
+    write: bool = True,
+    checkpoint: Checkpoint | None = None,
+    after_line: int = 0,
 ) -> ImportResult:
     """Create a record of ``doctype`` from each row of ``source`` (a path or a
     file; ``fmt`` ``csv`` or ``xlsx``, by default from the file's name).
@@ -123,7 +128,15 @@ def import_(
     cancels the import and rolls the session back. Raises TransferError when
     the file cannot be read at all or goes beyond ``limits`` (rows, columns,
     cell and unpacked size: :class:`~engine.transfer.readers.Limits`); bad
-    rows are reported in the result."""
+    rows are reported in the result.
+
+    ``write=False`` only checks the file: nothing is written, ``created`` is 0.
+    ``checkpoint(line, result)`` is called after each batch that was written
+    (``all_or_nothing=False`` only), for a caller that commits there;
+    ``after_line`` skips the lines up to it, which such a caller committed
+    before it was interrupted."""
+    if checkpoint is not None and all_or_nothing:
+        raise ValueError("checkpoints are for imports that keep their good rows")
     registry = models.registry
     d = doctype_of(registry, doctype)
     if d.builtin:
@@ -139,6 +152,9 @@ def import_(
     fmt = check_format(fmt)
     importer = _Importer(models, session, d, principal or Principal.system(),
                          now or clock.now(), max_errors)  # fmt: skip
+    importer.writing = write
+    importer.checkpoint = checkpoint
+    importer.after_line = after_line
     with open_binary(source) as fh:
         reader = CsvReader(fh, limits) if fmt == "csv" else XlsxReader(fh, limits)
         try:
@@ -214,6 +230,8 @@ class _Importer:
         self.selfref_keys: set[str] = set()
         self.header_of: dict[str, str] = {}
         self.writing = True
+        self.checkpoint: Checkpoint | None = None
+        self.after_line = 0
         #: unique field → value → the line that has it (records of this file)
         self.seen: dict[str, dict[Any, int]] = {}
         #: (target, key field or "#") → key → ids
@@ -409,6 +427,8 @@ class _Importer:
         pending_keys: dict[str, set[Any]] = {}
         done = 0
         for line, cells in rows:
+            if line <= self.after_line:
+                continue  # written before the import was interrupted
             if all(c is None or (isinstance(c, str) and not c.strip()) for c in cells):
                 continue
             row = self.parse(line, cells)
@@ -594,6 +614,8 @@ class _Importer:
             for row in good:  # later rows may still refer to these
                 for key, value in row.own_keys.items():
                     self.made.setdefault(key, {})[value] = _UNWRITTEN
+        if self.checkpoint is not None and rows:
+            self.checkpoint(rows[-1].line, self.result)
         return len(rows)
 
     def report(self, line: int, column: str, message: str) -> None:
