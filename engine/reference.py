@@ -91,6 +91,7 @@ SECTIONS: dict[str, Section] = {
             ),
             "settings": Key("Free-form settings that plugins and reports read (`mail_from`, ...)."),
             "jobs": Key("The background job runner, see [jobs](#jobs)."),
+            "imports": Key("How big a file an import reads, see [imports](#imports)."),
         },
         """\
 name: Romashka LLC
@@ -127,6 +128,27 @@ jobs: {runner: in-process}
 jobs: {runner: external, interval: 2, lease: 600, max_attempts: 5}
 """,
         at="jobs",
+    ),
+    "ImportsSchema": Section(
+        "imports",
+        "`imports:` in config.yaml",
+        "How big a file `crm import` and the import page read. A file beyond a limit "
+        "is refused before it is read, with a message that names the limit; split it "
+        "into smaller files.",
+        {
+            "max_rows": Key("Rows of data in one file, the header not counted.", "`1000000`"),
+            "max_columns": Key("Columns of one row.", "`200`"),
+            "max_cell": Key("Characters of one cell (a table field's cell too).", "`32768`"),
+            "max_megabytes": Key(
+                "Megabytes of the file once unpacked: a CSV file as it is, an XLSX "
+                "workbook's parts together.",
+                "`200`",
+            ),
+        },
+        """\
+imports: {max_rows: 200000, max_megabytes: 50}
+""",
+        at="imports",
     ),
     "FileSchema": Section(
         "A metadata file",

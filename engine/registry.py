@@ -301,6 +301,8 @@ class Registry:
     settings: Mapping[str, Any] = field(default_factory=frozen_map)
     #: the job runner's settings, the config's `jobs:` map (engine/jobs.py)
     jobs: Mapping[str, Any] = field(default_factory=frozen_map)
+    #: how big a file an import reads, the config's `imports:` map (engine/transfer/readers.py)
+    imports: Mapping[str, Any] = field(default_factory=frozen_map)
     #: each plugin's settings as written (a map that knows where each key is)
     #: and where they start, for a plugin's own checks (``engine.api.setting_loc``)
     plugin_yaml: Mapping[str, tuple[Any, Loc]] = field(default_factory=frozen_map)

@@ -312,6 +312,15 @@ class JobsSchema(Strict):
     max_attempts = Int(validate=_range(1, 100))
 
 
+class ImportsSchema(Strict):
+    """How big a file an import reads (engine/transfer/readers.py ``Limits``)."""
+
+    max_rows = Int(validate=_range(1, 100_000_000))
+    max_columns = Int(validate=_range(1, 16_384))
+    max_cell = Int(validate=_range(1, 64 * 1024 * 1024))
+    max_megabytes = Int(validate=_range(1, 100_000))
+
+
 class ConfigSchema(Strict):
     name = Text(required=True)
     locale = Text(validate=_one_of("ru", "en"))
@@ -324,6 +333,7 @@ class ConfigSchema(Strict):
     database = Text()
     settings = MapOf()
     jobs = mf.Nested(JobsSchema)
+    imports = mf.Nested(ImportsSchema)
 
 
 def check(schema: Schema, data: Any, loc: Loc, what: str) -> list[Problem]:

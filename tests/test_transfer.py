@@ -157,8 +157,8 @@ def world(load_config: Callable[..., Registry], db_url: str) -> Iterator[Callabl
     world after the first gets a schema of its own."""
     made: list[World] = []
 
-    def make(text: str = CRM) -> World:
-        registry = load_config({"crm.yaml": text}, CONFIG)
+    def make(text: str = CRM, config: str = CONFIG) -> World:
+        registry = load_config({"crm.yaml": text}, config)
         models = build(registry)
         if made and db_url.startswith("postgresql"):
             schema = f"world{len(made)}"
@@ -645,6 +645,17 @@ def test_csv_limits_name_the_limit(world: Callable[..., World]) -> None:
     with pytest.raises(TransferError, match=r"more than 0.0 MB, the limit of an import"):
         w.import_("Company", "name\nCo\n", limits=Limits(size=5))
     assert w.count("company") == 0
+
+
+def test_the_limits_are_read_from_config_yaml(world: Callable[..., World]) -> None:
+    w = world(config=CONFIG + "imports: {max_rows: 2, max_columns: 3, max_cell: 10}\n")
+    with pytest.raises(TransferError, match=r"line 4: the file has more than 2 rows"):
+        w.import_("Company", "name\nA\nB\nC\n")
+    with pytest.raises(TransferError, match=r"line 2, column 1: the cell holds 11 characters"):
+        w.import_("Company", "name\n" + "x" * 11 + "\n")
+    with pytest.raises(TransferError, match=r"line 2: the row has 4 columns, more than 3"):
+        w.import_("Company", "name\nA,b,c,d\n")
+    assert w.import_("Company", "name\nA\nB\n").created == 2
 
 
 def test_a_nul_byte_is_a_bad_value_on_its_line(world: Callable[..., World]) -> None:

@@ -155,6 +155,8 @@ def import_(
     importer.writing = write
     importer.checkpoint = checkpoint
     importer.after_line = after_line
+    if limits is None:
+        limits = Limits.of(registry.imports)
     with open_binary(source) as fh:
         reader = CsvReader(fh, limits) if fmt == "csv" else XlsxReader(fh, limits)
         try:

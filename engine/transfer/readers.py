@@ -13,7 +13,7 @@ import csv
 import io
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -42,6 +42,17 @@ class Limits:
     size: int = 200 * 1024 * 1024
     #: how many times an entry of a workbook may be larger than it is packed
     ratio: int = 500
+
+    @classmethod
+    def of(cls, settings: Mapping[str, Any]) -> Limits:
+        """The limits of a configuration's ``imports:`` map (the defaults for what it omits)."""
+        size = settings.get("max_megabytes")
+        return cls(
+            rows=settings.get("max_rows") or cls.rows,
+            columns=settings.get("max_columns") or cls.columns,
+            cell=settings.get("max_cell") or cls.cell,
+            size=size * 1024 * 1024 if size else cls.size,
+        )
 
     def too_many_rows(self, line: int) -> TransferError:
         return TransferError(
