@@ -56,6 +56,7 @@ from engine.registry import State as State  # a state of a type's statuses
 from engine.schema import SettingsSchema as SettingsSchema  # base of a plugin's settings schema
 from engine.statuses import StatusEngine as StatusEngine  # moves documents between states
 from engine.timeline import entry_select as entry_select  # one timeline select, columns in order
+from engine.transfer.export import csv_file as csv_file  # rows → a CSV file, formulas guarded
 from engine.web.api import api_principal as api_principal  # a REST caller (session or JWT) or None
 from engine.web.api import json_body as json_body  # the request's JSON object, or the 4xx Response
 from engine.web.base import crm as crm  # the app's state: registry, models, pm, db, configuration
@@ -134,6 +135,7 @@ __all__ = [
     "clock",
     "company_tz",
     "crm",
+    "csv_file",
     "db_session",
     "did_you_mean",
     "enqueue",

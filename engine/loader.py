@@ -817,6 +817,7 @@ class Loader:
             layers=tuple(config.get("layers", ["base"])),
             jobs=frozen_map(config.get("jobs") or {}),
             security=frozen_map(config.get("security") or {}),
+            imports=frozen_map(config.get("imports") or {}),
             database=_database_url(
                 self.env.get("CRM_DATABASE_URL") or config.get("database"), self.config_dir
             ),

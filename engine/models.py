@@ -35,6 +35,8 @@ OUTBOX_TABLE = "crm_outbox"
 SCHEDULE_TABLE = "crm_schedule"
 #: columns of Flask-AppBuilder's user table that the engine reads
 USER_COLUMNS = ("username", "first_name", "last_name", "email", "active")
+#: how long an SQLite connection waits for another's write transaction (milliseconds)
+SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 @sa.event.listens_for(sa.Engine, "connect")
@@ -43,6 +45,13 @@ def _sqlite_unicode_lower(dbapi_connection: Any, connection_record: Any) -> None
     fold Cyrillic too, as PostgreSQL does."""
     if isinstance(dbapi_connection, sqlite3.Connection):
         dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
+        # readers never wait for a writer (WAL), and a writer waits its turn
+        # instead of failing at once with "database is locked" (busy timeout)
+        # (a connection opened with a timeout of its own, such as 0, keeps it)
+        waits = dbapi_connection.execute("PRAGMA busy_timeout").fetchone()[0]
+        if 0 < waits < SQLITE_BUSY_TIMEOUT_MS:
+            dbapi_connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        dbapi_connection.execute("PRAGMA journal_mode = WAL").fetchall()
 
 
 def _lower(value: Any) -> Any:

@@ -96,6 +96,7 @@ SECTIONS: dict[str, Section] = {
             "jobs": Key("The background job runner, see [jobs](#jobs)."),
             "security": Key("Sign-in and sessions, see [security](#security)."),
             "limits": Key("Limits on what users type, see [limits](#limits)."),
+            "imports": Key("How big a file an import reads, see [imports](#imports)."),
         },
         """\
 name: Romashka LLC
@@ -191,6 +192,27 @@ security: {https: true, proxies: 1, redis: "redis://localhost:6379/0"}
 limits: {text_length: 20000}
 """,
         at="limits",
+    ),
+    "ImportsSchema": Section(
+        "imports",
+        "`imports:` in config.yaml",
+        "How big a file `crm import` and the import page read. A file beyond a limit "
+        "is refused before it is read, with a message that names the limit; split it "
+        "into smaller files.",
+        {
+            "max_rows": Key("Rows of data in one file, the header not counted.", "`1000000`"),
+            "max_columns": Key("Columns of one row.", "`200`"),
+            "max_cell": Key("Characters of one cell (a table field's cell too).", "`32768`"),
+            "max_megabytes": Key(
+                "Megabytes of the file once unpacked: a CSV file as it is, an XLSX "
+                "workbook's parts together.",
+                "`200`",
+            ),
+        },
+        """\
+imports: {max_rows: 200000, max_megabytes: 50}
+""",
+        at="imports",
     ),
     "FileSchema": Section(
         "A metadata file",

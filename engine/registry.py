@@ -303,6 +303,8 @@ class Registry:
     jobs: Mapping[str, Any] = field(default_factory=frozen_map)
     #: sign-in and sessions, the config's `security:` map (engine/sessions.py)
     security: Mapping[str, Any] = field(default_factory=frozen_map)
+    #: how big a file an import reads, the config's `imports:` map (engine/transfer/readers.py)
+    imports: Mapping[str, Any] = field(default_factory=frozen_map)
     #: each plugin's settings as written (a map that knows where each key is)
     #: and where they start, for a plugin's own checks (``engine.api.setting_loc``)
     plugin_yaml: Mapping[str, tuple[Any, Loc]] = field(default_factory=frozen_map)

@@ -341,6 +341,15 @@ class LimitsSchema(Strict):
     text_length = Int(validate=_range(1, 10_000_000))
 
 
+class ImportsSchema(Strict):
+    """How big a file an import reads (engine/transfer/readers.py ``Limits``)."""
+
+    max_rows = Int(validate=_range(1, 100_000_000))
+    max_columns = Int(validate=_range(1, 16_384))
+    max_cell = Int(validate=_range(1, 64 * 1024 * 1024))
+    max_megabytes = Int(validate=_range(1, 100_000))
+
+
 class ConfigSchema(Strict):
     name = Text(required=True)
     locale = Text(validate=_one_of("ru", "en"))
@@ -355,6 +364,7 @@ class ConfigSchema(Strict):
     jobs = mf.Nested(JobsSchema)
     security = mf.Nested(SecuritySchema)
     limits = mf.Nested(LimitsSchema)
+    imports = mf.Nested(ImportsSchema)
 
 
 def check(schema: Schema, data: Any, loc: Loc, what: str) -> list[Problem]:

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -41,6 +42,7 @@ from engine.transfer import (
     iter_csv,
     key_field,
 )
+from engine.transfer.readers import Limits
 
 NOW = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 CRM_BIN = str(Path(sys.executable).with_name("crm"))
@@ -155,8 +157,8 @@ def world(load_config: Callable[..., Registry], db_url: str) -> Iterator[Callabl
     world after the first gets a schema of its own."""
     made: list[World] = []
 
-    def make(text: str = CRM) -> World:
-        registry = load_config({"crm.yaml": text}, CONFIG)
+    def make(text: str = CRM, config: str = CONFIG) -> World:
+        registry = load_config({"crm.yaml": text}, config)
         models = build(registry)
         if made and db_url.startswith("postgresql"):
             schema = f"world{len(made)}"
@@ -560,6 +562,117 @@ def test_progress_is_reported_after_every_batch(world: Callable[..., World]) -> 
     with pytest.raises(KeyboardInterrupt):
         w.import_("Company", data, batch=10, progress=cancel)
     assert w.count("company") == 25  # the two batches written were rolled back
+
+
+def _sheet_xml(rows: str, dimension: str = "A1:B2") -> str:
+    return (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+        f'<dimension ref="{dimension}"/><sheetData>{rows}</sheetData></worksheet>'
+    )
+
+
+def _workbook(sheet_xml: str | None = None, extra: tuple[str, bytes] | None = None) -> bytes:
+    """A tiny workbook made by openpyxl, its sheet replaced by ``sheet_xml`` and
+    ``extra`` (a name, the contents) added: the hostile files of the tests below."""
+    book = openpyxl.Workbook()
+    book.active.append(["name"])
+    buf = io.BytesIO()
+    book.save(buf)
+    out = io.BytesIO()
+    with zipfile.ZipFile(buf) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if sheet_xml is not None and item.filename == "xl/worksheets/sheet1.xml":
+                data = sheet_xml.encode()
+            dst.writestr(item.filename, data)
+        if extra is not None:
+            dst.writestr(extra[0], extra[1])
+    return out.getvalue()
+
+
+def _cell(ref: str, text: str) -> str:
+    return f'<c r="{ref}" t="inlineStr"><is><t>{text}</t></is></c>'
+
+
+def test_a_workbook_is_read_as_the_rows_it_holds_not_the_size_it_declares(
+    world: Callable[..., World],
+) -> None:
+    w = world()
+    # the whole sheet declared, two rows held: both are read, nothing made up
+    rows = f'<row r="1">{_cell("A1", "name")}</row><row r="7">{_cell("A7", "Far")}</row>'
+    data = _workbook(_sheet_xml(rows, "A1:XFD1048576"))
+    assert len(data) < 10_000
+    result = w.import_("Company", data, "xlsx")
+    assert result.errors == [] and result.created == 1
+    # a row at 1 048 576: refused at the limit of rows, without reading a million
+    rows = f'<row r="1">{_cell("A1", "name")}</row><row r="1048576">{_cell("A1048576", "x")}</row>'
+    with pytest.raises(TransferError, match=r"more than 1,000,000 rows, the limit of an import"):
+        w.import_("Company", _workbook(_sheet_xml(rows, "A1:XFD1048576")), "xlsx")
+    # a cell in the last column of a sheet: refused at the limit of columns
+    rows = f'<row r="1">{_cell("A1", "name")}</row><row r="2">{_cell("XFD2", "x")}</row>'
+    with pytest.raises(TransferError, match=r"line 2: the row has 16384 columns, more than 200"):
+        w.import_("Company", _workbook(_sheet_xml(rows)), "xlsx")
+    # an empty cell far right (a formatted column) is no column
+    rows = (
+        f'<row r="1">{_cell("A1", "name")}<c r="XFD1"/></row><row r="2">{_cell("A2", "Co")}</row>'
+    )
+    assert w.import_("Company", _workbook(_sheet_xml(rows)), "xlsx").created == 1
+    assert w.count("company") == 2
+
+
+def test_a_zip_bomb_is_refused_before_it_is_unpacked(world: Callable[..., World]) -> None:
+    w = world()
+    bomb = _workbook(extra=("xl/media/bomb.bin", b"\0" * (201 * 1024 * 1024)))
+    assert len(bomb) < 1024 * 1024
+    with pytest.raises(TransferError, match=r"more than 200.0 MB, the limit of an import"):
+        w.import_("Company", bomb, "xlsx")
+    small = _workbook(extra=("xl/media/bomb.bin", b"\0" * (20 * 1024 * 1024)))
+    with pytest.raises(TransferError, match=r"`xl/media/bomb.bin` unpacks \d+ times larger"):
+        w.import_("Company", small, "xlsx")
+    assert w.count("company") == 0
+
+
+def test_csv_limits_name_the_limit(world: Callable[..., World]) -> None:
+    w = world()
+    with pytest.raises(TransferError, match=r"line 3, column 1: the cell holds 40,000 characters"):
+        w.import_("Company", "name\nShort\n" + "x" * 40_000 + "\n")
+    with pytest.raises(TransferError, match=r"line 2: the row has 201 columns, more than 200"):
+        w.import_("Company", "name\n" + ",".join(["a"] * 201) + "\n")
+    with pytest.raises(TransferError, match=r"line 5: the file has more than 3 rows"):
+        w.import_("Company", "name\n" + "".join(f"Co {i}\n" for i in range(5)),
+                  limits=Limits(rows=3))  # fmt: skip
+    with pytest.raises(TransferError, match=r"more than 0.0 MB, the limit of an import"):
+        w.import_("Company", "name\nCo\n", limits=Limits(size=5))
+    assert w.count("company") == 0
+
+
+def test_the_limits_are_read_from_config_yaml(world: Callable[..., World]) -> None:
+    w = world(config=CONFIG + "imports: {max_rows: 2, max_columns: 3, max_cell: 10}\n")
+    with pytest.raises(TransferError, match=r"line 4: the file has more than 2 rows"):
+        w.import_("Company", "name\nA\nB\nC\n")
+    with pytest.raises(TransferError, match=r"line 2, column 1: the cell holds 11 characters"):
+        w.import_("Company", "name\n" + "x" * 11 + "\n")
+    with pytest.raises(TransferError, match=r"line 2: the row has 4 columns, more than 3"):
+        w.import_("Company", "name\nA,b,c,d\n")
+    assert w.import_("Company", "name\nA\nB\n").created == 2
+
+
+def test_a_nul_byte_is_a_bad_value_on_its_line(world: Callable[..., World]) -> None:
+    w = world()
+    result = w.import_("Company", "name\nGood\nBad\x00name\nAlso good\n", all_or_nothing=False)
+    assert [str(e) for e in result.errors] == [
+        "3: name: holds a NUL character (\\0), which text may not contain"
+    ]
+    assert result.created == 2
+    w.docs().create("Company", {"name": "Ромашка", "inn": "7707083893"})
+    w.session.commit()
+    data = 'company,lines\n7707083893,"[{""serial"": ""S\\u0000""}]"\n'
+    result = w.import_("Deal", data)
+    assert [str(e) for e in result.errors] == [
+        "2: lines: holds a NUL character (\\0), which text may not contain"
+    ]
+    assert w.count("deal") == 0
 
 
 def test_access_rules_apply_to_a_principal(world: Callable[..., World]) -> None:

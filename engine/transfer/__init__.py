@@ -82,7 +82,15 @@ guard), :mod:`~engine.transfer.export`, :mod:`~engine.transfer.readers`,
 background import).
 """
 
-from engine.transfer.export import csv_chunks, export, export_rows, iter_csv, list_fields, list_rows
+from engine.transfer.export import (
+    csv_chunks,
+    csv_file,
+    export,
+    export_rows,
+    iter_csv,
+    list_fields,
+    list_rows,
+)
 from engine.transfer.formats import (
     BATCH,
     FORMATS,
@@ -116,6 +124,7 @@ __all__ = [
     "RowError",
     "TransferError",
     "csv_chunks",
+    "csv_file",
     "export",
     "export_rows",
     "exported_fields",

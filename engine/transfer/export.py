@@ -86,14 +86,17 @@ def iter_csv(
         yield chunk
 
 
-def csv_chunks(rows: Iterable[list[Any]], size: int = BATCH) -> Iterator[tuple[bytes, int]]:
+def csv_chunks(rows: Iterable[Iterable[Any]], size: int = BATCH) -> Iterator[tuple[bytes, int]]:
     """Rows as CSV (UTF-8, RFC 4180 quoting): chunks of bytes of up to ``size``
-    rows each, with the number of rows in each."""
+    rows each, with the number of rows in each. Every CSV file the product
+    writes goes through here: a text cell a spreadsheet would run as a
+    formula is written after an apostrophe (:func:`guard_text`); None is an
+    empty cell, anything else its ``str``."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     n = 0
     for row in rows:
-        writer.writerow(row)
+        writer.writerow([_csv_cell(v) for v in row])
         n += 1
         if n == size:
             yield buf.getvalue().encode("utf-8"), n
@@ -101,6 +104,23 @@ def csv_chunks(rows: Iterable[list[Any]], size: int = BATCH) -> Iterator[tuple[b
             buf.truncate()
             n = 0
     yield buf.getvalue().encode("utf-8"), n
+
+
+def csv_file(rows: Iterable[Iterable[Any]]) -> Iterator[bytes]:
+    """A CSV file for a person to open in a spreadsheet: a byte order mark
+    (so it is read as UTF-8), then the rows as :func:`csv_chunks` writes them,
+    formula cells guarded. For a streamed response or ``b"".join(...)``."""
+    yield "\ufeff".encode()
+    for chunk, _ in csv_chunks(rows):
+        yield chunk
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return guard_text(value)
+    return str(value)
 
 
 def export_rows(
@@ -265,7 +285,8 @@ class _Cells:
             return self.typed(f, value, key)
         return self.text(f, value, key)
 
-    def text(self, f: Field, value: Any, key: Any = None, guard: bool = True) -> str:
+    def text(self, f: Field, value: Any, key: Any = None) -> str:
+        """A value as the text of a cell; the CSV writer guards formulas (:func:`csv_chunks`)."""
         if value is None:
             return ""
         if f.type == "ref":
@@ -278,8 +299,7 @@ class _Cells:
             return aware(value).astimezone(self.tz).isoformat()
         if isinstance(value, dt.date):
             return value.isoformat()
-        text = str(value)
-        return guard_text(text) if guard else text
+        return str(value)
 
     def typed(self, f: Field, value: Any, key: Any = None) -> Any:
         if value is None:
@@ -291,7 +311,7 @@ class _Cells:
         if isinstance(value, Decimal) and f.type in ("decimal", "money"):
             digits = len(value.as_tuple().digits)
             return value if digits <= _EXCEL_DIGITS else format(value, "f")
-        return self.text(f, value, key, guard=False)
+        return self.text(f, value, key)
 
     def table(self, f: Field, rows: Sequence[Mapping[Any, Any]]) -> str:
         if not rows:
@@ -306,10 +326,9 @@ class _Cells:
                 if isinstance(value, (bool, int)) and c.type != "ref":
                     item[c.name] = value
                 else:
-                    item[c.name] = self.text(c, value, r.get(f"{c.name}__key"), guard=False)
+                    item[c.name] = self.text(c, value, r.get(f"{c.name}__key"))
             out.append(item)
-        text = json.dumps(out, ensure_ascii=False, separators=(",", ":"))
-        return text if self.xlsx else guard_text(text)
+        return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
 
 
 def _write_xlsx(rows: Iterator[list[Any]], out: IO[bytes], d: DocType, locale: str) -> int:

@@ -29,15 +29,19 @@ from engine.transfer.formats import (
     doctype_of,
     key_field,
 )
-from engine.transfer.readers import CsvReader, XlsxReader, open_binary
+from engine.transfer.readers import CsvReader, Limits, XlsxReader, open_binary
 
 _ID = re.compile(r"#(\d+)")
+#: a NUL character: no text of a record may hold one (PostgreSQL refuses it)
+_NUL = "holds a NUL character (\\0), which text may not contain"
 #: ids of records that an all-or-nothing import stopped writing: never stored
 _UNWRITTEN = 2**62
 #: how many keys → ids an import remembers per target before starting afresh
 _CACHE = 200_000
 
 Progress = Callable[[int, "int | None"], None]
+#: ``checkpoint(line, result)``: a batch up to ``line`` is written; the result so far
+Checkpoint = Callable[[int, "ImportResult"], None]
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,10 @@ def import_(
     batch: int = BATCH,
     now: dt.datetime | None = None,
     max_errors: int = MAX_ERRORS,
+    limits: Limits | None = None,
+    write: bool = True,
+    checkpoint: Checkpoint | None = None,
+    after_line: int = 0,
 ) -> ImportResult:
     """Create a record of ``doctype`` from each row of ``source`` (a path or a
     file; ``fmt`` ``csv`` or ``xlsx``, by default from the file's name).
@@ -118,7 +126,17 @@ def import_(
     caller commits. ``progress(done, total)`` is called after every batch
     (``total`` is an estimate, None when unknown); an exception it raises
     cancels the import and rolls the session back. Raises TransferError when
-    the file cannot be read at all; bad rows are reported in the result."""
+    the file cannot be read at all or goes beyond ``limits`` (rows, columns,
+    cell and unpacked size: :class:`~engine.transfer.readers.Limits`); bad
+    rows are reported in the result.
+
+    ``write=False`` only checks the file: nothing is written, ``created`` is 0.
+    ``checkpoint(line, result)`` is called after each batch that was written
+    (``all_or_nothing=False`` only), for a caller that commits there;
+    ``after_line`` skips the lines up to it, which such a caller committed
+    before it was interrupted."""
+    if checkpoint is not None and all_or_nothing:
+        raise ValueError("checkpoints are for imports that keep their good rows")
     registry = models.registry
     d = doctype_of(registry, doctype)
     if d.builtin:
@@ -134,8 +152,13 @@ def import_(
     fmt = check_format(fmt)
     importer = _Importer(models, session, d, principal or Principal.system(),
                          now or clock.now(), max_errors)  # fmt: skip
+    importer.writing = write
+    importer.checkpoint = checkpoint
+    importer.after_line = after_line
+    if limits is None:
+        limits = Limits.of(registry.imports)
     with open_binary(source) as fh:
-        reader = CsvReader(fh) if fmt == "csv" else XlsxReader(fh)
+        reader = CsvReader(fh, limits) if fmt == "csv" else XlsxReader(fh, limits)
         try:
             importer.run(reader, batch, all_or_nothing, progress)
         except BaseException:
@@ -209,6 +232,8 @@ class _Importer:
         self.selfref_keys: set[str] = set()
         self.header_of: dict[str, str] = {}
         self.writing = True
+        self.checkpoint: Checkpoint | None = None
+        self.after_line = 0
         #: unique field → value → the line that has it (records of this file)
         self.seen: dict[str, dict[Any, int]] = {}
         #: (target, key field or "#") → key → ids
@@ -404,6 +429,8 @@ class _Importer:
         pending_keys: dict[str, set[Any]] = {}
         done = 0
         for line, cells in rows:
+            if line <= self.after_line:
+                continue  # written before the import was interrupted
             if all(c is None or (isinstance(c, str) and not c.strip()) for c in cells):
                 continue
             row = self.parse(line, cells)
@@ -441,6 +468,9 @@ class _Importer:
         width = len(cells)
         for c in self.columns:
             raw = cells[c.index] if c.index < width else None
+            if isinstance(raw, str) and "\x00" in raw:
+                row.error(c.field.name, _NUL)
+                continue
             if (
                 isinstance(raw, float)
                 and raw.is_integer()
@@ -513,6 +543,9 @@ class _Importer:
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             row.error(name, "must be a JSON list of rows, each an object of field → value")
             return
+        if _has_nul(rows):
+            row.error(name, _NUL)
+            return
         out = []
         for i, r in enumerate(rows):
             item: dict[str, Any] = {}
@@ -583,6 +616,8 @@ class _Importer:
             for row in good:  # later rows may still refer to these
                 for key, value in row.own_keys.items():
                     self.made.setdefault(key, {})[value] = _UNWRITTEN
+        if self.checkpoint is not None and rows:
+            self.checkpoint(rows[-1].line, self.result)
         return len(rows)
 
     def report(self, line: int, column: str, message: str) -> None:
@@ -850,6 +885,16 @@ class _Stop(Exception):
 
 def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from engine.models import Models
 from engine.registry import USER, Registry
 from engine.transfer.formats import (
     BATCH,
+    MAX_ERRORS,
     TransferError,
     check_format,
 )
@@ -95,12 +97,14 @@ def import_job(ctx: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
     }
     ru = ctx.registry.locale == "ru"
 
-    def report(done: int, total: int | None) -> None:
+    def report(done: int, total: int | None, checking: bool = False) -> None:
         if not done and not total:
             message = "читаем файл…" if ru else "reading the file…"
         else:
             of = f" {'из' if ru else 'of'} {total}" if total else ""
             message = f"{done}{of} {'строк' if ru else 'rows'}"
+            if checking:
+                message = f"{'проверено' if ru else 'checked'} {message}"
         ctx.report(done, total, message)
 
     try:
@@ -111,17 +115,30 @@ def import_job(ctx: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
             out["failure"] = "the uploaded file is gone: upload it again"
         else:
             report(0, None)
-            with open(path, "rb") as fh:
-                result = import_(
-                    ctx.models, ctx.session, doctype, fh, name.rsplit(".", 1)[1],
-                    principal=principal, all_or_nothing=all_or_nothing, progress=report,
-                    batch=JOB_BATCH, now=ctx.now(),
-                )  # fmt: skip
-            report(result.rows, result.rows)
-            out.update(result.as_json())
+            fmt = name.rsplit(".", 1)[1]
+
+            def run(**kw: Any) -> ImportResult:
+                checking = kw.get("write") is False
+                with open(path, "rb") as fh:
+                    return import_(
+                        ctx.models, ctx.session, doctype, fh, fmt, principal=principal,
+                        progress=lambda done, total: report(done, total, checking),
+                        batch=JOB_BATCH, now=ctx.now(), **kw,
+                    )  # fmt: skip
+
+            if ctx.session.get_bind().dialect.name == "sqlite":
+                out.update(_in_batches(ctx, run, all_or_nothing))
+            else:
+                result = run(all_or_nothing=all_or_nothing)
+                report(result.rows, result.rows)
+                out.update(result.as_json())
     except TransferError as exc:
         out["failure"] = str(exc)
-    except BaseException:
+    except JobError as exc:
+        if not exc.retry or ctx.attempt >= JOB_ATTEMPTS:
+            path.unlink(missing_ok=True)  # failed for good (its budget, say): nobody reads it
+        raise
+    except BaseException:  # LeaseLost among them: the runner that took over reads the file
         if ctx.attempt >= JOB_ATTEMPTS:
             path.unlink(missing_ok=True)  # given up: nobody will read it
         raise
@@ -132,3 +149,47 @@ def import_job(ctx: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
 
 
 import_job.max_attempts = JOB_ATTEMPTS  # type: ignore[attr-defined]
+
+
+def _in_batches(ctx: Any, run: Any, all_or_nothing: bool) -> dict[str, Any]:
+    """SQLite has one write lock for the whole database: an import holding it
+    until its end would keep every page that saves waiting. So each batch is
+    committed on its own, and the job's row remembers how far it got (in the
+    same transaction), so that a retry goes on from there. An all-or-nothing
+    import first reads the whole file without writing: a file with a bad row
+    writes nothing and never takes the lock."""
+    from engine.jobs import OUTBOX
+
+    def saved() -> dict[str, Any] | None:
+        stmt = sa.select(OUTBOX.c.result).where(OUTBOX.c.id == ctx.job_id)
+        text = ctx.session.execute(stmt).scalar_one_or_none()
+        ctx.session.commit()  # no transaction left open while the file is read
+        try:
+            found = json.loads(text) if text else None
+        except ValueError:
+            return None
+        return found if isinstance(found, dict) and "resume" in found else None
+
+    def checkpoint(line: int, so_far: ImportResult) -> None:
+        mark = {"resume": line, **so_far.as_json()}
+        ctx.session.execute(
+            OUTBOX.update().where(OUTBOX.c.id == ctx.job_id).values(result=json.dumps(mark))
+        )
+        ctx.session.commit()
+
+    before = saved()
+    if before is None and all_or_nothing:
+        checked = run(all_or_nothing=True, write=False)
+        if not checked.ok:
+            return checked.as_json()
+    result = run(all_or_nothing=False, checkpoint=checkpoint,
+                 after_line=before["resume"] if before else 0)  # fmt: skip
+    out = result.as_json()
+    if before is not None:  # the batches an interrupted attempt wrote
+        out["rows"] += before["rows"]
+        out["created"] += before["created"]
+        out["bad_rows"] += before["bad_rows"]
+        out["errors"] = [*before["errors"], *out["errors"]][:MAX_ERRORS]
+        out["more_errors"] += before["more_errors"]
+        out["ok"] = not out["errors"]
+    return out

@@ -11,8 +11,6 @@ anyone else it does not exist (404).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from typing import Any
@@ -182,9 +180,7 @@ class ImportMixin:
         self._may_create()
         state = crm()
         header = next(transfer.export_rows(state.models, db_session(), d.name, "csv"))
-        buffer = io.StringIO()
-        csv.writer(buffer).writerow(header)
-        response = Response("\ufeff" + buffer.getvalue(), mimetype="text/csv")
+        response = Response(b"".join(transfer.csv_file([header])), mimetype="text/csv")
         response.headers["Content-Disposition"] = f'attachment; filename="{d.resource}.csv"'
         return response
 

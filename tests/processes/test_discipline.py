@@ -261,6 +261,30 @@ def test_the_page_renders_for_a_head_and_the_csv_has_the_same_numbers(
     assert [r["name"] for r in by_department["rows"]] == ["Sales", "Support", "(no department)"]
 
 
+def test_the_csv_never_hands_a_spreadsheet_a_formula(app: Flask) -> None:
+    """A person's or a department's name is text, even one a spreadsheet would run."""
+    state = app.extensions["crm"]
+    with app.app_context(), state.db.engine.begin() as conn:
+        people, departments = state.models.table("User"), state.models.table("Department")
+        conn.execute(
+            people.update().where(people.c.username == "anna")
+            .values(first_name='=HYPERLINK("http://evil.example","x")', last_name="")
+        )  # fmt: skip
+        conn.execute(departments.update().where(departments.c.name == "Support")
+                     .values(name="+cmd|' /C calc'!A0"))  # fmt: skip
+    helen = Browser(app, "helen", "secret")
+    query = "from=2026-11-01&to=2026-11-30"
+    for by in ("person", "department"):
+        as_csv = helen.get(f"/processes/discipline.csv?{query}&by={by}")
+        assert as_csv.status_code == 200
+        table = list(csv.reader(io.StringIO(as_csv.data.decode("utf-8-sig"))))
+        names = [line[0] for line in table[1:]]
+        hostile = [n for n in names if n[:1] in ("=", "+", "-", "@", "'")]
+        assert hostile, names
+        assert all(n.startswith("'") for n in hostile), names
+    assert "'+cmd|' /C calc'!A0" in names  # the department, written as text
+
+
 def test_a_manager_gets_only_his_row_and_the_menu_has_the_report(
     app: Flask,
 ) -> None:
