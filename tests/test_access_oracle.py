@@ -39,7 +39,7 @@ from engine.app import create_app  # noqa: E402
 from engine.documents import Documents  # noqa: E402
 from engine.security import sync  # noqa: E402
 
-EXAMPLES = 8
+EXAMPLES = 6
 RULES = ("true", "own", "false")
 READ = {"true": True, "own": "own", "false": False}
 DAY = dt.date(2026, 3, 10)
@@ -119,7 +119,8 @@ def yaml_of(world: World) -> str:
         if link:
             fields["link"] = {"type": "ref", "to": link}
         documents[t] = {
-            "title": "{{ name }}",
+            # a title that names its ref: pages, cards and entries must not name a hidden one
+            "title": "{{ name }}{% if link %} of {{ link }}{% endif %}" if link else "{{ name }}",
             "owner": "manager",
             "fields": fields,
             "list": {"columns": ["name", "kind", *(["link"] if link else [])], "search": ["name"]},

@@ -36,7 +36,7 @@ def shown(f: Field, value: Any) -> str:
 def title(d: DocType, obj: Any) -> str:
     """How a person names the record: its ``title`` template, refs by their titles."""
     try:
-        text = documents().title(d.name, obj).strip()
+        text = documents().title(d.name, obj, as_read=True).strip()
     except HandledError:
         text = ""
     return text or f"{d.label.get(locale())} #{obj.id}"
