@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Flask
 
+INN = "7707083893"
 BASE = "name: Base Ltd\nlocale: en\nregion: RU\nlayers: [base]\n"
 
 
@@ -21,7 +22,9 @@ def _setup(crm_app: Callable[..., Flask], login: Callable[..., Any]) -> tuple[An
     app = crm_app("{}", BASE)
     anna, boris = login(app, "anna"), login(app, "boris")
     customer = anna.api(
-        "POST", "/api/v1/customer/", {"name": "Romashka", "email": "bob.secret@example.org"}
+        "POST",
+        "/api/v1/customer/",
+        {"name": "Romashka", "email": "bob.secret@example.org", "inn": INN},
     )
     assert customer.status_code == 201, customer.text
     cid = customer.json["id"]
@@ -68,3 +71,10 @@ def test_a_hidden_customer_shows_no_label(
     record = boris.get(f"/contact_person/{pid}")
     assert record.status_code == 200 and "Romashka" not in record.text, record.text
     assert "Romashka" in anna.get(f"/contact_person/{pid}").text
+    # the REST record and the list's CSV export (a ref by its key, the INN) name it by its id only
+    one = boris.api("GET", f"/api/v1/contact_person/{pid}")
+    assert one.status_code == 200 and "Romashka" not in one.text
+    assert one.json["result"]["customer"] == cid
+    csv_text = boris.get("/contact_person/export.csv").get_data(as_text=True)
+    assert "Ivan" in csv_text and "Romashka" not in csv_text and INN not in csv_text
+    assert INN in anna.get("/contact_person/export.csv").get_data(as_text=True)
