@@ -78,3 +78,14 @@ def test_a_hidden_customer_shows_no_label(
     csv_text = boris.get("/contact_person/export.csv").get_data(as_text=True)
     assert "Ivan" in csv_text and "Romashka" not in csv_text and INN not in csv_text
     assert INN in anna.get("/contact_person/export.csv").get_data(as_text=True)
+
+
+def test_the_no_access_label_speaks_the_configs_language(
+    load_config: Callable[..., Any],
+) -> None:
+    from engine import access
+
+    ru = load_config({}, "name: X\nlocale: ru\nregion: RU\nlayers: []\n")
+    en = load_config({}, "name: X\nlocale: en\nregion: RU\nlayers: []\n")
+    assert access.hidden_label(ru, 201) == "#201 — нет доступа"
+    assert access.hidden_label(en, 201) == "#201 — no access"
