@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from engine.registry import ACCESS_ACTIONS, Registry
+from engine.registry import ACCESS_ACTIONS, USER, Registry
 
 Rule = Literal[True, False, "own"]
 ADMIN_ROLE = "Admin"
@@ -72,9 +72,14 @@ def allowed(registry: Registry, principal: Principal, doctype: str, action: str)
 
 
 def where(
-    models: Any, principal: Principal, doctype: str, action: str = "read"
+    models: Any,
+    principal: Principal,
+    doctype: str,
+    action: str = "read",
+    table: sa.FromClause | None = None,
 ) -> sa.ColumnElement[bool]:
-    """The rows the principal may act on, as a WHERE clause."""
+    """The rows the principal may act on, as a WHERE clause; on ``table`` (an
+    alias of the type's table, in a join) when given."""
     r = rule(models.registry, principal, doctype, action)
     if r is True:
         return sa.true()
@@ -84,7 +89,35 @@ def where(
     owner = d.fields[d.owner] if d.owner else None
     if owner is None:
         return sa.false()
-    return models.table(doctype).c[owner.column] == principal.user_id
+    source = table if table is not None else models.table(doctype)
+    return source.c[owner.column] == principal.user_id
+
+
+def visible(
+    models: Any, principal: Principal | None, doctype: str, table: sa.FromClause | None = None
+) -> sa.ColumnElement[bool]:
+    """The targets of a ref the principal may see through it (a dotted filter,
+    a search, a label): the type's read rule. Users are names everyone sees
+    (the people pickers), and the engine's own work (no principal) sees all."""
+    if principal is None or doctype == USER:
+        return sa.true()
+    return where(models, principal, doctype, "read", table)
+
+
+def may_see(models: Any, principal: Principal | None, doctype: str, obj: Any) -> bool:
+    """For one loaded ref target: the same rule as :func:`visible`."""
+    if principal is None or doctype == USER:
+        return True
+    return may_touch(models, principal, doctype, "read", obj)
+
+
+NO_ACCESS = {"en": "no access", "ru": "нет доступа"}
+
+
+def hidden_label(registry: Registry, target_id: Any, locale: str | None = None) -> str:
+    """What a ref to a record the user may not read shows instead of its name."""
+    lang = locale or str(registry.locale or "en")
+    return f"#{target_id} — {NO_ACCESS.get(lang, NO_ACCESS['en'])}"
 
 
 def may_touch(models: Any, principal: Principal, doctype: str, action: str, obj: Any) -> bool:

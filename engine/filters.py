@@ -37,7 +37,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 
-from engine import clock
+from engine import access, clock
+from engine.access import Principal
 from engine.errors import Loc, Problem, a_or_an, did_you_mean
 from engine.fieldtypes import CORE_TYPES, MAX_ID, Context, Invalid
 from engine.registry import USER, DocType, Field, Registry
@@ -316,8 +317,12 @@ def compile_filter(
     spec: Mapping[str, Any],
     user_id: int | None = None,
     now: dt.datetime | None = None,
+    principal: Principal | None = None,
 ) -> sa.ColumnElement[bool]:
-    """One WHERE clause for ``spec`` on ``doctype``; raises FilterError with a message."""
+    """One WHERE clause for ``spec`` on ``doctype``; raises FilterError with a message.
+
+    With a ``principal``, a dotted name or a name given for a ref sees only the
+    targets the principal may read: a hidden target is an empty link."""
     registry = models.registry
     d = registry.documents.get(doctype)
     if d is None:
@@ -327,7 +332,7 @@ def compile_filter(
     now = now or clock.now()
     if now.tzinfo is None:
         now = now.replace(tzinfo=dt.UTC)
-    compiler = _Compiler(models, user_id, now)
+    compiler = _Compiler(models, user_id, now, principal)
     conditions = []
     for clause in parse(spec):
         chain = _validate(registry, d, clause)
@@ -344,8 +349,15 @@ class _Day:
 
 
 class _Compiler:
-    def __init__(self, models: Models, user_id: int | None, now: dt.datetime):
+    def __init__(
+        self,
+        models: Models,
+        user_id: int | None,
+        now: dt.datetime,
+        principal: Principal | None = None,
+    ):
         self.models = models
+        self.principal = principal
         self.registry = models.registry
         self.user_id = user_id
         self.now = now
@@ -381,7 +393,8 @@ class _Compiler:
         target = _target(self.registry, d, f)
         target_table = self.models.metadata.tables[target.table]
         inner, matches_null = self.chain(rest, clause)
-        cond = column.in_(sa.select(target_table.c.id).where(inner))
+        seen = access.visible(self.models, self.principal, target.name, target_table)
+        cond = column.in_(sa.select(target_table.c.id).where(inner, seen))
         if matches_null:  # an empty link is an empty value
             cond = sa.or_(cond, column.is_(None))
         return cond, matches_null
@@ -461,7 +474,8 @@ class _Compiler:
         names = list(dict.fromkeys(str(v).strip() for v in labels))
         column = table.c[lf.column]
         where = column == names[0] if len(names) == 1 else column.in_(names)
-        return sa.select(table.c.id).where(where)
+        seen = access.visible(self.models, self.principal, target.name, table)
+        return sa.select(table.c.id).where(where, seen)
 
     # -- values -------------------------------------------------------------------
 

@@ -34,6 +34,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from engine import access
+from engine.access import Principal
 from engine.fieldtypes import valid_id
 from engine.filters import TEXTUAL, FilterError, compile_filter, escape_like, label_field
 from engine.models import Models
@@ -58,6 +60,8 @@ class Ref:
 
     id: int
     label: str
+    #: False when the user may not read the target: ``label`` then says so
+    readable: bool = True
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,8 @@ class _Cell:
     #: position of the joined label for a reference column
     label: int | None
     ref: bool
+    #: position of the joined target's id: NULL when the user may not read it
+    seen: int | None = None
 
 
 Executor = Session | sa.Connection
@@ -108,6 +114,7 @@ class ListQuery:
         user_id: int | None = None,
         base_where: sa.ColumnElement[bool] | None = None,
         count_cap: int | None = COUNT_CAP,
+        principal: Principal | None = None,
     ) -> None:
         if doctype not in models.registry.documents:
             raise ListError(f"there is no document type `{doctype}`")
@@ -116,6 +123,8 @@ class ListQuery:
         if offset < 0:
             raise ListError("the offset cannot be negative")
         self.models = models
+        #: whose access rules the refs follow (None: the engine's own work, sees all)
+        self.principal = principal
         self.doc: DocType = models.registry.documents[doctype]
         self.dialect = dialect
         self.table = models.table(doctype)
@@ -133,7 +142,7 @@ class ListQuery:
         if base_where is not None:
             where.append(base_where)
         if filter:
-            where.append(compile_filter(models, doctype, filter, user_id))
+            where.append(compile_filter(models, doctype, filter, user_id, principal=principal))
         if search and search.strip():
             where.append(self._search(search.strip()))
         self.where = sa.and_(sa.true(), *where)
@@ -172,6 +181,11 @@ class ListQuery:
         for cell in self._cells:
             value = row[cell.value]
             if cell.ref and value is not None:
+                if cell.seen is not None and row[cell.seen] is None:
+                    label = access.hidden_label(self.models.registry, value)
+                    value = Ref(value, label, readable=False)
+                    out[cell.key] = value
+                    continue
                 text = row[cell.label] if cell.label is not None else None
                 value = Ref(value, str(text) if text is not None else str(value))
             out[cell.key] = value
@@ -205,7 +219,8 @@ class ListQuery:
                 parent = source(path[:-1])
                 f = self._field_at(path)
                 alias = _alias(self.models, self.doc.name, path, f.to or USER)
-                joined = joined.outerjoin(alias, alias.c.id == parent.c[f.column])
+                seen = access.visible(self.models, self.principal, f.to or USER, alias)
+                joined = joined.outerjoin(alias, sa.and_(alias.c.id == parent.c[f.column], seen))
                 aliases[key] = alias
             return aliases[key]
 
@@ -222,13 +237,15 @@ class ListQuery:
             if not f.stored:
                 raise ListError(f"`{name}` holds rows and cannot be a list column")
             position = add(source(path[:-1]).c[f.column])
-            label = None
+            label = seen = None
             if f.type == "ref":
                 target = self.models.registry.documents[f.to or USER]
                 lf = label_field(target)
                 if lf is not None:
                     label = add(source(path).c[lf.column])
-            cells.append(_Cell(name, position, label, f.type == "ref"))
+                if self.principal is not None and target.name != USER:
+                    seen = add(source(path).c.id)
+            cells.append(_Cell(name, position, label, f.type == "ref", seen))
 
         sort_pos: int | None = None
         if self.sort_field != "id":
@@ -378,7 +395,8 @@ class ListQuery:
             inner = self._search_path(target, rest, term)
             if inner is None:
                 return None
-            return column.in_(sa.select(self.models.table(target.name).c.id).where(inner))
+            seen = access.visible(self.models, self.principal, target.name)
+            return column.in_(sa.select(self.models.table(target.name).c.id).where(inner, seen))
         if len(path) > 1:
             raise ListError(f"`{d.name}.{f.name}` is not a reference")
         if f.type == "phone":
@@ -523,6 +541,7 @@ def page(
     user_id: int | None = None,
     base_where: sa.ColumnElement[bool] | None = None,
     count_cap: int | None = COUNT_CAP,
+    principal: Principal | None = None,
 ) -> Page:
     """One page of a document list: rows as dicts (typed values, :class:`Ref` for
     references) plus a capped count. Raises FilterError/ListError with a message."""
@@ -540,5 +559,6 @@ def page(
         user_id=user_id,
         base_where=base_where,
         count_cap=count_cap,
+        principal=principal,
     )
     return query.run(session)

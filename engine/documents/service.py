@@ -115,8 +115,15 @@ class Documents(DocumentWriting):
                 out[f.name] = conv(getattr(obj, f.column, None))
         return out
 
-    def title(self, doctype: str, obj: Any) -> str:
-        return str(self.view(doctype, obj))
+    def title(self, doctype: str, obj: Any, *, as_read: bool = False) -> str:
+        """The record's title; ``as_read``: as the acting user may read it (a
+        page, a card): a ref in the title template to a record they may not
+        read gives its id, no name."""
+        self._masking = as_read
+        try:
+            return str(self.view(doctype, obj))
+        finally:
+            self._masking = False
 
     # -- helpers ---------------------------------------------------------------
 

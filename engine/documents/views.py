@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.orm import Session
 
-from engine import clock, expressions
+from engine import access, clock, expressions
 from engine.access import Principal
 from engine.documents.plans import Shape
 from engine.documents.values import (
@@ -52,6 +52,8 @@ class DocumentViews:
         self._user_view: expressions.DocView | None = None
         self._limits: dict[tuple[int, Any], tuple[Field, Any]] = {}
         self._shapes: dict[str, Shape] = {}
+        #: while a title is rendered for a person: refs they may not read show no name
+        self._masking = False
 
     @classmethod
     def for_principal(
@@ -108,7 +110,13 @@ class DocumentViews:
     def _wrap(self, f: Field, raw: Any, zero: bool, depth: int) -> Any:
         if f.type == "ref":
             target = self._ref_object(f, raw)
-            return None if target is None else self.view(f.to or USER, target, depth=depth + 1)
+            if target is None:
+                return None
+            if self._masking and not access.may_see(
+                self.models, self.principal, f.to or USER, target
+            ):
+                return access.hidden_label(self.registry, target.id)
+            return self.view(f.to or USER, target, depth=depth + 1)
         if f.type == "table":
             return [
                 expressions.DocView(

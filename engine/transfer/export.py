@@ -152,12 +152,18 @@ def export_rows(
         try:
             condition = sa.and_(
                 condition,
-                compile_filter(models, d.name, filter, principal.user_id if principal else None),
+                compile_filter(
+                    models,
+                    d.name,
+                    filter,
+                    principal.user_id if principal else None,
+                    principal=principal,
+                ),
             )
         except FilterError as exc:
             raise TransferError(f"filter: {exc}") from exc
     stored = [f for f in fields if f.type != "table"]
-    stmt = _select_with_keys(models, table, stored).where(condition)
+    stmt = _select_with_keys(models, table, stored, principal).where(condition)
     tables = [f for f in fields if f.type == "table"]
     yield [f.name if header == "names" else f.label.get(registry.locale) for f in fields]
     last = 0
@@ -214,7 +220,7 @@ def list_rows(
     fields = list_fields(d)
     cell = _Cells(Documents(models, session).timezone, "csv")
     table = models.table(d.name)
-    stmt = _select_with_keys(models, table, [f for f in fields if f.type != "table"])
+    stmt = _select_with_keys(models, table, [f for f in fields if f.type != "table"], principal)
     tables = [f for f in fields if f.type == "table"]
     yield ["id", *(f.label.get(registry.locale) for f in fields)]
     where = access.where(models, principal, d.name, "read")
@@ -223,7 +229,7 @@ def list_rows(
         page = lists.page(
             models, session, d.name, filter=filter or None, search=search or None, order=order,
             after=after, limit=batch, columns=[], user_id=principal.user_id, base_where=where,
-            count_cap=0,
+            count_cap=0, principal=principal,
         )  # fmt: skip
         ids = [row["id"] for row in page.rows]
         found = {r.id: r._mapping for r in session.execute(stmt.where(table.c.id.in_(ids)))}
@@ -240,8 +246,11 @@ def list_rows(
         after = page.next_cursor
 
 
-def _select_with_keys(models: Models, table: sa.Table, fields: list[Field]) -> sa.Select[Any]:
-    """The fields' columns, each ref with its target's key beside it (``name__key``)."""
+def _select_with_keys(
+    models: Models, table: sa.Table, fields: list[Field], principal: Principal | None = None
+) -> sa.Select[Any]:
+    """The fields' columns, each ref with its target's key beside it (``name__key``);
+    a target the principal may not read gives no key, only its id."""
     cols: list[Any] = [table.c.id]
     joined: Any = table
     for f in fields:
@@ -253,7 +262,8 @@ def _select_with_keys(models: Models, table: sa.Table, fields: list[Field]) -> s
         if key is None:
             continue
         alias = models.table(target).alias(f"key_{table.name}_{f.name}")
-        joined = joined.outerjoin(alias, alias.c.id == table.c[f.column])
+        seen = access.visible(models, principal, target, alias)
+        joined = joined.outerjoin(alias, sa.and_(alias.c.id == table.c[f.column], seen))
         cols.append(alias.c[key.column].label(f"{f.name}__key"))
     return sa.select(*cols).select_from(joined)
 

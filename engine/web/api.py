@@ -403,6 +403,7 @@ class DocumentApi(BaseApi):
                 order=order, offset=page_no * size, limit=size, after=request.args.get("after") or None,
                 columns=columns, user_id=g.crm_principal.user_id,
                 base_where=access.where(state.models, g.crm_principal, d.name, "read"),
+                principal=g.crm_principal,
             )  # fmt: skip
         except FilterError as exc:
             return json_error(400, str(exc))

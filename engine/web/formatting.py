@@ -36,7 +36,7 @@ def shown(f: Field, value: Any) -> str:
 def title(d: DocType, obj: Any) -> str:
     """How a person names the record: its ``title`` template, refs by their titles."""
     try:
-        text = documents().title(d.name, obj).strip()
+        text = documents().title(d.name, obj, as_read=True).strip()
     except HandledError:
         text = ""
     return text or f"{d.label.get(locale())} #{obj.id}"
@@ -52,7 +52,13 @@ def display_values(d: DocType, obj: Any) -> dict[str, str]:
             continue
         if f.type == "ref":
             target = getattr(obj, f.name)
-            out[f.name] = "" if target is None else title(registry.documents[f.to or USER], target)
+            to = f.to or USER
+            if target is None:
+                out[f.name] = ""
+            elif access.may_see(crm().models, principal(), to, target):
+                out[f.name] = title(registry.documents[to], target)
+            else:  # a record the user may not read: its id, never its name
+                out[f.name] = access.hidden_label(registry, target.id, locale())
         else:
             out[f.name] = shown(f, getattr(obj, f.column))
     return out
@@ -124,7 +130,7 @@ def list_cells(
         for c, f in zip(columns, fields, strict=True):
             value = row.get(c)
             if f.type == "ref" and value is not None:
-                href = f"/{registry.documents[f.to].resource}/{value.id}" if readable.get(f.to) else None  # fmt: skip
+                href = f"/{registry.documents[f.to].resource}/{value.id}" if readable.get(f.to) and value.readable else None  # fmt: skip
                 cells.append({"text": str(value.label), "href": href})
             else:
                 cells.append({"text": shown(f, value), "href": None})
@@ -165,7 +171,8 @@ def timeline(d: DocType, obj: Any, offset: int = 0) -> dict[str, Any]:
     titles: dict[tuple[str, int], str] = {}
     for name, ids in by_type.items():
         cls = state.models.cls(name)
-        for o in db_session().execute(sa.select(cls).where(cls.id.in_(ids))).scalars():
+        seen = access.visible(state.models, principal(), name)
+        for o in db_session().execute(sa.select(cls).where(cls.id.in_(ids), seen)).scalars():
             titles[(name, o.id)] = title(registry.documents[name], o)
     out = []
     for e in entries:
@@ -175,7 +182,8 @@ def timeline(d: DocType, obj: Any, offset: int = 0) -> dict[str, Any]:
             detail = td.statuses.states[detail].label.get(locale())
         out.append({
             "at": show(Field("at", "datetime"), e.at, locale()), "kind": e.kind, "type": td.label.get(locale()),
-            "title": titles.get((e.doctype, e.doc_id), f"#{e.doc_id}"), "detail": detail,
+            "title": titles.get((e.doctype, e.doc_id)) or access.hidden_label(registry, e.doc_id, locale()),
+            "detail": detail,
             "url": f"/{td.resource}/{e.doc_id}",
         })  # fmt: skip
     return {"entries": out, "more": more, "offset": offset}

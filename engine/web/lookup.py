@@ -13,7 +13,7 @@ from engine import access, lists
 from engine.fieldtypes import valid_id
 from engine.filters import escape_like, label_field
 from engine.registry import USER, DocType
-from engine.web.base import crm, db_session, principal
+from engine.web.base import crm, db_session, locale, principal
 from engine.web.fetch import clean, ref_loads, row_doc
 from engine.web.formatting import title
 
@@ -88,10 +88,14 @@ def ref_labels(
     for doc, vals in extra:
         collect(doc, vals)
     out: dict[tuple[str, str], str] = {}
+    models, me = crm().models, principal()
     for target, ids in wanted.items():
         td = registry.documents[target]
-        cls = crm().models.cls(target)
-        stmt = sa.select(cls).where(cls.id.in_(ids)).options(*ref_loads(td))
+        cls = models.cls(target)
+        seen = access.visible(models, me, target)
+        stmt = sa.select(cls).where(cls.id.in_(ids), seen).options(*ref_loads(td))
         for obj in db_session().execute(stmt).scalars():
             out[(target, str(obj.id))] = title(td, obj)
+        for ident in ids:  # a record the user may not read is named by its id only
+            out.setdefault((target, str(ident)), access.hidden_label(registry, ident, locale()))
     return out

@@ -133,6 +133,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
                 state.models, db_session(), d.name, filter=spec or None, search=search,
                 order=order, offset=offset, limit=PAGE_SIZE, columns=columns,
                 user_id=principal().user_id, base_where=access.where(state.models, principal(), d.name, "read"),
+                principal=principal(),
             )  # fmt: skip
         except FilterError as exc:
             db_session().rollback()

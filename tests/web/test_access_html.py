@@ -89,10 +89,11 @@ def test_the_record_page_links_refs_the_user_may_open(
     assert f'href="/customer/{customer}"' in dd and "Shared" in dd
     listed = helen.get("/deal/").text
     assert f'class="crm-ref-link" href="/customer/{customer}"' in listed
-    # Anna owns the deal, not its customer: she reads its name, gets no dead link
+    # Anna owns the deal, not its customer: she sees its id, neither its name nor a dead link
     page = anna.get(f"/deal/{deal}").text
     dd = page.split('data-field="customer"', 1)[1].split("</dd>", 1)[0]
-    assert "Shared" in dd and "href" not in dd
+    assert f"#{customer} — no access" in dd and "href" not in dd
+    assert "Shared" not in page
     assert anna.get(f"/customer/{customer}").status_code == 404
 
 
