@@ -186,7 +186,11 @@ def timeline_sources(
                     sa.and_(
                         tasks.c.doctype == name,
                         tasks.c.doc_id.in_(
-                            sa.select(table.c.id).where(table.c[f.column] == doc_id)
+                            sa.select(table.c.id).where(
+                                table.c[f.column] == doc_id,
+                                # a task of a record the user may not read says it exists
+                                api.where(models, principal, name),
+                            )
                         ),
                     )
                 )
