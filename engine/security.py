@@ -51,6 +51,8 @@ def sync(appbuilder: Any, registry: Registry) -> list[str]:
         sm.add_permission_view_menu("can_this_form_get", "ResetMyPasswordView"),
         sm.add_permission_view_menu("can_this_form_post", "ResetMyPasswordView"),
         sm.add_permission_view_menu("can_userinfo", sm.user_view.__class__.__name__),
+        # the profile's "reset my password" button (an action of the user view)
+        sm.add_permission_view_menu("resetmypassword", sm.user_view.__class__.__name__),
     ]
     admin = sm.find_role(sm.auth_role_admin) or sm.add_role(sm.auth_role_admin)
     for pvm in [*pvms.values(), *shared]:

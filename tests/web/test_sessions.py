@@ -161,7 +161,9 @@ def test_changing_ones_own_password_keeps_this_session_and_ends_the_others(
 ) -> None:
     app = crm_app(config=CONFIG)
     here, elsewhere = login(app, "anna"), login(app, "anna")
-    assert here.get("/users/userinfo/").status_code == 200  # the profile, with the link
+    profile = here.get("/users/userinfo/")
+    assert profile.status_code == 200
+    assert "/users/action/resetmypassword/" in profile.text  # its "reset my password" button
     response = change_own_password(here.client, "a-new-long-secret")
     assert response.status_code == 302, response.text
     assert signed_in(here.client)
