@@ -114,6 +114,8 @@ def crm_status_changed(doctype: Any, doc: Any, target: str, docs: Any) -> None:
         if doc.done_at is None:  # moved to done by hand, not through complete()
             doc.done_at = docs.now()
         rt.task_done(doc)
+    if doctype.name == runtime.INSTANCE and target == "cancelled":
+        rt.close(doc)  # cancelled by a person: its tasks go with it
     rt.status_changed(doctype, doc, target)
 
 

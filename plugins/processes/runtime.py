@@ -369,26 +369,41 @@ class Runtime:
         outer = self._token(instance, join, token.parent, _parent_of(instance, group))
         return [(outer, join)]
 
-    def finish(self, instance: Any, state: str) -> None:
+    def finish(self, instance: Any, state: str, reason: str | None = None) -> None:
         """End an instance: its open tasks are cancelled, its tokens passed."""
+        self.close(instance, reason)
+        self.move(self.registry.documents[INSTANCE], instance, state)
+
+    def close(self, instance: Any, reason: str | None = None) -> None:
+        """Cancel an ended instance's open tasks (each with the reason, for its
+        timeline and for whoever tries to complete it later) and pass its
+        tokens. Doing it twice changes nothing."""
+        if reason is None:
+            ru = self.registry.locale == "ru"
+            reason = (
+                f"процесс «{instance.label}» прерван"
+                if ru
+                else f"the process “{instance.label}” was cancelled"
+            )
         tasks = self.models.cls(TASK)
         for task in self.session.execute(
             sa.select(tasks).where(tasks.process_id == instance.id, tasks.status == "open")
         ).scalars():
+            task.reason = reason[:300]
             self.move(self.registry.documents[TASK], task, "cancelled")
         for t in instance.tokens:
             t.state = "done"
-        instance.finished_at = self.docs.now()
-        self.move(self.registry.documents[INSTANCE], instance, state)
+        if instance.finished_at is None:
+            instance.finished_at = self.docs.now()
 
-    def cancel_instances(self, d: DocType, doc: Any) -> None:
+    def cancel_instances(self, d: DocType, doc: Any, reason: str | None = None) -> None:
         cls = self.models.cls(INSTANCE)
         for instance in self.session.execute(
             sa.select(cls).where(
                 cls.doctype == d.name, cls.doc_id == doc.id, cls.status == "running"
             )
         ).scalars():
-            self.finish(instance, "cancelled")
+            self.finish(instance, "cancelled", reason)
 
     def steered(self, d: DocType, doc: Any) -> str | None:
         """Why a person may not move ``doc`` by hand: a running process sets

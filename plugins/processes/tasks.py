@@ -45,6 +45,8 @@ def complete(
     task = docs.session.execute(stmt).scalar_one_or_none()
     if task is None:
         raise NotFound(f"there is no task #{task_id}")
+    if task.status == "cancelled" and getattr(task, "reason", None):
+        raise AlreadyClosed(f"the task was cancelled: {task.reason}")
     if task.status != "open":
         users = models.table(USER)
         who = docs.session.execute(
@@ -198,6 +200,7 @@ def timeline_sources(
     # the detail is what the timeline's last column shows, in the config's language
     ru = registry.locale == "ru"
     given, done_word = ("поставлена", "выполнена") if ru else ("assigned", "done")
+    cancelled_word = "отменена" if ru else "cancelled"
     created = entry_select(tasks.c.created_at, "task", TASK, tasks.c.id, sa.literal(given)).where(
         where
     )
@@ -207,7 +210,16 @@ def timeline_sources(
     done = entry_select(tasks.c.done_at, "task_done", TASK, tasks.c.id, outcome).where(
         where, tasks.c.done_at.is_not(None)
     )
-    return [created, done]
+    cancelled = entry_select(
+        tasks.c.updated_at,
+        "task_cancelled",
+        TASK,
+        tasks.c.id,
+        sa.func.coalesce(
+            sa.literal(f"{cancelled_word}: ") + tasks.c.reason, sa.literal(cancelled_word)
+        ),
+    ).where(where, tasks.c.status == "cancelled")
+    return [created, done, cancelled]
 
 
 __all__ = ["AlreadyClosed", "complete", "deadlines_job", "outcomes_of", "resume_job"]
