@@ -114,6 +114,9 @@ class Process:
     steps: Mapping[str, Step]
     first: str
     loc: Loc
+    #: an expression over the document: when it holds after a save, the
+    #: running instance is cancelled (with its tasks)
+    stop_when: str | None = None
 
     def join_of(self) -> dict[str, str]:
         """join step → the parallel step that splits to it."""

@@ -51,7 +51,9 @@ class RouteMapReader(Reader):
         before = len(self.problems)
         if not self.enabled(body, loc, what):
             return None
-        self.unknown_keys(body, ("label", "document", "start", "steps", "enabled"), loc, what)
+        self.unknown_keys(
+            body, ("label", "document", "start", "stop_when", "steps", "enabled"), loc, what
+        )
         if "document" not in body:
             self.problem(
                 loc, f"{what} needs `document`: the type it runs on, such as `document: Deal`"
@@ -75,6 +77,11 @@ class RouteMapReader(Reader):
                 _value_loc(start_raw, "on", sloc), _value_loc(start_raw, "when", sloc),
                 f"{what}: `start`", process=True,
             )  # fmt: skip
+        stop_when = None
+        if "stop_when" in body:
+            stop_when = self.expression(
+                d, body["stop_when"], _value_loc(body, "stop_when", loc), f"{what}: `stop_when`"
+            )
         steps_raw = body.get("steps")
         stloc = _value_loc(body, "steps", loc)
         if not isinstance(steps_raw, Mapping) or not steps_raw:
@@ -107,7 +114,7 @@ class RouteMapReader(Reader):
         process = Process(
             name, _label(body.get("label"), self.registry.locale, name), d.name,
             start or Trigger(d.name, "create", None, None, loc), steps,
-            str(next(iter(steps_raw))), loc,
+            str(next(iter(steps_raw))), loc, stop_when,
         )  # fmt: skip
         self.problems += check_graph(process, frozenset(opaque))
         if len(self.problems) > before or start is None:

@@ -72,6 +72,36 @@ class Runtime:
                 or (t.event == "field" and t.value in changes)
             ),
         )
+        self.stop(d, doc)
+
+    def stop(self, d: DocType, doc: Any) -> None:
+        """After a save: cancel the running instances whose ``stop_when``
+        holds for the document now (one query for the document's instances)."""
+        stoppable = {
+            p.name: p
+            for p in self.defs.processes.values()
+            if p.document == d.name and p.stop_when is not None
+        }
+        if not stoppable:
+            return
+        cls = self.models.cls(INSTANCE)
+        running = self.session.execute(
+            sa.select(cls).where(
+                cls.doctype == d.name, cls.doc_id == doc.id, cls.status == "running",
+                cls.process.in_(sorted(stoppable)),
+            ).order_by(cls.id)
+        ).scalars().all()  # fmt: skip
+        ru = self.registry.locale == "ru"
+        for instance in running:
+            condition = stoppable[instance.process].stop_when
+            assert condition is not None
+            if instance.status == "running" and api.truthy(self._evaluate(d, doc, condition)):
+                reason = (
+                    f"процесс «{instance.label}» остановлен: {condition}"
+                    if ru
+                    else f"the process “{instance.label}” stopped: {condition}"
+                )
+                self.finish(instance, "cancelled", reason)
 
     def status_changed(self, d: DocType, doc: Any, target: str) -> None:
         self._fire(d, doc, lambda t: t.event == "status" and t.value == target)
@@ -372,6 +402,8 @@ class Runtime:
     def finish(self, instance: Any, state: str, reason: str | None = None) -> None:
         """End an instance: its open tasks are cancelled, its tokens passed."""
         self.close(instance, reason)
+        if reason is not None:
+            instance.reason = reason[:300]
         self.move(self.registry.documents[INSTANCE], instance, state)
 
     def close(self, instance: Any, reason: str | None = None) -> None:

@@ -44,6 +44,27 @@ def case(name: str, text: str, *expected: str) -> object:
 
 CASES = [
     case(
+        "bad_stop_when",
+        """\
+processes:
+  follow_up:
+    document: Deal
+    stop_when: "stage == 'lost' and amont > 0"
+    steps:
+      call: {task: {title: Call back}, next: done}
+      done: {end: true}
+  call_back:
+    document: Deal
+    stop_when: 3
+    steps:
+      call: {task: {title: Call back}, next: done}
+      done: {end: true}
+""",
+        "sale.yaml:4:16: process `follow_up`: `stop_when`: unknown name `amont` in "
+        "`stage == 'lost' and amont > 0` (did you mean `amount`?)",
+        "sale.yaml:10:16: process `call_back`: `stop_when` must be an expression in quotes, not 3",
+    ),
+    case(
         "unknown_document",
         """\
 processes:

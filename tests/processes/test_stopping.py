@@ -74,3 +74,40 @@ def test_cancelling_a_process_cancels_its_tasks_and_refuses_a_late_completion(
     assert ("task_cancelled", "cancelled: the process “Big sale” was cancelled") in details
     assert tasks_of(w, s)[0].status == "cancelled"
     assert len(tasks_of(w, s)) == 1  # the process did not go on
+
+
+FOLLOW_UP = """
+processes:
+  follow_up:
+    label: Follow up
+    document: Deal
+    start: {on: create}
+    stop_when: "stage == 'lost'"
+    steps:
+      call:
+        task: {title: "Call about {{ doc.number }}", assignee: owner, due: 1d}
+        next: done
+      done: {end: true}
+"""
+
+
+def test_stop_when_cancels_the_process_when_the_document_is_lost(world_for: Any) -> None:
+    w = world_for({"sale.yaml": FOLLOW_UP})
+    s = w.session()
+    customer = w.customer(s)
+    deal = w.docs(s).create("Deal", {"customer": customer.id, "amount": 10})
+    s.commit()
+    [call] = tasks_of(w, s)
+    # a save that leaves the condition false changes nothing
+    w.docs(s).update("Deal", deal, {"amount": 20})
+    s.commit()
+    assert instance_of(w, s).status == "running"
+    StatusEngine(w.docs(s)).apply("Deal", deal, "lost", fields={"loss_reason": "price"})
+    s.commit()
+    instance = instance_of(w, s)
+    assert instance.status == "cancelled"
+    assert instance.reason == "the process “Follow up” stopped: stage == 'lost'"
+    [call] = tasks_of(w, s)
+    assert call.status == "cancelled"
+    with pytest.raises(AlreadyClosed, match="cancelled: the process “Follow up” stopped"):
+        task_api.complete(w.docs(s), call.id, None)
