@@ -133,6 +133,14 @@ def crm_before_transition(
 
 
 @hookspec
+def crm_transition_vetoes(
+    session: Any, doctype: DocType, doc: Any, targets: list[str], user: Any, docs: Any
+) -> dict[str, str] | None:
+    """For display (the record page's buttons): the moves among ``targets``
+    that crm_before_transition would veto, target → message, all in one call."""
+
+
+@hookspec
 def crm_status_changed(
     session: Any, doctype: DocType, doc: Any, source: str | None, target: str, user: Any, docs: Any
 ) -> None:

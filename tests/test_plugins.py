@@ -110,6 +110,14 @@ CALLS: dict[str, dict[str, Any]] = {
         "user": USER,
         "docs": DOCS,
     },
+    "crm_transition_vetoes": {
+        "session": SESSION,
+        "doctype": DOCTYPE,
+        "doc": DOC,
+        "targets": ["won", "lost"],
+        "user": USER,
+        "docs": DOCS,
+    },
     "crm_status_changed": {
         "session": SESSION,
         "doctype": DOCTYPE,
@@ -152,6 +160,7 @@ RESULTS: dict[str, Any] = {
     "crm_document_deleted": None,
     "crm_timeline_sources": [Stand("select of calls")],
     "crm_before_transition": "Fill in the amount first",
+    "crm_transition_vetoes": {"won": "Fill in the amount first"},
     "crm_status_changed": None,
     "crm_send_email": "email-1",
     "crm_send_sms": "sms-1",
@@ -231,6 +240,12 @@ class Recorder:
         self, session: Any, doctype: Any, doc: Any, source: Any, target: Any, user: Any, docs: Any
     ) -> Any:
         return self._got("crm_before_transition", locals())
+
+    @hookimpl
+    def crm_transition_vetoes(
+        self, session: Any, doctype: Any, doc: Any, targets: Any, user: Any, docs: Any
+    ) -> Any:
+        return self._got("crm_transition_vetoes", locals())
 
     @hookimpl
     def crm_status_changed(

@@ -202,6 +202,15 @@ def transition_moves(d: DocType, obj: Any) -> list[Move]:
         if any(r.rule in ("state", "transition", "final") for r in reasons):
             continue
         moves.append(Move(st, [r.message for r in reasons]))
+    # what plugins would veto, asked once for every move still allowed
+    allowed = [m.state.name for m in moves if m.allowed]
+    if allowed:
+        for answer in documents().call_hook(
+            "crm_transition_vetoes", doctype=d, doc=obj, targets=allowed
+        ):
+            for m in moves:
+                if answer and m.state.name in answer:
+                    m.reasons.append(str(answer[m.state.name]))
     return moves
 
 

@@ -106,6 +106,20 @@ def crm_before_transition(
 
 
 @hookimpl
+def crm_transition_vetoes(
+    session: Any, doctype: Any, doc: Any, targets: list[str], docs: Any
+) -> dict[str, str] | None:
+    """What crm_before_transition would say, for the record page's buttons:
+    one query for the record's running instances, whatever the targets."""
+    if doctype.name == runtime.TASK and "done" in targets and getattr(doc, "outcomes", None):
+        choices = ", ".join(doc.outcomes.split(","))
+        return {"done": f"this task is completed with an outcome: {choices}"}
+    rt = _runtime(docs)
+    why = rt.steered(doctype, doc) if rt is not None else None
+    return dict.fromkeys(targets, why) if why else None
+
+
+@hookimpl
 def crm_status_changed(doctype: Any, doc: Any, target: str, docs: Any) -> None:
     rt = _runtime(docs)
     if rt is None:

@@ -5,16 +5,22 @@ comes to a state the map names."""
 from __future__ import annotations
 
 import datetime as dt
+import html
+import re
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from flask import Flask
 
 from engine import timeline
 from engine.access import Principal
+from engine.documents import Documents
 from engine.statuses import StatusEngine
 from plugins.processes import tasks as task_api
 from plugins.processes.tasks import AlreadyClosed
+from tests.web.conftest import Browser, crm_app  # noqa: F401 - its fixture
+from tests.web.test_costs import statements_of
 
 SALE = """
 processes:
@@ -111,3 +117,47 @@ def test_stop_when_cancels_the_process_when_the_document_is_lost(world_for: Any)
     assert call.status == "cancelled"
     with pytest.raises(AlreadyClosed, match="cancelled: the process “Follow up” stopped"):
         task_api.complete(w.docs(s), call.id, None)
+
+
+CONFIG = "name: Test sales\nlocale: en\nlayers: [base]\nplugins:\n  processes: {}\n"
+
+
+def test_the_record_page_disables_the_moves_a_running_process_refuses(
+    crm_app: Any,  # noqa: F811 - the fixture
+) -> None:
+    app: Flask = crm_app(SALE, CONFIG)
+    state = app.extensions["crm"]
+    with app.app_context():
+        session = state.db.session
+        users = state.models.table("User")
+        ids = dict(session.execute(sa.select(users.c.username, users.c.id)).tuples().all())
+        docs = Documents(state.models, session, ids["anna"], ["manager"], state.pm, username="anna")
+        customer = docs.create("Customer", {"name": "ООО Ромашка"})
+        steered = docs.create("Deal", {"customer": customer.id, "kind": "typical", "amount": 5})
+        free = docs.create("Deal", {"customer": customer.id, "kind": "simple", "amount": 5})
+        session.commit()
+        steered_id, free_id = steered.id, free.id
+        engine = state.db.engine
+    anna = Browser(app, "anna", "secret")
+    with statements_of(engine) as seen:
+        page = anna.get(f"/deal/{steered_id}")
+    assert page.status_code == 200
+    refused = refused_moves(page.text)
+    why = "its stages follow the process “Big sale”: complete the process's tasks to move it"
+    # every move the stage rules allow (to qualification, to lost) is refused
+    assert refused == {"qualification": why, "lost": why}
+    # one query for the record's running instances, not one per move
+    running = [st for st in seen if "process_instance.status" in st and "running" in st.lower()]
+    assert len(running) <= 1, running
+    # a deal without a process keeps its moves
+    other = anna.get(f"/deal/{free_id}").text
+    assert why not in refused_moves(other).values()
+    assert 'data-to="qualification"' in other
+
+
+def refused_moves(page: str) -> dict[str, str]:
+    """The record page's disabled move buttons: target → the reason in their title."""
+    found = re.findall(
+        r'<span class="crm-move-refused" data-to="(\w+)">\s*<button[^>]*title="([^"]*)"', page
+    )
+    return {to: html.unescape(title) for to, title in found}
