@@ -153,6 +153,28 @@ def test_the_record_page_disables_the_moves_a_running_process_refuses(
     other = anna.get(f"/deal/{free_id}").text
     assert why not in refused_moves(other).values()
     assert 'data-to="qualification"' in other
+    # the head cancels the process over REST: anna's task goes with it, and
+    # completing it from a stale tab is a 409 that says why
+    with app.app_context():
+        instances = state.models.cls("ProcessInstance")
+        instance_id = session.execute(
+            sa.select(instances.id).where(instances.doc_id == steered_id)
+        ).scalar_one()
+        tasks = state.models.cls("Task")
+        task_id = session.execute(
+            sa.select(tasks.id).where(tasks.process_id == instance_id)
+        ).scalar_one()
+        resource = state.registry.documents["ProcessInstance"].resource
+    helen = Browser(app, "helen", "secret")
+    cancel = helen.api(
+        "POST", f"/api/v1/{resource}/{instance_id}/transition", json={"to": "cancelled"}
+    )
+    assert cancel.status_code == 200, cancel.text
+    late = anna.api("POST", f"/api/v1/task/{task_id}/complete", json={"outcome": "ok"})
+    assert late.status_code == 409
+    assert late.json["message"] == "the task was cancelled: the process “Big sale” was cancelled"
+    # and the deal's moves are free again
+    assert refused_moves(anna.get(f"/deal/{steered_id}").text) == {}
 
 
 def refused_moves(page: str) -> dict[str, str]:
