@@ -544,7 +544,7 @@ documents:
         "`documents: TYPE: statuses: states: NAME: editable:` as a map",
         "Who may still change a record in the state; anyone else may change nothing in it.",
         {
-            "roles": Key("The roles that may."),
+            "roles": Key("The roles that may (an admin always may)."),
             "fields": Key("The fields they may change.", "every field"),
         },
         """\

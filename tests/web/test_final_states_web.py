@@ -4,6 +4,7 @@ by field with a 422 (a delete with a 409, like other refused deletes)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -69,6 +70,10 @@ def test_editable_by_role_shows_edit_with_only_those_fields_open(
     did = lost_deal(anna)
     assert "crm-edit" not in anna.get(f"/deal/{did}").text
     assert "crm-edit" in helen.get(f"/deal/{did}").text
+    form = helen.get(f"/deal/{did}/edit").text
+    assert re.search(r'<textarea[^>]*name="loss_reason"(?![^>]*readonly)', form), form
+    assert re.search(r'<input[^>]*name="amount"[^>]*readonly', form)
+    assert "+ Row" not in form  # the lines stay as they are
     got: Any = helen.api("GET", f"/api/v1/deal/{did}").json["result"]
     ok = helen.api("PUT", f"/api/v1/deal/{did}", {"version": got["version"], "loss_reason": "x"})
     assert ok.status_code == 200, ok.text
