@@ -511,6 +511,22 @@ def _state(registry: Registry, d: DocType, s: Any, raw: Any) -> Iterator[Problem
                 f"the state `{s.name}` of `{d.name}` requires an unknown field `{name}`"
                 f"{did_you_mean(name, d.fields)}",
             )
+    if s.editable is not None:
+        where = f"`editable` of the state `{s.name}` of `{d.name}`"
+        spec = raw.get("editable") if isinstance(raw, LMap) else None
+        sub = ("editable", "fields") if isinstance(spec, LMap) else ("editable",)
+        for name in s.editable.fields or ():
+            if name not in d.fields:
+                yield Problem(
+                    _at(raw, s.loc, *sub, item=name),
+                    f"{where} names an unknown field `{name}`{did_you_mean(name, d.fields)}",
+                )
+        for role in s.editable.roles:
+            if role not in registry.roles and role != "admin":
+                yield Problem(
+                    _at(raw, s.loc, "editable", "roles", item=role),
+                    f"{where} names an unknown role `{role}`{did_you_mean(role, registry.roles)}",
+                )
     if s.outcome and not s.final:
         yield Problem(
             _at(raw, s.loc, "outcome"),

@@ -29,6 +29,7 @@ from engine.registry import (
     USER,
     Access,
     DocType,
+    Editable,
     Field,
     FormSection,
     Label,
@@ -974,6 +975,7 @@ class Loader:
                 )
                 if rn
                 else None,
+                _editable(spec.get("editable")),
             )
         transitions = tuple(
             Transition(
@@ -1151,3 +1153,17 @@ def _section_hint(p: Problem, sections: tuple[str, ...]) -> Problem:
 def load(config_dir: str | Path, env: Mapping[str, str] | None = None) -> Registry:
     """Load and check a configuration; raises MetadataError with every problem."""
     return Loader(Path(config_dir), env).load()
+
+
+def _editable(spec: Any) -> Editable | None:
+    """``editable:`` of a state (see :class:`engine.registry.Editable`)."""
+    if spec is None:
+        return None
+    if spec is True:
+        return Editable(None)
+    if spec is False:
+        return Editable(())
+    if isinstance(spec, Mapping):
+        fields = spec.get("fields")
+        return Editable(None if fields is None else tuple(fields), tuple(spec.get("roles", ())))
+    return Editable(tuple(spec))

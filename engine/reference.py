@@ -514,6 +514,15 @@ documents:
         {
             "label": Key("The state's name for people.", "its name"),
             "final": Key("No move leaves it.", "`false`"),
+            "editable": Key(
+                "What may still be changed in a record in this state, by forms, the API and "
+                "imports alike (moves out of it still work): `true`; `false`; a list of "
+                "fields (only these); or `{roles: [...], fields: [...]}` — those roles may "
+                "change those fields (all of them without `fields`), nobody else anything. "
+                "Computed fields follow the fields they are computed from; a record that "
+                "may not be fully changed cannot be deleted either.",
+                "`false` in a final state, `true` in any other",
+            ),
             "outcome": Key("What ending here means to reports; needs `final: true`."),
             "require": Key("Fields that must be filled to enter the state."),
             "require_next": Key(
@@ -525,9 +534,27 @@ documents:
   Deal:
     statuses:
       states:
-        lost: {label: Lost, final: true, outcome: lost, require: [loss_reason]}
+        lost: {label: Lost, final: true, outcome: lost, require: [loss_reason],
+               editable: {roles: [sales_head], fields: [loss_reason]}}
 """,
         at="documents.Deal.statuses.states.lost",
+    ),
+    "EditableSchema": Section(
+        "editable by role",
+        "`documents: TYPE: statuses: states: NAME: editable:` as a map",
+        "Who may still change a record in the state; anyone else may change nothing in it.",
+        {
+            "roles": Key("The roles that may (an admin always may)."),
+            "fields": Key("The fields they may change.", "every field"),
+        },
+        """\
+documents:
+  Deal:
+    statuses:
+      states:
+        won: {final: true, editable: {roles: [sales_head], fields: [note]}}
+""",
+        at="documents.Deal.statuses.states.won.editable",
     ),
     "RequireNextSchema": Section(
         "require_next",

@@ -127,6 +127,15 @@ SELF = "self"
 
 
 @dataclass(frozen=True)
+class Editable:
+    """What may still be changed in a state (``editable:`` of a state):
+    ``fields`` (None: every field, empty: none) by ``roles`` (empty: anyone)."""
+
+    fields: tuple[str, ...] | None
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class State:
     name: str
     label: Label
@@ -135,6 +144,18 @@ class State:
     outcome: str | None = None
     require: tuple[str, ...] = ()
     require_next: RequireNext | None = None
+    #: None: the default — everything in a state that is not final, nothing in a final one
+    editable: Editable | None = None
+
+    def editable_by(self, roles: frozenset[str] | set[str], admin: bool = False) -> Any:
+        """The fields a user with these roles may change in this state:
+        None for all of them, else a tuple (maybe empty)."""
+        e = self.editable
+        if e is None:
+            return () if self.final else None
+        if e.roles and not admin and not set(e.roles) & set(roles):
+            return ()
+        return e.fields
 
 
 @dataclass(frozen=True)

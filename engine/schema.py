@@ -228,9 +228,31 @@ class RequireNextSchema(Strict):
     link = NextLink(required=True)
 
 
+class EditableSchema(Strict):
+    roles = NameList(required=True)
+    fields = NameList()  # type: ignore[assignment]  # see MARSHMALLOW_NAMES
+
+
+class Editable(mf.Field):
+    """what a user may still change in a state: true, false, a list of fields,
+    or {roles: [...], fields: [...]}"""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        if isinstance(value, Mapping):
+            return EditableSchema().load(value)
+        raise ValidationError(
+            "must be true, false, a list of fields, or {roles: [...], fields: [...]}"
+        )
+
+
 class StateSchema(Strict):
     label = LabelField()
     final = StrictBool()
+    editable = Editable()
     outcome = Text(validate=_one_of("won", "lost", "cancelled", "done"))
     require = NameList()
     require_next = mf.Nested(RequireNextSchema)

@@ -250,7 +250,7 @@ class StatusEngine:
         obj = self.docs.resolve(d.name, obj)
         self.docs.check_version(d, obj, expected_version)
         source = getattr(obj, st.field)
-        field_plan = self.docs.plan(d, obj, fields) if fields else None
+        field_plan = self.docs.plan(d, obj, fields, moving=True) if fields else None
         if field_plan is not None:
             field_plan.raise_errors()
         view = self.docs.view(d, field_plan.values if field_plan else obj)
@@ -438,7 +438,7 @@ class StatusEngine:
     def _view_after(self, d: DocType, obj: Any, fields: Mapping[str, Any] | None) -> Any:
         if not fields:
             return self.docs.view(d, obj)
-        p = self.docs.plan(d, obj, fields)
+        p = self.docs.plan(d, obj, fields, moving=True)
         p.raise_errors()
         return self.docs.view(d, p.values)
 

@@ -500,6 +500,41 @@ STATUS_CASES = [
         "(did you mean `loss_reason`?)",
     ),
     case(
+        "editable_unknown_field",
+        statuses(
+            "      initial: new\n"
+            "      states:\n"
+            "        new: {}\n"
+            "        lost: {final: true, editable: [loss_reson]}\n"
+        ),
+        "deal.yaml:18:40: `editable` of the state `lost` of `Deal` names an unknown field "
+        "`loss_reson` (did you mean `loss_reason`?)",
+    ),
+    case(
+        "editable_unknown_role_and_field",
+        statuses(
+            "      initial: new\n"
+            "      states:\n"
+            "        new: {}\n"
+            "        lost: {final: true, editable: {roles: [maneger], fields: [amont]}}\n"
+        ),
+        "deal.yaml:18:48: `editable` of the state `lost` of `Deal` names an unknown role "
+        "`maneger` (did you mean `manager`?)",
+        "deal.yaml:18:67: `editable` of the state `lost` of `Deal` names an unknown field "
+        "`amont` (did you mean `amount`?)",
+    ),
+    case(
+        "editable_of_a_wrong_kind",
+        statuses(
+            "      initial: new\n"
+            "      states:\n"
+            "        new: {}\n"
+            "        lost: {final: true, editable: yes please}\n"
+        ),
+        "deal.yaml:18:39: the state `lost` of `Deal`: `editable` must be true, false, a list "
+        "of fields, or {roles: [...], fields: [...]}",
+    ),
+    case(
         "require_next_unknown_type",
         statuses(
             "      initial: new\n"

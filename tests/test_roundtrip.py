@@ -147,9 +147,14 @@ def fill(registry: Registry, models: Models, db: Database, config: str) -> None:
     }[config]  # fmt: skip
     for doctype, values in extra.items():
         table = models.table(doctype)
-        for obj_id in db.session.execute(
-            sa.select(table.c.id).order_by(table.c.id).limit(3)
-        ).scalars():
+        query = sa.select(table.c.id).order_by(table.c.id).limit(3)
+        st = registry.documents[doctype].statuses
+        if st is not None:  # a record in a final state keeps its fields
+            final = [name for name, state in st.states.items() if state.final]
+            query = query.where(
+                table.c[registry.documents[doctype].fields[st.field].column].notin_(final)
+            )
+        for obj_id in db.session.execute(query).scalars():
             docs.update(doctype, obj_id, values)
     # a file names an Interest by its subject: the demo's repeat, and a file
     # with two interests of one subject cannot say which a deal belongs to

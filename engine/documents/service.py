@@ -84,6 +84,9 @@ class Documents(DocumentWriting):
             raise HandledError(f"{quoted(d.label)} records are managed on the security pages")
         obj = self.resolve(doctype, obj_or_id)
         self.check_version(d, obj, expected_version)
+        lock = self.locked(d, obj)
+        if lock is not None:  # a state that locks fields keeps the record too
+            raise DeleteRefused(self.lock_message(d, obj, lock[0]))
         self._refuse_if_referenced(d, obj)
         self.call_hook("crm_document_deleted", doctype=d, doc=obj)
         # the ORM deletes loaded rows itself; SQLite does not cascade unless told

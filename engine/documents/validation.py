@@ -37,6 +37,7 @@ class DocumentPlanning(DocumentViews):
         prefix: str = "",
         *,
         lookups: bool = True,
+        moving: bool = False,
     ) -> Plan:
         """Work out a save of ``values`` onto ``obj`` (None: a new record) and
         every error it would meet; writes nothing. ``prefix`` goes before every
@@ -44,7 +45,10 @@ class DocumentPlanning(DocumentViews):
 
         ``lookups=False`` skips the checks that query the database for this
         one record (that refs exist, that unique values are free): a bulk
-        caller (:mod:`engine.transfer`) makes them itself, one query per batch."""
+        caller (:mod:`engine.transfer`) makes them itself, one query per batch.
+
+        ``moving``: the values come with a transition of the status, which the
+        state's ``editable`` lock does not apply to."""
         p = Plan(d, obj, prefix)
         old: dict[str, Any] = {}
         if obj is None:  # a new record: everything starts empty
@@ -113,7 +117,44 @@ class DocumentPlanning(DocumentViews):
                 before = old.get(name)
                 if before is not new and not same(before, new):
                     p.changes[name] = (before, new)
+        if obj is not None and not moving:
+            self._check_locked(p)
         return p
+
+    def locked(self, d: DocType, obj: Any) -> Any:
+        """The fields the acting user may no longer change in the record's
+        state: None when the state locks nothing, else (``all``, allowed
+        fields) — see ``editable`` of a state."""
+        if d.statuses is None or obj is None:
+            return None
+        state = d.statuses.states.get(getattr(obj, d.statuses.field, None) or "")
+        if state is None:
+            return None
+        allowed = state.editable_by(self.principal.roles, self.principal.admin)
+        return None if allowed is None else (state, set(allowed))
+
+    def lock_message(self, d: DocType, obj: Any, state: Any) -> str:
+        name = str(self.view(d.name, obj))
+        label = state.label.get(self.registry.locale) or state.name
+        if self.registry.locale == "ru":
+            return f"{quoted(d.label, None, 'ru')} {name} — «{label}»: поля уже нельзя изменить"
+        return f"{quoted(d.label, None, self.registry.locale)} {name} is {label}: its fields can no longer be changed"
+
+    def _check_locked(self, p: Plan) -> None:
+        """Refuse changes of the fields the record's state locks; computed
+        fields follow the fields they are computed from."""
+        lock = self.locked(p.doctype, p.obj)
+        if lock is None:
+            return
+        state, allowed = lock
+        message: str | None = None
+        for name in p.changes:
+            f = p.doctype.fields[name]
+            if f.compute or name in allowed:
+                continue
+            if message is None:
+                message = self.lock_message(p.doctype, p.obj, state)
+            p.error(name, message)
 
     def _refusal(self, d: DocType, f: Field, row: bool = False) -> str | None:
         """Why the user may not set this field, or None. Sending back the

@@ -38,9 +38,26 @@ def locked_fields(d: DocType, obj: Any | None) -> set[str]:
     """Fields the form shows but this user may not set: the owner of a type
     whose rule for the action is ``own`` (the record must stay the user's)."""
     action = "create" if obj is None else "update"
+    locked = set()
     if d.owner and access.rule(crm().registry, principal(), d.name, action) == "own":
-        return {d.owner}
-    return set()
+        locked.add(d.owner)
+    allowed = state_allows(d, obj)
+    if allowed is not None:  # the record's state keeps all but these as they are
+        locked |= {name for name in d.fields if name not in allowed}
+    return locked
+
+
+def state_allows(d: DocType, obj: Any | None) -> tuple[str, ...] | None:
+    """The fields the user may still change in the record's state (``editable``
+    of the state): None for every field, an empty tuple for none."""
+    if obj is None or d.statuses is None:
+        return None
+    state = d.statuses.states.get(getattr(obj, d.statuses.field, None) or "")
+    if state is None:
+        return None
+    who = principal()
+    allowed: tuple[str, ...] | None = state.editable_by(who.roles, who.admin)
+    return allowed
 
 
 def settable(f: Field, d: DocType) -> bool:
