@@ -365,65 +365,7 @@ class ListQuery:
     # -- search ---------------------------------------------------------------
 
     def _search(self, term: str) -> sa.ColumnElement[bool]:
-        """Prefix match on the list's search fields, OR'd; a field of another
-        type joins in only when the text can be its value."""
-        names = self.doc.list.search if self.doc.list else ()
-        if not names:
-            lf = label_field(self.doc)
-            names = (lf.name,) if lf is not None else ()
-        conditions: list[sa.ColumnElement[bool]] = []
-        for name in names:
-            cond = self._search_path(self.doc, name.split("."), term)
-            if cond is not None:
-                conditions.append(cond)
-        return sa.or_(*conditions) if conditions else sa.false()
-
-    def _search_path(self, d: DocType, path: list[str], term: str) -> sa.ColumnElement[bool] | None:
-        f = d.fields.get(path[0])
-        if f is None or not f.stored:
-            raise ListError(f"`{d.name}` has no field `{path[0]}` to search")
-        column = self.models.table(d.name).c[f.column]
-        if f.type == "ref":
-            target = self.models.registry.documents[f.to or USER]
-            rest = path[1:]
-            if not rest:
-                lf = label_field(target)
-                if lf is None:
-                    ident = valid_id(term)
-                    return column == ident if ident is not None else None
-                rest = [lf.name]
-            inner = self._search_path(target, rest, term)
-            if inner is None:
-                return None
-            seen = access.visible(self.models, self.principal, target.name)
-            return column.in_(sa.select(self.models.table(target.name).c.id).where(inner, seen))
-        if len(path) > 1:
-            raise ListError(f"`{d.name}.{f.name}` is not a reference")
-        if f.type == "phone":
-            # stored as E.164, so "+7 495", "7495" and "+7(495)" all mean "+7495"; a
-            # range rather than LIKE, so that the phone's own index serves it
-            # ('+' then digits sort by their digits in any collation)
-            digits = re.sub(r"[\s()+-]", "", term)
-            if not digits.isdigit():
-                return None
-            low = f"+{digits}"
-            return sa.and_(column >= low, column < _successor(low))
-        if f.type == "enum":
-            low = term.lower()
-            keys = [
-                k
-                for k, label in f.values.items()
-                if k.lower().startswith(low)
-                or any(text.lower().startswith(low) for text in label.texts.values())
-            ]
-            return column.in_(keys) if keys else None
-        width = 9 if f.system else 18  # digits: ids are 32-bit, other integers 64-bit
-        if f.type == "integer" and re.fullmatch(rf"-?[0-9]{{1,{width}}}", term):
-            return column == int(term)
-        # text types, and any other type stored as text (`inn`, a plugin's types)
-        if f.type in TEXTUAL or isinstance(column.type, sa.String):
-            return prefix_match(column, term, self.dialect)
-        return None
+        return search_where(self.models, self.principal, self.doc, term, self.dialect)
 
 
 #: the aliases of each configuration's reference joins, made once: building an
@@ -444,40 +386,92 @@ def _alias(models: Models, doctype: str, path: tuple[str, ...], target: str) -> 
     return known[key]
 
 
-def prefix_match(column: sa.ColumnElement[Any], term: str, dialect: str) -> sa.ColumnElement[bool]:
-    """Case-insensitive "starts with", in the form each database can answer from an index.
+def search_fields(d: DocType) -> tuple[str, ...]:
+    """The fields a search looks in: the list's `search`, else the label field."""
+    names = d.list.search if d.list else ()
+    if not names:
+        lf = label_field(d)
+        names = (lf.name,) if lf is not None else ()
+    return tuple(names)
 
-    PostgreSQL: ``lower(col) LIKE 'abc%'``, which an index on
-    ``lower(col) text_pattern_ops`` serves. SQLite never uses an index for LIKE
-    on an expression, so there it is the equivalent range ``lower(col) >= 'abc'
-    AND lower(col) < 'abd'``, which an index on ``lower(col)`` serves; and
-    since SQLite's lower() folds ASCII only, the term is also tried capitalized
-    and upper-cased, so that "ром" finds "Ромашка".
+
+def search_where(
+    models: Models, principal: Principal | None, d: DocType, term: str, dialect: str
+) -> sa.ColumnElement[bool]:
+    """The one meaning of a search, shared by lists, REST and the ref picker:
+    the term found anywhere in any of the type's search fields (case-insensitive),
+    a field of another type joining in only when the text can be its value."""
+    conditions: list[sa.ColumnElement[bool]] = []
+    for name in search_fields(d):
+        cond = _search_path(models, principal, d, name.split("."), term, dialect)
+        if cond is not None:
+            conditions.append(cond)
+    return sa.or_(*conditions) if conditions else sa.false()
+
+
+def _search_path(
+    models: Models,
+    principal: Principal | None,
+    d: DocType,
+    path: list[str],
+    term: str,
+    dialect: str,
+) -> sa.ColumnElement[bool] | None:
+    f = d.fields.get(path[0])
+    if f is None or not f.stored:
+        raise ListError(f"`{d.name}` has no field `{path[0]}` to search")
+    column = models.table(d.name).c[f.column]
+    if f.type == "ref":
+        target = models.registry.documents[f.to or USER]
+        rest = path[1:]
+        if not rest:
+            lf = label_field(target)
+            if lf is None:
+                ident = valid_id(term)
+                return column == ident if ident is not None else None
+            rest = [lf.name]
+        inner = _search_path(models, principal, target, rest, term, dialect)
+        if inner is None:
+            return None
+        seen = access.visible(models, principal, target.name)
+        return column.in_(sa.select(models.table(target.name).c.id).where(inner, seen))
+    if len(path) > 1:
+        raise ListError(f"`{d.name}.{f.name}` is not a reference")
+    if f.type == "phone":
+        # stored as E.164 ("+74951234567"), so the query's digits are looked for
+        # in any format: "+7 (495) 123-45-67", "4951234567", "123-45"
+        digits = re.sub(r"\D", "", term)
+        if not digits or not re.fullmatch(r"[\s()+\-.0-9]+", term):
+            return None
+        return contains_match(column, digits, dialect)
+    if f.type == "enum":
+        low = term.lower()
+        keys = [
+            k
+            for k, label in f.values.items()
+            if low in k.lower() or any(low in text.lower() for text in label.texts.values())
+        ]
+        return column.in_(keys) if keys else None
+    width = 9 if f.system else 18  # digits: ids are 32-bit, other integers 64-bit
+    if f.type == "integer" and re.fullmatch(rf"-?[0-9]{{1,{width}}}", term):
+        return column == int(term)
+    # text types, and any other type stored as text (`inn`, a plugin's types)
+    if f.type in TEXTUAL or isinstance(column.type, sa.String):
+        return contains_match(column, term, dialect)
+    return None
+
+
+def contains_match(
+    column: sa.ColumnElement[Any], term: str, dialect: str
+) -> sa.ColumnElement[bool]:
+    """Case-insensitive "contains": ``lower(col) LIKE '%abc%'``.
+
+    PostgreSQL answers it from the ``gin (lower(col) gin_trgm_ops)`` index that
+    ``crm migrate`` creates for every searched column (for terms of three
+    characters or more). SQLite's lower() is the engine's Unicode one, so
+    "ромашка" finds "ООО «Ромашка Центр»".
     """
-    lowered = sa.func.lower(column)
-    if dialect != "sqlite":
-        escaped = escape_like(term.lower())
-        return lowered.like(escaped + "%", escape="\\")
-    variants = dict.fromkeys(
-        _ascii_lower(v) for v in (term.lower(), term[:1].upper() + term[1:].lower(), term.upper())
-    )
-    return sa.or_(*(sa.and_(lowered >= v, lowered < _successor(v)) for v in variants))
-
-
-def _ascii_lower(text: str) -> str:
-    return "".join(c.lower() if "A" <= c <= "Z" else c for c in text)
-
-
-def _successor(prefix: str) -> str:
-    """The least string above every string that starts with ``prefix`` (code point order)."""
-    chars = list(prefix)
-    while chars:
-        code = ord(chars.pop()) + 1
-        if 0xD800 <= code <= 0xDFFF:
-            code = 0xE000
-        if code <= 0x10FFFF:
-            return "".join(chars) + chr(code)
-    return "\U0010ffff" * (len(prefix) + 1)
+    return sa.func.lower(column).like("%" + escape_like(term.lower()) + "%", escape="\\")
 
 
 def _default_columns(d: DocType) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ limited), identically on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +23,11 @@ from alembic.operations import Operations
 from flask_appbuilder import Model as FabModel
 from flask_appbuilder.security.sqla import models as _fab_security  # noqa: F401 - defines FAB's tables
 
+from engine import lists
 from engine.errors import HandledError
+from engine.filters import TEXTUAL, label_field
 from engine.models import Models
+from engine.registry import USER
 
 #: generic families: a change within a family (VARCHAR(80) → TEXT) is harmless
 FAMILIES: tuple[tuple[type[sa.types.TypeEngine[Any]], str], ...] = (
@@ -39,7 +43,9 @@ INTERNAL_PREFIXES = ("ab_", "alembic_", "crm_", "sqlite_")
 
 @dataclass
 class Step:
-    kind: str  # add_security, add_table, add_column, add_index, add_fk, drop_column
+    #: add_security, add_table, add_column, add_index, add_fk, drop_column,
+    #: add_extension, add_search_index
+    kind: str
     table: str
     detail: str
     obj: Any = None
@@ -47,6 +53,10 @@ class Step:
     def __str__(self) -> str:
         if self.kind == "add_security":
             return "add the security tables (users, roles, permissions)"
+        if self.kind == "add_extension":
+            return f"add extension {self.detail} (for searching words anywhere in a field)"
+        if self.kind == "add_search_index":
+            return f"add search index {self.table}.{self.detail} (trigram)"
         verb = {
             "add_table": "add table",
             "add_column": "add column",
@@ -145,6 +155,8 @@ def plan(models: Models, engine: sa.Engine, drop_retired: bool = False) -> Plan:
                 name = diff[1].name
                 if not name.startswith(INTERNAL_PREFIXES):
                     result.retired.append(f"table {name}")
+        if engine.dialect.name == "postgresql":
+            result.steps += _search_steps(models, conn, inspector, existing)
         for table in models.metadata.sorted_tables:
             if table.name not in existing:
                 continue
@@ -164,11 +176,71 @@ def plan(models: Models, engine: sa.Engine, drop_retired: bool = False) -> Plan:
         "add_column": 1,
         "add_fk": 2,
         "add_index": 3,
-        "drop_column": 4,
+        "add_extension": 4,
+        "add_search_index": 5,
+        "drop_column": 6,
     }
     tables = {t.name: i for i, t in enumerate(models.metadata.sorted_tables)}
     result.steps.sort(key=lambda s: (order[s.kind], tables.get(s.table, 0)))
     return result
+
+
+def search_index_name(table: str, column: str) -> str:
+    """The trigram index of a searched column, within PostgreSQL's 63-character names."""
+    name = f"ix_search_{table}_{column}"
+    if len(name) > 63:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        name = f"{name[:54]}_{digest}"
+    return name
+
+
+def _search_steps(
+    models: Models, conn: sa.Connection, inspector: sa.Inspector, existing: set[str]
+) -> list[Step]:
+    """PostgreSQL: the pg_trgm extension and a GIN trigram index on ``lower(col)`` of
+    every column a list search looks in, so that "contains" is index-backed."""
+    steps: list[Step] = []
+    has_trgm = conn.exec_driver_sql("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'").first()
+    if has_trgm is None:
+        steps.append(Step("add_extension", "", "pg_trgm"))
+    for tname, column in sorted(search_columns(models)):
+        if tname in existing:
+            names = {i["name"] for i in inspector.get_indexes(tname)}
+            if search_index_name(tname, column) in names:
+                continue
+        steps.append(Step("add_search_index", tname, column))
+    return steps
+
+
+def search_columns(models: Models) -> set[tuple[str, str]]:
+    """(table, column) of every text column some type's list search looks in,
+    following reference paths (`customer.name`) to the column they end at."""
+    out: set[tuple[str, str]] = set()
+    registry = models.registry
+    for d in registry.documents.values():
+        if d.name not in models.classes:
+            continue
+        for name in lists.search_fields(d):
+            doc, path = d, name.split(".")
+            while path:
+                f = doc.fields.get(path[0])
+                if f is None or not f.stored:
+                    break
+                if f.type == "ref":
+                    doc = registry.documents[f.to or USER]
+                    if doc.name not in models.classes:
+                        break
+                    path = path[1:] or ([lf.name] if (lf := label_field(doc)) else [])
+                    continue
+                column = models.table(doc.name).c[f.column]
+                if (
+                    len(path) == 1
+                    and (f.type in TEXTUAL or isinstance(column.type, sa.String))
+                    and f.type != "enum"
+                ):
+                    out.add((models.table(doc.name).name, f.column))
+                break
+    return out
 
 
 def _flatten(diffs: Iterable[Any]) -> Iterable[tuple[Any, ...]]:
@@ -208,6 +280,14 @@ def apply(models: Models, engine: sa.Engine, the_plan: Plan) -> None:
                     index.table.name,
                     [c.name for c in index.columns],
                     unique=index.unique,
+                )
+        for s in the_plan.steps:
+            if s.kind == "add_extension":
+                conn.exec_driver_sql(f"CREATE EXTENSION IF NOT EXISTS {s.detail}")
+            elif s.kind == "add_search_index":
+                conn.exec_driver_sql(
+                    f'CREATE INDEX IF NOT EXISTS "{search_index_name(s.table, s.detail)}" '
+                    f'ON "{s.table}" USING gin (lower("{s.detail}") gin_trgm_ops)'
                 )
         if sqlite:
             conn.exec_driver_sql("PRAGMA foreign_key_check")

@@ -1,4 +1,5 @@
-"""The ref picker: records and users found by the start of their name, and the
+"""The ref picker: records found as the type's list search finds them, users by
+the start of their name, and the
 labels of the refs a form shows as selected.
 """
 
@@ -24,17 +25,17 @@ def prefix_pattern(text: str) -> str:
 
 
 def lookup(d: DocType, text: str, limit: int = 20) -> list[dict[str, Any]]:
-    """Records whose name starts with ``text`` (case-insensitive), within the access rules."""
+    """Records the list search finds for ``text`` (the same meaning: the words
+    anywhere in the type's search fields), within the access rules."""
     state = crm()
     text = clean(text, 100)
     cls = state.models.cls(d.name)
     lf = label_field(d)
     stmt = sa.select(cls).where(access.where(state.models, principal(), d.name, "read"))
-    if text and lf is not None:
-        column = state.models.table(d.name).c[lf.column]
+    if text:
         dialect = db_session().get_bind().dialect.name
-        stmt = stmt.where(lists.prefix_match(column, text, dialect))
-        stmt = stmt.order_by(getattr(cls, lf.column), cls.id)
+        stmt = stmt.where(lists.search_where(state.models, principal(), d, text, dialect))
+        stmt = stmt.order_by(*([getattr(cls, lf.column)] if lf is not None else []), cls.id)
     else:
         stmt = stmt.order_by(cls.id.desc())
     stmt = stmt.options(*ref_loads(d)).limit(limit)
