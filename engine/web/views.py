@@ -335,7 +335,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             next_rows=next_rows, view=self.view_name, title=formatting.title(d, obj),
             require=require, next_doc=next_doc, next_fields=next_fields,
             refs=lookup.ref_labels(d, values, extra), **_labels(),
-        ), 422 if reasons or errors else 200  # fmt: skip
+        ), 409 if "_version" in errors else 422 if reasons or errors else 200  # fmt: skip
 
     # -- ref picker ----------------------------------------------------------------
 

@@ -145,7 +145,10 @@ def transition(
     nexts: list[dict[str, Any]],
     version: int | None,
 ) -> tuple[list[str], dict[str, str]]:
-    """Apply a transition; ([], {}) when done, else the reasons and field errors."""
+    """Apply a transition; ([], {}) when done, else the reasons and field errors.
+
+    A stale ``version`` comes back as the error ``_version`` (no reasons): the
+    record was changed by someone else, as for an edit."""
     session = db_session()
     refused = rule_errors(d, fields, obj) if fields else {}
     if refused:
@@ -163,7 +166,10 @@ def transition(
     except ValidationFailed as exc:
         session.rollback()
         return [], exc.errors
-    except (StaleVersion, HandledError) as exc:
+    except StaleVersion as exc:
+        session.rollback()
+        return [], {"_version": str(exc)}
+    except HandledError as exc:
         session.rollback()
         return [str(exc)], {}
     return [], {}

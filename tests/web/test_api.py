@@ -423,11 +423,13 @@ def test_transitions_and_history(crm_app: Callable[..., Flask], login: Callable[
     # bad field values: by field, nothing moves
     body = refused(anna.api("POST", url, {"to": "lost", "fields": {"amount": "lots"}}), 422)
     assert body["errors"] == {"amount": "must be a number"}
-    # a stale version
+    # a stale version: a conflict, as for PUT
     body = refused(
-        anna.api("POST", url, {"to": "lost", "version": 1, "fields": {"loss_reason": "x"}}), 422
+        anna.api("POST", url, {"to": "lost", "version": 1, "fields": {"loss_reason": "x"}}), 409
     )
-    assert "was changed by anna" in body["reasons"][0]
+    assert re.search(
+        r"“Deal” #\d+ was changed by anna at \d{4}-\d\d-\d\d \d\d:\d\d UTC", body["message"]
+    ), body["message"]
     assert ok(anna.api("GET", f"/api/v1/deal/{did}"))["result"]["stage"] == "proposal"
 
     won = ok(helen.api("POST", url, {"to": "won", "version": 2}))
@@ -735,6 +737,10 @@ def test_the_openapi_document_describes_what_may_be_sent(
     assert {"get", "post"} <= set(paths["/api/v1/deal/"])
     assert {"get", "put", "delete"} <= set(paths["/api/v1/deal/{pk}"])
     assert "post" in paths["/api/v1/deal/{pk}/transition"]
+    answers = paths["/api/v1/deal/{pk}/transition"]["post"]["responses"]
+    assert "409" in answers
+    refusal = answers["422"]["content"]["application/json"]["schema"]
+    assert refusal["properties"]["reasons"] == {"type": "array", "items": {"type": "string"}}
     assert "get" in paths["/api/v1/deal/{pk}/history"]
     assert "/api/v1/customer/{pk}/transition" not in paths
     assert "/api/v1/customer/{pk}/history" not in paths
