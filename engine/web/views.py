@@ -366,12 +366,21 @@ class MySalesView(BaseView):
     @expose("/")
     @login_required
     def index(self) -> Any:
-        registry = crm().registry
-        for d in registry.documents.values():
-            if "kanban" in d.views and access.allowed(registry, principal(), d.name, "read"):
-                owner = principal().user_id if d.owner else None
-                return redirect(f"/{d.resource}/kanban" + (f"?owner={owner}" if owner else ""))
-        abort(404)
+        d = first_board()
+        if d is None:
+            abort(404)
+        owner = principal().user_id if d.owner else None
+        return redirect(f"/{d.resource}/kanban" + (f"?owner={owner}" if owner else ""))
+
+
+def first_board() -> DocType | None:
+    """The first type with a kanban the user may read: what "My sales" opens
+    (and whether the menu shows it at all)."""
+    registry = crm().registry
+    for d in registry.documents.values():
+        if "kanban" in d.views and access.allowed(registry, principal(), d.name, "read"):
+            return d
+    return None
 
 
 class UserLookupView(BaseView):
@@ -396,6 +405,7 @@ def register_views(appbuilder: Any, state: Any) -> None:
         appbuilder.add_link(
             "crm:my_sales", href="/my_sales/", label=menu_label("Мои продажи" if registry.locale == "ru" else "My sales"),
             category=sales, category_label=menu_label(sales_label),
+            cond=lambda: first_board() is not None,
         )  # fmt: skip
     for d in registry.documents.values():
         if d.builtin:

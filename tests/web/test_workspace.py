@@ -18,6 +18,35 @@ def test_my_sales_opens_the_users_own_funnel_with_a_tab_per_board(crm_app: Any, 
     assert "My sales" in anna.get("/deal/").text  # in the menu
 
 
+def test_the_menu_shows_my_sales_only_to_a_role_that_may_open_it(crm_app: Any, login: Any) -> None:
+    from tests.web.conftest import SALES
+
+    # a clerk keeps the customer directory and may not read deals (the only board)
+    metadata = SALES.replace(
+        "  sales_head: {label: Head of sales}\n",
+        "  sales_head: {label: Head of sales}\n  clerk: {label: Clerk}\n",
+        1,
+    ).replace(
+        "      sales_head: {read: all, create: true, update: all, delete: true}\n",
+        "      sales_head: {read: all, create: true, update: all, delete: true}\n"
+        "      clerk: {read: all}\n",
+        1,
+    )
+    app = crm_app(metadata)
+    with app.app_context():
+        sm = app.extensions["crm"].appbuilder.sm
+        sm.add_user(
+            "clara", "Clara", "Test", "clara@example.org", [sm.find_role("clerk")], "secret"
+        )
+    clara = login(app, "clara")
+    assert clara.get("/my_sales/").status_code == 404
+    page = clara.get("/customer/")
+    assert page.status_code == 200
+    assert "/my_sales/" not in page.text and "My sales" not in page.text
+    assert 'href="/deal/"' not in page.text
+    assert "/my_sales/" in login(app, "anna").get("/customer/").text
+
+
 def test_a_day_in_the_calendar_plans_a_record_on_that_day(crm_app: Any, login: Any) -> None:
     app = crm_app()
     anna = login(app, "anna")
