@@ -336,6 +336,17 @@ def test_fields_the_engine_fills_cannot_be_set(
     ):
         body = refused(anna.api("PUT", f"/api/v1/deal/{did}", {"version": 1, **values}), 422)
         assert body["errors"] == {field: message}
+    # a manager who reads only their own records may not make one for someone
+    # else: they could not open it afterwards
+    body = refused(
+        anna.api("POST", "/api/v1/customer/", {"name": "For Boris", "manager": boris_id}), 422
+    )
+    assert body["errors"] == {
+        "manager": "you may only give a record to yourself: you may not open other users' records"
+    }
+    assert ok(login(app, "boris").api("GET", "/api/v1/customer/?q=For"))["count"] == 0
+    mine = ok(anna.api("POST", "/api/v1/customer/", {"name": "Mine", "manager": user_id(app, "anna")}), 201)  # fmt: skip
+    assert ok(anna.api("GET", f"/api/v1/customer/{mine['id']}"))["result"]["name"] == "Mine"
     # the head may hand a record over; the status still moves only by a transition
     moved = ok(helen.api("PUT", f"/api/v1/deal/{did}", {"version": 1, "manager": boris_id}))
     assert moved["result"]["manager"] == boris_id and moved["result"]["stage"] == "new"
