@@ -131,6 +131,12 @@ def run(path: Path, host: str, port: int, debug: bool) -> None:
 
     app = create_app(path)
     click.echo(f"Serving {app.config['APP_NAME']} on http://{host}:{port}/")
+    _serve(app, host, port, debug)
+
+
+def _serve(app: Any, host: str, port: int, debug: bool = False) -> None:
+    """The development server, with the background jobs in the same process
+    unless the config runs them apart (``jobs: {runner: external}``)."""
     # with --debug the reloader's parent only watches files: jobs run in its child
     if app.extensions["crm"].registry.jobs.get("runner") != "external" and (
         not debug or os.environ.get("WERKZEUG_RUN_MAIN") == "true"
@@ -253,7 +259,7 @@ def demo(path: Path | None, host: str, port: int, no_serve: bool) -> None:
             f"  {username:<10} {first} {last}, {crm.registry.roles[role].label.get(crm.registry.locale)}"
         )
     if not no_serve:
-        app.run(host=host, port=port, debug=False, use_reloader=False)
+        _serve(app, host, port)
 
 
 def _open_config(path: Path) -> tuple[Any, sa.Engine]:
