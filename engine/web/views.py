@@ -11,6 +11,7 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Response, abort, flash, jsonify, redirect, request, stream_with_context, url_for
 from flask_appbuilder import BaseView, expose
 from flask_login import login_required
@@ -18,7 +19,7 @@ from markupsafe import escape
 
 from engine import access, lists, transfer
 from engine.filters import FilterError
-from engine.registry import DocType, Field
+from engine.registry import USER, DocType, Field
 from engine.web import fetch, formatting, forms, lookup, writes
 from engine.web.base import crm, db_session, locale, principal
 from engine.web.boards import BoardsMixin
@@ -369,8 +370,31 @@ class MySalesView(BaseView):
         d = first_board()
         if d is None:
             abort(404)
-        owner = principal().user_id if d.owner else None
-        return redirect(f"/{d.resource}/kanban" + (f"?owner={owner}" if owner else ""))
+        me, registry = principal(), crm().registry
+        if not d.owner:
+            return redirect(f"/{d.resource}/kanban")
+        if access.rule(registry, me, d.name, "read") is not True:
+            return redirect(f"/{d.resource}/kanban?owner={me.user_id}")
+        # who may read everyone's records (a head of sales) opens on the team:
+        # every manager of their department, or the whole board without one
+        department = _department_of(me.user_id)
+        return redirect(
+            f"/{d.resource}/kanban" + (f"?department={department}" if department else "")
+        )
+
+
+def _department_of(user_id: int | None) -> int | None:
+    """The user's department, when users have one."""
+    f = crm().registry.documents[USER].fields.get("department")
+    if user_id is None or f is None or f.type != "ref":
+        return None
+    users = crm().models.table(USER)
+    value = (
+        db_session()
+        .execute(sa.select(users.c[f.column]).where(users.c.id == user_id))
+        .scalar_one_or_none()
+    )
+    return value if isinstance(value, int) else None
 
 
 def first_board() -> DocType | None:

@@ -47,6 +47,31 @@ def test_the_menu_shows_my_sales_only_to_a_role_that_may_open_it(crm_app: Any, l
     assert "/my_sales/" in login(app, "anna").get("/customer/").text
 
 
+def test_the_heads_my_sales_opens_on_the_team(crm_app: Any, login: Any) -> None:
+    import sqlalchemy as sa
+
+    app = crm_app("{}", "name: Base Ltd\nlocale: en\nregion: RU\nlayers: [base]\n")
+    helen = login(app, "helen")
+    added = helen.api("POST", "/api/v1/department/", {"name": "Sales"})
+    assert added.status_code == 201, added.get_json()
+    department = added.get_json()["id"]
+    state = app.extensions["crm"]
+    users = state.models.table("User")
+    with app.app_context(), state.db.engine.begin() as conn:
+        conn.execute(
+            sa.update(users)
+            .where(users.c.username.in_(["helen", "anna", "boris"]))
+            .values(department_id=department)
+        )
+        anna_id = conn.execute(sa.select(users.c.id).where(users.c.username == "anna")).scalar()
+    team = helen.get("/my_sales/")
+    assert team.status_code == 302
+    assert team.headers["Location"] == f"/deal/kanban?department={department}"
+    # a manager still opens on their own deals
+    own = login(app, "anna").get("/my_sales/")
+    assert own.headers["Location"] == f"/deal/kanban?owner={anna_id}"
+
+
 def test_a_day_in_the_calendar_plans_a_record_on_that_day(crm_app: Any, login: Any) -> None:
     app = crm_app()
     anna = login(app, "anna")
