@@ -97,3 +97,26 @@ def test_the_customer_page_shows_its_timeline_newest_first(crm_app: Any, login: 
     assert "crm-timeline" in html
     rows = re.findall(r'class="crm-timeline-row[^"]*".*?href="/deal/(\d+)"', html, re.S)
     assert [int(r) for r in rows] == [second, first]
+
+
+def test_the_timeline_and_the_history_tell_the_same_time_on_the_company_clock(
+    crm_app: Any, login: Any
+) -> None:
+    app = crm_app(config="name: Sales Ltd\nregion: RU\nlayers: []\ntimezone: Europe/Moscow\n")
+    anna = login(app, "anna")
+    customer = anna.api("POST", "/api/v1/customer/", {"name": "Clock Ltd"}).get_json()["id"]
+    deal = anna.api("POST", "/api/v1/deal/", {"customer": customer, "amount": "10"}).get_json()
+    did = deal["id"]
+    anna.api(
+        "POST", f"/api/v1/deal/{did}/transition", {"to": "proposal", "version": deal["version"]}
+    )
+    html = anna.get(f"/deal/{did}").text
+    history = re.findall(r'class="crm-history-row"><td>([^<]+)</td>', html)
+    timeline = re.findall(r'class="crm-timeline-row crm-kind-status"><td>([^<]+)</td>', html)
+    assert history and timeline, html
+    stamp = re.compile(r"\d\d\.\d\d\.\d{4} \d\d:\d\d|\d{4}-\d\d-\d\d \d\d:\d\d")
+    assert stamp.search(timeline[0]) and stamp.search(history[-1])
+    assert {stamp.search(t).group(0) for t in timeline} == {  # type: ignore[union-attr]
+        stamp.search(h).group(0)
+        for h in history  # type: ignore[union-attr]
+    }
