@@ -131,6 +131,12 @@ def run(path: Path, host: str, port: int, debug: bool) -> None:
 
     app = create_app(path)
     click.echo(f"Serving {app.config['APP_NAME']} on http://{host}:{port}/")
+    _serve(app, host, port, debug)
+
+
+def _serve(app: Any, host: str, port: int, debug: bool = False) -> None:
+    """The development server, with the background jobs in the same process
+    unless the config runs them apart (``jobs: {runner: external}``)."""
     # with --debug the reloader's parent only watches files: jobs run in its child
     if app.extensions["crm"].registry.jobs.get("runner") != "external" and (
         not debug or os.environ.get("WERKZEUG_RUN_MAIN") == "true"
@@ -253,7 +259,7 @@ def demo(path: Path | None, host: str, port: int, no_serve: bool) -> None:
             f"  {username:<10} {first} {last}, {crm.registry.roles[role].label.get(crm.registry.locale)}"
         )
     if not no_serve:
-        app.run(host=host, port=port, debug=False, use_reloader=False)
+        _serve(app, host, port)
 
 
 def _open_config(path: Path) -> tuple[Any, sa.Engine]:
@@ -479,6 +485,101 @@ def users_create(path: Path, username: str, password: str, first_name: str, last
     click.echo(
         f"created {username} ({', '.join(roles) + (' + admin' if admin else '') if roles else 'admin'})"
     )
+
+
+def _user_app(path: Path) -> tuple[Any, Any]:
+    from engine.app import create_app
+
+    app = create_app(path)
+    return app, app.extensions["crm"]
+
+
+def _find_user(sm: Any, username: str) -> Any:
+    user = sm.find_user(username=username)
+    if user is None:
+        raise HandledError(f"there is no user `{username}` (see `crm users list`)")
+    return user
+
+
+@users.command("list")
+@CONFIG
+@handled
+def users_list(path: Path) -> None:
+    """Every user: login, name, active or disabled, roles."""
+    app, crm = _user_app(path)
+    with app.app_context():
+        sm = crm.appbuilder.sm
+        for user in sorted(sm.get_all_users(), key=lambda u: u.username):
+            name = f"{user.first_name} {user.last_name}".strip()
+            state = "active" if user.is_active else "disabled"
+            roles = ", ".join(sorted(r.name for r in user.roles)) or "-"
+            click.echo(f"{user.username}\t{name}\t{state}\t{roles}")
+
+
+@users.command("set-password")
+@CONFIG
+@click.argument("username")
+@click.option("--password", required=True, prompt=True, hide_input=True, confirmation_prompt=True)
+@handled
+def users_set_password(path: Path, username: str, password: str) -> None:
+    """Give a user a new password (their open sessions end)."""
+    from engine import passwords
+
+    app, crm = _user_app(path)
+    with app.app_context():
+        sm = crm.appbuilder.sm
+        user = _find_user(sm, username)
+        weak = passwords.problem(password, crm.registry.security, crm.registry.locale, username)
+        if weak:
+            raise HandledError(weak)
+        sm.reset_password(user.id, password)
+    click.echo(f"new password set for {username}")
+
+
+@users.command("disable")
+@CONFIG
+@click.argument("username")
+@handled
+def users_disable(path: Path, username: str) -> None:
+    """Stop a user from logging in (their open sessions end); their records stay."""
+    app, crm = _user_app(path)
+    with app.app_context():
+        sm = crm.appbuilder.sm
+        user = _find_user(sm, username)
+        user.active = False
+        sm.update_user(user)
+    click.echo(f"disabled {username}")
+
+
+@users.command("roles")
+@CONFIG
+@click.argument("username")
+@click.option(
+    "--role", "roles", multiple=True, help="A role from the metadata; repeat for several."
+)
+@click.option("--admin", is_flag=True, help="An administrator may do everything.")
+@handled
+def users_roles(path: Path, username: str, roles: tuple[str, ...], admin: bool) -> None:
+    """Show a user's roles, or replace them with the given ones."""
+    from engine.errors import did_you_mean
+
+    app, crm = _user_app(path)
+    for role in roles:
+        if role not in crm.registry.roles:
+            raise HandledError(f"unknown role `{role}`{did_you_mean(role, crm.registry.roles)}")
+    with app.app_context():
+        sm = crm.appbuilder.sm
+        user = _find_user(sm, username)
+        if roles or admin:
+            wanted = [sm.find_role(r) for r in roles] + (
+                [sm.find_role(sm.auth_role_admin)] if admin else []
+            )
+            if any(r is None for r in wanted):
+                raise HandledError("roles are missing in the database: run `crm migrate` first")
+            user.roles = wanted
+            sm.update_user(user)
+        names = ", ".join(sorted(r.name for r in user.roles))
+    click.echo(f"{username}: {names}")
 
 
 if __name__ == "__main__":

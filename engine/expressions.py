@@ -37,9 +37,22 @@ from jinja2.visitor import NodeTransformer
 from engine import clock
 from engine.errors import a_or_an
 
+#: the context's key for today's date on the company's calendar (no field has
+#: such a name, and an expression cannot name it)
+TODAY = "_today"
+
+
+@pass_context
+def _today(context: Context) -> dt.date:
+    """``today()``: the day the context was made for (where the company is),
+    else today in UTC."""
+    value = context.get(TODAY)
+    return value if isinstance(value, dt.date) else clock.today()
+
+
 #: callables an expression may use, by name
 HELPERS: dict[str, Callable[..., Any]] = {
-    "today": lambda: clock.today(),
+    "today": _today,
     "days": lambda n: dt.timedelta(days=n),
     "hours": lambda n: dt.timedelta(hours=n),
     "minutes": lambda n: dt.timedelta(minutes=n),
@@ -513,11 +526,16 @@ def render(source: str, context: Mapping[str, Any]) -> str:
     return str(compile(source, template=True)(context))
 
 
-def context_for(doc: Any, user: Any = None, now: dt.datetime | None = None) -> dict[str, Any]:
-    """The names an expression over ``doc`` sees: its fields, ``doc``, ``user``, ``now``."""
+def context_for(
+    doc: Any, user: Any = None, now: dt.datetime | None = None, tz: dt.tzinfo | None = None
+) -> dict[str, Any]:
+    """The names an expression over ``doc`` sees: its fields, ``doc``, ``user``, ``now``
+    (and ``today()`` on the calendar of ``tz``, the company's time zone)."""
     doc = view(doc)
     ctx: dict[str, Any] = {name: doc[name] for name in doc} if isinstance(doc, Mapping) else {}
     ctx.update(doc=doc, user=view(user), now=now or clock.now())
+    if tz is not None:
+        ctx[TODAY] = ctx["now"].astimezone(tz).date()
     return ctx
 
 

@@ -203,6 +203,31 @@ def test_migrate_syncs_roles_and_users_create_uses_them(
         assert result.returncode == 1, result.stdout
         assert result.stderr.strip() == f"error: {message}"
 
+    # list, set-password (the policy holds), roles, disable
+    listed = crm("users", "list", str(folder), env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "anna\tanna\tactive\tmanager" in listed.stdout.splitlines()
+    weak = crm("users", "set-password", str(folder), "anna", "--password", "x", env=env)
+    assert weak.returncode == 1 and "at least 10 characters" in weak.stderr
+    changed = crm("users", "set-password", str(folder), "anna", "--password", "an0ther-long-one", env=env)  # fmt: skip
+    assert changed.returncode == 0, changed.stderr
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            again = conn.execute(
+                sa.text("SELECT password FROM ab_user WHERE username = 'anna'")
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert again != password
+    nobody = crm("users", "disable", str(folder), "nobody", env=env)
+    assert nobody.stderr.strip() == "error: there is no user `nobody` (see `crm users list`)"
+    made_admin = crm("users", "roles", str(folder), "anna", "--role", "manager", "--admin", env=env)
+    assert made_admin.stdout.strip() == "anna: Admin, manager", made_admin.stderr
+    assert crm("users", "disable", str(folder), "anna", env=env).returncode == 0
+    listed = crm("users", "list", str(folder), env=env)
+    assert "anna\tanna\tdisabled\tAdmin, manager" in listed.stdout.splitlines()
+
 
 def test_an_unreachable_database_is_one_line_without_the_password(
     make_config: Callable[..., Path],

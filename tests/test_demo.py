@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from engine.fieldtypes import inn_is_valid
@@ -71,3 +73,30 @@ def test_demo_builds_a_realistic_company_once_and_reuses_it(tmp_path: Path, db_u
     again = run_demo(tmp_path, db_url)
     assert again.returncode == 0, again.stderr
     assert "reusing it" in again.stdout
+
+
+def test_demo_serves_with_the_background_jobs_running(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's import progress, overdue tasks and notifications need the
+    job runner: `crm demo` starts it as `crm run` does."""
+    import flask
+    from click.testing import CliRunner
+
+    import engine.demo
+    from engine.cli import main
+
+    served: list[Any] = []
+
+    def run(app: flask.Flask, **_: Any) -> None:
+        served.append(app.extensions.get("crm.jobs"))
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CRM_DATABASE_URL", db_url)
+    monkeypatch.setattr(engine.demo, "has_data", lambda *_: True)  # no need to fill it here
+    monkeypatch.setattr(flask.Flask, "run", run)
+    result = CliRunner().invoke(main, ["demo", "--port", "5999"])
+    assert result.exit_code == 0, result.output
+    assert len(served) == 1 and served[0] is not None, "no job runner while serving"
+    served[0].stop()
+    assert "Background jobs run in this process" in result.output

@@ -292,6 +292,16 @@ def test_readonly_computed_system_and_status_fields_are_refused(
 # -- computed fields and tables ------------------------------------------------------------
 
 
+def test_today_in_a_computed_field_is_the_day_on_the_company_calendar(
+    world: Callable[..., World],
+) -> None:
+    line = "      code:     {type: string, readonly: true}\n"
+    w = world(CRM.replace(line, line + '      seen:     {type: date, compute: "today()"}\n'))
+    late = dt.datetime(2026, 3, 2, 22, 30, tzinfo=dt.UTC)  # the 3rd already in Moscow
+    c = w.docs(now=late).create("Customer", {"name": "Night owl"})
+    assert c.seen == dt.date(2026, 3, 3)
+
+
 def test_row_amounts_then_the_total_are_computed_on_every_save(
     world: Callable[..., World],
 ) -> None:

@@ -455,3 +455,17 @@ def test_deep_nesting_is_a_message(source: str) -> None:
     assert "is nested too deeply" in message
     with pytest.raises(ExpressionError, match="nested too deeply"):
         evaluate(source, {"x": 1})
+
+
+def test_today_is_the_day_on_the_company_calendar() -> None:
+    from zoneinfo import ZoneInfo
+
+    from engine import clock
+    from engine.expressions import context_for
+
+    late = dt.datetime(2026, 3, 20, 22, 30, tzinfo=dt.UTC)  # already the 21st in Moscow
+    moscow = context_for({}, now=late, tz=ZoneInfo("Europe/Moscow"))
+    assert evaluate("today()", moscow) == dt.date(2026, 3, 21)
+    assert evaluate("today() - days(1)", moscow) == dt.date(2026, 3, 20)
+    with clock.use(lambda: late):
+        assert evaluate("today()", context_for({}, now=late)) == dt.date(2026, 3, 20)

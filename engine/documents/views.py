@@ -170,5 +170,6 @@ class DocumentViews:
         used = names_used(source, template)
         ctx: dict[str, Any] = {name: view[name] for name in fields if name in used}
         ctx.update(doc=view, now=self.now())
+        ctx[expressions.TODAY] = self.today()  # today() on the company's calendar
         ctx["user"] = self.user_view() if "user" in used else None
         return ctx

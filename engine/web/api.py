@@ -588,7 +588,18 @@ class DocumentApi(BaseApi):
                       result: {$ref: '#/components/schemas/{{self.__class__.__name__}}.get'}
             400: {$ref: '#/components/responses/400'}
             404: {$ref: '#/components/responses/404'}
-            422: {description: 'Refused, with the reasons'}
+            409: {description: Changed by someone else since it was read}
+            422:
+              description: Refused, with the reasons
+              content:
+                application/json:
+                  schema:
+                    type: object
+                    required: [message]
+                    properties:
+                      message: {type: string}
+                      reasons: {type: array, items: {type: string}}
+                      errors: {type: object, additionalProperties: {type: string}}
             401: {$ref: '#/components/responses/401'}
             403: {$ref: '#/components/responses/403'}
             415: {description: The body is not JSON}
@@ -621,6 +632,8 @@ class DocumentApi(BaseApi):
         reasons = list(errors.values())
         if not errors:
             reasons, errors = writes.transition(d, obj, target, fields, nexts, version)
+        if "_version" in errors:
+            return json_error(409, errors["_version"])
         if reasons or errors:
             return json_error(422, "The transition was refused", reasons=reasons, errors=errors)
         obj = self._obj(pk, "read")

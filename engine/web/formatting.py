@@ -181,7 +181,7 @@ def timeline(d: DocType, obj: Any, offset: int = 0) -> dict[str, Any]:
         if e.kind == "status" and td.statuses and detail in td.statuses.states:
             detail = td.statuses.states[detail].label.get(locale())
         out.append({
-            "at": show(Field("at", "datetime"), e.at, locale()), "kind": e.kind, "type": td.label.get(locale()),
+            "at": shown(Field("at", "datetime"), e.at), "kind": e.kind, "type": td.label.get(locale()),
             "title": titles.get((e.doctype, e.doc_id)) or access.hidden_label(registry, e.doc_id, locale()),
             "detail": detail,
             "url": f"/{td.resource}/{e.doc_id}",

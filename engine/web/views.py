@@ -11,6 +11,7 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Response, abort, flash, jsonify, redirect, request, stream_with_context, url_for
 from flask_appbuilder import BaseView, expose
 from flask_login import login_required
@@ -18,7 +19,7 @@ from markupsafe import escape
 
 from engine import access, lists, transfer
 from engine.filters import FilterError
-from engine.registry import DocType, Field
+from engine.registry import USER, DocType, Field
 from engine.web import fetch, formatting, forms, lookup, writes
 from engine.web.base import crm, db_session, locale, principal
 from engine.web.boards import BoardsMixin
@@ -337,7 +338,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             next_rows=next_rows, view=self.view_name, title=formatting.title(d, obj),
             require=require, next_doc=next_doc, next_fields=next_fields,
             refs=lookup.ref_labels(d, values, extra), **_labels(),
-        ), 422 if reasons or errors else 200  # fmt: skip
+        ), 409 if "_version" in errors else 422 if reasons or errors else 200  # fmt: skip
 
     # -- ref picker ----------------------------------------------------------------
 
@@ -368,12 +369,44 @@ class MySalesView(BaseView):
     @expose("/")
     @login_required
     def index(self) -> Any:
-        registry = crm().registry
-        for d in registry.documents.values():
-            if "kanban" in d.views and access.allowed(registry, principal(), d.name, "read"):
-                owner = principal().user_id if d.owner else None
-                return redirect(f"/{d.resource}/kanban" + (f"?owner={owner}" if owner else ""))
-        abort(404)
+        d = first_board()
+        if d is None:
+            abort(404)
+        me, registry = principal(), crm().registry
+        if not d.owner:
+            return redirect(f"/{d.resource}/kanban")
+        if access.rule(registry, me, d.name, "read") is not True:
+            return redirect(f"/{d.resource}/kanban?owner={me.user_id}")
+        # who may read everyone's records (a head of sales) opens on the team:
+        # every manager of their department, or the whole board without one
+        department = _department_of(me.user_id)
+        return redirect(
+            f"/{d.resource}/kanban" + (f"?department={department}" if department else "")
+        )
+
+
+def _department_of(user_id: int | None) -> int | None:
+    """The user's department, when users have one."""
+    f = crm().registry.documents[USER].fields.get("department")
+    if user_id is None or f is None or f.type != "ref":
+        return None
+    users = crm().models.table(USER)
+    value = (
+        db_session()
+        .execute(sa.select(users.c[f.column]).where(users.c.id == user_id))
+        .scalar_one_or_none()
+    )
+    return value if isinstance(value, int) else None
+
+
+def first_board() -> DocType | None:
+    """The first type with a kanban the user may read: what "My sales" opens
+    (and whether the menu shows it at all)."""
+    registry = crm().registry
+    for d in registry.documents.values():
+        if "kanban" in d.views and access.allowed(registry, principal(), d.name, "read"):
+            return d
+    return None
 
 
 class UserLookupView(BaseView):
@@ -398,6 +431,7 @@ def register_views(appbuilder: Any, state: Any) -> None:
         appbuilder.add_link(
             "crm:my_sales", href="/my_sales/", label=menu_label("Мои продажи" if registry.locale == "ru" else "My sales"),
             category=sales, category_label=menu_label(sales_label),
+            cond=lambda: first_board() is not None,
         )  # fmt: skip
     for d in registry.documents.values():
         if d.builtin:

@@ -58,7 +58,8 @@ def _id_of(value: Any) -> Any:
 def rule_errors(d: DocType, values: Mapping[str, Any], obj: Any | None) -> dict[str, str]:
     """What the access rules refuse in ``values``, by field: the owner of a
     type the user may only create or change ``own`` records of must be the
-    user; a ref may only point at a record the user may read (a changed one:
+    user, and only a user who may read everyone's records of the type may
+    give one to someone else; a ref may only point at a record the user may read (a changed one:
     a ref someone else set stays). Same message for "hidden" as for "missing",
     so that ids of other users' records are not confirmed."""
     state = crm()
@@ -69,6 +70,19 @@ def rule_errors(d: DocType, values: Mapping[str, Any], obj: Any | None) -> dict[
         current = me.user_id if obj is None else getattr(obj, d.fields[d.owner].column)
         if given != current or given != me.user_id:
             errors[d.owner] = "you may only keep your own records: it must be you"
+    elif d.owner and d.owner in values:
+        # handing a record to someone else takes the right to read theirs:
+        # without it the record would be lost to the one who made it
+        given = _id_of(values[d.owner])
+        current = me.user_id if obj is None else getattr(obj, d.fields[d.owner].column)
+        if (
+            given != current
+            and given != me.user_id
+            and access.rule(state.registry, me, d.name, "read") is not True
+        ):
+            errors[d.owner] = (
+                "you may only give a record to yourself: you may not open other users' records"
+            )
     wanted: dict[str, list[tuple[str, int]]] = {}
 
     def want(path: str, f: Field, raw: Any, current: Any) -> None:
@@ -145,7 +159,10 @@ def transition(
     nexts: list[dict[str, Any]],
     version: int | None,
 ) -> tuple[list[str], dict[str, str]]:
-    """Apply a transition; ([], {}) when done, else the reasons and field errors."""
+    """Apply a transition; ([], {}) when done, else the reasons and field errors.
+
+    A stale ``version`` comes back as the error ``_version`` (no reasons): the
+    record was changed by someone else, as for an edit."""
     session = db_session()
     refused = rule_errors(d, fields, obj) if fields else {}
     if refused:
@@ -163,7 +180,10 @@ def transition(
     except ValidationFailed as exc:
         session.rollback()
         return [], exc.errors
-    except (StaleVersion, HandledError) as exc:
+    except StaleVersion as exc:
+        session.rollback()
+        return [], {"_version": str(exc)}
+    except HandledError as exc:
         session.rollback()
         return [str(exc)], {}
     return [], {}

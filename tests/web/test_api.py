@@ -336,6 +336,17 @@ def test_fields_the_engine_fills_cannot_be_set(
     ):
         body = refused(anna.api("PUT", f"/api/v1/deal/{did}", {"version": 1, **values}), 422)
         assert body["errors"] == {field: message}
+    # a manager who reads only their own records may not make one for someone
+    # else: they could not open it afterwards
+    body = refused(
+        anna.api("POST", "/api/v1/customer/", {"name": "For Boris", "manager": boris_id}), 422
+    )
+    assert body["errors"] == {
+        "manager": "you may only give a record to yourself: you may not open other users' records"
+    }
+    assert ok(login(app, "boris").api("GET", "/api/v1/customer/?q=For"))["count"] == 0
+    mine = ok(anna.api("POST", "/api/v1/customer/", {"name": "Mine", "manager": user_id(app, "anna")}), 201)  # fmt: skip
+    assert ok(anna.api("GET", f"/api/v1/customer/{mine['id']}"))["result"]["name"] == "Mine"
     # the head may hand a record over; the status still moves only by a transition
     moved = ok(helen.api("PUT", f"/api/v1/deal/{did}", {"version": 1, "manager": boris_id}))
     assert moved["result"]["manager"] == boris_id and moved["result"]["stage"] == "new"
@@ -423,11 +434,13 @@ def test_transitions_and_history(crm_app: Callable[..., Flask], login: Callable[
     # bad field values: by field, nothing moves
     body = refused(anna.api("POST", url, {"to": "lost", "fields": {"amount": "lots"}}), 422)
     assert body["errors"] == {"amount": "must be a number"}
-    # a stale version
+    # a stale version: a conflict, as for PUT
     body = refused(
-        anna.api("POST", url, {"to": "lost", "version": 1, "fields": {"loss_reason": "x"}}), 422
+        anna.api("POST", url, {"to": "lost", "version": 1, "fields": {"loss_reason": "x"}}), 409
     )
-    assert "was changed by anna" in body["reasons"][0]
+    assert re.search(
+        r"“Deal” #\d+ was changed by anna at \d{4}-\d\d-\d\d \d\d:\d\d UTC", body["message"]
+    ), body["message"]
     assert ok(anna.api("GET", f"/api/v1/deal/{did}"))["result"]["stage"] == "proposal"
 
     won = ok(helen.api("POST", url, {"to": "won", "version": 2}))
@@ -735,6 +748,10 @@ def test_the_openapi_document_describes_what_may_be_sent(
     assert {"get", "post"} <= set(paths["/api/v1/deal/"])
     assert {"get", "put", "delete"} <= set(paths["/api/v1/deal/{pk}"])
     assert "post" in paths["/api/v1/deal/{pk}/transition"]
+    answers = paths["/api/v1/deal/{pk}/transition"]["post"]["responses"]
+    assert "409" in answers
+    refusal = answers["422"]["content"]["application/json"]["schema"]
+    assert refusal["properties"]["reasons"] == {"type": "array", "items": {"type": "string"}}
     assert "get" in paths["/api/v1/deal/{pk}/history"]
     assert "/api/v1/customer/{pk}/transition" not in paths
     assert "/api/v1/customer/{pk}/history" not in paths

@@ -305,8 +305,9 @@ def test_saving_over_a_newer_version_is_refused_and_overwrites_nothing(
         f"/deal/{deal}/transition/lost",
         data={"csrf_token": anna.csrf, "_version": version_in(form), "loss_reason": "price"},
     )
-    assert moved.status_code == 422
-    assert "was changed by helen" in htmlmod.unescape(moved.text)
+    assert moved.status_code == 409
+    message = htmlmod.unescape(moved.text.split('crm-stale" role="alert">', 1)[1].split("<", 1)[0])
+    assert re.search(r"was changed by helen at \d{4}-\d\d-\d\d \d\d:\d\d", message), message
     assert stage_of(app, deal) == "new"
 
 
