@@ -63,6 +63,8 @@ class Seconds(mf.Field):
 class LabelField(mf.Field):
     """A plain string, or a map language → text."""
 
+    refusal = "must be text, or a map of language → text such as {en: Deal}"
+
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
         if isinstance(value, str):
             return value
@@ -72,7 +74,7 @@ class LabelField(mf.Field):
             and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
         ):
             return value
-        raise ValidationError("must be text, or a map of language → text such as {en: Deal}")
+        raise ValidationError(self.refusal)
 
 
 class Names(mf.Field):
@@ -204,22 +206,13 @@ class AccessSchema(Strict):
     delete = AccessRule()
 
 
-class NextLink(mf.Field):
+class NextLink(LabelField):
     """a field name, or a map: field of the next document → field of this one (or `self`)"""
 
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        if isinstance(value, str):
-            return value
-        if (
-            isinstance(value, Mapping)
-            and value
-            and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
-        ):
-            return value
-        raise ValidationError(
-            "must be a field name, or a map of the next document's fields to this one's "
-            "(or `self`), e.g. {customer: buyer, property: self}"
-        )
+    refusal = (
+        "must be a field name, or a map of the next document's fields to this one's "
+        "(or `self`), e.g. {customer: buyer, property: self}"
+    )
 
 
 class RequireNextSchema(Strict):
