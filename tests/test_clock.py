@@ -37,4 +37,4 @@ def test_the_outbox_stamps_a_job_with_the_engines_time() -> None:
 
 def test_today_in_an_expression_follows_the_clock() -> None:
     with clock.use(lambda: MOMENT):
-        assert expressions.HELPERS["today"]() == dt.date(2031, 1, 1)
+        assert expressions.evaluate("today()", {}) == dt.date(2031, 1, 1)
