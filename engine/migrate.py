@@ -281,13 +281,21 @@ def apply(models: Models, engine: sa.Engine, the_plan: Plan) -> None:
                     [c.name for c in index.columns],
                     unique=index.unique,
                 )
+        trgm_schema = None
         for s in the_plan.steps:
             if s.kind == "add_extension":
                 conn.exec_driver_sql(f"CREATE EXTENSION IF NOT EXISTS {s.detail}")
             elif s.kind == "add_search_index":
+                if trgm_schema is None:
+                    # the operator class where the extension lives: a database whose
+                    # search_path leaves that schema out still finds it
+                    trgm_schema = conn.exec_driver_sql(
+                        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n "
+                        "ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'"
+                    ).scalar_one()
                 conn.exec_driver_sql(
                     f'CREATE INDEX IF NOT EXISTS "{search_index_name(s.table, s.detail)}" '
-                    f'ON "{s.table}" USING gin (lower("{s.detail}") gin_trgm_ops)'
+                    f'ON "{s.table}" USING gin (lower("{s.detail}") "{trgm_schema}".gin_trgm_ops)'
                 )
         if sqlite:
             conn.exec_driver_sql("PRAGMA foreign_key_check")
