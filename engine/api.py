@@ -41,6 +41,9 @@ from engine.fieldtypes import Invalid as Invalid  # raised by normalize() with t
 from engine.fieldtypes import valid_id as valid_id  # a record id (1 to 2**31-1) from text, or None
 from engine.hookspecs import hookimpl as hookimpl  # marks a plugin's function as a hook
 from engine.hookspecs import hookspec as hookspec  # marks a hook a plugin offers other plugins
+from engine.i18n import gettext as gettext  # a message in the user's language: gettext("Save")
+from engine.i18n import lazy_gettext as lazy_gettext  # the same, translated when shown
+from engine.i18n import ngettext as ngettext  # singular/plural by a number, in the user's language
 from engine.jobs import JobContext as JobContext  # what a job is called with (session, models...)
 from engine.jobs import JobError as JobError  # a job failure not worth retrying
 from engine.jobs import enqueue as enqueue  # queue a job in the caller's transaction
@@ -143,6 +146,7 @@ __all__ = [
     "evaluate",
     "expression_problems",
     "field_path_problem",
+    "gettext",
     "hookimpl",
     "hookspec",
     "identifier_problem",
@@ -150,11 +154,13 @@ __all__ = [
     "json_body",
     "json_error",
     "label_of",
+    "lazy_gettext",
     "local_time",
     "locale",
     "login_required",
     "may_touch",
     "menu_label",
+    "ngettext",
     "principal",
     "render",
     "request_documents",

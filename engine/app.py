@@ -18,7 +18,7 @@ from flask_appbuilder import AppBuilder
 from flask_sqlalchemy import SQLAlchemy
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from engine import passwords, sessions, web
+from engine import i18n, passwords, sessions, web
 from engine.configuration import Configuration, load_configuration
 from engine.models import Models, build
 from engine.registry import Registry
@@ -84,6 +84,11 @@ def create_app(
         # through its own translation, the generated pages through the labels;
         # one language, so FAB offers no switch that would leave them apart
         BABEL_DEFAULT_LOCALE=registry.locale,
+        # the engine's catalog, then each plugin's: later ones win over
+        # Flask-AppBuilder's own (engine/i18n.py)
+        BABEL_TRANSLATION_DIRECTORIES=";".join(
+            str(p) for p in [i18n.ENGINE_TRANSLATIONS, *i18n.plugin_translation_dirs(pm.get_plugins())]
+        ),
         LANGUAGES={registry.locale: LANGUAGES.get(registry.locale, LANGUAGES["en"])},
         WTF_CSRF_ENABLED=True,
         MAX_CONTENT_LENGTH=64 * 1024 * 1024,  # imports included
