@@ -170,6 +170,38 @@ def refs_point_to_types(registry: Registry) -> Iterator[Problem]:
 
 
 @check
+def ref_where_valid(registry: Registry) -> Iterator[Problem]:
+    """``where`` of a ref: the target's fields, this record's fields of the same
+    type, and conditions that are valid filters on the target."""
+    from engine import refwhere
+
+    for d in registry.documents.values():
+        for f in d.fields.values():
+            for c in f.fields.values():
+                if c.where is not None:
+                    yield Problem(
+                        _option_loc(f"{d.name}.{f.name}.{c.name}", c, "where"),
+                        f"`{d.name}.{f.name}.{c.name}`: `where` applies to a document's "
+                        "refs, not yet to a table row's",
+                    )
+            if f.type != "ref" or f.where is None or (f.to or USER) not in registry.documents:
+                continue
+            path = f"{d.name}.{f.name}"
+            loc = _option_loc(path, f, "where")
+            written = _source("where", path)
+            yield from refwhere.check(registry, d, f, written, loc)
+            if f.where.conditions:
+                spec = LMap({k: v for k, v in f.where.conditions.items()})
+                spec.loc = loc
+                spec.key_locs = {k: written.key_loc(k) if isinstance(written, LMap) else loc
+                                 for k in spec}  # fmt: skip
+                spec.value_locs = {k: written.value_loc(k) if isinstance(written, LMap) else loc
+                                   for k in spec}  # fmt: skip
+                target = registry.documents[f.to or USER]
+                yield from _filter(registry, target, spec, loc, f"`where` of `{path}`")
+
+
+@check
 def enums_have_values(registry: Registry) -> Iterator[Problem]:
     for d in _docs(registry):
         for path, f, _ in _all_fields(d):

@@ -285,7 +285,7 @@ CORE_TYPES: tuple[FieldType, ...] = (
     FieldType("datetime", lambda f: sa.DateTime(timezone=True), _datetime, ordered=True,
               python=dt.datetime),
     FieldType("enum", lambda f: sa.String(64), _enum, frozenset({"values"}), python=str),
-    FieldType("ref", lambda f: sa.Integer(), _ref, frozenset({"to"}), python=int),
+    FieldType("ref", lambda f: sa.Integer(), _ref, frozenset({"to", "where"}), python=int),
     FieldType("phone", lambda f: sa.String(32), _phone, python=str),
     FieldType("email", lambda f: sa.String(254), _email, python=str),
     FieldType("url", lambda f: sa.String(2048), _url, python=str),

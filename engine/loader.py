@@ -35,6 +35,7 @@ from engine.registry import (
     Label,
     ListSpec,
     Numbering,
+    RefWhere,
     Registry,
     Report,
     RequireNext,
@@ -53,7 +54,7 @@ CONFIG_FILE = "config.yaml"
 #: the sections the engine reads itself; plugins declare theirs (``crm_sections``)
 SECTIONS = ("documents", "attributes", "roles", "segments", "reports")
 #: options a later layer may change on an existing field without an error
-MERGEABLE = {"label", "help", "default", "hidden", "readonly", "min", "max", "pattern"}
+MERGEABLE = {"label", "help", "default", "hidden", "readonly", "min", "max", "pattern", "where"}
 #: options a later layer may only switch on
 SWITCH_ON = {"required", "index", "unique"}
 
@@ -833,7 +834,7 @@ class Loader:
             ),
         )
 
-    def _freeze_field(self, d: FieldDraft) -> Field:
+    def _freeze_field(self, d: FieldDraft, owner: str = "") -> Field:
         s = d.spec
         return Field(
             name=d.name,
@@ -859,12 +860,16 @@ class Loader:
             to=s.get("to"),
             fields=frozen_map({n: self._freeze_field(c) for n, c in d.children.items()}),
             system=d.layer == "engine",
+            where=_ref_where(owner, s.get("where"), d.locs.get("where", d.loc)),
         )
 
     def _freeze_doc(self, d: DocDraft) -> DocType:
         self.sources["doc", d.name] = d.settings
         for fd in d.fields.values():
             self.sources["field", f"{d.name}.{fd.name}"] = fd.locs
+            if isinstance(fd.spec.get("where"), Mapping):
+                # the map as written: `crm check` points at its keys and values
+                self.sources["where", f"{d.name}.{fd.name}"] = fd.spec["where"]
             for child in fd.children.values():
                 self.sources["field", f"{d.name}.{fd.name}.{child.name}"] = child.locs
         fields: dict[str, Field] = {}
@@ -905,7 +910,7 @@ class Loader:
                 system=True,
             )
         for name, f in d.fields.items():
-            fields[name] = self._freeze_field(f)
+            fields[name] = self._freeze_field(f, d.name)
         if not d.builtin:
             fields.update(_audit_fields(d.loc))
         settings = {k: v for k, (v, _) in d.settings.items()}
@@ -1010,6 +1015,17 @@ STATUS_LABELS = {
     "state": {"en": "State", "ru": "Состояние"},
     "phase": {"en": "Phase", "ru": "Фаза"},
 }
+
+
+def _ref_where(owner: str, spec: Any, loc: Loc) -> RefWhere | None:
+    """``where:`` of a ref: a name is a field of this record the target's field
+    must equal, a map is a filter condition with constants (``crm check``
+    refuses the rest)."""
+    if not isinstance(spec, Mapping) or not spec:
+        return None
+    same = {str(k): v for k, v in spec.items() if isinstance(v, str)}
+    conditions = {str(k): v for k, v in spec.items() if not isinstance(v, str)}
+    return RefWhere(owner, frozen_map(same), frozen_map(conditions), loc)
 
 
 def _database_url(url: str | None, config_dir: Path) -> str:

@@ -70,6 +70,26 @@ class Label:
 
 
 @dataclass(frozen=True)
+class RefWhere:
+    """``where:`` of a ref: which records it may point to. ``same`` maps a
+    field of the target to the field of this record it must equal
+    (``{customer: customer}``: the Interest's customer is the deal's);
+    ``conditions`` maps a field (or dotted path) of the target to a filter
+    condition with constants, written as in segments (``{stage: {nin: [won,
+    lost]}}``). ``owner`` is the type the ref belongs to."""
+
+    owner: str
+    same: Mapping[str, str]
+    conditions: Mapping[str, Any]
+    loc: Loc = UNKNOWN
+
+    @property
+    def depends(self) -> tuple[str, ...]:
+        """The fields of this record the choice depends on, in order."""
+        return tuple(dict.fromkeys(self.same.values()))
+
+
+@dataclass(frozen=True)
 class Field:
     name: str
     type: str
@@ -98,6 +118,8 @@ class Field:
     fields: Mapping[str, Field] = field(default_factory=frozen_map)
     #: set by the engine for fields it creates (status field, numbering)
     system: bool = False
+    #: ref: the records it may point to (``where:``), see :class:`RefWhere`
+    where: RefWhere | None = None
 
     @property
     def stored(self) -> bool:

@@ -104,6 +104,23 @@ class MapOf(mf.Field):
         return value
 
 
+class WhereMap(mf.Field):
+    """``where:`` of a ref: target field → a field of this record, or a filter condition."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if (
+            isinstance(value, Mapping)
+            and value
+            and all(isinstance(k, str) for k in value)
+            and all(isinstance(v, (str, Mapping)) for v in value.values())
+        ):
+            return value
+        raise ValidationError(
+            "must be a map of the target's fields to fields of this record or to "
+            "conditions, e.g. {customer: customer, stage: {nin: [won, lost]}}"
+        )
+
+
 class AnyValue(mf.Field):
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
         return value
@@ -148,6 +165,7 @@ class FieldSchema(Strict):
     places = Int(validate=_range(0, 20))
     values = AnyValue()
     to = Text()
+    where = WhereMap()
     fields = MapOf()  # type: ignore[assignment]  # see MARSHMALLOW_NAMES
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine import expressions
+from engine import expressions, refwhere
 from engine.documents.plans import Plan, RowPlan, Shape
 from engine.documents.values import (
     AUDIT,
@@ -117,6 +117,8 @@ class DocumentPlanning(DocumentViews):
                 before = old.get(name)
                 if before is not new and not same(before, new):
                     p.changes[name] = (before, new)
+        if lookups:  # the records a constrained ref may point to (`where:`)
+            refwhere.refuse(self, p)
         if obj is not None and not moving:
             self._check_locked(p)
         return p

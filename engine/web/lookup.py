@@ -10,12 +10,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine import access, lists
-from engine.fieldtypes import valid_id
+from engine import access, lists, refwhere
+from engine.fieldtypes import Invalid, valid_id
 from engine.filters import escape_like, label_field
 from engine.registry import USER, DocType
 from engine.web.base import crm, db_session, locale, principal
-from engine.web.fetch import clean, ref_loads, row_doc
+from engine.web.fetch import clean, documents, ref_loads, row_doc
 from engine.web.formatting import title
 
 
@@ -24,14 +24,42 @@ def prefix_pattern(text: str) -> str:
     return escape_like(text.lower()) + "%"
 
 
-def lookup(d: DocType, text: str, limit: int = 20) -> list[dict[str, Any]]:
+def constraint(d: DocType, args: Mapping[str, str]) -> sa.ColumnElement[bool] | None:
+    """What a constrained ref (``where:``) lets the picker offer: ``for`` names
+    the ref (``Deal.interest``), ``f.<field>`` the values of the fields of the
+    form it depends on. An empty one narrows nothing (see engine/refwhere.py);
+    one that is not a valid value offers nothing."""
+    state = crm()
+    found = refwhere.field_for(state.registry, args.get("for", ""), d)
+    if found is None:
+        return None
+    owner, f = found
+    assert f.where is not None
+    docs = documents()
+    values: dict[str, Any] = {}
+    for name in f.where.depends:
+        raw = clean(args.get(refwhere.PARAM + name, ""), 200)
+        try:
+            values[name] = docs.normalize(owner.fields[name], raw)
+        except Invalid:
+            return sa.false()
+    me = principal()
+    return refwhere.condition(state.models, f, values, user_id=me.user_id, principal=me)
+
+
+def lookup(
+    d: DocType, text: str, limit: int = 20, where: sa.ColumnElement[bool] | None = None
+) -> list[dict[str, Any]]:
     """Records the list search finds for ``text`` (the same meaning: the words
-    anywhere in the type's search fields), within the access rules."""
+    anywhere in the type's search fields), within the access rules; ``where``
+    narrows them further (a constrained ref's :func:`constraint`)."""
     state = crm()
     text = clean(text, 100)
     cls = state.models.cls(d.name)
     lf = label_field(d)
     stmt = sa.select(cls).where(access.where(state.models, principal(), d.name, "read"))
+    if where is not None:
+        stmt = stmt.where(where)
     if text:
         dialect = db_session().get_bind().dialect.name
         stmt = stmt.where(lists.search_where(state.models, principal(), d, text, dialect))
@@ -42,12 +70,16 @@ def lookup(d: DocType, text: str, limit: int = 20) -> list[dict[str, Any]]:
     return [{"id": obj.id, "text": title(d, obj)} for obj in db_session().execute(stmt).scalars()]
 
 
-def lookup_users(text: str, limit: int = 20) -> list[dict[str, Any]]:
+def lookup_users(
+    text: str, limit: int = 20, where: sa.ColumnElement[bool] | None = None
+) -> list[dict[str, Any]]:
     users = crm().models.table(USER)
     text = clean(text, 100)
     stmt = sa.select(users.c.id, users.c.username, users.c.first_name, users.c.last_name).where(
         users.c.active.is_(True)
     )
+    if where is not None:
+        stmt = stmt.where(where)
     if text:
         escaped = prefix_pattern(text)
         stmt = stmt.where(

@@ -349,7 +349,8 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         d = self.d
         if not access.allowed(crm().registry, principal(), d.name, "read"):
             return jsonify({"results": []})
-        return jsonify({"results": lookup.lookup(d, request.args.get("q", ""), limit=20)})
+        where = lookup.constraint(d, request.args)
+        return jsonify({"results": lookup.lookup(d, request.args.get("q", ""), 20, where)})
 
 
 def _arg_offset(name: str) -> int:
@@ -418,7 +419,9 @@ class UserLookupView(BaseView):
     @expose("/lookup")
     @login_required
     def lookup(self) -> Any:
-        return jsonify({"results": lookup.lookup_users(request.args.get("q", ""), limit=20)})
+        users = crm().registry.documents[USER]
+        where = lookup.constraint(users, request.args)
+        return jsonify({"results": lookup.lookup_users(request.args.get("q", ""), 20, where)})
 
 
 def register_views(appbuilder: Any, state: Any) -> None:

@@ -18,7 +18,7 @@
           url: $el.data("lookup"),
           dataType: "json",
           delay: 200,
-          data: function (params) { return { q: params.term || "" }; },
+          data: function (params) { return lookupParams($el, params); },
           processResults: function (data) { return data; }
         }
       });
@@ -27,6 +27,41 @@
       $el.on("select2:open", function () {
         var search = document.querySelector(".select2-container--open .select2-search__field");
         if (search) { search.focus(); }
+      });
+    });
+  }
+
+  // -- Ref constraints (`where:` in metadata, engine/refwhere.py) ------------
+  // A constrained picker (data-for="Deal.interest", data-where="customer")
+  // sends the form's current values of the fields it depends on, so the
+  // server offers only the matching records; an empty one narrows nothing.
+  // The names are those of the picker's own form or row (`next-0-customer`).
+  function dependency($el, name) {
+    var prefix = $el.attr("name").slice(0, -String($el.data("for")).split(".")[1].length);
+    return $el.closest("form").find("[name='" + prefix + name + "']");
+  }
+  function lookupParams($el, params) {
+    var out = { q: params.term || "" };
+    if (!$el.data("where")) { return out; }
+    out["for"] = $el.data("for");
+    String($el.data("where")).split(",").forEach(function (name) {
+      out["f." + name] = dependency($el, name).val() || "";
+    });
+    return out;
+  }
+  // When a field a choice depends on changes from one value to another, the
+  // choice made for the old value is cleared (the server would refuse it).
+  function watchDependencies(root) {
+    $(root).find("select.crm-ref[data-where]").each(function () {
+      var $el = $(this);
+      String($el.data("where")).split(",").forEach(function (name) {
+        var $dep = dependency($el, name);
+        $dep.data("crmBefore", $dep.val() || "");
+        $dep.on("change", function () {
+          var before = $dep.data("crmBefore"), now = $dep.val() || "";
+          $dep.data("crmBefore", now);
+          if (before && before !== now && $el.val()) { $el.val(null).trigger("change"); }
+        });
       });
     });
   }
@@ -71,5 +106,5 @@
     if (!window.confirm($(this).data("confirm"))) { e.preventDefault(); }
   });
 
-  $(function () { refPickers(document); });
+  $(function () { refPickers(document); watchDependencies(document); });
 })(window.jQuery);
