@@ -318,6 +318,15 @@ documents:
             "places": Key("`decimal`: the digits after the point.", "`4`"),
             "values": Key("`enum`: a list of values, or a map value → label. The value is stored."),
             "to": Key("`ref`: the type it refers to, or `User`."),
+            "where": Key(
+                "`ref`: the records it may point to, a map of the target's fields to a "
+                "field of this record they must equal (`{customer: customer}`: the "
+                "Interest's customer is the deal's) or to a filter condition "
+                "with constants (`{stage: {nin: [won, lost]}}`). The picker offers only "
+                "those (an empty field of this record narrows nothing) and a save of "
+                "another one is refused at the field (see the consultant's guide, "
+                "[Ref constraints](consultant-guide.md#ref-constraints))."
+            ),
             "fields": Key("`table`: the fields of a row (a row cannot hold another table)."),
         },
         """\

@@ -431,6 +431,49 @@ FIELD_CASES = [
         "deal.yaml:4:14: the table `Deal.lines` needs `fields` for its rows",
         "deal.yaml:7:9: the field `Deal.parts`: `unique` does not apply to a table field",
     ),
+    case(
+        "ref_where_mistakes",
+        {
+            "deal.yaml": """\
+documents:
+  Deal:
+    fields:
+      other: {type: ref, to: Interest, where: {custmer: customer, amount: manager, stage: {nin: [won, lst]}, subject: nothing}}
+      lines:
+        type: table
+        fields:
+          i: {type: ref, to: Interest, where: {customer: customer}}
+"""
+        },
+        "deal.yaml:4:48: `where` of `Deal.other`: `Interest` has no field `custmer` "
+        "(did you mean `customer`?)",
+        "deal.yaml:4:75: `where` of `Deal.other`: `Interest.amount` is a money field but "
+        "`Deal.manager` refers to `User`: they can never be equal",
+        "deal.yaml:4:97: the filter of `where` of `Deal.other`: `stage`: `lst` must be one of: "
+        "new, in_progress, won, lost",
+        "deal.yaml:4:119: `where` of `Deal.other`: `Deal` has no field `nothing`; a value is a "
+        "field of `Deal`, or a condition such as `{eq: nothing}` for a constant",
+        "deal.yaml:8:47: `Deal.lines.i`: `where` applies to a document's refs, not yet to a "
+        "table row's",
+        config=WITH_BASE,
+    ),
+    case(
+        "ref_where_shapes",
+        {
+            "deal.yaml": """\
+documents:
+  Deal:
+    fields:
+      s: {type: string, where: {a: b}}
+      t: {type: ref, to: Interest, where: [customer]}
+"""
+        },
+        "deal.yaml:4:25: the field `Deal.s`: `where` does not apply to a string field",
+        "deal.yaml:5:43: the field `Deal.t`: `where` must be a map of the target's fields to "
+        "fields of this record or to conditions, e.g. {customer: customer, stage: {nin: [won, "
+        "lost]}}",
+        config=WITH_BASE,
+    ),
 ]
 
 
