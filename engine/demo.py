@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 
@@ -57,9 +58,35 @@ PRODUCTS = (("Бумага офисная А4", 320), ("Картридж лаз�
             ("Стол письменный", 12500), ("Ноутбук 15\"", 68000), ("Монитор 27\"", 23000),
             ("Чай чёрный, ящик", 2100), ("Кофе в зёрнах, 1 кг", 1800), ("Вода питьевая, 19 л", 350),
             ("Шкаф архивный", 15400))  # fmt: skip
-SUBJECTS = ("Обсудить условия поставки", "Презентация каталога", "Согласовать скидку", "Уточнить потребность",
-            "Отправить коммерческое предложение", "Встреча в офисе клиента", "Звонок по оплате",
-            "Обсудить новый заказ", "Подписание договора")  # fmt: skip
+#: a customer's needs: the subject of an Interest, and what its orders are made of
+NEEDS = (
+    ("Офисная мебель для нового офиса", ("Кресло офисное", "Стол письменный", "Шкаф архивный")),
+    ("Компьютеры для отдела", ("Ноутбук 15\"", "Монитор 27\"")),
+    ("Расходные материалы на год", ("Бумага офисная А4", "Картридж лазерный")),
+    ("Кофе-поинт для офиса", ("Чай чёрный, ящик", "Кофе в зёрнах, 1 кг", "Вода питьевая, 19 л")),
+    ("Замена оргтехники", ("Картридж лазерный", "Монитор 27\"")),
+    ("Оснащение переговорной", ("Стол письменный", "Кресло офисное", "Монитор 27\"")),
+)  # fmt: skip
+#: what people do of each kind: (subject, results when done, minutes)
+KINDS = {
+    "call": (("Уточнить потребность", "Договориться о встрече", "Звонок по оплате счёта",
+              "Напомнить о коммерческом предложении", "Обсудить условия поставки"),
+             ("Клиент подтвердил интерес, ждёт КП", "Договорились о встрече", "Оплату обещали до пятницы",
+              "Не дозвонились, перезвонить", "Согласовали сроки поставки"), (15, 15, 30)),
+    "meeting": (("Встреча в офисе клиента", "Презентация каталога", "Переговоры о скидке",
+                 "Подписание договора"),
+                ("Показали образцы, клиент выбирает", "Согласовали объём и скидку 5%",
+                 "Договор подписан", "Нужна повторная встреча с директором"), (60, 90)),
+    "email": (("Отправить коммерческое предложение", "Выслать договор на согласование",
+               "Отправить счёт на оплату", "Выслать прайс-лист"),
+              ("КП отправлено", "Договор отправлен, ждём правки", "Счёт отправлен", "Прайс-лист отправлен"),
+              (15,)),
+    "sms": (("Напомнить о встрече", "Уведомить об отгрузке"),
+            ("Доставлено", "Клиент подтвердил"), (5,)),
+}  # fmt: skip
+KIND_WEIGHTS = {"call": 5, "meeting": 2, "email": 3, "sms": 1}
+TASKS = ("Подготовить КП для {customer}", "Перезвонить {customer}", "Выставить счёт {customer}",
+         "Согласовать договор с {customer}", "Собрать требования {customer}")  # fmt: skip
 LOSS_REASONS = (
     "Дорого",
     "Выбрали конкурента",
@@ -115,6 +142,7 @@ class Sizes:
     orders: int = 200
     past_interactions: int = 300
     planned_interactions: int = 250
+    tasks: int = 240
 
 
 @dataclass
@@ -137,13 +165,51 @@ class Demo:
     def managers(self) -> list[str]:
         return [u[0] for u in DEMO_USERS if u[3] == "manager"]
 
-    def ago(self, days_max: int) -> dt.datetime:
-        return self.now - dt.timedelta(
-            days=self.rng.randint(1, days_max), minutes=self.rng.randint(0, 600)
-        )
+    def __post_init__(self) -> None:
+        try:
+            self.tz: dt.tzinfo = ZoneInfo(
+                str(self.models.registry.settings.get("timezone") or "UTC")
+            )
+        except (ZoneInfoNotFoundError, ValueError):
+            self.tz = dt.UTC
+        #: the company's today: every date of the demo is counted from it
+        self.today = clock.today(self.tz)
+
+    # -- the company's calendar ------------------------------------------------------
+
+    def day(self, offset: int) -> dt.date:
+        """The working day ``offset`` days from today: a Saturday is the Friday
+        before, a Sunday the Monday after."""
+        day = self.today + dt.timedelta(days=offset)
+        return day + dt.timedelta(days={5: -1, 6: 1}.get(day.weekday(), 0))
+
+    def at(self, day: dt.date, hour: int | None = None) -> dt.datetime:
+        """A moment of the working day (9:00–18:00 on the company's clock), in UTC."""
+        hour = self.rng.randint(9, 17) if hour is None else hour
+        local = dt.datetime.combine(day, dt.time(hour, self.rng.choice([0, 15, 30, 45])), self.tz)
+        return local.astimezone(dt.UTC)
+
+    def ago(self, days_max: int, days_min: int = 1) -> dt.datetime:
+        """A working moment between ``days_min`` and ``days_max`` days back."""
+        return min(self.now, self.at(self.day(-self.rng.randint(days_min, days_max))))
+
+    def later(self, start: dt.datetime, days_min: int, days_max: int) -> dt.datetime:
+        """A working moment some days after ``start``, never after now."""
+        local = start.astimezone(self.tz).date()
+        offset = (local - self.today).days + self.rng.randint(days_min, days_max)
+        return min(self.now, max(start, self.at(self.day(offset))))
+
+    # -- the company ----------------------------------------------------------------
 
     def fill(self, sizes: Sizes | None = None) -> dict[str, int]:
-        sizes = sizes or Sizes()
+        # every save flushes its record; the moves of states made since are
+        # flushed with the next one, not before each query of the next plan
+        with self.session.no_autoflush:
+            counts = self._fill(sizes or Sizes())
+        self.session.flush()
+        return counts
+
+    def _fill(self, sizes: Sizes) -> dict[str, int]:
         rng = self.rng
         counts: dict[str, int] = {}
         departments = [
@@ -184,124 +250,289 @@ class Demo:
                 "source": rng.choice(["website", "referral", "exhibition", "cold_call", "other"]),
                 "manager": self.users[manager],
             }
-            customers.append(self.docs(manager, self.ago(720)).create("Customer", values))
+            # most clients are a year old or more; a few came this quarter
+            since = self.ago(90) if i % 8 == 7 else self.ago(720, 380)
+            customers.append(self.docs(manager, since).create("Customer", values))
         counts["Customer"] = len(customers)
-        contacts = 0
+        contacts: dict[int, list[int]] = {}
         for c in customers:
             for _ in range(rng.choice((1, 1, 2))):
                 female = rng.random() < 0.5
                 surname = rng.choice(SURNAMES_M) + ("а" if female else "")
                 first = rng.choice(NAMES_F if female else NAMES_M)
-                self.docs("crmadmin").create("ContactPerson", {
+                person = self.docs("crmadmin", c.created_at).create("ContactPerson", {
                     "customer": c.id, "name": f"{surname} {first}", "position": rng.choice(POSITIONS),
                     "phone": mobile(rng), "email": f"{latin(first)}.{latin(surname)}{c.id}@example.ru",
                 })  # fmt: skip
-                contacts += 1
-        counts["ContactPerson"] = contacts
-        interests = []
+                contacts.setdefault(c.id, []).append(person.id)
+        counts["ContactPerson"] = sum(len(v) for v in contacts.values())
+        interests: dict[int, list[Any]] = {}
         for _ in range(sizes.interests):
             c = rng.choice(customers)
             owner = self._username(c.manager_id)
-            interest = self.docs(owner, self.ago(180)).create("Interest", {
-                "subject": rng.choice(SUBJECTS), "customer": c.id,
+            subject, _products = rng.choice(NEEDS)
+            interest = self.docs(owner, max(c.created_at, self.ago(330, 20))).create("Interest", {
+                "subject": subject, "customer": c.id,
                 "amount": Decimal(rng.randint(5, 500) * 1000), "manager": c.manager_id,
             })  # fmt: skip
-            self._walk(interest, "Interest", "stage", ["in_progress", rng.choice(["in_progress", "won", "lost"])],
-                       owner)  # fmt: skip
-            interests.append(interest)
-        counts["Interest"] = len(interests)
-        self._deals(customers, interests, sizes.deals)
-        counts["Deal"] = sizes.deals
-        self._interactions(customers, interests, sizes)
+            interests.setdefault(c.id, []).append(interest)
+        counts["Interest"] = sum(len(v) for v in interests.values())
+        deals = self._deals(customers, interests, sizes.deals)
+        counts["Deal"] = len(deals)
+        self._interests(interests, deals)
+        self._interactions(customers, interests, contacts, sizes)
         counts["Interaction"] = sizes.past_interactions + sizes.planned_interactions
-        self._orders(customers, sizes.orders)
+        self._orders(customers, interests, deals, sizes.orders)
         counts["CustomerOrder"] = sizes.orders
+        if "Task" in self.models.registry.documents:
+            counts["Task"] = self._tasks(deals, sizes.tasks)
         self._plans(departments)
         return counts
 
     def _username(self, user_id: int) -> str:
         return next(name for name, uid in self.users.items() if uid == user_id)
 
-    def _walk(self, obj: Any, doctype: str, status_field: str, path: list[str], user: str) -> None:
-        """Move a record along states as if over the past weeks, with history rows."""
+    def _walk(
+        self,
+        obj: Any,
+        doctype: str,
+        status_field: str,
+        path: list[str],
+        user: str,
+        until: dt.datetime | None = None,
+    ) -> None:
+        """Move a record along states as if over the past weeks, with history
+        rows; the last move at ``until`` when given."""
         d = self.models.registry.documents[doctype]
+        moves = [t for t in path if t != getattr(obj, status_field)]
         at = obj.created_at
-        for target in path:
+        for n, target in enumerate(moves):
             source = getattr(obj, status_field)
-            if target == source:
-                continue
-            at = min(self.now, at + dt.timedelta(days=self.rng.randint(1, 14)))
+            if until is not None and n == len(moves) - 1:
+                at = max(at, min(self.now, until))
+            else:
+                at = self.later(at, 1, 10)
             setattr(obj, status_field, target)
+            obj.updated_at, obj.updated_by_id = at, self.users[user]
             self.docs(user, at).add_history(d, obj, source, target)
 
-    def _deals(self, customers: list[Any], interests: list[Any], count: int) -> None:
+    def _deals(
+        self, customers: list[Any], interests: dict[int, list[Any]], count: int
+    ) -> list[Any]:
+        """A year of deals: the old ones mostly won or lost, the recent ones on their way."""
         rng = self.rng
-        order = ["qualification", "proposal", "contract", "won"]
-        for i in range(count):
+        order = ["qualification", "proposal", "contract"]
+        probability = {"new": 10, "qualification": 25, "proposal": 50, "contract": 75}
+        deals = []
+        for _ in range(count):
             c = rng.choice(customers)
             owner = self._username(c.manager_id)
             kind = rng.choice(["typical", "manual", "manual", "simple"])
             # a typical sale's stages may be moved by a plugin (a route map
             # with its task open): those deals are recent, so that they stay
             # where the plugin put them
-            created = self.ago(4 if kind == "typical" else 365)
+            created = max(c.created_at, self.ago(4 if kind == "typical" else 365))
+            age = (self.now - created).days
+            closing = age > 45 and rng.random() < 0.8
+            if closing:
+                fate = "won" if rng.random() < 0.55 else "lost"
+                depth = 3 if fate == "won" else rng.randint(0, 3)
+                path = [*order[:depth], fate]
+                closed = self.later(created, 10, 45)
+                planned = closed.astimezone(self.tz).date()
+            else:
+                fate = ""
+                path = order[: rng.choices(range(4), weights=[20, 30, 30, 20])[0]]
+                closed = None
+                planned = self.day(rng.randint(5, 90))
+            stage = path[-1] if path else "new"
+            mine = interests.get(c.id) or []
+            interest = rng.choice(mine) if mine and rng.random() < 0.8 else None
+            amount = (
+                interest.amount if interest is not None else Decimal(rng.randint(10, 3000) * 1000)
+            )
             deal = self.docs(owner, created).create("Deal", {
-                "customer": c.id, "kind": kind, "amount": Decimal(rng.randint(10, 3000) * 1000),
-                "probability": rng.choice([10, 25, 50, 75, 90]), "manager": c.manager_id,
+                "customer": c.id, "kind": kind, "amount": amount,
+                "probability": 100 if fate == "won" else 0 if fate == "lost" else probability[stage],
+                "manager": c.manager_id,
                 "source": rng.choice(["website", "referral", "exhibition", "cold_call", "other"]),
-                "planned_close": (self.now + dt.timedelta(days=rng.randint(-60, 90))).date(),
-                "interest": rng.choice(interests).id if i % 3 == 0 else None,
+                "planned_close": planned, "interest": interest.id if interest is not None else None,
             })  # fmt: skip
-            depth = rng.choices(range(5), weights=[20, 25, 25, 15, 15])[0]
-            path = order[:depth]
-            if rng.random() < 0.2:
+            if fate == "lost":
                 deal.loss_reason = rng.choice(LOSS_REASONS)
-                path.append("lost")
             if kind != "typical":
-                self._walk(deal, "Deal", "stage", path, owner)
+                self._walk(deal, "Deal", "stage", path, owner, until=closed)
+            deals.append(deal)
+        return deals
 
-    def _interactions(self, customers: list[Any], interests: list[Any], sizes: Sizes) -> None:
+    def _interests(self, interests: dict[int, list[Any]], deals: list[Any]) -> None:
+        """An Interest's stage follows its deals: won with a won deal, lost
+        when all were lost, in progress while one is open."""
+        stages: dict[int, list[str]] = {}
+        for deal in deals:
+            if deal.interest_id is not None:
+                stages.setdefault(deal.interest_id, []).append(deal.stage)
+        for mine in interests.values():
+            for interest in mine:
+                seen = stages.get(interest.id, [])
+                if "won" in seen:
+                    path = ["in_progress", "won"]
+                elif seen and all(s == "lost" for s in seen):
+                    path = ["in_progress", "lost"]
+                elif seen or self.rng.random() < 0.5:
+                    path = ["in_progress"]
+                else:
+                    path = []
+                self._walk(interest, "Interest", "stage", path, self._username(interest.manager_id))
+
+    def _interaction(
+        self, c: Any, interests: dict[int, list[Any]], contacts: dict[int, list[int]]
+    ) -> tuple[str, dict[str, Any], tuple[str, ...]]:
+        """What a manager does with a client: a kind, a subject of that kind,
+        the client's contact and one of the client's Interests."""
+        rng = self.rng
+        kind = rng.choices(list(KIND_WEIGHTS), weights=list(KIND_WEIGHTS.values()))[0]
+        subjects, results, minutes = KINDS[kind]
+        mine = interests.get(c.id) or []
+        values = {
+            "kind": kind, "subject": rng.choice(subjects), "duration": rng.choice(minutes),
+            "customer": c.id, "contact": rng.choice(contacts[c.id]) if c.id in contacts else None,
+            "interest": rng.choice(mine).id if mine and rng.random() < 0.7 else None,
+            "manager": c.manager_id,
+        }  # fmt: skip
+        return kind, values, results
+
+    def _interactions(
+        self,
+        customers: list[Any],
+        interests: dict[int, list[Any]],
+        contacts: dict[int, list[int]],
+        sizes: Sizes,
+    ) -> None:
         rng = self.rng
         for i in range(sizes.past_interactions + sizes.planned_interactions):
             planned = i >= sizes.past_interactions
             c = rng.choice(customers)
             owner = self._username(c.manager_id)
-            when = (self.now + dt.timedelta(days=rng.randint(0, 28), hours=rng.randint(1, 9)) if planned
-                    else self.ago(120))  # fmt: skip
-            when = when.replace(minute=rng.choice([0, 15, 30, 45]), second=0)
-            obj = self.docs(owner, min(self.now, when - dt.timedelta(days=3)) if planned else when).create("Interaction", {
-                "kind": rng.choice(["call", "call", "meeting", "email", "sms"]), "subject": rng.choice(SUBJECTS),
-                "planned_at": when, "duration": rng.choice([15, 30, 60, 90]), "customer": c.id,
-                "interest": rng.choice(interests).id if rng.random() < 0.3 else None, "manager": c.manager_id,
-            })  # fmt: skip
-            if not planned:
-                obj.result = rng.choice(
-                    ["Договорились о встрече", "Клиент думает", "Отправлено КП", "Нет ответа"]
-                )
-                self._walk(
-                    obj,
-                    "Interaction",
-                    "status",
-                    [rng.choice(["done", "done", "done", "cancelled"])],
-                    owner,
-                )
+            _kind, values, results = self._interaction(c, interests, contacts)
+            if planned:  # the next four weeks, in working hours
+                when = self.at(self.day(rng.randint(0, 28)))
+                if when <= self.now:
+                    when = self.at(self.day(rng.randint(1, 28)))
+                created = min(self.now, when - dt.timedelta(days=rng.randint(1, 10)))
+            else:  # a year back
+                when = max(c.created_at, self.ago(365))
+                created = when - dt.timedelta(days=rng.randint(0, 7))
+            obj = self.docs(owner, created).create("Interaction", {**values, "planned_at": when})
+            if planned:
+                continue
+            if i % 25 == 0:
+                continue  # a few left planned past their time: what a head of sales chases
+            done = rng.random() < 0.88
+            if done:
+                obj.result = rng.choice(results)
+            finished = when + dt.timedelta(minutes=int(values["duration"] or 0))
+            self._walk(obj, "Interaction", "status", ["done" if done else "cancelled"], owner,
+                       until=finished)  # fmt: skip
 
-    def _orders(self, customers: list[Any], count: int) -> None:
+    def _orders(
+        self,
+        customers: list[Any],
+        interests: dict[int, list[Any]],
+        deals: list[Any],
+        count: int,
+    ) -> None:
+        """Orders of the year: most close a won deal (its customer, Interest,
+        the products of that need), the rest are repeat orders."""
         rng = self.rng
-        for _ in range(count):
-            c = rng.choice(customers)
+        won = [d for d in deals if d.stage == "won"]
+        rng.shuffle(won)
+        by_name = dict(PRODUCTS)
+        for i in range(count):
+            deal = won[i] if i < len(won) and i % 4 != 3 else None
+            if deal is not None:
+                c = next(x for x in customers if x.id == deal.customer_id)
+                interest = next(
+                    (x for x in interests.get(c.id, []) if x.id == deal.interest_id), None
+                )
+                start = deal.updated_at or deal.created_at
+            else:
+                c = rng.choice(customers)
+                mine = interests.get(c.id) or []
+                interest = rng.choice(mine) if mine and rng.random() < 0.5 else None
+                start = max(c.created_at, self.ago(365))
             owner = self._username(c.manager_id)
-            at = self.ago(365)
+            at = self.later(start, 0, 5)
+            need = next(
+                (n for n in NEEDS if interest is not None and n[0] == interest.subject), None
+            )
+            names = list(need[1]) if need else [name for name, _ in PRODUCTS]
             lines = [
-                {"product": name, "qty": Decimal(rng.randint(1, 40)), "price": Decimal(price)}
-                for name, price in rng.sample(PRODUCTS, rng.randint(1, 4))
+                {
+                    "product": name,
+                    "qty": Decimal(rng.randint(1, 40)),
+                    "price": Decimal(by_name[name]),
+                }
+                for name in rng.sample(names, rng.randint(1, min(3, len(names))))
             ]
             order = self.docs(owner, at).create("CustomerOrder", {
-                "date": at.date(), "customer": c.id, "manager": c.manager_id, "lines": lines,
+                "date": at.astimezone(self.tz).date(), "customer": c.id, "manager": c.manager_id,
+                "lines": lines, "deal": deal.id if deal is not None else None,
+                "interest": interest.id if interest is not None else None,
             })  # fmt: skip
-            path = rng.choice([[], ["confirmed"], ["confirmed", "shipped"], ["confirmed", "shipped", "closed"],
-                               ["confirmed", "shipped", "closed"], ["cancelled"]])  # fmt: skip
+            age = (self.now - at).days
+            if age > 30:
+                path = rng.choice([["confirmed", "shipped", "closed"]] * 5 + [["cancelled"]])
+            elif age > 7:
+                path = rng.choice(
+                    [["confirmed"], ["confirmed", "shipped"], ["confirmed", "shipped", "closed"]]
+                )
+            else:
+                path = rng.choice([[], ["confirmed"]])
             self._walk(order, "CustomerOrder", "status", path, owner)
+
+    def _tasks(self, deals: list[Any], count: int) -> int:
+        """A year of the managers' own tasks on their deals: most done on
+        time, some late, a few still open past their due time, and the next
+        two weeks' work."""
+        rng = self.rng
+        own = [d for d in deals if d.kind != "typical"]
+        customers = self.models.cls("Customer")
+        names = dict(self.session.execute(sa.select(customers.id, customers.name)).all())
+        made = 0
+        for i in range(count):
+            deal = rng.choice(own)
+            owner = self._username(deal.manager_id)
+            upcoming = i % 6 == 5
+            if upcoming:
+                due = self.at(self.day(rng.randint(1, 14)), 18)
+                created = min(self.now, due - dt.timedelta(days=rng.randint(1, 5)))
+            else:
+                due = max(deal.created_at + dt.timedelta(days=2), self.ago(360, 2))
+                due = self.at(due.astimezone(self.tz).date(), 18)
+                created = min(self.now, due - dt.timedelta(days=rng.randint(1, 5)))
+            task = self.docs(owner, created).create("Task", {
+                "title": rng.choice(TASKS).format(customer=names.get(deal.customer_id, "")),
+                "assignee": deal.manager_id, "due": due, "doctype": "Deal", "doc_id": deal.id,
+                "interest": deal.interest_id,
+            })  # fmt: skip
+            made += 1
+            if upcoming:
+                continue
+            fate = rng.random()
+            if fate < 0.08 and due < self.now:
+                task.overdue = True  # still open: the overdue job has marked it
+                continue
+            late = fate < 0.3
+            done_at = (
+                due + dt.timedelta(hours=rng.randint(2, 72))
+                if late
+                else due - dt.timedelta(hours=rng.randint(1, 30))
+            )
+            done_at = max(created + dt.timedelta(minutes=30), min(self.now, done_at))
+            task.done_at = done_at
+            self._walk(task, "Task", "status", ["done"], owner, until=done_at)
+        return made
 
     def _plans(self, departments: list[Any]) -> None:
         first = self.now.date().replace(day=1)

@@ -58,6 +58,43 @@ def test_demo_builds_a_realistic_company_once_and_reuses_it(tmp_path: Path, db_u
             typical = conn.execute(
                 sa.text("SELECT count(*) FROM deal WHERE kind = 'typical'")
             ).scalar_one()
+            # the refs obey their `where`: an Interest, a contact, a deal of the same customer
+            mismatched = {
+                what: conn.execute(sa.text(
+                    f"SELECT count(*) FROM {table} x JOIN {target} t ON t.id = x.{ref}_id "
+                    "WHERE t.customer_id <> x.customer_id"
+                )).scalar_one()
+                for what, table, ref, target in (
+                    ("interaction.interest", "interaction", "interest", "interest"),
+                    ("interaction.contact", "interaction", "contact", "contact_person"),
+                    ("deal.interest", "deal", "interest", "interest"),
+                    ("order.interest", "customer_order", "interest", "interest"),
+                    ("order.deal", "customer_order", "deal", "deal"),
+                )
+            }  # fmt: skip
+            linked = conn.execute(
+                sa.text("SELECT count(*) FROM interaction WHERE interest_id IS NOT NULL")
+            ).scalar_one()
+            moments = conn.execute(sa.text("SELECT planned_at FROM interaction")).scalars().all()
+            subjects = conn.execute(sa.text("SELECT DISTINCT kind, subject FROM interaction")).all()
+            lost = conn.execute(
+                sa.text("SELECT count(*), count(loss_reason) FROM deal WHERE stage = 'lost'")
+            ).one()
+            won = conn.execute(
+                sa.text("SELECT count(*) FROM deal WHERE stage = 'won'")
+            ).scalar_one()
+            tasks = conn.execute(
+                sa.text(
+                    "SELECT count(CASE WHEN done_at <= due THEN 1 END), "
+                    "count(CASE WHEN done_at > due THEN 1 END) FROM task WHERE status = 'done'"
+                )
+            ).one()
+            overdue = conn.execute(
+                sa.text("SELECT count(*) FROM task WHERE status = 'open' AND overdue")
+            ).scalar_one()
+            done_past = conn.execute(
+                sa.text("SELECT count(*) FROM interaction WHERE status = 'done'")
+            ).scalar_one()
     finally:
         engine.dispose()
     assert len(inns) == 200 and all(inn_is_valid(i) for i in inns)
@@ -69,6 +106,26 @@ def test_demo_builds_a_realistic_company_once_and_reuses_it(tmp_path: Path, db_u
     assert totals == 200  # order totals are computed from their lines
     assert {"manager", "sales_head", "operator", "marketer", "administrator", "Admin"} <= roles
     assert typical > 50 and typical_tasks == typical
+    assert mismatched == dict.fromkeys(mismatched, 0)
+    assert linked > 100  # the Interest is where a client's need gathers its work
+    # meetings and calls in working hours on the company's clock, on working days
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    stamps = [
+        m if isinstance(m, dt.datetime) else dt.datetime.fromisoformat(str(m)) for m in moments
+    ]
+    local = [
+        (m if m.tzinfo else m.replace(tzinfo=dt.UTC)).astimezone(ZoneInfo("Europe/Moscow"))
+        for m in stamps
+    ]
+    assert all(9 <= m.hour < 18 and m.weekday() < 5 for m in local)
+    from engine.demo import KINDS
+
+    assert all(subject in KINDS[kind][0] for kind, subject in subjects)
+    assert lost[0] > 50 and lost[1] == lost[0]  # every lost deal says why
+    assert won > 50 and done_past > 200
+    assert tasks[0] > 50 and tasks[1] > 10 and overdue > 0  # on time, late, overdue
 
     again = run_demo(tmp_path, db_url)
     assert again.returncode == 0, again.stderr
