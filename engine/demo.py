@@ -270,7 +270,8 @@ class Demo:
         for _ in range(sizes.interests):
             c = rng.choice(customers)
             owner = self._username(c.manager_id)
-            subject, _products = rng.choice(NEEDS)
+            taken = {x.subject for x in interests.get(c.id, [])}
+            subject = rng.choice([n for n, _ in NEEDS if n not in taken] or [NEEDS[0][0]])
             interest = self.docs(owner, max(c.created_at, self.ago(330, 20))).create("Interest", {
                 "subject": subject, "customer": c.id,
                 "amount": Decimal(rng.randint(5, 500) * 1000), "manager": c.manager_id,
@@ -327,7 +328,7 @@ class Demo:
         for _ in range(count):
             c = rng.choice(customers)
             owner = self._username(c.manager_id)
-            kind = rng.choice(["typical", "manual", "manual", "simple"])
+            kind = rng.choices(["typical", "manual", "simple"], weights=[3, 9, 5])[0]
             # a typical sale's stages may be moved by a plugin (a route map
             # with its task open): those deals are recent, so that they stay
             # where the plugin put them
@@ -508,7 +509,9 @@ class Demo:
                 due = self.at(self.day(rng.randint(1, 14)), 18)
                 created = min(self.now, due - dt.timedelta(days=rng.randint(1, 5)))
             else:
-                due = max(deal.created_at + dt.timedelta(days=2), self.ago(360, 2))
+                # the last month is busier: its report shows a month's work
+                back = self.ago(30, 2) if i % 5 < 2 else self.ago(360, 31)
+                due = max(deal.created_at + dt.timedelta(days=2), back)
                 due = self.at(due.astimezone(self.tz).date(), 18)
                 created = min(self.now, due - dt.timedelta(days=rng.randint(1, 5)))
             task = self.docs(owner, created).create("Task", {

@@ -109,3 +109,34 @@ def test_the_picker_offers_only_the_customers_interests(
     # the form's picker says what it depends on
     form = anna.get("/deal/add").text
     assert 'data-for="Deal.interest" data-where="customer"' in form
+
+
+CLOSED_TOO = """
+documents:
+  Deal:
+    fields:
+      interest: {where: {customer: customer, stage: {nin: [won, lost]}}}
+"""
+
+
+def test_a_later_layer_adds_a_condition_with_constants(
+    crm_app: Callable[..., Flask], login: Callable[..., Any]
+) -> None:
+    """A config narrows the base layer's rule: only an open Interest of the customer."""
+    app = crm_app(CLOSED_TOO, BASE)
+    anna = login(app, "anna")
+    customer = anna.api("POST", "/api/v1/customer/", {"name": "Romashka"}).json["id"]
+    open_one = anna.api("POST", "/api/v1/interest/", {"subject": "Open", "customer": customer})
+    won = anna.api("POST", "/api/v1/interest/", {"subject": "Won", "customer": customer})
+    moved = anna.api(
+        "POST", f"/api/v1/interest/{won.json['id']}/transition", {"to": "won", "fields": {}}
+    )
+    assert moved.status_code == 200, moved.text
+    r = anna.get("/interest/lookup", query_string={"for": "Deal.interest", "f.customer": customer})
+    assert [x["text"] for x in r.json["results"]] == ["Open"]
+    refused = anna.api("POST", "/api/v1/deal/", {"customer": customer, "interest": won.json["id"]})
+    assert refused.status_code == 422, refused.text
+    assert "Won" in refused.json["errors"]["interest"]
+    assert "Stage" in refused.json["errors"]["interest"]
+    ok = anna.api("POST", "/api/v1/deal/", {"customer": customer, "interest": open_one.json["id"]})
+    assert ok.status_code == 201, ok.text
