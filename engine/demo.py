@@ -272,7 +272,7 @@ class Demo:
             owner = self._username(c.manager_id)
             taken = {x.subject for x in interests.get(c.id, [])}
             subject = rng.choice([n for n, _ in NEEDS if n not in taken] or [NEEDS[0][0]])
-            interest = self.docs(owner, max(c.created_at, self.ago(330, 20))).create("Interest", {
+            interest = self.docs(owner, max(c.created_at, self.ago(365, 20))).create("Interest", {
                 "subject": subject, "customer": c.id,
                 "amount": Decimal(rng.randint(5, 500) * 1000), "manager": c.manager_id,
             })  # fmt: skip
@@ -332,7 +332,11 @@ class Demo:
             # a typical sale's stages may be moved by a plugin (a route map
             # with its task open): those deals are recent, so that they stay
             # where the plugin put them
+            mine = interests.get(c.id) or []
+            interest = rng.choice(mine) if mine and rng.random() < 0.8 else None
             created = max(c.created_at, self.ago(4 if kind == "typical" else 365))
+            if interest is not None:  # the need came first
+                created = max(created, self.later(interest.created_at, 0, 5))
             age = (self.now - created).days
             closing = age > 45 and rng.random() < 0.8
             if closing:
@@ -347,8 +351,6 @@ class Demo:
                 closed = None
                 planned = self.day(rng.randint(5, 90))
             stage = path[-1] if path else "new"
-            mine = interests.get(c.id) or []
-            interest = rng.choice(mine) if mine and rng.random() < 0.8 else None
             amount = (
                 interest.amount if interest is not None else Decimal(rng.randint(10, 3000) * 1000)
             )
@@ -411,6 +413,7 @@ class Demo:
         sizes: Sizes,
     ) -> None:
         rng = self.rng
+        by_id = {x.id: x for mine in interests.values() for x in mine}
         for i in range(sizes.past_interactions + sizes.planned_interactions):
             planned = i >= sizes.past_interactions
             c = rng.choice(customers)
@@ -420,10 +423,14 @@ class Demo:
                 when = self.at(self.day(rng.randint(0, 28)))
                 if when <= self.now:
                     when = self.at(self.day(rng.randint(1, 28)))
-                created = min(self.now, when - dt.timedelta(days=rng.randint(1, 10)))
+                created = max(c.created_at, self.ago(10))
             else:  # a year back
                 when = max(c.created_at, self.ago(365))
-                created = when - dt.timedelta(days=rng.randint(0, 7))
+                created = max(c.created_at, when - dt.timedelta(days=rng.randint(0, 7)))
+            need = by_id.get(values["interest"])
+            if need is not None:  # planned after the need was known
+                when = max(when, self.later(need.created_at, 0, 10)) if not planned else when
+                created = max(created, need.created_at)
             obj = self.docs(owner, created).create("Interaction", {**values, "planned_at": when})
             if planned:
                 continue
@@ -462,6 +469,8 @@ class Demo:
                 mine = interests.get(c.id) or []
                 interest = rng.choice(mine) if mine and rng.random() < 0.5 else None
                 start = max(c.created_at, self.ago(365))
+                if interest is not None:
+                    start = max(start, interest.created_at)
             owner = self._username(c.manager_id)
             at = self.later(start, 0, 5)
             need = next(

@@ -65,8 +65,7 @@ def parts(
     out: list[tuple[str, sa.ColumnElement[bool]]] = []
     for key, own in w.same.items():
         value = values.get(own)
-        if hasattr(value, "id"):
-            value = value.id
+        value = getattr(value, "id", value)  # a loaded record: its id
         if value is None or value == "":
             continue
         out.append((key, table.c[target.fields[key].column] == value))
