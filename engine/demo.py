@@ -424,8 +424,8 @@ class Demo:
                 if when <= self.now:
                     when = self.at(self.day(rng.randint(1, 28)))
                 created = max(c.created_at, self.ago(10))
-            else:  # a year back
-                when = max(c.created_at, self.ago(365))
+            else:  # a year back, the last month busiest
+                when = max(c.created_at, self.ago(30) if i % 5 < 2 else self.ago(365, 31))
                 created = max(c.created_at, when - dt.timedelta(days=rng.randint(0, 7)))
             need = by_id.get(values["interest"])
             if need is not None:  # planned after the need was known
