@@ -2,7 +2,10 @@
 
 Everything goes through the documents service, so the demo data obeys the
 same rules as data entered by hand (valid INNs and phones, computed totals,
-numbering, history rows). It is seeded: every run builds the same company.
+numbering, history rows, ref constraints). It is seeded: every run builds the
+same company, counted from the engine clock's today on the company's calendar:
+a year of history (won and lost deals, done interactions, tasks done on time
+and late, orders) and the next weeks' plans, in working hours.
 """
 
 from __future__ import annotations

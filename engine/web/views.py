@@ -345,7 +345,8 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
     @expose("/lookup")
     @login_required
     def lookup(self) -> Any:
-        """Records whose name starts with what was typed, for ref pickers (select2's format)."""
+        """Records the typed text finds, for ref pickers (select2's format); a
+        constrained ref's picker sends ``for`` and the values it depends on."""
         d = self.d
         if not access.allowed(crm().registry, principal(), d.name, "read"):
             return jsonify({"results": []})
