@@ -162,13 +162,24 @@ class Demo:
     pm: Any = None
 
     def docs(self, user: str, at: dt.datetime | None = None) -> Documents:
-        return Documents(self.models, self.session, self.users[user], ["Admin"], self.pm,
-                         now=at or self.now, username=user, trusted=True)  # fmt: skip
+        """The documents service of ``user`` at the moment ``at``, for one
+        call right away: one service per user, whose clock the demo sets (its
+        per-type caches then serve the whole build)."""
+        self._moment = at or self.now
+        service = self._services.get(user)
+        if service is None:
+            service = self._services[user] = Documents(
+                self.models, self.session, self.users[user], ["Admin"], self.pm,
+                now=lambda: self._moment, username=user, trusted=True,
+            )  # fmt: skip
+        return service
 
     def managers(self) -> list[str]:
         return [u[0] for u in DEMO_USERS if u[3] == "manager"]
 
     def __post_init__(self) -> None:
+        self._services: dict[str, Documents] = {}
+        self._moment = self.now
         try:
             self.tz: dt.tzinfo = ZoneInfo(
                 str(self.models.registry.settings.get("timezone") or "UTC")

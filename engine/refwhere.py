@@ -170,8 +170,9 @@ def check(registry: Registry, d: DocType, f: Field, written: Any, loc: Loc) -> I
 
 def refuse(docs: Any, p: Any) -> None:
     """Refuse, on the plan ``p`` of the documents service ``docs``, every
-    constrained ref whose record does not fit: one query per such ref that is
-    set and changes (with the fields it depends on), never a scan of the target."""
+    constrained ref whose record does not fit, when it or a field it depends
+    on changes: the record is read by its key (once per session) and its
+    conditions checked by one query on that key, never a scan of the target."""
     from engine.access import may_see
     from engine.i18n import gettext
 
@@ -185,21 +186,32 @@ def refuse(docs: Any, p: Any) -> None:
             continue
         if not p.creating and not any(n in p.changes for n in (f.name, *w.depends)):
             continue  # a record saved before the rule, or untouched: left as it is
-        found = parts(docs.models, f, p.values, user_id=docs.user_id, now=docs.now())
-        if not found:
-            continue
         target = target_of(docs.registry, f)
         cls = docs.models.cls(target.name)
-        checks = [
-            sa.case((cond, True), else_=False).label(f"c{i}") for i, (_, cond) in enumerate(found)
-        ]
-        row = docs.session.execute(sa.select(cls, *checks).where(cls.id == value)).first()
-        if row is None:
+        # the record by its key (no query when the session holds it already):
+        # its fields are compared here, the conditions by the database
+        obj = docs.session.get(cls, value)
+        if obj is None:
             continue  # no such record: said by the check of refs
-        failed = [key for i, (key, _) in enumerate(found) if not row[i + 1]]
+        failed = []
+        for key, own in w.same.items():
+            mine = getattr(p.values.get(own), "id", p.values.get(own))
+            if mine is not None and mine != "":
+                theirs = getattr(obj, target.fields[key].column)
+                if theirs != mine:
+                    failed.append(key)
+        if not failed and w.conditions:
+            conds = [
+                (key, filters.compile_filter(
+                    docs.models, target.name, {key: cond}, docs.user_id, docs.now()
+                ))
+                for key, cond in w.conditions.items()
+            ]  # fmt: skip
+            checks = [sa.case((c, True), else_=False) for _, c in conds]
+            row = docs.session.execute(sa.select(*checks).where(cls.id == value)).one()
+            failed = [key for (key, _), fits in zip(conds, row, strict=True) if not fits]
         if not failed:
             continue
-        obj = row[0]
         if may_see(docs.models, docs.principal, target.name, obj):
             record = str(docs.view(target, obj))
         else:
@@ -207,12 +219,12 @@ def refuse(docs: Any, p: Any) -> None:
         locale = docs.registry.locale
         key = failed[0]
         if key in w.same:
-            own = d.fields[w.same[key]]
+            field = d.fields[w.same[key]]
             message = gettext(
                 "«%(record)s» does not fit: its %(target)s is not this record's %(field)s",
                 record=record,
                 target=target.fields[key].label.get(locale),
-                field=own.label.get(locale),
+                field=field.label.get(locale),
             )
         else:
             message = gettext(
