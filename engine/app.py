@@ -87,7 +87,8 @@ def create_app(
         # the engine's catalog, then each plugin's: later ones win over
         # Flask-AppBuilder's own (engine/i18n.py)
         BABEL_TRANSLATION_DIRECTORIES=";".join(
-            str(p) for p in [i18n.ENGINE_TRANSLATIONS, *i18n.plugin_translation_dirs(pm.get_plugins())]
+            str(p)
+            for p in [i18n.ENGINE_TRANSLATIONS, *i18n.plugin_translation_dirs(pm.get_plugins())]
         ),
         LANGUAGES={registry.locale: LANGUAGES.get(registry.locale, LANGUAGES["en"])},
         WTF_CSRF_ENABLED=True,
