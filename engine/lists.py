@@ -31,12 +31,13 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeAlias
 
+import phonenumbers
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from engine import access, searchindex
 from engine.access import Principal
-from engine.fieldtypes import normalize_phone, valid_id
+from engine.fieldtypes import valid_id
 from engine.filters import TEXTUAL, FilterError, compile_filter, escape_like, label_field
 from engine.models import Models
 from engine.registry import USER, DocType, Field
@@ -479,7 +480,7 @@ def _search_path(
         if not re.fullmatch(r"[\s()+\-.0-9]+", term) or not re.search(r"[0-9]", term):
             return []
         digits = phone_digits(term, str(models.registry.settings.get("region") or "RU"))
-        return [_contains(models, table, f.column, x, dialect) for x in digits]
+        return [_contains(models, table, f.column, digits, dialect)]
     if f.type == "enum":
         low = term.lower()
         keys = [
@@ -497,15 +498,19 @@ def _search_path(
     return []
 
 
-def phone_digits(term: str, region: str) -> list[str]:
-    """The digits a phone search looks for: the term's own, and those of the
-    number it dials in the configuration's region ("8 (495) 123-45-67" is
-    "+74951234567" in Russia), so a number is found however it is written."""
-    digits = [re.sub(r"\D", "", term)]
-    full = normalize_phone(term, region)
-    if full is not None and full[1:] not in digits:
-        digits.append(full[1:])
-    return digits
+def phone_digits(term: str, region: str) -> str:
+    """The digits a phone search looks for. A whole number is looked for by its
+    national part, the digits every way of writing it shares ("8 (495)
+    123-45-67" in Russia, "+7 495 1234567" and "4951234567" all dial
+    +74951234567 and look for "4951234567"); a part of a number by its own
+    digits ("123-45")."""
+    try:
+        number = phonenumbers.parse(term, region)
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is not None and phonenumbers.is_valid_number(number):
+        return phonenumbers.national_significant_number(number)
+    return re.sub(r"\D", "", term)
 
 
 def contains_match(

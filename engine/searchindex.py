@@ -39,6 +39,9 @@ MIN_TERM = 3
 _COLUMNS: weakref.WeakKeyDictionary[sa.MetaData, dict[str, tuple[str, ...]]] = (
     weakref.WeakKeyDictionary()
 )
+_PHONES: weakref.WeakKeyDictionary[sa.MetaData, dict[str, frozenset[str]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def search_fields(d: DocType) -> tuple[str, ...]:
@@ -53,7 +56,12 @@ def search_fields(d: DocType) -> tuple[str, ...]:
 def search_columns(models: Models) -> set[tuple[str, str]]:
     """(table, column) of every text column some type's list search looks in,
     following reference paths (`customer.name`) to the column they end at."""
-    out: set[tuple[str, str]] = set()
+    return set(_search_columns(models))
+
+
+def _search_columns(models: Models) -> dict[tuple[str, str], str]:
+    """(table, column) → field type, of every searched text column."""
+    out: dict[tuple[str, str], str] = {}
     registry = models.registry
     for d in registry.documents.values():
         if d.name not in models.classes:
@@ -76,7 +84,7 @@ def search_columns(models: Models) -> set[tuple[str, str]]:
                     and (f.type in TEXTUAL or isinstance(column.type, sa.String))
                     and f.type != "enum"
                 ):
-                    out.add((models.table(doc.name).name, f.column))
+                    out[(models.table(doc.name).name, f.column)] = f.type
                 break
     return out
 
@@ -87,11 +95,15 @@ def fts_columns(models: Models) -> dict[str, tuple[str, ...]]:
     if known is None:
         users = models.table(USER).name if USER in models.classes else None
         grouped: dict[str, list[str]] = {}
-        for table, column in sorted(search_columns(models)):
+        phones: dict[str, set[str]] = {}
+        for (table, column), ftype in sorted(_search_columns(models).items()):
             if table != users:
                 grouped.setdefault(table, []).append(column)
+                if ftype == "phone":
+                    phones.setdefault(table, set()).add(column)
         known = {t: tuple(cs) for t, cs in grouped.items()}
         _COLUMNS[models.metadata] = known
+        _PHONES[models.metadata] = {t: frozenset(cs) for t, cs in phones.items()}
     return known
 
 
@@ -209,9 +221,18 @@ def phrase(text: str) -> str:
 
 def match(models: Models, table: sa.Table, terms: dict[str, list[str]]) -> sa.ColumnElement[bool]:
     """``table.id IN (SELECT rowid FROM crm_fts_<table> WHERE … MATCH …)``: rows
-    holding any of ``terms`` (text → columns) in those columns, from the index."""
+    holding any of ``terms`` (text → columns) in those columns, from the index.
+
+    A term looked for in every indexed column goes without a column filter,
+    which would cost the index as much again (reading the positions); phones
+    count as looked in, since a phone (``+`` and digits) can only hold a text
+    that the phone search finds too."""
+    every = set(fts_columns(models).get(table.name, ()))
+    phones = _PHONES[models.metadata].get(table.name, frozenset())
     parts = [
-        f"({{{' '.join(_q(c) for c in columns)}}} : {phrase(text)})"
+        phrase(text)
+        if set(columns) | phones >= every
+        else f"({{{' '.join(_q(c) for c in columns)}}} : {phrase(text)})"
         for text, columns in terms.items()
     ]
     fts = sa.table(fts_name(table.name), sa.column("rowid"))
