@@ -438,6 +438,7 @@ def _contains(models: Models, table: sa.Table, column: str, text: str, dialect: 
     if (
         dialect == "sqlite"
         and len(text) >= searchindex.MIN_TERM
+        and "\x00" not in text  # ends an FTS5 query string early
         and searchindex.indexed(models, table.name, column)
     ):
         return _Indexed(models, table, column, text.lower())
