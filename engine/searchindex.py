@@ -178,6 +178,8 @@ def create(conn: sa.Connection, table: str, columns: tuple[str, ...], fill: bool
     if fill:
         fts = _q(fts_name(table))
         conn.exec_driver_sql(f"INSERT INTO {fts}({fts}) VALUES ('rebuild')")  # noqa: S608
+        # one segment instead of one per batch: a search reads half as much
+        conn.exec_driver_sql(f"INSERT INTO {fts}({fts}) VALUES ('optimize')")  # noqa: S608
 
 
 def sync(models: Models, conn: sa.Connection) -> None:
