@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, contains_eager
 
 from bench.generate import generate
-from engine import migrate
+from engine import migrate, searchindex
 from engine.filters import TEXTUAL
 from engine.lists import COUNT_CAP, ListQuery, page
 from engine.loader import load
@@ -257,13 +257,18 @@ def fresh_database(url: str | None, size: int, schema: str = SCHEMA) -> Iterator
 
 
 def fill(
-    models: Models, engine: sa.Engine, size: int, log: Callable[[str], None] | None = None
+    models: Models,
+    engine: sa.Engine,
+    size: int,
+    log: Callable[[str], None] | None = None,
+    doctypes: Sequence[str] = BIG_TABLES,
 ) -> float:
     """Tables for the config, ``size`` customers and ``size`` orders; seconds taken.
 
     Indexes of the two big tables are built after the rows are in (several
     times faster than maintaining them row by row), then statistics are
-    gathered as autovacuum would on a live PostgreSQL.
+    gathered as autovacuum would on a live PostgreSQL. SQLite's search index
+    (FTS5) is likewise built once the rows are in, as ``crm migrate`` does.
     """
     started = time.perf_counter()
     models.metadata.drop_all(engine)
@@ -272,6 +277,9 @@ def fill(
     with engine.begin() as conn:
         for ix in indexes:
             ix.drop(conn)
+        if engine.dialect.name == "sqlite":
+            for table in searchindex.fts_columns(models):
+                searchindex.drop(conn, table)
         last = [time.perf_counter()]
 
         def progress(doctype: str, done: int, total: int) -> None:
@@ -279,10 +287,12 @@ def fill(
                 last[0] = time.perf_counter()
                 log(f"  {doctype}: {done:,} / {total:,}")
 
-        generate(models, conn, [("Customer", size), ("CustomerOrder", size)],
+        generate(models, conn, [(name, size) for name in doctypes],
                  weights=WEIGHTS, progress=progress)  # fmt: skip
         for ix in indexes:
             ix.create(conn)
+        if engine.dialect.name == "sqlite":
+            searchindex.sync(models, conn)
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             search_indexes(models, conn)
@@ -413,7 +423,9 @@ def explain(engine: sa.Engine, sql: str) -> list[str]:
         if engine.dialect.name == "sqlite":
             return [str(r[3]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")]
         if engine.dialect.name == "postgresql":
-            return [str(r[0]) for r in conn.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {sql}")]
+            # psycopg reads a lone % (a LIKE pattern's) as a placeholder
+            plain = sql.replace("%", "%%")
+            return [str(r[0]) for r in conn.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {plain}")]
     return []
 
 
@@ -505,28 +517,93 @@ def run_extras(models: Models, engine: sa.Engine, size: int, quick: bool) -> lis
     return out
 
 
+#: a search (a word anywhere in the name, a phone by its digits) may cost this
+#: many times an equality filter on the same list, at any size
+SEARCH_TARGET = 3.0
+
+
 def search_against_equality(
     models: Models, engine: sa.Engine, size: int, quick: bool
 ) -> list[Extra]:
     """The substring search (a word in the middle of the name, ~1 row in 450)
-    against an equality filter on the same list, page and capped count each."""
+    and a phone written another way than it is stored (one row) against an
+    equality filter on the same list, page and capped count each."""
 
     def customers(**kw: Any) -> Any:
         with Session(engine) as s:
             return page(models, s, "Customer", **kw)
 
+    with engine.connect() as conn:
+        table = models.table("Customer")
+        stored = conn.execute(
+            sa.select(table.c.phone).where(table.c.phone.is_not(None)).order_by(table.c.id).limit(1)
+        ).scalar_one()
+    # +79123456789 → 8 (912) 345-67-89
+    d = stored[2:]
+    dialled = f"8 ({d[:3]}) {d[3:6]}-{d[6:8]}-{d[8:]}"
     calls = {
         "anywhere": lambda: customers(search="машка Цен"),
+        "phone": lambda: customers(search=dialled),
         "equality": lambda: customers(filter={"industry": "retail"}),
     }
     timed, _ = medians(calls, min_reps=5 if quick else 11, min_seconds=0.2)
-    found = calls["anywhere"]()
-    ratio = timed["anywhere"] / timed["equality"]
-    note = f"{found.count:,}{'+' if found.count_capped else ''} found; {ratio:.2f}x equality"
-    return [
-        Extra("customers, search 'машка Цен' anywhere", size, timed["anywhere"], note),
-        Extra("customers, filter industry = retail", size, timed["equality"]),
+    # the index finds what a scan finds: the generated names hold the words as cased here
+    with engine.connect() as conn:
+        hand = conn.execute(
+            sa.select(sa.func.count()).where(table.c.name.like("%машка Цен%"))
+        ).scalar_one()
+        one = conn.execute(sa.select(sa.func.count()).where(table.c.phone == stored)).scalar_one()
+    assert calls["anywhere"]().count == min(hand, COUNT_CAP), "the search missed rows"
+    assert calls["phone"]().count == one, "the phone search missed the number"
+    out = []
+    for key, title in (
+        ("anywhere", "customers, search 'машка Цен' anywhere"),
+        ("phone", f"customers, search phone '{dialled}'"),
+    ):
+        found = calls[key]()
+        ratio = timed[key] / timed["equality"]
+        note = f"{found.count:,}{'+' if found.count_capped else ''} found; {ratio:.2f}x equality"
+        out.append(Extra(title, size, timed[key], note))
+    out.append(Extra("customers, filter industry = retail", size, timed["equality"]))
+    return out
+
+
+def run_search(
+    size: int,
+    *,
+    url: str | None = None,
+    quick: bool = False,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+) -> tuple[str, list[Extra], list[str]]:
+    """``python -m bench --search``: ``size`` customers, the searches against the
+    equality filter; (database, figures, targets missed)."""
+    models = build(load(CONFIG, env={}))
+    try:
+        with fresh_database(url, size) as engine:
+            database = database_name(engine)
+            log(f"{dt.datetime.now():%H:%M:%S} filling {size:,} customers")
+            seconds = fill(models, engine, size, log, doctypes=("Customer",))
+            if engine.dialect.name == "sqlite":
+                with engine.begin() as conn:  # as crm migrate does
+                    conn.exec_driver_sql("ANALYZE")
+            log(f"  loaded in {seconds:.1f} s; measuring")
+            extras = search_against_equality(models, engine, size, quick)
+            for e in extras:
+                log(f"  {e.name}: {e.ms:.2f} ms {e.note}")
+            query = ListQuery(models, "Customer", dialect=engine.dialect.name, search="машка Цен")
+            for title, sql in (("rows", query.rows_select), ("count", query.count_select)):
+                log(f"-- plan of the search 'машка Цен': {title}")
+                for line in explain(engine, driver_sql(sql, engine)):
+                    log(f"   {line}")
+    finally:
+        models.dispose()
+    equality = extras[-1].ms
+    missed = [
+        f"{e.name}: {e.ms / equality:.2f}x equality"
+        for e in extras[:-1]
+        if e.ms / equality > SEARCH_TARGET
     ]
+    return database, extras, missed
 
 
 # -- reporting ----------------------------------------------------------------

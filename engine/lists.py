@@ -29,17 +29,19 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeAlias
 
+import phonenumbers
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from engine import access
+from engine import access, searchindex
 from engine.access import Principal
 from engine.fieldtypes import valid_id
 from engine.filters import TEXTUAL, FilterError, compile_filter, escape_like, label_field
 from engine.models import Models
 from engine.registry import USER, DocType, Field
+from engine.searchindex import search_fields
 
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 1000
@@ -386,27 +388,61 @@ def _alias(models: Models, doctype: str, path: tuple[str, ...], target: str) -> 
     return known[key]
 
 
-def search_fields(d: DocType) -> tuple[str, ...]:
-    """The fields a search looks in: the list's `search`, else the label field."""
-    names = d.list.search if d.list else ()
-    if not names:
-        lf = label_field(d)
-        names = (lf.name,) if lf is not None else ()
-    return tuple(names)
-
-
 def search_where(
     models: Models, principal: Principal | None, d: DocType, term: str, dialect: str
 ) -> sa.ColumnElement[bool]:
     """The one meaning of a search, shared by lists, REST and the ref picker:
     the term found anywhere in any of the type's search fields (case-insensitive),
     a field of another type joining in only when the text can be its value."""
-    conditions: list[sa.ColumnElement[bool]] = []
+    parts: list[_Part] = []
     for name in search_fields(d):
-        cond = _search_path(models, principal, d, name.split("."), term, dialect)
-        if cond is not None:
-            conditions.append(cond)
-    return sa.or_(*conditions) if conditions else sa.false()
+        parts += _search_path(models, principal, d, name.split("."), term, dialect)
+    return _any(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class _Indexed:
+    """``text`` anywhere in ``table.column``, answered by SQLite's FTS index."""
+
+    models: Models
+    table: sa.Table
+    column: str
+    text: str
+
+
+_Part: TypeAlias = "sa.ColumnElement[bool] | _Indexed"
+
+
+def _any(parts: Sequence[_Part]) -> sa.ColumnElement[bool]:
+    """OR of the parts; the indexed ones of one table in one MATCH."""
+    conditions: list[sa.ColumnElement[bool]] = []
+    grouped: dict[str, tuple[Models, sa.Table, dict[str, list[str]]]] = {}
+    for p in parts:
+        if isinstance(p, _Indexed):
+            _, _, terms = grouped.setdefault(p.table.name, (p.models, p.table, {}))
+            columns = terms.setdefault(p.text, [])
+            if p.column not in columns:
+                columns.append(p.column)
+        else:
+            conditions.append(p)
+    for models, table, terms in grouped.values():
+        conditions.append(searchindex.match(models, table, terms))
+    if not conditions:
+        return sa.false()
+    return conditions[0] if len(conditions) == 1 else sa.or_(*conditions)
+
+
+def _contains(models: Models, table: sa.Table, column: str, text: str, dialect: str) -> _Part:
+    """``text`` anywhere in the column: from the FTS index on SQLite when the
+    term has a trigram (3 characters or more), else :func:`contains_match`."""
+    if (
+        dialect == "sqlite"
+        and len(text) >= searchindex.MIN_TERM
+        and "\x00" not in text  # ends an FTS5 query string early
+        and searchindex.indexed(models, table.name, column)
+    ):
+        return _Indexed(models, table, column, text.lower())
+    return contains_match(table.c[column], text, dialect)
 
 
 def _search_path(
@@ -416,11 +452,13 @@ def _search_path(
     path: list[str],
     term: str,
     dialect: str,
-) -> sa.ColumnElement[bool] | None:
+) -> list[_Part]:
+    """What finds the term in one search field: none when the text cannot be its value."""
     f = d.fields.get(path[0])
     if f is None or not f.stored:
         raise ListError(f"`{d.name}` has no field `{path[0]}` to search")
-    column = models.table(d.name).c[f.column]
+    table = models.table(d.name)
+    column = table.c[f.column]
     if f.type == "ref":
         target = models.registry.documents[f.to or USER]
         rest = path[1:]
@@ -428,22 +466,22 @@ def _search_path(
             lf = label_field(target)
             if lf is None:
                 ident = valid_id(term)
-                return column == ident if ident is not None else None
+                return [column == ident] if ident is not None else []
             rest = [lf.name]
         inner = _search_path(models, principal, target, rest, term, dialect)
-        if inner is None:
-            return None
+        if not inner:
+            return []
         seen = access.visible(models, principal, target.name)
-        return column.in_(sa.select(models.table(target.name).c.id).where(inner, seen))
+        return [column.in_(sa.select(models.table(target.name).c.id).where(_any(inner), seen))]
     if len(path) > 1:
         raise ListError(f"`{d.name}.{f.name}` is not a reference")
     if f.type == "phone":
         # stored as E.164 ("+74951234567"), so the query's digits are looked for
-        # in any format: "+7 (495) 123-45-67", "4951234567", "123-45"
-        digits = re.sub(r"\D", "", term)
-        if not digits or not re.fullmatch(r"[\s()+\-.0-9]+", term):
-            return None
-        return contains_match(column, digits, dialect)
+        # in any format: "+7 (495) 123-45-67", "8 495 123 45 67", "4951234567", "123-45"
+        if not re.fullmatch(r"[\s()+\-.0-9]+", term) or not re.search(r"[0-9]", term):
+            return []
+        digits = phone_digits(term, str(models.registry.settings.get("region") or "RU"))
+        return [_contains(models, table, f.column, digits, dialect)]
     if f.type == "enum":
         low = term.lower()
         keys = [
@@ -451,14 +489,29 @@ def _search_path(
             for k, label in f.values.items()
             if low in k.lower() or any(low in text.lower() for text in label.texts.values())
         ]
-        return column.in_(keys) if keys else None
+        return [column.in_(keys)] if keys else []
     width = 9 if f.system else 18  # digits: ids are 32-bit, other integers 64-bit
     if f.type == "integer" and re.fullmatch(rf"-?[0-9]{{1,{width}}}", term):
-        return column == int(term)
+        return [column == int(term)]
     # text types, and any other type stored as text (`inn`, a plugin's types)
     if f.type in TEXTUAL or isinstance(column.type, sa.String):
-        return contains_match(column, term, dialect)
-    return None
+        return [_contains(models, table, f.column, term, dialect)]
+    return []
+
+
+def phone_digits(term: str, region: str) -> str:
+    """The digits a phone search looks for. A whole number is looked for by its
+    national part, the digits every way of writing it shares ("8 (495)
+    123-45-67" in Russia, "+7 495 1234567" and "4951234567" all dial
+    +74951234567 and look for "4951234567"); a part of a number by its own
+    digits ("123-45")."""
+    try:
+        number = phonenumbers.parse(term, region)
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is not None and phonenumbers.is_valid_number(number):
+        return phonenumbers.national_significant_number(number)
+    return re.sub(r"\D", "", term)
 
 
 def contains_match(

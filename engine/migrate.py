@@ -23,11 +23,10 @@ from alembic.operations import Operations
 from flask_appbuilder import Model as FabModel
 from flask_appbuilder.security.sqla import models as _fab_security  # noqa: F401 - defines FAB's tables
 
-from engine import lists
+from engine import searchindex
 from engine.errors import HandledError
-from engine.filters import TEXTUAL, label_field
 from engine.models import Models
-from engine.registry import USER
+from engine.searchindex import search_columns
 
 #: generic families: a change within a family (VARCHAR(80) → TEXT) is harmless
 FAMILIES: tuple[tuple[type[sa.types.TypeEngine[Any]], str], ...] = (
@@ -44,7 +43,7 @@ INTERNAL_PREFIXES = ("ab_", "alembic_", "crm_", "sqlite_")
 @dataclass
 class Step:
     #: add_security, add_table, add_column, add_index, add_fk, drop_column,
-    #: add_extension, add_search_index
+    #: add_extension, add_search_index, build_fts, drop_fts
     kind: str
     table: str
     detail: str
@@ -57,6 +56,10 @@ class Step:
             return f"add extension {self.detail} (for searching words anywhere in a field)"
         if self.kind == "add_search_index":
             return f"add search index {self.table}.{self.detail} (trigram)"
+        if self.kind == "build_fts":
+            return f"build search index {self.table} ({self.detail}) (trigram, FTS5)"
+        if self.kind == "drop_fts":
+            return f"drop search index {self.table} (no field of it is searched any more)"
         verb = {
             "add_table": "add table",
             "add_column": "add column",
@@ -157,6 +160,11 @@ def plan(models: Models, engine: sa.Engine, drop_retired: bool = False) -> Plan:
                     result.retired.append(f"table {name}")
         if engine.dialect.name == "postgresql":
             result.steps += _search_steps(models, conn, inspector, existing)
+        elif engine.dialect.name == "sqlite":
+            build, gone = searchindex.stale(models, conn)
+            wanted = searchindex.fts_columns(models)
+            result.steps += [Step("build_fts", t, ", ".join(wanted[t])) for t in build]
+            result.steps += [Step("drop_fts", t, "") for t in gone]
         for table in models.metadata.sorted_tables:
             if table.name not in existing:
                 continue
@@ -178,6 +186,8 @@ def plan(models: Models, engine: sa.Engine, drop_retired: bool = False) -> Plan:
         "add_index": 3,
         "add_extension": 4,
         "add_search_index": 5,
+        "build_fts": 5,
+        "drop_fts": 5,
         "drop_column": 6,
     }
     tables = {t.name: i for i, t in enumerate(models.metadata.sorted_tables)}
@@ -210,37 +220,6 @@ def _search_steps(
                 continue
         steps.append(Step("add_search_index", tname, column))
     return steps
-
-
-def search_columns(models: Models) -> set[tuple[str, str]]:
-    """(table, column) of every text column some type's list search looks in,
-    following reference paths (`customer.name`) to the column they end at."""
-    out: set[tuple[str, str]] = set()
-    registry = models.registry
-    for d in registry.documents.values():
-        if d.name not in models.classes:
-            continue
-        for name in lists.search_fields(d):
-            doc, path = d, name.split(".")
-            while path:
-                f = doc.fields.get(path[0])
-                if f is None or not f.stored:
-                    break
-                if f.type == "ref":
-                    doc = registry.documents[f.to or USER]
-                    if doc.name not in models.classes:
-                        break
-                    path = path[1:] or ([lf.name] if (lf := label_field(doc)) else [])
-                    continue
-                column = models.table(doc.name).c[f.column]
-                if (
-                    len(path) == 1
-                    and (f.type in TEXTUAL or isinstance(column.type, sa.String))
-                    and f.type != "enum"
-                ):
-                    out.add((models.table(doc.name).name, f.column))
-                break
-    return out
 
 
 def _flatten(diffs: Iterable[Any]) -> Iterable[tuple[Any, ...]]:
@@ -298,6 +277,9 @@ def apply(models: Models, engine: sa.Engine, the_plan: Plan) -> None:
                     f'ON "{s.table}" USING gin (lower("{s.detail}") "{trgm_schema}".gin_trgm_ops)'
                 )
         if sqlite:
+            # also after a table was copied to change it (batch mode), which
+            # drops its triggers: the FTS index is rebuilt from the rows
+            searchindex.sync(models, conn)
             conn.exec_driver_sql("PRAGMA foreign_key_check")
     # statistics let the planner pick the composite index for a filtered page
     with engine.begin() as conn:

@@ -107,6 +107,9 @@ def build(registry: Registry, field_types: dict[str, FieldType] | None = None) -
     tables = {name: _doc_table(models, d) for name, d in registry.documents.items()}
     for name, d in registry.documents.items():
         _map_doc(models, d, tables[name])
+    from engine import searchindex  # it reads the mapped models
+
+    searchindex.attach(models)
     return models
 
 

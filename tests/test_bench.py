@@ -132,6 +132,18 @@ def test_command_line_quick_run(db_url: str, capsys: pytest.CaptureFixture[str])
     assert "Scaling of the engine's page + count, 600 rows / 300 rows" in out
 
 
+def test_the_search_benchmark_runs_and_finds_what_a_scan_finds(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # bench.suite.search_against_equality checks the counts against a scan
+    assert main(["--search", "--rows", "2000", "--quick", "--db", db_url]) == 0
+    out = capsys.readouterr().out
+    assert "Search against equality on" in out
+    (phone,) = [line for line in out.splitlines() if "search phone '8 (" in line]
+    assert "1 found" in phone
+    assert "customers, filter industry = retail" in out
+
+
 def test_the_html_list_page_benchmark_runs_and_counts_statements() -> None:
     from bench import html
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
-from engine import migrate
+from engine import lists, migrate
 from engine.loader import load
 from engine.models import Models, build
 
@@ -184,3 +185,67 @@ def test_migrating_twice_plans_nothing(
     assert first.steps
     _, second = migrated(folder)
     assert second.steps == [] and second.retired == [] and second.refused == []
+
+
+def test_the_search_index_follows_the_searched_fields_and_keeps_up_with_the_rows(
+    make_config: Callable[..., Path],
+    migrated: Callable[..., tuple[Models, migrate.Plan]],
+    engine: sa.Engine,
+) -> None:
+    folder = make_config({"a.yaml": CUSTOMER}, CONFIG)
+    migrated(folder)
+    insert = (
+        "INSERT INTO customer (name, phone, notes, version, created_at) "
+        "VALUES (:name, :phone, :notes, 1, CURRENT_TIMESTAMP)"
+    )
+    with engine.begin() as conn:
+        conn.execute(sa.text(insert), [
+            {"name": "ООО «Ромашка Центр»", "phone": "+74951234567", "notes": "звонить после обеда"},
+            {"name": "АО «Василёк»", "phone": None, "notes": None},
+        ])  # fmt: skip
+
+    def found(models: Models, term: str) -> list[str]:
+        with Session(engine) as s:
+            return [r["name"] for r in lists.page(models, s, "Customer", search=term).rows]
+
+    # searching the notes and the phone too: the index is rebuilt over the rows already there
+    (folder / "a.yaml").write_text(
+        CUSTOMER + "    list: {columns: [name, phone], search: [name, phone, notes]}\n",
+        encoding="utf-8",
+    )
+    models, the_plan = migrated(folder)
+    steps = [str(s) for s in the_plan.steps]
+    if engine.dialect.name == "sqlite":
+        assert "build search index customer (name, notes, phone) (trigram, FTS5)" in steps
+    else:
+        assert "add search index customer.notes (trigram)" in steps
+    assert found(models, "после обеда") == ["ООО «Ромашка Центр»"]
+    assert found(models, "+7 (495) 123-45-67") == ["ООО «Ромашка Центр»"]
+    assert found(models, "ВАСИЛ") == ["АО «Василёк»"]
+
+    # a new reference copies the table on SQLite, dropping its triggers: migrate
+    # puts them back, and rows written afterwards are found
+    (folder / "b.yaml").write_text(
+        "documents:\n  Region:\n    fields:\n      name: {type: string}\n"
+        "attributes:\n  Customer:\n    region: {type: ref, to: Region}\n",
+        encoding="utf-8",
+    )
+    models, _ = migrated(folder)
+    with engine.begin() as conn:
+        conn.execute(sa.text(insert), [{"name": "ИП Лютиков", "phone": None, "notes": "опт"}])
+        conn.execute(sa.text("UPDATE customer SET notes = 'звонить утром' WHERE notes LIKE 'зв%'"))
+    assert found(models, "Лютик") == ["ИП Лютиков"]
+    assert found(models, "после обеда") == [] and found(models, "утром") == ["ООО «Ромашка Центр»"]
+    _, again = migrated(folder)
+    assert again.steps == []
+
+    # a field searched no more leaves the index
+    (folder / "a.yaml").write_text(
+        CUSTOMER + "    list: {columns: [name, phone], search: [name]}\n", encoding="utf-8"
+    )
+    models, the_plan = migrated(folder)
+    if engine.dialect.name == "sqlite":
+        assert "build search index customer (name) (trigram, FTS5)" in [
+            str(s) for s in the_plan.steps
+        ]
+    assert found(models, "утром") == [] and found(models, "Ромашка") == ["ООО «Ромашка Центр»"]

@@ -2,8 +2,10 @@
 
 schemathesis reads /api/v1/_openapi as a logged-in client and sends every
 document operation valid and invalid requests, in-process through WSGI.
-Whatever it sends, the API answers without a server error. Bounded (25
-examples per operation and mode, derandomized) to stay well under 90 s.
+Whatever it sends, the API answers without a server error, and every answer
+conforms to the document: a status code it lists, its media type, headers and
+the response body schema. Bounded (25 examples per operation and mode,
+derandomized) to stay well under 90 s.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ import schemathesis
 from flask import Flask
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from engine.registry import USER
 
@@ -98,6 +106,14 @@ documents:
 
 #: examples per operation and generation mode
 EXAMPLES = 25
+#: every answer is one the document describes: its status code, media type,
+#: headers and body schema
+CONFORMANCE = [
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
 def seed(client: Any, headers: dict[str, str]) -> None:
@@ -179,11 +195,16 @@ def test_no_request_makes_the_api_fail(crm_app: Callable[..., Flask]) -> None:
                 aim(case)
             response = case.call(headers=headers)
             calls["n"] += 1
+            said = (
+                f"{case.method} {case.formatted_path} query={case.query} "
+                f"body={case.body!r} → {response.status_code} {response.text[:200]}"
+            )
             if response.status_code >= 500:
-                failures.append(
-                    f"{case.method} {case.formatted_path} query={case.query} "
-                    f"body={case.body!r} → {response.status_code} {response.text[:200]}"
-                )
+                failures.append(said)
+            try:
+                case.validate_response(response, checks=CONFORMANCE, headers=headers)
+            except (AssertionError, BaseExceptionGroup) as exc:  # the checks that failed
+                failures.append(f"{said}\n    {str(exc).strip()[:600]}")
 
         try:
             run()
