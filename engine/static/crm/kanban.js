@@ -201,7 +201,9 @@
       if (g.hidden) { return; }
       var input = g.querySelector("[name]");
       if (!input) { return; }
-      fields[input.name] = input.type === "checkbox" ? input.checked : input.value;
+      // as the transition form reads them: a blank input is no value
+      fields[input.name] = input.type === "checkbox" ? input.checked :
+        (input.value.trim() === "" ? null : input.value);
     });
     var m = asking;
     move(m.card, m.from, m.to, fields, m.undoing);
