@@ -17,9 +17,9 @@ if TYPE_CHECKING:
 
 # the sales config, where a deal in proposal may also go back to new
 REVERSIBLE = SALES.replace(
-    '        - {from: proposal, to: won, roles: [sales_head]}\n',
-    '        - {from: proposal, to: won, roles: [sales_head]}\n'
-    '        - {from: proposal, to: new}\n',
+    "        - {from: proposal, to: won, roles: [sales_head]}\n",
+    "        - {from: proposal, to: won, roles: [sales_head]}\n"
+    "        - {from: proposal, to: new}\n",
 )
 assert REVERSIBLE != SALES
 
@@ -60,9 +60,7 @@ def open_board(site: Server, page: Page) -> Board:
     return Board(page)
 
 
-def test_a_move_that_needs_a_field_asks_for_it(
-    serve: Callable[..., Server], page: Page
-) -> None:
+def test_a_move_that_needs_a_field_asks_for_it(serve: Callable[..., Server], page: Page) -> None:
     site = serve(REVERSIBLE)
     deal = new_deal(site, "Romashka", amount="1000")
     board = open_board(site, page)
@@ -153,7 +151,9 @@ def test_an_undo_the_rules_refuse_says_why_and_the_card_stays(site: Server, page
 def test_a_card_changed_meanwhile_is_not_moved(site: Server, page: Page) -> None:
     deal = new_deal(site, "Romashka", amount="1000", planned_close="2030-05-15")
     board = open_board(site, page)
-    changed = site.as_user("anna").api("PUT", f"/api/v1/deal/{deal}", json={"amount": "900", "version": 1})
+    changed = site.as_user("anna").api(
+        "PUT", f"/api/v1/deal/{deal}", json={"amount": "900", "version": 1}
+    )
     assert changed.status_code == 200, changed.get_json()
     board.card(deal).drag_to(board.column("proposal"))
     expect(board.card(deal).locator(".crm-card-error")).to_contain_text(
@@ -168,7 +168,8 @@ def wide(states: int) -> str:
     """The sales config with ``states`` free deal stages."""
     lines = "\n".join(f"        s{i}: {{label: Stage number {i}}}" for i in range(states))
     begin = SALES.index("      initial: new\n")
-    end = SALES.index('        - {from: "*", to: lost}\n') + len('        - {from: "*", to: lost}\n')
+    last = '        - {from: "*", to: lost}\n'
+    end = SALES.index(last) + len(last)
     return SALES[:begin] + f"      initial: s0\n      states:\n{lines}\n" + SALES[end:]
 
 
