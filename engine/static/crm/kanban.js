@@ -12,7 +12,6 @@
   if (!page) { return; }
   var api = page.getAttribute("data-api");
   var csrf = document.getElementById("crm-csrf").value;
-  var undoMs = parseInt(page.getAttribute("data-undo-ms"), 10) || 8000;
   var modal = document.getElementById("crm-move-modal");
   var modalForm = modal.querySelector(".crm-move-form");
   var toast = page.querySelector(".crm-toast");
@@ -233,7 +232,7 @@
     toastTimer = setTimeout(function () {
       toast.hidden = true;
       lastMove = null;
-    }, undoMs);
+    }, parseInt(page.getAttribute("data-undo-ms"), 10) || 8000);
   }
 
   toast.querySelector(".crm-undo").addEventListener("click", function () {
