@@ -209,3 +209,30 @@ def test_the_board_fits_a_1280_px_screen(
     assert box is not None and box["y"] + box["height"] <= 800, box
     assert board.evaluate("b => b.scrollWidth > b.clientWidth")
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+
+
+def test_the_form_of_a_move_picks_a_record_for_a_ref_it_needs(
+    serve: Callable[..., Server], page: Page
+) -> None:
+    site = serve(
+        SALES.replace(
+            "      loss_reason: {type: text}\n",
+            "      loss_reason: {type: text}\n      lost_to: {type: ref, to: Customer}\n",
+        ).replace("require: [loss_reason]}", "require: [loss_reason, lost_to]}")
+    )
+    deal = new_deal(site, "Romashka", amount="1000")
+    rival = site.create("anna", "customer", name="Vasilek")
+    board = open_board(site, page)
+    board.card(deal).drag_to(board.column("lost"))
+    expect(board.modal.locator("[name=loss_reason]")).to_be_visible()
+    board.modal.locator("[name=loss_reason]").fill("Cheaper elsewhere")
+    board.modal.locator("[data-field=lost_to] .select2-selection").click()
+    page.keyboard.type("Vas")
+    options = page.locator(".select2-container--open .select2-results__option")
+    expect(options).to_have_text(["Vasilek"])
+    options.first.click()
+    board.modal.get_by_role("button", name="Move").click()
+    expect(board.modal).to_be_hidden()
+    expect(board.column("lost").locator(".crm-card")).to_have_count(1)
+    saved = record(site, deal)
+    assert saved["stage"] == "lost" and saved["lost_to"] == rival
