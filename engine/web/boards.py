@@ -195,6 +195,7 @@ class BoardsMixin:
     @expose("/kanban")
     @login_required
     def kanban(self) -> Any:
+        from engine.web.formatting import company_tz
         from engine.web.views import _labels
 
         d = self._board_doc("kanban")
@@ -220,6 +221,7 @@ class BoardsMixin:
             amount_label=d.fields[amount].label.get(locale()) if amount else "",
             departments=_departments(), department=_arg_id("department"), boards=_boards(),
             needs=_needed_inputs(d, states), undo_ms=UNDO_MS, refs={}, **_labels(),
+            company_tz=getattr(company_tz(), "key", "UTC"),
         )  # fmt: skip
 
     @expose("/kanban/cards")

@@ -236,3 +236,24 @@ def test_the_form_of_a_move_picks_a_record_for_a_ref_it_needs(
     expect(board.column("lost").locator(".crm-card")).to_have_count(1)
     saved = record(site, deal)
     assert saved["stage"] == "lost" and saved["lost_to"] == rival
+
+
+def test_a_date_and_time_the_move_needs_is_on_the_company_clock(
+    serve: Callable[..., Server], page: Page
+) -> None:
+    """As in the transition form, 10:00 typed is 10:00 in Moscow (07:00 UTC)."""
+    site = serve(
+        SALES.replace(
+            "      loss_reason: {type: text}\n",
+            "      loss_reason: {type: text}\n      lost_at: {type: datetime}\n",
+        ).replace("require: [loss_reason]}", "require: [loss_reason, lost_at]}"),
+        "name: Sales Ltd\nregion: RU\ntimezone: Europe/Moscow\nlayers: []\n",
+    )
+    deal = new_deal(site, "Romashka", amount="1000")
+    board = open_board(site, page)
+    board.card(deal).drag_to(board.column("lost"))
+    board.modal.locator("[name=loss_reason]").fill("Too dear")
+    board.modal.locator("[name=lost_at]").fill("2030-05-15T10:00")
+    board.modal.get_by_role("button", name="Move").click()
+    expect(board.column("lost").locator(".crm-card")).to_have_count(1)
+    assert record(site, deal)["lost_at"].startswith("2030-05-15T07:00")

@@ -192,6 +192,23 @@
     clearErrors();
   }
 
+  /* "2030-05-15T10:00" on the company's clock (data-tz) → an ISO moment in UTC */
+  function companyTime(text) {
+    var tz = page.getAttribute("data-tz");
+    var m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2}))?$/.exec(text);
+    if (!tz || !m || !window.Intl) { return text; }
+    var wall = Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +(m[6] || 0));
+    var format = new Intl.DateTimeFormat("en-US", { timeZone: tz, hourCycle: "h23", year: "numeric",
+      month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    function offset(ms) {  // how far the company's clock is ahead of UTC at ``ms``
+      var p = {};
+      format.formatToParts(new Date(ms)).forEach(function (x) { p[x.type] = +x.value; });
+      return Date.UTC(p.year, p.month - 1, p.day, p.hour, p.minute, p.second) - ms;
+    }
+    var guess = wall - offset(wall);
+    return new Date(wall - offset(guess)).toISOString();
+  }
+
   modalForm.addEventListener("submit", function (e) {
     e.preventDefault();
     if (!asking) { return; }
@@ -200,9 +217,12 @@
       if (g.hidden) { return; }
       var input = g.querySelector("[name]");
       if (!input) { return; }
-      // as the transition form reads them: a blank input is no value
-      fields[input.name] = input.type === "checkbox" ? input.checked :
+      // as the transition form reads them: a blank input is no value, a
+      // date and time is the company's wall-clock time
+      var value = input.type === "checkbox" ? input.checked :
         (input.value.trim() === "" ? null : input.value);
+      if (value && input.getAttribute("data-type") === "datetime") { value = companyTime(value); }
+      fields[input.name] = value;
     });
     var m = asking;
     move(m.card, m.from, m.to, fields, m.undoing);
