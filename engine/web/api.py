@@ -30,6 +30,7 @@ from engine.access import Principal
 from engine.documents import jsonable
 from engine.fieldtypes import MAX_ID
 from engine.filters import FilterError
+from engine.i18n import gettext
 from engine.registry import DocType, Field, State
 from engine.web import fetch, formatting, lookup, writes
 from engine.web.base import crm, db_session, json_error
@@ -682,18 +683,18 @@ class DocumentApi(BaseApi):
             return None
         kanban = d.views.get("kanban")
         if not kanban:
-            return json_error(400, "`columns`: this type has no kanban")
+            return json_error(400, gettext("`columns`: this type has no kanban"))
         states = list(d.fields[kanban["by"]].values)
         names = [n for n in raw.split(",") if n][:10]
         unknown = [n for n in names if n not in states]
         if unknown:
-            return json_error(400, f"`columns`: one of {', '.join(states)}")
+            return json_error(400, gettext("`columns`: one of %(states)s", states=", ".join(states)))
         ids: list[int | None] = []
         for key in ("owner", "department"):
             value = request.args.get(key)
             ids.append(valid_id(value) if value not in (None, "") else None)
             if value not in (None, "") and ids[-1] is None:
-                return json_error(400, f"`{key}` must be the id of a record")
+                return json_error(400, gettext("`%(key)s` must be the id of a record", key=key))
         return names, ids[0], ids[1]
 
     @staticmethod

@@ -123,6 +123,15 @@
       }
       if (asking) { close(); }
       refuse(card, from, reasonsOf(result.body));
+      if (result.status === 422 && result.body.errors && result.body.errors.next) {
+        // new records to plan come along with this move: the transition's own form asks for them
+        var link = document.createElement("a");
+        link.className = "crm-card-form";
+        link.href = card.querySelector("a").getAttribute("href") +
+          "/transition/" + encodeURIComponent(to.getAttribute("data-column"));
+        link.textContent = " " + t("form");
+        card.querySelector(".crm-card-error").appendChild(link);
+      }
       if (undoing) { say(t("undo-refused") + ": " + reasonsOf(result.body), null, true); }
     });
   }
