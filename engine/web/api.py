@@ -688,7 +688,9 @@ class DocumentApi(BaseApi):
         names = [n for n in raw.split(",") if n][:10]
         unknown = [n for n in names if n not in states]
         if unknown:
-            return json_error(400, gettext("`columns`: one of %(states)s", states=", ".join(states)))
+            return json_error(
+                400, gettext("`columns`: one of %(states)s", states=", ".join(states))
+            )
         ids: list[int | None] = []
         for key in ("owner", "department"):
             value = request.args.get(key)
