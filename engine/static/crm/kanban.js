@@ -22,6 +22,15 @@
 
   function t(key) { return page.getAttribute("data-t-" + key) || key; }
 
+  /* the board ends at the window's bottom edge, so its sideways scrollbar is in sight */
+  var boardBox = page.querySelector(".crm-kanban");
+  function fit() {
+    var top = boardBox.getBoundingClientRect().top + window.scrollY;
+    boardBox.style.height = Math.max(320, window.innerHeight - top - 12) + "px";
+  }
+  fit();
+  window.addEventListener("resize", fit);
+
   function bind(card) {
     card.addEventListener("dragstart", function (e) {
       dragged = card;
