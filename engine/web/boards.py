@@ -2,9 +2,13 @@
 
 The kanban asks one GROUP BY for each column's count and sum and one
 windowed query for the first cards of every column; a column pages on its
-own. Dragging a card posts to the same transition endpoint as the form, so
-the same rules (roles, guards, required fields) apply, and a refusal is shown
-on the card. The calendar asks for one date range at a time: the entries of
+own. Dragging a card posts to the REST transition endpoint with the card's
+version, so the same rules (roles, guards, required fields) apply: a move that
+only lacks fields the user may fill in is answered with them (``needs``) and
+the board asks for them in a small form; any other refusal is shown on the
+card. The answer carries both columns' count and sum (:func:`column_totals`,
+the one query behind the board's totals too), and the toast's undo is the
+reverse move under the same rules. The calendar asks for one date range at a time: the entries of
 the range (at most ``MAX_CALENDAR_ENTRIES``) and a GROUP BY for the count of
 every day and owner. Either page costs the same few queries however many
 records there are: titles' refs are loaded for all cards at once.
