@@ -30,6 +30,7 @@ from engine.access import Principal
 from engine.documents import jsonable
 from engine.fieldtypes import MAX_ID
 from engine.filters import FilterError
+from engine.i18n import gettext
 from engine.registry import DocType, Field, State
 from engine.web import fetch, formatting, lookup, writes
 from engine.web.base import crm, db_session, json_error
@@ -569,6 +570,12 @@ class DocumentApi(BaseApi):
           summary: Change the state
           parameters:
           - {in: path, name: pk, required: true, schema: {type: integer}}
+          - in: query
+            name: columns
+            description: States (comma-separated) whose kanban count and sum to return after the move
+            schema: {type: string}
+          - {in: query, name: owner, description: The kanban's owner filter, schema: {type: integer}}
+          - {in: query, name: department, description: The kanban's department filter, schema: {type: integer}}
           requestBody:
             required: true
             content:
@@ -586,6 +593,14 @@ class DocumentApi(BaseApi):
                       state: {type: string}
                       version: {type: integer}
                       result: {$ref: '#/components/schemas/{{self.__class__.__name__}}.get'}
+                      columns:
+                        type: object
+                        description: With `columns`, each one's count and sum as the kanban shows them
+                        additionalProperties:
+                          type: object
+                          properties:
+                            count: {type: integer}
+                            sum: {type: string}
             400: {$ref: '#/components/responses/400'}
             404: {$ref: '#/components/responses/404'}
             409: {description: Changed by someone else since it was read}
@@ -600,6 +615,12 @@ class DocumentApi(BaseApi):
                       message: {type: string}
                       reasons: {type: array, items: {type: string}}
                       errors: {type: object, additionalProperties: {type: string}}
+                      needs:
+                        type: array
+                        items: {type: string}
+                        description: >-
+                          When the only objection is required fields left empty: those the
+                          caller may fill in; posting again with them in `fields` may succeed
             401: {$ref: '#/components/responses/401'}
             403: {$ref: '#/components/responses/403'}
             415: {description: The body is not JSON}
@@ -628,6 +649,9 @@ class DocumentApi(BaseApi):
             return json_error(400, "`next` must be a list of objects, one per new record")
         if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
             return json_error(400, "`version` must be a whole number")
+        board = self._board_args(d)
+        if isinstance(board, Response):
+            return board
         errors = {**bad_row_ids(d, fields), **self._next_errors(statuses.states[target], nexts)}
         reasons = list(errors.values())
         if not errors:
@@ -635,11 +659,45 @@ class DocumentApi(BaseApi):
         if "_version" in errors:
             return json_error(409, errors["_version"])
         if reasons or errors:
-            return json_error(422, "The transition was refused", reasons=reasons, errors=errors)
+            return json_error(422, "The transition was refused", reasons=reasons, errors=errors,
+                              **writes.needed_fields(d, statuses.states[target], reasons, errors))  # fmt: skip
         obj = self._obj(pk, "read")
         state = getattr(obj, statuses.field) if obj is not None else target
+        extra = {}
+        if board is not None:
+            from engine.web.boards import board_where, column_totals
+
+            extra["columns"] = column_totals(d, board_where(d, board[1], board[2]), board[0])
         return jsonify(id=pk, state=state, version=obj.version if obj else None,
-                       result=self._doc(obj) if obj is not None else None)  # fmt: skip
+                       result=self._doc(obj) if obj is not None else None, **extra)  # fmt: skip
+
+    @staticmethod
+    def _board_args(d: DocType) -> tuple[list[str], int | None, int | None] | Response | None:
+        """``?columns=a,b`` (with the board's ``owner``/``department``): the
+        kanban columns whose count and sum the answer carries; checked before
+        the move, so a bad one refuses the request rather than half-answers it."""
+        from engine.fieldtypes import valid_id
+
+        raw = request.args.get("columns")
+        if raw is None:
+            return None
+        kanban = d.views.get("kanban")
+        if not kanban:
+            return json_error(400, gettext("`columns`: this type has no kanban"))
+        states = list(d.fields[kanban["by"]].values)
+        names = [n for n in raw.split(",") if n][:10]
+        unknown = [n for n in names if n not in states]
+        if unknown:
+            return json_error(
+                400, gettext("`columns`: one of %(states)s", states=", ".join(states))
+            )
+        ids: list[int | None] = []
+        for key in ("owner", "department"):
+            value = request.args.get(key)
+            ids.append(valid_id(value) if value not in (None, "") else None)
+            if value not in (None, "") and ids[-1] is None:
+                return json_error(400, gettext("`%(key)s` must be the id of a record", key=key))
+        return names, ids[0], ids[1]
 
     @staticmethod
     def _next_errors(state: State, nexts: list[dict[str, Any]]) -> dict[str, str]:

@@ -2,9 +2,13 @@
 
 The kanban asks one GROUP BY for each column's count and sum and one
 windowed query for the first cards of every column; a column pages on its
-own. Dragging a card posts to the same transition endpoint as the form, so
-the same rules (roles, guards, required fields) apply, and a refusal is shown
-on the card. The calendar asks for one date range at a time: the entries of
+own. Dragging a card posts to the REST transition endpoint with the card's
+version, so the same rules (roles, guards, required fields) apply: a move that
+only lacks fields the user may fill in is answered with them (``needs``) and
+the board asks for them in a small form; any other refusal is shown on the
+card. The answer carries both columns' count and sum (:func:`column_totals`,
+the one query behind the board's totals too), and the toast's undo is the
+reverse move under the same rules. The calendar asks for one date range at a time: the entries of
 the range (at most ``MAX_CALENDAR_ENTRIES``) and a GROUP BY for the count of
 every day and owner. Either page costs the same few queries however many
 records there are: titles' refs are loaded for all cards at once.
@@ -23,11 +27,14 @@ from flask_appbuilder import expose
 from flask_login import login_required
 
 from engine import access, clock
+from engine.i18n import gettext
 from engine.registry import USER, DocType
 from engine.web.base import crm, db_session, locale, principal
 from engine.web.display import local
 
 CARDS_PER_COLUMN = 20
+#: how long the board offers to undo a move, in milliseconds
+UNDO_MS = 8000
 MAX_CALENDAR_ENTRIES = 500
 #: entries a calendar day shows before "+N"
 ENTRIES_PER_DAY = 8
@@ -53,10 +60,14 @@ def _arg_id(name: str) -> int | None:
 
 
 def _owner_filter(d: DocType, table: sa.Table, owner_field: str | None) -> sa.ColumnElement[bool]:
-    value = _arg_id("owner")
+    return owner_filter(d, table, owner_field, _arg_id("owner"), _arg_id("department"))
+
+
+def owner_filter(d: DocType, table: sa.Table, owner_field: str | None, value: int | None,
+                 department: int | None) -> sa.ColumnElement[bool]:  # fmt: skip
+    """One owner's records, or a department's, when the board is switched to them."""
     if value and owner_field:
         return table.c[d.fields[owner_field].column] == value
-    department = _arg_id("department")
     if department and owner_field and "department" in crm().registry.documents[USER].fields:
         users = crm().models.table(USER)
         return table.c[d.fields[owner_field].column].in_(
@@ -69,6 +80,64 @@ def _person(user: Any) -> str:
     if user is None:
         return ""
     return f"{user.first_name or ''} {user.last_name or ''}".strip() or str(user.username)
+
+
+def board_where(d: DocType, owner: int | None, department: int | None) -> sa.ColumnElement[bool]:
+    """The records a board shows: those the user may read, of the owner or
+    department it is switched to."""
+    models = crm().models
+    return sa.and_(
+        access.where(models, principal(), d.name, "read"),
+        owner_filter(d, models.table(d.name), d.owner, owner, department),
+    )
+
+
+def column_totals(
+    d: DocType, where: sa.ColumnElement[bool], states: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The count and the sum (of the kanban's ``amount`` field, formatted;
+    "" without one) of the records in each of ``states``: one GROUP BY over
+    the rows ``where`` lets the user see. The board's columns and the answer
+    to a move both come from here."""
+    from engine.web.formatting import shown
+
+    table = crm().models.table(d.name)
+    by = d.fields[d.views["kanban"]["by"]]
+    amount = d.views["kanban"].get("amount")
+    column = table.c[by.column]
+    query = (
+        sa.select(column, sa.func.count(),
+                  sa.func.sum(table.c[d.fields[amount].column]) if amount else sa.null())
+        .where(where, column.in_(states))
+        .group_by(column)
+    )  # fmt: skip
+    found = {row[0]: (row[1], row[2]) for row in db_session().execute(query)}
+    return {
+        s: {
+            "count": found.get(s, (0, None))[0],
+            "sum": shown(d.fields[amount], found.get(s, (0, None))[1] or 0) if amount else "",
+        }
+        for s in states
+    }
+
+
+def _needed_inputs(d: DocType, states: list[str]) -> dict[str, list[Any]]:
+    """Per column, the fields entering it may require that the user can fill
+    in: the board's "fill in to move" form shows those the move asks for."""
+    from engine.web import forms
+
+    st = d.statuses
+    if st is None:
+        return {}
+    out: dict[str, list[Any]] = {}
+    for s in states:
+        state = st.states.get(s)
+        if state is None:
+            continue
+        fields = [d.fields[n] for n in state.require if forms.settable(d.fields[n], d)]
+        if fields:
+            out[s] = fields
+    return out
 
 
 def card_rows(d: DocType, where: sa.ColumnElement[bool], by: str, states: list[str], per: int,
@@ -130,28 +199,22 @@ class BoardsMixin:
     @expose("/kanban")
     @login_required
     def kanban(self) -> Any:
-        from engine.web.formatting import shown
+        from engine.web.formatting import company_tz
+        from engine.web.views import _labels
 
         d = self._board_doc("kanban")
-        models = crm().models
-        table = models.table(d.name)
         by, states = kanban_columns(d)
-        where = sa.and_(
-            access.where(models, principal(), d.name, "read"), _owner_filter(d, table, d.owner)
-        )
+        where = board_where(d, _arg_id("owner"), _arg_id("department"))
         amount = d.views["kanban"].get("amount")
-        totals_q = sa.select(
-            table.c[by], sa.func.count(), sa.func.sum(table.c[amount]) if amount else sa.null()
-        ).where(where).group_by(table.c[by])  # fmt: skip
-        totals = {row[0]: (row[1], row[2]) for row in db_session().execute(totals_q)}
+        totals = column_totals(d, where, states)
         cards = card_rows(d, where, by, states, CARDS_PER_COLUMN)
         f = d.fields[by]
         columns = [
             {
                 "name": s,
                 "label": f.values[s].get(locale()),
-                "count": totals.get(s, (0, None))[0],
-                "sum": shown(d.fields[amount], totals.get(s, (0, None))[1] or 0) if amount else "",
+                "count": totals[s]["count"],
+                "sum": totals[s]["sum"],
                 "cards": cards[s],
             }
             for s in states
@@ -161,6 +224,8 @@ class BoardsMixin:
             owners=_owners(d), owner=_arg_id("owner"),
             amount_label=d.fields[amount].label.get(locale()) if amount else "",
             departments=_departments(), department=_arg_id("department"), boards=_boards(),
+            needs=_needed_inputs(d, states), undo_ms=UNDO_MS, refs={}, **_labels(),
+            company_tz=getattr(company_tz(), "key", "UTC"),
         )  # fmt: skip
 
     @expose("/kanban/cards")
@@ -168,18 +233,15 @@ class BoardsMixin:
     def kanban_cards(self) -> Any:
         """The next page of one column, as JSON."""
         d = self._board_doc("kanban")
-        models = crm().models
         by, states = kanban_columns(d)
         column = request.args.get("column", "")
         if column not in states:
-            return jsonify({"message": f"unknown column `{column[:50]}`"}), 400
+            return jsonify({"message": gettext("unknown column `%(name)s`", name=column[:50])}), 400
         offset = request.args.get("offset", 0, type=int)
         if not 0 <= offset <= MAX_OFFSET:
-            return jsonify({"message": f"the offset must be between 0 and {MAX_OFFSET}"}), 400
-        where = sa.and_(
-            access.where(models, principal(), d.name, "read"),
-            _owner_filter(d, models.table(d.name), d.owner),
-        )
+            message = gettext("the offset must be between 0 and %(most)s", most=MAX_OFFSET)
+            return jsonify({"message": message}), 400
+        where = board_where(d, _arg_id("owner"), _arg_id("department"))
         return jsonify(
             {"cards": card_rows(d, where, by, [column], CARDS_PER_COLUMN, offset)[column]}
         )

@@ -189,6 +189,22 @@ def transition(
     return [], {}
 
 
+def needed_fields(
+    d: DocType, state: State, reasons: list[str], errors: dict[str, str]
+) -> dict[str, list[str]]:
+    """``{"needs": [...]}`` when the only objections to entering ``state`` are
+    its required fields left empty and the user may fill them in (the kanban
+    then asks for them); ``{}`` otherwise."""
+    from engine.web import forms
+
+    needs = [
+        n for n in state.require if n in errors and n in d.fields and forms.settable(d.fields[n], d)
+    ]
+    if not needs or set(errors) - set(needs) or set(reasons) - {errors[n] for n in needs}:
+        return {}
+    return {"needs": needs}
+
+
 @dataclass
 class Move:
     """A transition button of the record page: allowed, or refused with the reasons."""

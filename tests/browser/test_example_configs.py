@@ -394,10 +394,12 @@ def test_my_sales_drag_a_deal_to_the_next_stage(company: Company, page: Page) ->
     after = int(qualification.locator(".crm-count").inner_text())
     expect(new.locator(".crm-card").first).to_have_attribute("data-id", str(deal))
 
-    # lost needs a loss reason the board cannot ask for: refused, and the card goes back
+    # lost needs a loss reason: the board asks for it; Cancel puts the card back
     drag(page, card(page, deal), column(page, "lost"))
-    expect(card(page, deal).locator(".crm-card-error")).to_contain_text("loss_reason")
-    expect(card(page, deal)).to_have_class(re.compile("crm-refused"))
+    modal = page.locator("#crm-move-modal")
+    expect(modal.locator("[data-field=loss_reason]")).to_be_visible()
+    modal.get_by_role("button", name="Отмена").click()
+    expect(modal).to_be_hidden()
     expect(new.locator(f".crm-card[data-id='{deal}']")).to_have_count(1)
     expect(new.locator(".crm-count")).to_have_text(str(before))
 
@@ -534,18 +536,13 @@ def the_firms_own_deal_stages_are_on_the_kanban(company: Company, page: Page) ->
     expect(heads).to_contain_text(["Пресейл", "Согласование SOW"])
     expect(column(page, "presale").locator(".crm-count")).to_have_text("0")
 
-    # presale wants the effort in hours, which the board cannot ask for
+    # presale wants the effort in hours: the board asks for it with the move
     drag(page, card(page, deal), column(page, "presale"))
-    expect(card(page, deal).locator(".crm-card-error")).to_contain_text("hours")
-    expect(column(page, "qualification").locator(f".crm-card[data-id='{deal}']")).to_have_count(1)
-
-    card(page, deal).locator("a").click()
-    page.locator(".crm-edit").click()
-    page.locator("input[name=hours]").fill("120")
-    page.locator(".crm-save").click()
-    expect(field(page, "hours")).to_have_text("120")
-    page.goto(company.url + "/my_sales/")
-    drag(page, card(page, deal), column(page, "presale"))
+    modal = page.locator("#crm-move-modal")
+    expect(modal.locator("input[name=hours]")).to_be_visible()
+    modal.locator("input[name=hours]").fill("120")
+    modal.get_by_role("button", name="Перевести").click()
+    expect(modal).to_be_hidden()
     expect(column(page, "presale").locator(f".crm-card[data-id='{deal}']")).to_have_count(1)
     expect(column(page, "presale").locator(".crm-count")).to_have_text("1")
     # the statement of work needs a rate as well

@@ -260,10 +260,15 @@ def test_kanban_drag_refused_and_allowed(site: Server, page: Page) -> None:
     expect(column("won").locator(".crm-card")).to_have_count(0)
     expect(counts()).to_have_text(["1", "1", "0", "0"])
 
-    # lost needs a loss reason the board cannot ask for: refused with that reason
+    # lost needs a loss reason: the board asks for it; Cancel puts the card back
     card(ready).drag_to(column("lost"))
-    expect(card(ready).locator(".crm-card-error")).to_contain_text(re.compile("loss reason", re.I))
+    modal = page.locator("#crm-move-modal")
+    expect(modal).to_be_visible()
+    expect(modal.locator("[name=loss_reason]")).to_be_visible()
+    modal.locator(".crm-move-cancel").click()
+    expect(modal).to_be_hidden()
     expect(column("new").locator(".crm-card")).to_have_count(1)
+    expect(column("lost").locator(".crm-card")).to_have_count(0)
 
     card(ready).drag_to(column("proposal"))
     expect(column("proposal").locator(".crm-card")).to_have_count(2)
