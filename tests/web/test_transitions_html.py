@@ -148,7 +148,7 @@ def test_a_move_that_needs_fields_asks_for_them_in_the_same_step(
     deal = new_deal(anna, "100")
     form = anna.get(f"/deal/{deal}/transition/proposal")
     assert form.status_code == 200
-    assert 'name="planned_close"' in form.text and 'type="date"' in form.text
+    assert 'name="planned_close"' in form.text and 'data-type="date"' in form.text
     assert 'name="loss_reason"' not in form.text  # only what Proposal requires
     refused = anna.post_form(f"/deal/{deal}/transition/proposal", {})
     assert refused.status_code == 422
