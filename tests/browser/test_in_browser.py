@@ -351,7 +351,7 @@ def test_a_manager_does_not_see_another_managers_customer(site: Server, page: Pa
     names = page.locator(".crm-table-list tbody tr td:first-child")
     expect(names).to_have_text(["Boris's client"])
     page.locator(".crm-filters input[name=q]").fill("Anna")
-    page.locator(".crm-filters").get_by_role("button", name="OK").click()
+    page.locator(".crm-filters").get_by_role("button", name="Apply").click()
     expect(page.locator(".crm-table-list tbody")).to_contain_text("No records")
 
     response = page.goto(f"{site.url}/customer/{annas}")

@@ -108,10 +108,20 @@
       $el.datepicker({
         format: ru ? "dd.mm.yyyy" : "yyyy-mm-dd",
         language: pickerLanguage($el.data("locale") || "en"),
-        autoclose: true, forceParse: false, todayHighlight: true
+        autoclose: true, forceParse: false, todayHighlight: true,
+        // typing is the quick way: the calendar opens from its button only
+        showOnFocus: false
       });
     });
   }
+
+  $(document).on("click", ".crm-date-pick", function () {
+    var $input = $(this).closest(".crm-date-group").find("input.crm-date");
+    $input.datepicker("show");
+  });
+  $(document).on("keydown", "input.crm-date", function (e) {
+    if (e.key === "Escape" || e.key === "Tab") { $(this).datepicker("hide"); }
+  });
 
   // Computed fields (a row's amount, the order's total) follow the inputs:
   // the form is posted to /<type>/compute, which runs the expressions a save
