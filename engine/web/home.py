@@ -22,7 +22,7 @@ from engine.web.base import crm, db_session, locale, principal
 def open_counts() -> list[dict[str, Any]]:
     state, who = crm(), principal()
     registry = state.registry
-    out = []
+    out: list[dict[str, Any]] = []
     if who.user_id is None:
         return out
     for d in registry.documents.values():
@@ -42,7 +42,9 @@ def open_counts() -> list[dict[str, Any]]:
         )
         count = db_session().execute(query).scalar_one()
         filters = d.list.filters if d.list else ()
-        href = f"/{d.resource}/" + (f"?{urlencode({'f_' + d.owner: who.user_id})}" if d.owner in filters else "")
+        href = f"/{d.resource}/" + (
+            f"?{urlencode({'f_' + d.owner: who.user_id})}" if d.owner in filters else ""
+        )
         out.append({"label": d.label.get(locale()), "count": count, "href": href})
     return out
 

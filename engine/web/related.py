@@ -10,7 +10,7 @@ rows and one for the count per related type, whatever the number of rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -36,7 +36,6 @@ class Related:
     capped: bool
     add_url: str | None
     list_url: str | None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def referring(d: DocType) -> list[tuple[DocType, Field]]:

@@ -104,7 +104,12 @@ def test_dates_and_numbers_are_written_as_the_user_writes_them(
         version = anna.api("GET", f"/api/v1/deal/{deal}").get_json()["version"]
         response = anna.post_form(
             f"/deal/{deal}/edit",
-            {"_version": version, "customer": customer, "planned_close": typed, "amount": "1 500,50"},
+            {
+                "_version": version,
+                "customer": customer,
+                "planned_close": typed,
+                "amount": "1 500,50",
+            },
         )
         assert response.status_code == 302, response.text
         result = anna.api("GET", f"/api/v1/deal/{deal}").get_json()["result"]
@@ -138,9 +143,10 @@ def test_plugins_add_actions_to_the_record_header(
     assert 'href="tel:+74951234567"' in actions and "Call &lt;now&gt;" in actions
     assert f'href="/deal/add?customer={customer}"' in actions
     assert "javascript" not in actions and "evil" not in actions
-    assert 'class="crm-record-actions"' not in anna.get(
-        f"/deal/{create(anna, 'deal', customer=customer)}"
-    ).text
+    assert (
+        'class="crm-record-actions"'
+        not in anna.get(f"/deal/{create(anna, 'deal', customer=customer)}").text
+    )
 
 
 def test_the_home_page_says_what_is_open(
