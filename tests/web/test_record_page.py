@@ -159,3 +159,21 @@ def test_the_home_page_says_what_is_open(
     create(anna, "deal", customer=create(anna, "customer", name="R"))
     home = anna.get("/").text
     assert re.search(r'href="/deal/\?f_manager=\d+"><span>Deal</span><span class="badge">1<', home)
+
+
+def test_compute_with_bad_input_answers_what_it_can(
+    crm_app: Callable[..., Flask], login: Callable[..., Any]
+) -> None:
+    app = crm_app(SALES)
+    anna = login(app, "anna")
+    form = {
+        "csrf_token": anna.csrf, "customer": "not a number", "amount": "x" * 300,
+        "lines-0-product": "Tea", "lines-0-qty": "two", "lines-0-price": "5",
+        "lines-1-product": "Cups", "lines-1-qty": "2", "lines-1-price": "5",
+        "lines-99999999-qty": "1", "_id": "nope",
+    }  # fmt: skip
+    answer = anna.client.post("/deal/compute", data=form)
+    assert answer.status_code == 200
+    values = answer.get_json()["values"]
+    assert values["lines-1-total"] == "10.00"  # the line that can be computed is
+    assert anna.client.post("/ticket/compute", data={"csrf_token": anna.csrf}).status_code == 404
