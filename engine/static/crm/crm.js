@@ -123,6 +123,15 @@
     if (e.key === "Escape" || e.key === "Tab") { $(this).datepicker("hide"); }
   });
 
+  // the narrow screen's menu button works from the keyboard too
+  $(document).on("keydown", ".crm-burger", function (e) {
+    if (e.key === "Enter" || e.key === " ") {
+      e.preventDefault();
+      var box = document.getElementById("crm-nav-toggle");
+      if (box) { box.checked = !box.checked; }
+    }
+  });
+
   // Computed fields (a row's amount, the order's total) follow the inputs:
   // the form is posted to /<type>/compute, which runs the expressions a save
   // runs, and the answer fills the read-only inputs.
