@@ -22,6 +22,7 @@ from engine import i18n, passwords, sessions, web
 from engine.configuration import Configuration, load_configuration
 from engine.models import Models, build
 from engine.registry import Registry
+from engine.web.home import HomeView
 
 LANGUAGES = {
     "en": {"flag": "gb", "name": "English"},
@@ -112,7 +113,7 @@ def create_app(
     db = SQLAlchemy()
     db.init_app(app)
     with app.app_context():
-        appbuilder = AppBuilder(app, db.session)
+        appbuilder = AppBuilder(app, db.session, indexview=HomeView)
         state = CRM(registry, models, pm, db, appbuilder, configuration)
         app.extensions["crm"] = state
         app.context_processor(lambda: {"crm_locale": registry.locale, "crm": state})

@@ -182,6 +182,15 @@ def crm_record_sections(models: Any, doctype: DocType, doc: Any, principal: Any)
 
 
 @hookspec
+def crm_record_actions(doctype: DocType, doc: Any, principal: Any) -> list[Any]:
+    """Return actions for a record's header, as ``{"label": ..., "url": ...}``
+    items (``icon``: a Font Awesome name, optional): Call, Email, SMS, Plan an
+    interaction. ``url`` is a path on this site or a ``tel:``, ``mailto:`` or
+    ``sms:`` link; anything else is dropped. Called for every record page the
+    principal may read; keep it cheap (no query when you can)."""
+
+
+@hookspec
 def crm_register_views(appbuilder: Any, registry: Registry) -> None:
     """Add views, APIs and menu items to the app (Flask-AppBuilder's
     ``appbuilder.add_view`` and friends)."""

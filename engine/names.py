@@ -45,7 +45,7 @@ VIEW_NAMES = frozenset(
         "PermissionViewModelView", "ResetMyPasswordView", "ResetPasswordView", "RoleModelView",
         "SecurityApi", "SwaggerView", "UserDBModelView", "UserGroupModelView",
         "UserInfoEditView", "UserLookupView", "UserStatsChartView", "UtilView",
-        "ViewMenuModelView", "MySalesView",
+        "ViewMenuModelView", "MySalesView", "HomeView",
     }
 )  # fmt: skip
 #: the first segment of the application's own page addresses: a type's pages

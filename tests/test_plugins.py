@@ -140,6 +140,7 @@ CALLS: dict[str, dict[str, Any]] = {
         "doc": DOC,
         "principal": USER,
     },
+    "crm_record_actions": {"doctype": DOCTYPE, "doc": DOC, "principal": USER},
     "crm_register_views": {"appbuilder": APPBUILDER, "registry": REGISTRY},
     "crm_jobs": {},
     "crm_schedules": {},
@@ -165,6 +166,7 @@ RESULTS: dict[str, Any] = {
     "crm_send_email": "email-1",
     "crm_send_sms": "sms-1",
     "crm_record_sections": [("Route map", Stand("svg"))],
+    "crm_record_actions": [{"label": "Call", "url": "tel:+74951234567"}],
     "crm_register_views": None,
     "crm_jobs": {"recorder.ping": ping},
     "crm_schedules": [("recorder.ping", 60)],
@@ -264,6 +266,10 @@ class Recorder:
     @hookimpl
     def crm_record_sections(self, models: Any, doctype: Any, doc: Any, principal: Any) -> Any:
         return self._got("crm_record_sections", locals())
+
+    @hookimpl
+    def crm_record_actions(self, doctype: Any, doc: Any, principal: Any) -> Any:
+        return self._got("crm_record_actions", locals())
 
     @hookimpl
     def crm_register_views(self, appbuilder: Any, registry: Any) -> Any:

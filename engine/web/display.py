@@ -82,18 +82,21 @@ def show(f: Field, value: Any, locale: str, tz: dt.tzinfo | None = None) -> str:
     return str(value)
 
 
-def input_value(f: Field, value: Any, tz: dt.tzinfo | None = None) -> str:
-    """The value an HTML input is pre-filled with: ISO dates, moments on the
-    company's clock as ``datetime-local`` wants them, plain numbers. A value
-    sent back by a refused form is a string and stays as the user typed it."""
+def input_value(f: Field, value: Any, tz: dt.tzinfo | None = None, locale: str = "en") -> str:
+    """The value an HTML input is pre-filled with: dates as the user writes
+    them (``31.12.2026`` in Russian, ISO otherwise: a date input is a text
+    input, the server reads both), moments on the company's clock as
+    ``datetime-local`` wants them, plain numbers (a decimal comma in Russian).
+    A value sent back by a refused form is a string and stays as typed."""
     if value is None:
         return ""
     if f.type == "datetime" and isinstance(value, dt.datetime):
         return local(value, tz).strftime("%Y-%m-%dT%H:%M")
     if f.type == "date" and isinstance(value, dt.date):
-        return value.isoformat()
+        return value.strftime("%d.%m.%Y") if locale == "ru" else value.isoformat()
     if f.type == "boolean":
         return "1" if value else ""
     if f.type in ("money", "decimal", "integer") and isinstance(value, (Decimal, int, float)):
-        return plain_number(f, value)
+        text = plain_number(f, value)
+        return text.replace(".", ",") if locale == "ru" else text
     return str(value)

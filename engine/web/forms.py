@@ -114,6 +114,12 @@ def form_values(
 def _table_rows(f: Field, form: MultiDict[str, str]) -> list[dict[str, Any]]:
     """Rows as posted, in the order of their indexes (the form renumbers
     them after a move); ``<table>-<i>-id`` keeps an existing row."""
+    return [row for _, row in indexed_rows(f, form)]
+
+
+def indexed_rows(f: Field, form: MultiDict[str, str]) -> list[tuple[int, dict[str, Any]]]:
+    """The rows a form posted with the index each had in the form (an empty
+    row is skipped, so the two may differ)."""
     rows: dict[int, dict[str, Any]] = {}
     prefix = f"{f.name}-"
     for key in form:
@@ -136,8 +142,16 @@ def _table_rows(f: Field, form: MultiDict[str, str]) -> list[dict[str, Any]]:
         ident = valid_id(form.get(f"{f.name}-{i}-id"))
         if ident is not None:
             row = {"id": ident, **row}
-        out.append(row)
+        out.append((i, row))
     return out
+
+
+def computes(d: DocType) -> bool:
+    """Whether the type's form has computed fields (a total, a row's amount)."""
+    return any(
+        f.compute or (f.type == "table" and any(c.compute for c in f.fields.values()))
+        for f in d.fields.values()
+    )
 
 
 def next_values(d: DocType, state: State, form: MultiDict[str, str]) -> list[dict[str, Any]]:

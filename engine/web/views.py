@@ -20,7 +20,7 @@ from markupsafe import escape
 from engine import access, lists, transfer
 from engine.filters import FilterError
 from engine.registry import USER, DocType, Field
-from engine.web import fetch, formatting, forms, lookup, writes
+from engine.web import fetch, formatting, forms, lookup, related, writes
 from engine.web.base import crm, db_session, locale, principal
 from engine.web.boards import BoardsMixin
 from engine.web.display import input_value
@@ -83,7 +83,7 @@ def _labels() -> dict[str, Any]:
     return {
         "label": lambda f: f.label.get(locale()),
         "show": formatting.shown,
-        "input_value": lambda f, v: input_value(f, v, tz),
+        "input_value": lambda f, v: input_value(f, v, tz, locale()),
         "help": lambda f: f.help.get(locale()) if f.help else "",
         "state": crm(),
     }
@@ -208,6 +208,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             moves=writes.transition_moves(d, obj), history=formatting.history(d, obj),
             audit=formatting.audit_line(d, obj), timeline=formatting.timeline(d, obj, _arg_offset("tl")),
             plugin_sections=formatting.record_sections(d, obj),
+            related=related.related_lists(d, obj), actions=related.record_actions(d, obj),
             can_update=allows != () and access.may_touch(state.models, principal(), d.name, "update", obj),
             can_delete=allows is None and access.may_touch(state.models, principal(), d.name, "delete", obj),
             **_labels(),
@@ -227,7 +228,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             "crm/form.html", d=d, obj=obj, sections=sections, values=values, errors=errors,
             unplaced=unplaced(errors, shown), title=title, action=action, view=self.view_name,
             refs=lookup.ref_labels(d, values, extra), locked=forms.locked_fields(d, obj),
-            row_defaults=defaults, **_labels(),
+            row_defaults=defaults, computes=forms.computes(d), **_labels(),
         )  # fmt: skip
 
     @expose("/add", methods=["GET", "POST"])
@@ -254,6 +255,34 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             flash(f"{d.label.get(locale())} #{obj.id}: ✓", "info")
             return redirect(url_for(f"{self.view_name}.list"))
         return redirect(url_for(f"{self.view_name}.show", obj_id=obj.id))
+
+    @expose("/compute", methods=["POST"])
+    @login_required
+    def compute(self) -> Any:
+        """The computed fields for the values a form holds, worked out by the
+        same expressions a save uses (nothing is written): the form shows
+        totals while the user types. ``_id`` names the record an edit form edits."""
+        d = self.d
+        ident = request.form.get("_id", type=int)
+        _require("create" if ident is None else "update", d)
+        obj = self._get(ident, "update") if ident is not None else None
+        values = forms.form_values(d, request.form, obj=obj)
+        try:
+            plan = fetch.documents().plan(d, obj, values, lookups=False)
+        finally:
+            db_session().rollback()
+        show = _labels()["input_value"]
+        out: dict[str, Any] = {}
+        for f in d.fields.values():
+            if f.compute and f.type != "table":
+                out[f.name] = show(f, plan.values.get(f.name))
+            elif f.type == "table" and any(c.compute for c in f.fields.values()):
+                planned = plan.values.get(f.name) or []
+                for (i, _), row in zip(forms.indexed_rows(f, request.form), planned, strict=False):
+                    for c in f.fields.values():
+                        if c.compute:
+                            out[f"{f.name}-{i}-{c.name}"] = show(c, row.get(c.name))
+        return jsonify({"values": out})
 
     @expose("/<int:obj_id>/edit", methods=["GET", "POST"])
     @login_required

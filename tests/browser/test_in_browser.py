@@ -57,11 +57,26 @@ def test_log_in_through_the_login_page(site: Server, page: Page) -> None:
     expect(page.locator(".navbar")).to_contain_text("Anna Test")
     expect(page.locator(".crm-list h2")).to_contain_text("Deal")
     expect(page.locator(".crm-table-list tbody")).to_contain_text("No records")
-    navbar = page.locator(".navbar")
-    navbar.get_by_role("link", name="Directory", exact=True).click()
-    navbar.get_by_role("link", name="Customer", exact=True).click()
+    # the left navigation: the menu's areas as headings, the page open marked
+    sidebar = page.locator(".navbar.crm-sidebar")
+    expect(sidebar.locator(".crm-nav-heading")).to_contain_text(["Sales", "Directory"])
+    expect(sidebar.locator("li.active")).to_have_text("Deal")
+    directory = sidebar.locator(".crm-nav-group", has_text="Directory")
+    directory.get_by_role("link", name="Customer", exact=True).click()
     expect(page).to_have_url(f"{site.url}/customer/")
     expect(page.locator(".crm-list h2")).to_contain_text("Customer")
+    expect(sidebar.locator("li.active")).to_have_text("Customer")
+    # the empty list says what to do next, with the button to do it
+    expect(page.locator(".crm-empty-state")).to_contain_text("Create the first one")
+    page.locator(".crm-empty-state .crm-new-first").click()
+    expect(page).to_have_url(f"{site.url}/customer/add")
+    # on a narrow screen the navigation folds behind a button
+    page.set_viewport_size({"width": 600, "height": 800})
+    expect(sidebar).not_to_be_in_viewport()
+    page.locator(".crm-burger").click()
+    expect(sidebar).to_be_in_viewport()
+    sidebar.get_by_role("link", name="Deal", exact=True).click()
+    expect(page).to_have_url(f"{site.url}/deal/")
 
 
 # -- 2. a deal with lines ----------------------------------------------------------------
@@ -341,7 +356,7 @@ def test_a_manager_does_not_see_another_managers_customer(site: Server, page: Pa
     names = page.locator(".crm-table-list tbody tr td:first-child")
     expect(names).to_have_text(["Boris's client"])
     page.locator(".crm-filters input[name=q]").fill("Anna")
-    page.locator(".crm-filters").get_by_role("button", name="OK").click()
+    page.locator(".crm-filters").get_by_role("button", name="Apply").click()
     expect(page.locator(".crm-table-list tbody")).to_contain_text("No records")
 
     response = page.goto(f"{site.url}/customer/{annas}")

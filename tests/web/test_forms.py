@@ -126,7 +126,8 @@ def test_every_field_type_gets_its_widget(
     for name in ("rating", "revenue"):
         assert 'inputmode="decimal"' in block(html, name), name
     assert 'type="checkbox"' in block(html, "vip")
-    assert 'type="date"' in block(html, "founded")
+    # a date is typed as the user writes it (dd.mm.yyyy in Russian), not in the browser's format
+    assert 'crm-date" type="text"' in block(html, "founded")
     assert 'type="datetime-local"' in block(html, "next_call")
     segment = block(html, "segment")
     assert "<select" in segment and ">Key account</option>" in segment
@@ -142,7 +143,7 @@ def test_every_field_type_gets_its_widget(
     # the table's rows: widgets per column type, a row template to add rows
     assert "crm-add-row" in html and "crm-row-template" in html
     template = html.split('class="crm-row-template"', 1)[1].split("</template>", 1)[0]
-    assert 'name="contacts-__i__-born"' in template and 'type="date"' in template
+    assert 'name="contacts-__i__-born"' in template and 'crm-date" type="text"' in template
     assert 'name="contacts-__i__-main"' in template and 'type="checkbox"' in template
     assert 'name="contacts-__i__-referee"' in template and "crm-ref" in template
 

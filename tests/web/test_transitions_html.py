@@ -148,11 +148,14 @@ def test_a_move_that_needs_fields_asks_for_them_in_the_same_step(
     deal = new_deal(anna, "100")
     form = anna.get(f"/deal/{deal}/transition/proposal")
     assert form.status_code == 200
-    assert 'name="planned_close"' in form.text and 'type="date"' in form.text
+    assert 'name="planned_close"' in form.text and 'data-type="date"' in form.text
     assert 'name="loss_reason"' not in form.text  # only what Proposal requires
     refused = anna.post_form(f"/deal/{deal}/transition/proposal", {})
     assert refused.status_code == 422
-    at_field = refused.text.split('data-field="planned_close"', 1)[1].split("</div>", 1)[0]
+    # the field's group, up to the next one (a date's input is a group of its own)
+    at_field = refused.text.split('data-field="planned_close"', 1)[1].split('class="form-group', 1)[
+        0
+    ]
     assert "must be filled in to enter “Proposal” (proposal)" in htmlmod.unescape(at_field)
     assert stage_of(app, deal) == "new"
     done = anna.post_form(f"/deal/{deal}/transition/proposal", {"planned_close": "2030-01-31"})

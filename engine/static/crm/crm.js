@@ -3,6 +3,10 @@
    locally by Flask-AppBuilder; no inline handlers, so the CSP stays strict. */
 (function ($) {
   "use strict";
+  // the layout loads this script on every page; a page that also asks for it
+  // must not bind every handler twice
+  if (!$ || window.crmScriptLoaded) { return; }
+  window.crmScriptLoaded = true;
 
   function refPickers(root) {
     $(root).find("select.crm-ref").each(function () {
@@ -85,6 +89,7 @@
     $box.find("tbody").append($row);
     renumber($box);
     refPickers($row);
+    datePickers($row);
     $row.find("input,select").first().trigger("focus");
   });
   $(document).on("click", ".crm-remove-row", function () {
@@ -106,5 +111,102 @@
     if (!window.confirm($(this).data("confirm"))) { e.preventDefault(); }
   });
 
-  $(function () { refPickers(document); watchDependencies(document); });
+  // Dates typed as the user writes them (31.12.2026); the picker is
+  // Flask-AppBuilder's bootstrap-datepicker, its names of months and days
+  // from the browser's Intl in the page's language.
+  function pickerLanguage(lang) {
+    var dp = $.fn.datepicker;
+    if (!dp || !window.Intl || dp.dates[lang]) { return dp && dp.dates[lang] ? lang : "en"; }
+    var months = [], monthsShort = [], days = [], daysShort = [], daysMin = [];
+    for (var m = 0; m < 12; m++) {
+      var d = new Date(2021, m, 1);
+      months.push(new Intl.DateTimeFormat(lang, {month: "long"}).format(d));
+      monthsShort.push(new Intl.DateTimeFormat(lang, {month: "short"}).format(d));
+    }
+    for (var i = 0; i < 7; i++) {
+      var day = new Date(2021, 0, 3 + i); // 3 January 2021 was a Sunday
+      days.push(new Intl.DateTimeFormat(lang, {weekday: "long"}).format(day));
+      daysShort.push(new Intl.DateTimeFormat(lang, {weekday: "short"}).format(day));
+      daysMin.push(daysShort[i].slice(0, 2));
+    }
+    dp.dates[lang] = {days: days, daysShort: daysShort, daysMin: daysMin, months: months,
+      monthsShort: monthsShort, today: "", clear: "", weekStart: lang === "en" ? 0 : 1};
+    return lang;
+  }
+
+  function datePickers(root) {
+    if (!$.fn.datepicker) { return; }
+    $(root).find("input.crm-date:not([readonly])").each(function () {
+      var $el = $(this);
+      if ($el.data("datepicker")) { return; }
+      var ru = $el.data("format") === "dd.mm.yyyy";
+      $el.datepicker({
+        format: ru ? "dd.mm.yyyy" : "yyyy-mm-dd",
+        language: pickerLanguage($el.data("locale") || "en"),
+        autoclose: true, forceParse: false, todayHighlight: true,
+        // typing is the quick way: the calendar opens from its button only
+        showOnFocus: false
+      });
+    });
+  }
+
+  $(document).on("click", ".crm-date-pick", function () {
+    var $input = $(this).closest(".crm-date-group").find("input.crm-date");
+    $input.datepicker("show");
+  });
+  $(document).on("keydown", "input.crm-date", function (e) {
+    if (e.key === "Escape" || e.key === "Tab") { $(this).datepicker("hide"); }
+  });
+
+  // the narrow screen's menu button works from the keyboard too
+  $(document).on("keydown", ".crm-burger", function (e) {
+    if (e.key === "Enter" || e.key === " ") {
+      e.preventDefault();
+      var box = document.getElementById("crm-nav-toggle");
+      if (box) { box.checked = !box.checked; }
+    }
+  });
+
+  // Computed fields (a row's amount, the order's total) follow the inputs:
+  // the form is posted to /<type>/compute, which runs the expressions a save
+  // runs, and the answer fills the read-only inputs.
+  var computeTimer = null, computeSeq = 0;
+  function compute($form) {
+    var url = $form.data("compute");
+    if (!url) { return; }
+    var data = new FormData($form[0]);
+    if ($form.data("id")) { data.append("_id", $form.data("id")); }
+    var seq = ++computeSeq;
+    $form.addClass("crm-computing");
+    fetch(url, {method: "POST", body: data, credentials: "same-origin", headers: {Accept: "application/json"}})
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (answer) {
+        if (seq !== computeSeq) { return; }
+        $form.removeClass("crm-computing");
+        if (!answer) { return; }
+        $.each(answer.values || {}, function (name, value) {
+          $form.find("[name='" + name + "']").val(value);
+        });
+      })
+      .catch(function () { $form.removeClass("crm-computing"); });
+  }
+  function computeSoon(form) {
+    var $form = $(form).closest("form[data-compute]");
+    if (!$form.length) { return; }
+    clearTimeout(computeTimer);
+    computeTimer = setTimeout(function () { compute($form); }, 300);
+  }
+  $(document).on("input change", "form[data-compute] :input", function (e) {
+    if (this.readOnly || this.type === "hidden") { return; }
+    computeSoon(this);
+  });
+  $(document).on("click", "form[data-compute] .crm-remove-row", function () {
+    computeSoon(document.querySelector("form[data-compute]"));
+  });
+
+  $(function () {
+    refPickers(document);
+    watchDependencies(document);
+    datePickers(document);
+  });
 })(window.jQuery);

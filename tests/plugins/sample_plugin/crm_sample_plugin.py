@@ -147,6 +147,17 @@ def crm_record_sections(models: Any, doctype: DocType, doc: Any, principal: Any)
     return [("Sample", Markup("<p class='sample-greeting'>{}</p>").format(own["greeting"]))]
 
 
+@hookimpl
+def crm_record_actions(doctype: DocType, doc: Any, principal: Any) -> list[Any]:
+    """A record the plugin watches offers to write to the sample's address."""
+    if doctype.name not in ("Customer", "Deal"):
+        return []
+    return [
+        {"label": "Write", "url": "mailto:sample@example.com", "icon": "fa-envelope"},
+        {"label": "Elsewhere", "url": "https://example.com/"},  # not a safe link: dropped
+    ]
+
+
 @hookimpl(optionalhook=True)  # a hook of the processes plugin, when it is on
 def crm_notification_channels() -> list[str]:
     return ["sample", "email", "sms"]
