@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine import expressions
+from engine import access, expressions
 from engine.documents.plans import Plan, RowPlan, Shape
 from engine.documents.values import (
     AUDIT,
@@ -23,6 +23,7 @@ from engine.documents.values import (
 )
 from engine.documents.views import DocumentViews
 from engine.fieldtypes import Invalid
+from engine.i18n import gettext
 from engine.registry import USER, DocType, Field
 
 
@@ -70,13 +71,24 @@ class DocumentPlanning(DocumentViews):
         given: set[str] = set()
         if not isinstance(values, Mapping):
             raise TypeError(f"values must be a mapping, not {type(values).__name__}")
+        rights = (
+            access.ALL_FIELDS
+            if self.trusted
+            else access.field_rights(self.registry, self.principal, d.name)
+        )
         for key, raw in values.items():
             f = d.fields.get(key)
             if f is None:
                 p.error(key, f"is not a field of {quoted(d.label, d.name, self.registry.locale)}")
                 continue
+            if not rights.readable(key):
+                # any value is refused, the one it holds too: no guessing it
+                p.error(key, gettext("is hidden from you: you may not set it"))
+                continue
             if f.type == "table":
                 refused = self._refusal(d, f)
+                if not refused and not rights.writable(key):
+                    refused = gettext("is read-only to you")
                 if refused:
                     p.error(key, refused)
                     continue
@@ -90,6 +102,8 @@ class DocumentPlanning(DocumentViews):
             if value is INVALID:
                 continue
             refused = self._refusal(d, f)
+            if not refused and not rights.writable(key):
+                refused = gettext("is read-only to you")
             if refused:
                 current = self._initial(f) if obj is None else old.get(key, getattr(obj, f.column))
                 if not same(value, current):

@@ -71,6 +71,15 @@ def _person(user: Any) -> str:
     return f"{user.first_name or ''} {user.last_name or ''}".strip() or str(user.username)
 
 
+def board_amount(d: DocType) -> str | None:
+    """The field the kanban sums and shows on cards: none when it is hidden
+    from the user (a column's sum would tell its values)."""
+    amount: str | None = d.views["kanban"].get("amount")
+    if amount and not access.field_rights(crm().registry, principal(), d.name).readable(amount):
+        return None
+    return amount
+
+
 def card_rows(d: DocType, where: sa.ColumnElement[bool], by: str, states: list[str], per: int,
               offset: int = 0) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
     """The first ``per`` cards of every column in one windowed query, then
@@ -80,7 +89,7 @@ def card_rows(d: DocType, where: sa.ColumnElement[bool], by: str, states: list[s
 
     models = crm().models
     table = models.table(d.name)
-    amount = d.views["kanban"].get("amount")
+    amount = board_amount(d)
     rank = (
         sa.func.row_number()
         .over(partition_by=table.c[by], order_by=(table.c.created_at.desc(), table.c.id.desc()))
@@ -139,7 +148,7 @@ class BoardsMixin:
         where = sa.and_(
             access.where(models, principal(), d.name, "read"), _owner_filter(d, table, d.owner)
         )
-        amount = d.views["kanban"].get("amount")
+        amount = board_amount(d)
         totals_q = sa.select(
             table.c[by], sa.func.count(), sa.func.sum(table.c[amount]) if amount else sa.null()
         ).where(where).group_by(table.c[by])  # fmt: skip

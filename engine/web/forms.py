@@ -111,6 +111,28 @@ def form_values(
     return values
 
 
+def refused_values(d: DocType, form: MultiDict[str, str]) -> dict[str, Any]:
+    """What a form posted for fields the field rules keep from the user
+    (hidden ones, read-only ones): handed on, so that the save refuses them
+    by field, rather than dropped unseen. A read-only input sends back the
+    value it shows, which is no change and passes."""
+    registry = crm().registry
+    full = registry.documents[d.name]
+    rights = access.field_rights(registry, principal(), d.name)
+    if rights.everything:
+        return {}
+    out: dict[str, Any] = {}
+    for name, f in full.fields.items():
+        if rights.writable(name) or not settable(f, full):
+            continue
+        if f.type == "table":
+            if any(key.startswith(f"{name}-") for key in form):
+                out[name] = _table_rows(f, form)
+        elif name in form:
+            out[name] = _field_value(f, form, name)
+    return out
+
+
 def _table_rows(f: Field, form: MultiDict[str, str]) -> list[dict[str, Any]]:
     """Rows as posted, in the order of their indexes (the form renumbers
     them after a move); ``<table>-<i>-id`` keeps an existing row."""

@@ -97,7 +97,10 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
 
     @property
     def d(self) -> DocType:
-        return crm().registry.documents[self.doctype]
+        """The type as the user sees it: without the fields hidden from them,
+        their read-only fields marked so (see ``access.restricted``)."""
+        registry = crm().registry
+        return access.restricted(registry, principal(), registry.documents[self.doctype])
 
     @property
     def view_name(self) -> str:
@@ -110,7 +113,13 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         state = crm()
         spec = _filters_from_args(d)
         segment = request.args.get("segment")
-        segments = {n: s for n, s in state.registry.segments.items() if s.document == d.name}
+        segments = {
+            n: s
+            for n, s in state.registry.segments.items()
+            if s.document == d.name
+            # a segment by a field hidden from the user would tell its values
+            and all(access.path_readable(state.registry, principal(), d.name, p) for p in s.filter)
+        }
         if segment in segments:
             spec = {**segments[segment].filter, **spec}
         order = fetch.clean(request.args.get("order"), 100) or None
@@ -245,7 +254,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
                 **{k: v for k, v in prefill.items() if v not in (None, False, [])},
             }
             return self._form(None, values, {}, title, action)
-        values = forms.form_values(d, request.form)
+        values = {**forms.form_values(d, request.form), **forms.refused_values(d, request.form)}
         obj, errors = writes.create(d, values)
         if errors:
             return self._form(None, values, errors, title, action), 422
@@ -265,7 +274,10 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         action = url_for(f"{self.view_name}.edit", obj_id=obj_id)
         if request.method == "GET":
             return self._form(obj, forms.current_values(d, obj), {}, title, action)
-        values = forms.form_values(d, request.form, obj=obj)
+        values = {
+            **forms.form_values(d, request.form, obj=obj),
+            **forms.refused_values(d, request.form),
+        }
         version = request.form.get("_version", type=int)
         if version is None:
             errors = {"_version": "the form did not say which version of the record it edits; reload it"}  # fmt: skip
@@ -323,7 +335,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             blocked = writes.refusals(d, obj, target)
             next_rows = [forms.initial_values(next_doc)] if next_doc else []
         extra = [(next_doc, row) for row in next_rows] if next_doc else []
-        require = [d.fields[n] for n in state.require if forms.settable(d.fields[n], d)]
+        require = [d.fields[n] for n in state.require if n in d.fields and forms.settable(d.fields[n], d)]  # fmt: skip
         next_fields = forms.next_fields(d, state)
         shown = {f.name for f in require}
         shown |= {f"next.{i}" for i in range(len(next_rows))}
