@@ -18,6 +18,7 @@ from engine.documents import (
 from engine.fieldtypes import valid_id
 from engine.registry import DocType, Field, State
 from engine.web.base import crm, locale, principal
+from engine.web.display import input_value
 from engine.web.fetch import clean, documents, row_doc
 from engine.web.formatting import company_tz, table_rows
 
@@ -111,16 +112,19 @@ def form_values(
     return values
 
 
-def refused_values(d: DocType, form: MultiDict[str, str]) -> dict[str, Any]:
+def refused_values(d: DocType, form: MultiDict[str, str], obj: Any = None) -> dict[str, Any]:
     """What a form posted for fields the field rules keep from the user
     (hidden ones, read-only ones): handed on, so that the save refuses them
-    by field, rather than dropped unseen. A read-only input sends back the
-    value it shows, which is no change and passes."""
+    by field, rather than dropped unseen. A read-only input that sends back
+    the text the form showed (the record's value, or a new record's
+    default) is no change and is left out."""
     registry = crm().registry
     full = registry.documents[d.name]
     rights = access.field_rights(registry, principal(), d.name)
     if rights.everything:
         return {}
+    shown = current_values(full, obj) if obj is not None else initial_values(full)
+    tz = company_tz()
     out: dict[str, Any] = {}
     for name, f in full.fields.items():
         if rights.writable(name) or not settable(f, full):
@@ -129,6 +133,11 @@ def refused_values(d: DocType, form: MultiDict[str, str]) -> dict[str, Any]:
             if any(key.startswith(f"{name}-") for key in form):
                 out[name] = _table_rows(f, form)
         elif name in form:
+            if (
+                rights.readable(name)
+                and (form.get(name) or "").strip() == input_value(f, shown.get(name), tz).strip()
+            ):
+                continue
             out[name] = _field_value(f, form, name)
     return out
 

@@ -276,7 +276,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             return self._form(obj, forms.current_values(d, obj), {}, title, action)
         values = {
             **forms.form_values(d, request.form, obj=obj),
-            **forms.refused_values(d, request.form),
+            **forms.refused_values(d, request.form, obj),
         }
         version = request.form.get("_version", type=int)
         if version is None:
