@@ -15,7 +15,15 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from engine.registry import ACCESS_ACTIONS, FIELD_LEVELS, USER, DocType, Registry, frozen_map
+from engine.registry import (
+    ACCESS_ACTIONS,
+    FIELD_LEVELS,
+    USER,
+    DocType,
+    Field,
+    Registry,
+    frozen_map,
+)
 
 Rule = Literal[True, False, "own"]
 ADMIN_ROLE = "Admin"
@@ -176,6 +184,7 @@ def field_rights(registry: Registry, principal: Principal | None, doctype: str) 
     d = registry.documents.get(doctype)
     if d is None:
         return ALL_FIELDS
+    names = field_names(d)
     best: dict[str, int] | None = None
     for role in principal.roles:
         r = d.access_of(role, registry.roles)
@@ -183,14 +192,31 @@ def field_rights(registry: Registry, principal: Principal | None, doctype: str) 
             continue
         if not r.fields:
             return ALL_FIELDS
-        levels = {name: FIELD_LEVELS.index(r.fields.get(name, "write")) for name in d.fields}
-        best = levels if best is None else {n: max(best[n], levels[n]) for n in d.fields}
+        levels = {name: FIELD_LEVELS.index(r.fields.get(name, "write")) for name in names}
+        best = levels if best is None else {n: max(best[n], levels[n]) for n in names}
     if best is None:
         return ALL_FIELDS
     hidden = {n for n, level in best.items() if level == 0}
     readonly = {n for n, level in best.items() if level == 1}
+    for t in d.fields.values():
+        if t.type == "table" and t.name in hidden:  # a hidden table hides its columns
+            hidden |= {f"{t.name}.{c}" for c in t.fields}
     if hidden:
-        computed = {n: _names_used(f.compute) for n, f in d.fields.items() if f.compute}
+        computed: dict[str, frozenset[str]] = {}
+        for f in d.fields.values():
+            if f.compute:
+                # a table's name stands for its rows: any hidden column hides the result
+                computed[f.name] = _names_used(f.compute) | {
+                    f"{n}.{c}"
+                    for n in _names_used(f.compute)
+                    if n in d.fields and d.fields[n].type == "table"
+                    for c in d.fields[n].fields
+                }
+            for c in f.fields.values() if f.type == "table" else ():
+                if c.compute:
+                    computed[f"{f.name}.{c.name}"] = frozenset(
+                        f"{f.name}.{n}" for n in _names_used(c.compute)
+                    )
         grew = True
         while grew:
             grew = False
@@ -199,6 +225,16 @@ def field_rights(registry: Registry, principal: Principal | None, doctype: str) 
                     hidden.add(name)
                     grew = True
     return FieldRights(frozenset(hidden), frozenset(readonly - hidden))
+
+
+def field_names(d: DocType) -> list[str]:
+    """The names a field rule may give: every field, and ``table.column`` for
+    the columns of a table's rows."""
+    names = list(d.fields)
+    for f in d.fields.values():
+        if f.type == "table":
+            names += [f"{f.name}.{c}" for c in f.fields]
+    return names
 
 
 @functools.lru_cache(maxsize=1024)
@@ -248,11 +284,17 @@ def restricted(registry: Registry, principal: Principal | None, d: DocType) -> D
     def seen(path: str) -> bool:
         return path_readable(registry, principal, d.name, path)
 
-    fields = {
-        n: replace(f, readonly=True) if n in rights.readonly else f
-        for n, f in d.fields.items()
-        if n not in rights.hidden
-    }
+    def shown(f: Field, prefix: str = "") -> Field:
+        if f.type == "table":
+            columns = {
+                n: shown(c, f"{f.name}.")
+                for n, c in f.fields.items()
+                if f"{f.name}.{n}" not in rights.hidden
+            }
+            f = replace(f, fields=frozen_map(columns))
+        return replace(f, readonly=True) if prefix + f.name in rights.readonly else f
+
+    fields = {n: shown(f) for n, f in d.fields.items() if n not in rights.hidden}
     spec = d.list
     if spec is not None:
         order = spec.order if seen(spec.order_field) else "-id"

@@ -661,10 +661,12 @@ def access_names_roles(registry: Registry) -> Iterator[Problem]:
 def access_fields(registry: Registry) -> Iterator[Problem]:
     """``access: ROLE: fields:`` names fields of the type with `none`, `read`
     or `write`, and hides none that the type cannot be shown without."""
+    from engine.access import field_names
     from engine.documents.values import names_used
 
     for d in registry.documents.values():
         structural = _structural_fields(d, names_used)
+        names = field_names(d)
         for role, rule in d.access.items():
             if not rule.fields:
                 continue
@@ -678,10 +680,10 @@ def access_fields(registry: Registry) -> Iterator[Problem]:
                     else _at(raw, rule.loc, "fields")
                 )
                 value_loc = _at(raw, rule.loc, "fields", name)
-                if name not in d.fields:
+                if name not in names:
                     yield Problem(
                         key_loc,
-                        f"{where}: `{d.name}` has no field `{name}`{did_you_mean(name, d.fields)}",
+                        f"{where}: `{d.name}` has no field `{name}`{did_you_mean(name, names)}",
                     )
                     continue
                 if level not in FIELD_LEVELS:

@@ -469,7 +469,8 @@ documents:
             "delete": Key("`true`/`all`, `own` or `false`.", "`false`"),
             "fields": Key(
                 "Field → `none` (hidden: not shown, filtered, sorted, searched, exported, "
-                "imported or summed), `read` (shown, never changed) or `write`. A user with "
+                "imported or summed), `read` (shown, never changed) or `write`; a column of "
+                "a table's rows is `table.column` (`lines.price`). A user with "
                 "several roles gets the most generous level; a role that names no fields "
                 "sees them all. The owner, the status, the number, the fields of the title "
                 "and the kanban's and calendar's fields may not be `none`; a computed field "

@@ -215,6 +215,11 @@ class DocumentPlanning(DocumentViews):
             p.error(f.name, "expects a list of rows, each a map of field → value")
             return None
         kept = {r.obj.id: r for r in p.rows[f.name] if r.obj is not None}
+        rights = (
+            access.ALL_FIELDS
+            if self.trusted
+            else access.field_rights(self.registry, self.principal, p.doctype.name)
+        )
         out: list[RowPlan] = []
         for i, row in enumerate(raw):
             base = f"{f.name}.{i}."
@@ -238,10 +243,16 @@ class DocumentPlanning(DocumentViews):
                 if c is None:
                     p.error(base + key, f"is not a field of the rows of {quoted(f.label, f.name)}")
                     continue
+                column = f"{f.name}.{key}"
+                if not rights.readable(column):
+                    p.error(base + key, gettext("is hidden from you: you may not set it"))
+                    continue
                 normalized = self._value(p, c, value, base + key)
                 if normalized is INVALID:
                     continue
                 refused = self._refusal(p.doctype, c, row=True)
+                if not refused and not rights.writable(column):
+                    refused = gettext("is read-only to you")
                 if refused:
                     current = rp.values.get(key) if rp.obj is not None else self._initial(c)
                     if not same(normalized, current):

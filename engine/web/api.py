@@ -311,7 +311,15 @@ class DocumentApi(BaseApi):
         """The record as JSON, without the fields hidden from the caller."""
         out = fetch.documents().to_dict(self.doctype, obj, json=True)
         rights = access.field_rights(crm().registry, g.crm_principal, self.doctype)
-        return {k: v for k, v in out.items() if rights.readable(k)}
+        if rights.everything:
+            return out
+        return {
+            k: [{c: x for c, x in row.items() if rights.readable(f"{k}.{c}")} for row in v]
+            if isinstance(v, list)
+            else v
+            for k, v in out.items()
+            if rights.readable(k)
+        }
 
     @expose("/", methods=["GET"])
     @authorized("read")

@@ -127,6 +127,12 @@ def refused_values(d: DocType, form: MultiDict[str, str], obj: Any = None) -> di
     tz = company_tz()
     out: dict[str, Any] = {}
     for name, f in full.fields.items():
+        if f.type == "table" and rights.writable(name):
+            # a posted column hidden from the user: the rows as posted, refused by column
+            hidden = {c for c in f.fields if not rights.readable(f"{name}.{c}")}
+            if any(key.split("-")[-1] in hidden for key in form if key.startswith(f"{name}-")):
+                out[name] = _table_rows(f, form)
+            continue
         if rights.writable(name) or not settable(f, full):
             continue
         if f.type == "table":

@@ -44,14 +44,20 @@ def list_columns(d: DocType) -> list[str]:
     return [n for n, f in d.fields.items() if not f.system and not f.hidden and f.type not in ("table", "text")][:6]  # fmt: skip
 
 
-def unplaced(errors: dict[str, str], shown: set[str]) -> list[str]:
-    """Messages about fields the page has no input for: shown above the form."""
+def unplaced(errors: dict[str, str], shown: set[str], d: DocType | None = None) -> list[str]:
+    """Messages about fields the page has no input for: shown above the form
+    (a column of a table ``d`` shows no input for, hidden from the user, too)."""
     out = []
     for path, message in errors.items():
         if path in ("_version", "_form"):
             continue
-        head = path.split(".", 1)[0]
-        if head not in shown and path not in shown:
+        head, *rest = path.split(".")
+        table = d.fields.get(head) if d is not None else None
+        column_missing = (
+            table is not None and table.type == "table" and len(rest) == 2
+            and rest[1] not in table.fields
+        )  # fmt: skip
+        if (head not in shown and path not in shown) or column_missing:
             out.append(f"{path}: {message}")
     return out
 
@@ -234,7 +240,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         extra = [(fetch.row_doc(d, d.fields[n]), row) for n, row in defaults.items()]
         return self.render_template(
             "crm/form.html", d=d, obj=obj, sections=sections, values=values, errors=errors,
-            unplaced=unplaced(errors, shown), title=title, action=action, view=self.view_name,
+            unplaced=unplaced(errors, shown, d), title=title, action=action, view=self.view_name,
             refs=lookup.ref_labels(d, values, extra), locked=forms.locked_fields(d, obj),
             row_defaults=defaults, **_labels(),
         )  # fmt: skip

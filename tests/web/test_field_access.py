@@ -81,12 +81,12 @@ def test_hidden_fields_are_absent_from_rest_records_and_lists(
     assert record.json["result"]["subject"] == "Pumps"
     for hidden in ("amount", "note", "margin"):
         assert hidden not in record.json["result"]
-    assert "98765" not in record.text and "kickback" not in record.text
+    assert "654.32" not in record.text and "kickback" not in record.text
     page = _list(anna)
     assert page.status_code == 200, page.text
     row = page.json["result"][0]
     assert row["subject"] == "Pumps" and "amount" not in row and "margin" not in row
-    assert "98765" not in page.text
+    assert "654.32" not in page.text
     # the head of sales and the admin see it
     assert helen.api("GET", f"/api/v1/deal/{did}").json["result"]["amount"] == AMOUNT
     assert _list(helen).json["result"][0]["amount"] == AMOUNT
@@ -118,7 +118,7 @@ def test_a_hidden_field_cannot_be_filtered_sorted_or_searched(
     # the HTML list drops what it may not use: the column, the filter, the order
     html = anna.get("/deal/?f_amount=5&order=amount")
     assert html.status_code == 200, html.text
-    assert "Pumps" in html.text and "98765" not in html.text
+    assert "Pumps" in html.text and "654.32" not in html.text
     assert 'name="f_amount"' not in html.text
     assert 'name="f_amount"' in helen.get("/deal/").text
     assert "Pumps" not in anna.get("/deal/?q=zebra").text
@@ -163,14 +163,14 @@ def test_html_form_and_record_page_leave_out_hidden_fields(
     assert form.status_code == 200
     assert 'name="subject"' in form.text
     assert 'name="amount"' not in form.text and 'name="note"' not in form.text
-    assert "98765" not in form.text and "kickback" not in form.text
+    assert "654.32" not in form.text and "kickback" not in form.text
     page = anna.get(f"/deal/{did}")
     assert page.status_code == 200 and "Pumps" in page.text
-    assert "98765" not in page.text and "kickback" not in page.text
+    assert "654.32" not in page.text and "kickback" not in page.text
     # the head of sales sees the amount, in a read-only input
     shown = helen.get(f"/deal/{did}/edit").text
-    assert "987" in shown and 'name="note"' in shown
-    assert "987" in helen.get(f"/deal/{did}").text
+    assert "654.32" in shown and 'name="note"' in shown
+    assert "654.32" in helen.get(f"/deal/{did}").text
     # a posted hidden value is refused with a message, not dropped unseen
     version = admin.api("GET", f"/api/v1/deal/{did}").json["version"]
     r = anna.post_form(
@@ -195,16 +195,16 @@ def test_export_import_and_kanban_leave_out_hidden_fields(
     _, _, anna, helen, _, _ = _setup(crm_app, login)
     csv_text = anna.get("/deal/export.csv").get_data(as_text=True)
     header = csv_text.splitlines()[0]
-    assert "Pumps" in csv_text and "98765" not in csv_text and "kickback" not in csv_text
+    assert "Pumps" in csv_text and "654.32" not in csv_text and "kickback" not in csv_text
     assert "Amount" not in header and "Note" not in header and "Margin" not in header
-    assert "98765" in helen.get("/deal/export.csv").get_data(as_text=True)
+    assert "654.32" in helen.get("/deal/export.csv").get_data(as_text=True)
     template = anna.get("/deal/import/template.csv").get_data(as_text=True)
     assert "subject" in template and "amount" not in template
     # the column sum of a hidden amount is not shown
     board = anna.get("/deal/kanban")
     assert board.status_code == 200 and "Pumps" in board.text
-    assert "987" not in board.text
-    assert "987" in helen.get("/deal/kanban").text
+    assert "654.32" not in board.text
+    assert "654.32" in helen.get("/deal/kanban").text
 
 
 def test_the_most_generous_role_wins(
@@ -221,3 +221,81 @@ def test_the_most_generous_role_wins(
     assert both.api("GET", f"/api/v1/deal/{did}").json["result"]["amount"] == AMOUNT
     # hidden to one role, writable by the other: writable
     assert both.api("GET", f"/api/v1/deal/{did}").json["result"]["note"] == "kickback zebra"
+
+
+LINES = """
+roles:
+  manager:    {label: Manager}
+  sales_head: {label: Head of sales}
+documents:
+  Customer:  # the test clients take their CSRF token from its form
+    fields: {name: {type: string}}
+    access: {everyone: {read: true, create: true}}
+  Order:
+    title: "{{ subject }}"
+    fields:
+      subject: {type: string, required: true}
+      lines:
+        type: table
+        fields:
+          product: {type: string, required: true}
+          qty:     {type: decimal, default: 1}
+          price:   {type: money}
+          amount:  {type: money, compute: "(qty or 0) * (price or 0)"}
+      total: {type: money, compute: "lines | sum(attribute='amount')"}
+    access:
+      manager:    {read: true, create: true, update: true, fields: {lines.price: none}}
+      sales_head: {read: true, create: true, update: true, fields: {lines.price: read}}
+"""
+
+
+def test_a_column_of_a_table_may_be_hidden(
+    crm_app: Callable[..., Flask], login: Callable[..., Any]
+) -> None:
+    app = crm_app(LINES, CONFIG)
+    admin, anna, helen = login(app, "admin"), login(app, "anna"), login(app, "helen")
+    body = {"subject": "Pumps", "lines": [{"product": "Pump", "qty": 2, "price": "4321.09"}]}
+    made = admin.api("POST", "/api/v1/order/", body)
+    assert made.status_code == 201, made.text
+    oid, version = made.json["id"], made.json["version"]
+    assert made.json["result"]["total"] == "8642.18"
+    # the manager sees the product and the quantity, not the price, the amount or the total
+    got = anna.api("GET", f"/api/v1/order/{oid}").json["result"]
+    assert got["lines"][0]["product"] == "Pump" and "price" not in got["lines"][0]
+    assert "amount" not in got["lines"][0] and "total" not in got
+    for url in (f"/order/{oid}", f"/order/{oid}/edit", "/order/export.csv"):
+        text = anna.get(url).get_data(as_text=True)
+        assert "Pump" in text and "321.09" not in text and "642.18" not in text, url
+    assert "321.09" in helen.get(f"/order/{oid}").text
+    assert "642.18" in helen.get(f"/order/{oid}").text
+    # the manager changes the quantity; the price stays as it was
+    row = got["lines"][0]["id"]
+    r = anna.api(
+        "PUT", f"/api/v1/order/{oid}", {"version": version, "lines": [{"id": row, "qty": 3}]}
+    )
+    assert r.status_code == 200, r.text
+    stored = admin.api("GET", f"/api/v1/order/{oid}").json
+    assert stored["result"]["lines"][0]["price"] == "4321.09"
+    assert stored["result"]["total"] == "12963.27"
+    # setting the price is refused by its row and column, as hidden or as read-only
+    change = {"version": stored["version"], "lines": [{"id": row, "price": "1"}]}
+    r = anna.api("PUT", f"/api/v1/order/{oid}", change)
+    assert r.status_code == 422 and "hidden from you" in r.json["errors"]["lines.0.price"]
+    r = helen.api("PUT", f"/api/v1/order/{oid}", change)
+    assert r.status_code == 422 and r.json["errors"]["lines.0.price"] == "is read-only to you"
+    # the HTML form: a posted price column is refused too
+    r = anna.post_form(
+        f"/order/{oid}/edit",
+        {"_version": stored["version"], "subject": "Pumps", "lines-0-id": row,
+         "lines-0-product": "Pump", "lines-0-qty": "3", "lines-0-price": "1"},
+    )  # fmt: skip
+    assert r.status_code == 422 and "hidden from you" in r.text
+    assert admin.api("GET", f"/api/v1/order/{oid}").json["result"]["total"] == "12963.27"
+    # the form as the manager gets it saves, keeping the price
+    r = anna.post_form(
+        f"/order/{oid}/edit",
+        {"_version": stored["version"], "subject": "Pumps 2", "lines-0-id": row,
+         "lines-0-product": "Pump", "lines-0-qty": "1"},
+    )  # fmt: skip
+    assert r.status_code == 302, r.text
+    assert admin.api("GET", f"/api/v1/order/{oid}").json["result"]["total"] == "4321.09"
