@@ -278,11 +278,14 @@ def restricted(registry: Registry, principal: Principal | None, d: DocType) -> D
     fields and form sections without what they may not see. Pages and forms
     built from it cannot show what the principal may not read."""
     rights = field_rights(registry, principal, d.name)
-    if rights.everything:
-        return d
 
     def seen(path: str) -> bool:
         return path_readable(registry, principal, d.name, path)
+
+    if rights.everything and (
+        d.list is None or all(seen(c) for c in (*d.list.columns, *d.list.search, *d.list.filters))
+    ):
+        return d  # (a dotted column may lead to a field hidden on another type)
 
     def shown(f: Field, prefix: str = "") -> Field:
         if f.type == "table":

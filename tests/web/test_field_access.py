@@ -28,6 +28,14 @@ documents:
     access:
       manager:    {read: true, create: true, update: true, fields: {rating: none}}
       sales_head: {read: true, create: true, update: true}
+  Contact:
+    title: "{{ name }}"
+    fields:
+      name:     {type: string, required: true}
+      customer: {type: ref, to: Customer}
+    list: {columns: [name, customer.rating]}
+    access:
+      everyone: {read: true, create: true, update: true}
   Deal:
     title: "{{ subject }}"
     fields:
@@ -38,7 +46,7 @@ documents:
       note:     {type: string}
       margin:   {type: money, compute: "(amount or 0) / 10"}
     list:
-      columns: [subject, customer, stage, amount, margin]
+      columns: [subject, customer, customer.rating, stage, amount, margin]
       search: [subject, note]
       filters: [stage, amount]
       order: "-amount"
@@ -54,7 +62,7 @@ AMOUNT = "987654.32"
 def _setup(crm_app: Callable[..., Flask], login: Callable[..., Any]) -> tuple[Any, ...]:
     app = crm_app(META, CONFIG)
     admin, anna, helen = login(app, "admin"), login(app, "anna"), login(app, "helen")
-    customer = admin.api("POST", "/api/v1/customer/", {"name": "Romashka", "rating": 7})
+    customer = admin.api("POST", "/api/v1/customer/", {"name": "Romashka", "rating": 777})
     assert customer.status_code == 201, customer.text
     deal = admin.api(
         "POST",
@@ -96,7 +104,7 @@ def test_hidden_fields_are_absent_from_rest_records_and_lists(
 def test_a_hidden_field_cannot_be_filtered_sorted_or_searched(
     crm_app: Callable[..., Flask], login: Callable[..., Any]
 ) -> None:
-    _, _, anna, helen, _, did = _setup(crm_app, login)
+    _, _, anna, helen, cid, did = _setup(crm_app, login)
     for spec in ({"amount": {"gt": 900000}}, {"amount": {"set": True}}, {"margin": {"gt": 1}}):
         r = _list(anna, filter=json.dumps(spec))
         assert r.status_code == 400, r.text
@@ -115,6 +123,14 @@ def test_a_hidden_field_cannot_be_filtered_sorted_or_searched(
     r = _list(helen, filter=json.dumps({"amount": {"gt": 900000}}), order="amount")
     assert r.status_code == 200 and r.json["ids"] == [did]
     assert _list(helen, search="zebra").json["count"] == 1
+    # a list column through a ref to a field hidden on the referenced type is dropped
+    contact = anna.api("POST", "/api/v1/contact/", {"name": "Ivan", "customer": cid})
+    assert contact.status_code == 201, contact.text
+    contacts = anna.get("/contact/")
+    assert contacts.status_code == 200 and "Ivan" in contacts.text
+    assert "777" not in contacts.text and "777" in helen.get("/contact/").text
+    r = anna.api("GET", '/api/v1/contact/?filter={"customer.rating": 777}')
+    assert r.status_code == 400 and "Customer.rating" in r.json["message"]
     # the HTML list drops what it may not use: the column, the filter, the order
     html = anna.get("/deal/?f_amount=5&order=amount")
     assert html.status_code == 200, html.text
