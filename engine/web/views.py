@@ -215,14 +215,15 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         _require("read", d)
         obj = self._get(obj_id)
         state = crm()
+        full = state.registry.documents[d.name]  # for the engine's and plugins' own work
         # a state that locks the record (a final one, by default) offers no edit
         allows = forms.state_allows(d, obj)
         return self.render_template(
             "crm/show.html", d=d, obj=obj, sections=form_fields(d), values=formatting.display_values(d, obj),
             links=formatting.ref_links(d, obj), rows=formatting.table_rows(d, obj), view=self.view_name,
             moves=writes.transition_moves(d, obj), history=formatting.history(d, obj),
-            audit=formatting.audit_line(d, obj), timeline=formatting.timeline(d, obj, _arg_offset("tl")),
-            plugin_sections=formatting.record_sections(d, obj),
+            audit=formatting.audit_line(d, obj), timeline=formatting.timeline(full, obj, _arg_offset("tl")),
+            plugin_sections=formatting.record_sections(full, obj),
             can_update=allows != () and access.may_touch(state.models, principal(), d.name, "update", obj),
             can_delete=allows is None and access.may_touch(state.models, principal(), d.name, "delete", obj),
             **_labels(),
