@@ -201,7 +201,9 @@ def next_fields(d: DocType, state: State) -> list[Field]:
     rn = state.require_next
     if rn is None:
         return []
-    nd = crm().registry.documents[rn.document]
+    registry = crm().registry
+    # as the user sees the type: no field hidden from them or read-only to them
+    nd = access.restricted(registry, principal(), registry.documents[rn.document])
     return [
         f
         for f in nd.fields.values()
