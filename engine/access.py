@@ -8,13 +8,22 @@ not found (404), never shown and never counted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import functools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from engine.registry import ACCESS_ACTIONS, USER, Registry
+from engine.registry import (
+    ACCESS_ACTIONS,
+    FIELD_LEVELS,
+    USER,
+    DocType,
+    Field,
+    Registry,
+    frozen_map,
+)
 
 Rule = Literal[True, False, "own"]
 ADMIN_ROLE = "Admin"
@@ -135,3 +144,171 @@ def may_touch(models: Any, principal: Principal, doctype: str, action: str, obj:
 
 def readable_types(registry: Registry, principal: Principal) -> Iterable[str]:
     return [name for name in registry.documents if allowed(registry, principal, name, "read")]
+
+
+# --- fields ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldRights:
+    """What a principal may do with each field of a type: the fields ``hidden``
+    from them (never shown, filtered, sorted, searched, exported or summed) and
+    those ``readonly`` to them (shown, never changed); every other field follows
+    the type's rules."""
+
+    hidden: frozenset[str] = frozenset()
+    readonly: frozenset[str] = frozenset()
+
+    def readable(self, name: str) -> bool:
+        return name not in self.hidden
+
+    def writable(self, name: str) -> bool:
+        return name not in self.hidden and name not in self.readonly
+
+    @property
+    def everything(self) -> bool:
+        return not self.hidden and not self.readonly
+
+
+ALL_FIELDS = FieldRights()
+
+
+def field_rights(registry: Registry, principal: Principal | None, doctype: str) -> FieldRights:
+    """The principal's rights on the fields of ``doctype``: per field the most
+    generous level (``none`` < ``read`` < ``write``) among their roles that have
+    a rule on the type; a role whose rule names no fields gives every field.
+    Administrators and the engine's own work (no principal) see every field. A
+    computed field is hidden with any field it is computed from."""
+    if principal is None or principal.admin:
+        return ALL_FIELDS
+    d = registry.documents.get(doctype)
+    if d is None:
+        return ALL_FIELDS
+    names = field_names(d)
+    best: dict[str, int] | None = None
+    for role in principal.roles:
+        r = d.access_of(role, registry.roles)
+        if r is None:
+            continue
+        if not r.fields:
+            return ALL_FIELDS
+        levels = {name: FIELD_LEVELS.index(r.fields.get(name, "write")) for name in names}
+        best = levels if best is None else {n: max(best[n], levels[n]) for n in names}
+    if best is None:
+        return ALL_FIELDS
+    hidden = {n for n, level in best.items() if level == 0}
+    readonly = {n for n, level in best.items() if level == 1}
+    for t in d.fields.values():
+        if t.type == "table" and t.name in hidden:  # a hidden table hides its columns
+            hidden |= {f"{t.name}.{c}" for c in t.fields}
+    if hidden:
+        computed: dict[str, frozenset[str]] = {}
+        for f in d.fields.values():
+            if f.compute:
+                # a table's name stands for its rows: any hidden column hides the result
+                computed[f.name] = _names_used(f.compute) | {
+                    f"{n}.{c}"
+                    for n in _names_used(f.compute)
+                    if n in d.fields and d.fields[n].type == "table"
+                    for c in d.fields[n].fields
+                }
+            for c in f.fields.values() if f.type == "table" else ():
+                if c.compute:
+                    computed[f"{f.name}.{c.name}"] = frozenset(
+                        f"{f.name}.{n}" for n in _names_used(c.compute)
+                    )
+        grew = True
+        while grew:
+            grew = False
+            for name, used in computed.items():
+                if name not in hidden and used & hidden:
+                    hidden.add(name)
+                    grew = True
+    return FieldRights(frozenset(hidden), frozenset(readonly - hidden))
+
+
+def field_names(d: DocType) -> list[str]:
+    """The names a field rule may give: every field, and ``table.column`` for
+    the columns of a table's rows."""
+    names = list(d.fields)
+    for f in d.fields.values():
+        if f.type == "table":
+            names += [f"{f.name}.{c}" for c in f.fields]
+    return names
+
+
+@functools.lru_cache(maxsize=1024)
+def _names_used(expression: str) -> frozenset[str]:
+    from engine.documents.values import names_used
+
+    return names_used(expression)
+
+
+def path_readable(
+    registry: Registry, principal: Principal | None, doctype: str, path: str | Sequence[str]
+) -> bool:
+    """May the principal see every field of a dotted path (``customer.email``):
+    the ref on this type, and the field on the type it leads to?"""
+    return hidden_path(registry, principal, doctype, path) is None
+
+
+def hidden_path(
+    registry: Registry, principal: Principal | None, doctype: str, path: str | Sequence[str]
+) -> str | None:
+    """The first field of a dotted path hidden from the principal, as
+    ``Type.field``, or None when they may see all of it."""
+    parts = path.split(".") if isinstance(path, str) else list(path)
+    current = doctype
+    for part in parts:
+        d = registry.documents.get(current)
+        if d is None:
+            return None
+        if not field_rights(registry, principal, current).readable(part):
+            return f"{current}.{part}"
+        f = d.fields.get(part)
+        if f is None or f.type != "ref":
+            return None
+        current = f.to or USER
+    return None
+
+
+def restricted(registry: Registry, principal: Principal | None, d: DocType) -> DocType:
+    """The type as the principal sees it: without the fields hidden from them,
+    the read-only ones marked ``readonly``, list columns, filters, searched
+    fields and form sections without what they may not see. Pages and forms
+    built from it cannot show what the principal may not read."""
+    rights = field_rights(registry, principal, d.name)
+
+    def seen(path: str) -> bool:
+        return path_readable(registry, principal, d.name, path)
+
+    if rights.everything and (
+        d.list is None or all(seen(c) for c in (*d.list.columns, *d.list.search, *d.list.filters))
+    ):
+        return d  # (a dotted column may lead to a field hidden on another type)
+
+    def shown(f: Field, prefix: str = "") -> Field:
+        if f.type == "table":
+            columns = {
+                n: shown(c, f"{f.name}.")
+                for n, c in f.fields.items()
+                if f"{f.name}.{n}" not in rights.hidden
+            }
+            f = replace(f, fields=frozen_map(columns))
+        return replace(f, readonly=True) if prefix + f.name in rights.readonly else f
+
+    fields = {n: shown(f) for n, f in d.fields.items() if n not in rights.hidden}
+    spec = d.list
+    if spec is not None:
+        order = spec.order if seen(spec.order_field) else "-id"
+        spec = replace(
+            spec,
+            columns=tuple(c for c in spec.columns if seen(c)),
+            search=tuple(c for c in spec.search if seen(c)),
+            filters=tuple(c for c in spec.filters if seen(c)),
+            order=order,
+        )
+    form = tuple(
+        replace(s, fields=tuple(n for n in s.fields if n not in rights.hidden)) for s in d.form
+    )
+    return replace(d, fields=frozen_map(fields), list=spec, form=form)

@@ -17,6 +17,9 @@ from flask_login import login_required as login_required  # a page only for logg
 from engine import clock as clock  # the one clock: clock.now(), clock.today(tz), clock.use(...)
 from engine.access import Principal as Principal  # who acts: user_id, username, roles
 from engine.access import allowed as allowed  # may the principal do an action on a type at all
+from engine.access import (
+    field_rights as field_rights,  # the fields hidden / read-only to a principal
+)
 from engine.access import may_touch as may_touch  # may the principal act on this one record
 from engine.access import rule as rule  # the access rule of a type and action for a principal
 from engine.access import where as where  # the SQL condition of the records a principal may read
@@ -146,6 +149,7 @@ __all__ = [
     "evaluate",
     "expression_problems",
     "field_path_problem",
+    "field_rights",
     "gettext",
     "hookimpl",
     "hookspec",

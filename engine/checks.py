@@ -18,7 +18,7 @@ from engine import expressions
 from engine.errors import Loc, Problem, a_or_an, did_you_mean
 from engine.filters import check_filter
 from engine.names import table_problems
-from engine.registry import EVERYONE, SELF, USER, DocType, Field, Registry
+from engine.registry import EVERYONE, FIELD_LEVELS, SELF, USER, DocType, Field, Registry
 from engine.yamlload import LList, LMap
 
 Check = Callable[[Registry], Iterator[Problem]]
@@ -687,6 +687,71 @@ def access_names_roles(registry: Registry) -> Iterator[Problem]:
                     f"the access of `{role}` to `{d.name}`: `create` is true or false, not own "
                     "(a record has no owner before it exists)",
                 )
+
+
+@check
+def access_fields(registry: Registry) -> Iterator[Problem]:
+    """``access: ROLE: fields:`` names fields of the type with `none`, `read`
+    or `write`, and hides none that the type cannot be shown without."""
+    from engine.access import field_names
+    from engine.documents.values import names_used
+
+    for d in registry.documents.values():
+        structural = _structural_fields(d, names_used)
+        names = field_names(d)
+        for role, rule in d.access.items():
+            if not rule.fields:
+                continue
+            raw = _source("access", d.name, role)
+            fields_raw = raw.get("fields") if isinstance(raw, LMap) else None
+            where = f"the access of `{role}` to `{d.name}`"
+            for name, level in rule.fields.items():
+                key_loc = (
+                    fields_raw.key_loc(name)
+                    if isinstance(fields_raw, LMap) and name in fields_raw
+                    else _at(raw, rule.loc, "fields")
+                )
+                value_loc = _at(raw, rule.loc, "fields", name)
+                if name not in names:
+                    yield Problem(
+                        key_loc,
+                        f"{where}: `{d.name}` has no field `{name}`{did_you_mean(name, names)}",
+                    )
+                    continue
+                if level not in FIELD_LEVELS:
+                    yield Problem(
+                        value_loc,
+                        f"{where}: `{name}` is none, read or write, not `{level}`"
+                        f"{did_you_mean(str(level), FIELD_LEVELS)}",
+                    )
+                    continue
+                if level == "none" and name in structural:
+                    yield Problem(
+                        value_loc,
+                        f"{where}: `{name}` cannot be hidden: {structural[name]}; make it `read`",
+                    )
+
+
+def _structural_fields(d: DocType, names_used: Callable[..., frozenset[str]]) -> dict[str, str]:
+    """Fields the type cannot be shown without, and why."""
+    out: dict[str, str] = {}
+    if d.owner:
+        out[d.owner] = "it is the owner, which says whose record it is"
+    if d.statuses is not None:
+        out[d.statuses.field] = "it is the status"
+    if d.numbering is not None:
+        out[d.numbering.field] = "it is the record's number"
+    if d.title:
+        for name in names_used(d.title, True):
+            if name in d.fields:
+                out.setdefault(name, "the title shows it")
+    kanban = d.views.get("kanban") or {}
+    if kanban.get("by") in d.fields:
+        out.setdefault(kanban["by"], "the kanban's columns are its values")
+    calendar = d.views.get("calendar") or {}
+    if calendar.get("date") in d.fields:
+        out.setdefault(calendar["date"], "the calendar places records by it")
+    return out
 
 
 def _every(role: str) -> str:

@@ -41,6 +41,7 @@ from engine import access, clock
 from engine.access import Principal
 from engine.errors import Loc, Problem, a_or_an, did_you_mean
 from engine.fieldtypes import CORE_TYPES, MAX_ID, Context, Invalid
+from engine.i18n import gettext
 from engine.registry import USER, DocType, Field, Registry
 
 if TYPE_CHECKING:
@@ -336,6 +337,13 @@ def compile_filter(
     conditions = []
     for clause in parse(spec):
         chain = _validate(registry, d, clause)
+        if principal is not None:
+            hidden = access.hidden_path(registry, principal, doctype, clause.path)
+            if hidden is not None:
+                raise FilterError(
+                    gettext("you may not filter on `%(path)s`: `%(field)s` is hidden from you",
+                            path=clause.path, field=hidden)
+                )  # fmt: skip
         conditions.append(compiler.clause(chain, clause))
     return sa.and_(sa.true(), *conditions)
 

@@ -39,6 +39,7 @@ from engine import access, searchindex
 from engine.access import Principal
 from engine.fieldtypes import valid_id
 from engine.filters import TEXTUAL, FilterError, compile_filter, escape_like, label_field
+from engine.i18n import gettext
 from engine.models import Models
 from engine.registry import USER, DocType, Field
 from engine.searchindex import search_fields
@@ -135,7 +136,13 @@ class ListQuery:
         self.count_cap = count_cap
         spec = self.doc.list
         self.columns = tuple(columns if columns is not None else _default_columns(self.doc))
+        for name in self.columns:
+            self._refuse_hidden(name)
         self.order = order or (spec.order if spec else _default_order(self.doc))
+        if not order and not access.path_readable(
+            models.registry, principal, doctype, self.order.lstrip("-+")
+        ):
+            self.order = "-id"  # the type's own order is by a field hidden from the user
         self.descending = self.order.startswith("-")
         self.sort_field = self.order.lstrip("-+")
         self.sort_column = self._sort_column(self.sort_field)
@@ -195,9 +202,28 @@ class ListQuery:
 
     # -- building ---------------------------------------------------------------
 
+    def _refuse_hidden(self, path: str, sort: bool = False) -> None:
+        """A field hidden from the principal cannot be a column or an order:
+        the answer would tell its values."""
+        if self.principal is None:
+            return
+        hidden = access.hidden_path(self.models.registry, self.principal, self.doc.name, path)
+        if hidden is None:
+            return
+        if sort:
+            raise ListError(
+                gettext("you may not sort by `%(path)s`: `%(field)s` is hidden from you",
+                        path=path, field=hidden)
+            )  # fmt: skip
+        raise ListError(
+            gettext("`%(path)s` cannot be a column: `%(field)s` is hidden from you",
+                    path=path, field=hidden)
+        )  # fmt: skip
+
     def _sort_column(self, name: str) -> sa.ColumnElement[Any]:
         if name == "id":
             return self.table.c.id
+        self._refuse_hidden(name, sort=True)
         f = self.doc.fields.get(name)
         if f is None or not f.stored:
             raise ListError(f"`{self.doc.name}` has no field `{name}` to sort by")
@@ -396,6 +422,9 @@ def search_where(
     a field of another type joining in only when the text can be its value."""
     parts: list[_Part] = []
     for name in search_fields(d):
+        # a field hidden from the user is not searched: a match would tell its value
+        if not access.path_readable(models.registry, principal, d.name, name):
+            continue
         parts += _search_path(models, principal, d, name.split("."), term, dialect)
     return _any(parts)
 

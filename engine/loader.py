@@ -935,6 +935,7 @@ class Loader:
                 rule.get("update", False),
                 rule.get("delete", False),
                 loc,
+                frozen_map({str(k): v for k, v in (rule.get("fields") or {}).items()}),
             )
             for role, (rule, loc) in d.access.items()
         }

@@ -476,12 +476,23 @@ documents:
             "create": Key("`true` or `false`.", "`false`"),
             "update": Key("`true`/`all`, `own` or `false`.", "`false`"),
             "delete": Key("`true`/`all`, `own` or `false`.", "`false`"),
+            "fields": Key(
+                "Field → `none` (hidden: not shown, filtered, sorted, searched, exported, "
+                "imported or summed), `read` (shown, never changed) or `write`; a column of "
+                "a table's rows is `table.column` (`lines.price`). A user with "
+                "several roles gets the most generous level; a role that names no fields "
+                "sees them all. The owner, the status, the number, the fields of the title "
+                "and the kanban's and calendar's fields may not be `none`; a computed field "
+                "is hidden with a field it is computed from. See "
+                "[security.md](security.md#field-access).",
+                "every field `write`",
+            ),
         },
         """\
 documents:
   Deal:
     access:
-      manager: {read: own, create: true, update: own}
+      manager: {read: own, create: true, update: own, fields: {discount: read, cost: none}}
 """,
         at="documents.Deal.access.manager",
     ),

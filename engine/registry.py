@@ -23,6 +23,8 @@ FIELD_TYPES = (
 #: Columns every document has; a consultant cannot declare fields with these names.
 SYSTEM_FIELDS = ("id", "created_at", "created_by", "updated_at", "updated_by", "version")
 ACCESS_ACTIONS = ("read", "create", "update", "delete")
+#: what ``access: ROLE: fields:`` gives a field, from least to most
+FIELD_LEVELS = ("none", "read", "write")
 #: In ``access:``, the rule of every role of the configuration that has no rule of its own
 #: (a plugin's types use it, since they cannot know the configuration's roles).
 EVERYONE = "everyone"
@@ -243,6 +245,8 @@ class Access:
     update: bool | str = False
     delete: bool | str = False
     loc: Loc = UNKNOWN
+    #: field → ``none``, ``read`` or ``write`` (a field not named: ``write``)
+    fields: Mapping[str, str] = field(default_factory=frozen_map)
 
     def rule(self, action: str) -> bool | str:
         return getattr(self, action)

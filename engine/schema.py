@@ -222,6 +222,8 @@ class AccessSchema(Strict):
     create = AccessRule()
     update = AccessRule()
     delete = AccessRule()
+    #: field → none/read/write; `crm check` verifies the names and levels
+    fields = MapOf()  # type: ignore[assignment]  # see MARSHMALLOW_NAMES
 
 
 class NextLink(LabelField):

@@ -1,14 +1,18 @@
 """The permission oracle: what every channel shows equals what the rules allow.
 
 hypothesis generates small configurations (2–4 types, refs between them, 2–3
-roles with `true`/`own`/`false` read rules per type, an owner field),
+roles with `true`/`own`/`false` read rules per type, an owner field, and
+per role and type a field rule `none`/`read`/`write` on a `secret` field),
 records owned by different users, and users holding one role each. A model
 written here in plain Python over the generated rules and rows (no engine
 code) says which records each user may see; the test then asks every channel
 the web app offers through Flask's test client — HTML list, REST list and
 record, counts, filters on the record's own fields and dotted through refs,
 sort, search, CSV export, kanban, calendar, the record page with its
-timeline, the ref picker, REST labels — and fails on any disagreement.
+timeline, the ref picker, REST labels — and fails on any disagreement. The
+`secret` field is absent where it is hidden, refused as a filter, a dotted
+filter and a sort, not searched, not exported, and a write of it is refused
+unless its rule is `write`.
 
 Bounded for CI: a fixed number of examples, derandomized. Run with -s to see
 how many examples and requests were checked.
@@ -41,6 +45,7 @@ from engine.security import sync  # noqa: E402
 
 EXAMPLES = 6
 RULES = ("true", "own", "false")
+LEVELS = ("none", "read", "write")
 READ = {"true": True, "own": "own", "false": False}
 DAY = dt.date(2026, 3, 10)
 HIDDEN = "— no access"
@@ -58,6 +63,8 @@ class World:
     rules: dict[tuple[str, str], str]
     #: user name → role
     users: dict[str, str]
+    #: (role, type) → the level of the `secret` field: "none" | "read" | "write"
+    levels: dict[tuple[str, str], str] = field(default_factory=dict)
     #: (type, index) → (owner user, index of the link's target in its type or None)
     rows: dict[tuple[str, int], tuple[str, int | None]] = field(default_factory=dict)
 
@@ -73,7 +80,8 @@ def worlds(draw: Any) -> World:
     roles = [f"role{i}" for i in range(draw(st.integers(2, 3)))]
     rules = {(r, t): draw(st.sampled_from(RULES)) for r in roles for t in types}
     users = {f"user{i}": draw(st.sampled_from(roles)) for i in range(3)}
-    world = World(types, refs, roles, rules, users)
+    levels = {(r, t): draw(st.sampled_from(LEVELS)) for r in roles for t in types}
+    world = World(types, refs, roles, rules, users, levels)
     for t in types:
         for k in range(draw(st.integers(1, 4))):
             owner = draw(st.sampled_from(sorted(users)))
@@ -102,6 +110,15 @@ def name_of(t: str, k: int) -> str:
     return f"{t.lower()}n{k}secret"
 
 
+def secret_of(t: str, k: int) -> str:
+    """The `secret` field's value: shares no text with any name."""
+    return f"zq{t.lower()}v{k}x"
+
+
+def level(world: World, user: str, t: str) -> str:
+    return world.levels[(world.users[user], t)]
+
+
 # --- the app -------------------------------------------------------------------------
 
 
@@ -115,6 +132,7 @@ def yaml_of(world: World) -> str:
             "kind": {"type": "enum", "values": ["a", "b"], "required": True},
             "day": {"type": "date"},
             "manager": {"type": "ref", "to": "User", "default": "current_user"},
+            "secret": {"type": "string"},
         }
         if link:
             fields["link"] = {"type": "ref", "to": link}
@@ -123,9 +141,19 @@ def yaml_of(world: World) -> str:
             "title": "{{ name }}{% if link %} of {{ link }}{% endif %}" if link else "{{ name }}",
             "owner": "manager",
             "fields": fields,
-            "list": {"columns": ["name", "kind", *(["link"] if link else [])], "search": ["name"]},
+            "list": {
+                "columns": ["name", "kind", "secret", *(["link"] if link else [])],
+                "search": ["name", "secret"],
+            },
             "views": {"kanban": {"by": "kind"}, "calendar": {"date": "day", "owner": "manager"}},
-            "access": {r: {"read": READ[world.rules[(r, t)]], "create": True} for r in world.roles},
+            "access": {
+                r: {
+                    "read": READ[world.rules[(r, t)]],
+                    "create": True,
+                    **({"fields": {"secret": world.levels[(r, t)]}} if world.levels else {}),
+                }
+                for r in world.roles
+            },
         }
     roles = {r: {"label": r} for r in world.roles}
     return json.dumps({"roles": roles, "documents": documents}, indent=1)
@@ -166,7 +194,9 @@ def build(world: World, folder: Path, db_url: str) -> tuple[Flask, dict[tuple[st
                 if tt != t:
                     continue
                 docs = Documents(state.models, session, uid[owner], ["Admin"], username=owner)
-                values: dict[str, Any] = {"name": name_of(t, k), "kind": "ab"[k % 2], "day": DAY}
+                values: dict[str, Any] = {
+                    "name": name_of(t, k), "kind": "ab"[k % 2], "day": DAY, "secret": secret_of(t, k),
+                }  # fmt: skip
                 if link is not None:
                     values["link"] = ids[(world.refs[t], link)]
                 ids[(t, k)] = docs.create(t, values).id
@@ -190,7 +220,7 @@ def login(app: Flask, user: str) -> Any:
 
 # --- the check -----------------------------------------------------------------------
 
-TOTALS = {"examples": 0, "requests": 0, "types": 0, "records": 0}
+TOTALS = {"examples": 0, "requests": 0, "types": 0, "records": 0, "none": 0, "read": 0, "write": 0}
 
 
 class Asker:
@@ -200,6 +230,19 @@ class Asker:
     def get(self, url: str) -> Any:
         TOTALS["requests"] += 1
         return self.client.get(url)
+
+    def post_json(self, url: str, body: Any) -> Any:
+        """A write as a token client (no session cookie, no CSRF token)."""
+        if not hasattr(self, "token"):
+            api = self.client.application.test_client()
+            r = api.post(
+                "/api/v1/security/login",
+                json={"username": self.user, "password": "secret", "provider": "db"},
+            )
+            assert r.status_code == 200, r.text
+            self.api, self.token = api, r.json["access_token"]
+        TOTALS["requests"] += 1
+        return self.api.post(url, json=body, headers={"Authorization": f"Bearer {self.token}"})
 
 
 def check(world: World, app: Flask, ids: dict[tuple[str, int], int]) -> None:
@@ -249,6 +292,7 @@ def check(world: World, app: Flask, ids: dict[tuple[str, int], int]) -> None:
             assert s.json["ids"] == sorted(mine, key=lambda i: name_of(*back[(t, i)]), reverse=True), where  # fmt: skip
             q = ask.get(f"/api/v1/{res}/?search={t.lower()}n&page_size=100")
             assert sorted(q.json["ids"]) == mine, where
+            check_fields(world, ask, t, mine, back, r.json["result"], where)
             # records one by one
             for i in mine + hidden:
                 got = ask.get(f"/api/v1/{res}/{i}").status_code
@@ -280,6 +324,59 @@ def check(world: World, app: Flask, ids: dict[tuple[str, int], int]) -> None:
             for i in mine:
                 page = ask.get(f"/{res}/{i}").text
                 assert not [s for s in secrets if s in page], (where, i)
+
+
+def check_fields(
+    world: World, ask: Asker, t: str, mine: list[int], back: dict[tuple[str, int], tuple[str, int]],
+    rows: list[dict[str, Any]], where: str,
+) -> None:  # fmt: skip
+    """The `secret` field, by its rule: shown, filtered, sorted, searched,
+    exported and written only as far as the user's level allows."""
+    res, user = t.lower(), ask.user
+    TOTALS[level(world, user, t)] += 1
+    seen = level(world, user, t) != "none"
+    for row in rows:
+        assert ("secret" in row) == seen, (where, row)
+        if seen:
+            assert row["secret"] == secret_of(*back[(t, row["id"])]), (where, row)
+    for i in mine:
+        got = ask.get(f"/api/v1/{res}/{i}").json["result"]
+        assert ("secret" in got) == seen, (where, i)
+    # a filter, a sort and a search by it
+    spec = json.dumps({"secret": {"contains": "zq"}})
+    f = ask.get(f"/api/v1/{res}/?filter={spec}&page_size=100")
+    if seen:
+        assert f.status_code == 200 and sorted(f.json["ids"]) == mine, (where, spec)
+    else:
+        assert f.status_code == 400 and "hidden" in f.json["message"], (where, spec)
+    o = ask.get(f"/api/v1/{res}/?order=secret&page_size=100")
+    assert o.status_code == (200 if seen else 400), (where, "order")
+    if seen:
+        assert o.json["ids"] == sorted(mine, key=lambda i: secret_of(*back[(t, i)])), where
+    q = ask.get(f"/api/v1/{res}/?search=zq{res}v&page_size=100")
+    assert sorted(q.json["ids"]) == (mine if seen else []), (where, "search")
+    # through the ref: the linked type's rule for the field decides
+    link_type = world.refs.get(t)
+    if link_type is not None:
+        spec = json.dumps({"link.secret": {"contains": "zq"}})
+        f = ask.get(f"/api/v1/{res}/?filter={spec}&page_size=100")
+        through = level(world, user, link_type) != "none"
+        assert f.status_code == (200 if through else 400), (where, spec)
+    # the export and the pages
+    values = [secret_of(tt, k) for (tt, k) in world.rows if tt == t]
+    text = ask.get(f"/{res}/export.csv").get_data(as_text=True)
+    header = text.lstrip("\ufeff").splitlines()[0]
+    assert ("Secret" in header) == seen, (where, header)
+    html = ask.get(f"/{res}/").text
+    if not seen:
+        assert not [v for v in values if v in text or v in html], where
+        for i in mine:
+            assert not [v for v in values if v in ask.get(f"/{res}/{i}").text], (where, i)
+    # a write of it: refused by field unless the rule is `write` (the record
+    # lacks its required name, so nothing is created either way)
+    w = ask.post_json(f"/api/v1/{res}/", {"kind": "a", "secret": "new"})
+    assert w.status_code == 422, (where, w.text)
+    assert ("secret" in w.json["errors"]) == (level(world, user, t) != "write"), (where, w.json)
 
 
 @settings(
@@ -317,3 +414,5 @@ def test_the_oracle_checked_enough() -> None:
     print(f"\naccess oracle: {TOTALS}")
     if TOTALS["examples"]:
         assert TOTALS["examples"] == EXAMPLES and TOTALS["requests"] > 100 * EXAMPLES, TOTALS
+        # every field level met a user on a type they may read
+        assert TOTALS["none"] and TOTALS["read"] and TOTALS["write"], TOTALS

@@ -834,6 +834,30 @@ VIEW_CASES = [
         "deal.yaml:11:36: the access of `manager` to `Deal`: `create` is true or false, not own "
         "(a record has no owner before it exists)",
     ),
+    case(
+        "access_fields_unknown_field_and_level",
+        deal_with(
+            "    access:\n"
+            "      manager: {read: true, fields: {amont: none, note: hidden, kind: read}}\n"
+        ),
+        "deal.yaml:10:38: the access of `manager` to `Deal`: `Deal` has no field `amont` "
+        "(did you mean `amount`?)",
+        "deal.yaml:10:57: the access of `manager` to `Deal`: `note` is none, read or write, "
+        "not `hidden`",
+    ),
+    case(
+        "access_fields_hide_the_owner_and_the_kanban_columns",
+        deal_with(
+            "    owner: manager\n"
+            "    views: {kanban: {by: kind}}\n"
+            "    access:\n"
+            "      manager: {read: own, fields: {manager: none, kind: none, note: none}}\n"
+        ),
+        "deal.yaml:12:46: the access of `manager` to `Deal`: `manager` cannot be hidden: it is "
+        "the owner, which says whose record it is; make it `read`",
+        "deal.yaml:12:58: the access of `manager` to `Deal`: `kind` cannot be hidden: the "
+        "kanban's columns are its values; make it `read`",
+    ),
 ]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine import expressions, refwhere
+from engine import access, expressions, refwhere
 from engine.documents.plans import Plan, RowPlan, Shape
 from engine.documents.values import (
     AUDIT,
@@ -23,6 +23,7 @@ from engine.documents.values import (
 )
 from engine.documents.views import DocumentViews
 from engine.fieldtypes import Invalid
+from engine.i18n import gettext
 from engine.registry import USER, DocType, Field
 
 
@@ -70,13 +71,24 @@ class DocumentPlanning(DocumentViews):
         given: set[str] = set()
         if not isinstance(values, Mapping):
             raise TypeError(f"values must be a mapping, not {type(values).__name__}")
+        rights = (
+            access.ALL_FIELDS
+            if self.trusted
+            else access.field_rights(self.registry, self.principal, d.name)
+        )
         for key, raw in values.items():
             f = d.fields.get(key)
             if f is None:
                 p.error(key, f"is not a field of {quoted(d.label, d.name, self.registry.locale)}")
                 continue
+            if not rights.readable(key):
+                # any value is refused, the one it holds too: no guessing it
+                p.error(key, gettext("is hidden from you: you may not set it"))
+                continue
             if f.type == "table":
                 refused = self._refusal(d, f)
+                if not refused and not rights.writable(key):
+                    refused = gettext("is read-only to you")
                 if refused:
                     p.error(key, refused)
                     continue
@@ -90,6 +102,8 @@ class DocumentPlanning(DocumentViews):
             if value is INVALID:
                 continue
             refused = self._refusal(d, f)
+            if not refused and not rights.writable(key):
+                refused = gettext("is read-only to you")
             if refused:
                 current = self._initial(f) if obj is None else old.get(key, getattr(obj, f.column))
                 if not same(value, current):
@@ -203,6 +217,11 @@ class DocumentPlanning(DocumentViews):
             p.error(f.name, "expects a list of rows, each a map of field → value")
             return None
         kept = {r.obj.id: r for r in p.rows[f.name] if r.obj is not None}
+        rights = (
+            access.ALL_FIELDS
+            if self.trusted
+            else access.field_rights(self.registry, self.principal, p.doctype.name)
+        )
         out: list[RowPlan] = []
         for i, row in enumerate(raw):
             base = f"{f.name}.{i}."
@@ -226,10 +245,16 @@ class DocumentPlanning(DocumentViews):
                 if c is None:
                     p.error(base + key, f"is not a field of the rows of {quoted(f.label, f.name)}")
                     continue
+                column = f"{f.name}.{key}"
+                if not rights.readable(column):
+                    p.error(base + key, gettext("is hidden from you: you may not set it"))
+                    continue
                 normalized = self._value(p, c, value, base + key)
                 if normalized is INVALID:
                     continue
                 refused = self._refusal(p.doctype, c, row=True)
+                if not refused and not rights.writable(column):
+                    refused = gettext("is read-only to you")
                 if refused:
                     current = rp.values.get(key) if rp.obj is not None else self._initial(c)
                     if not same(normalized, current):

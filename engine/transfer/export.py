@@ -144,7 +144,8 @@ def export_rows(
     fmt = check_format(fmt)
     cell = _Cells(Documents(models, session).timezone, fmt)
     table = models.table(d.name)
-    fields = exported_fields(d)
+    # the type as the principal sees it: no hidden field, no hidden column of a table
+    fields = exported_fields(access.restricted(registry, principal, d))
     condition: Any = sa.true()
     if principal is not None:
         condition = access.where(models, principal, d.name, "read")
@@ -217,7 +218,7 @@ def list_rows(
 
     registry = models.registry
     d = registry.documents[doctype]
-    fields = list_fields(d)
+    fields = list_fields(access.restricted(registry, principal, d))
     cell = _Cells(Documents(models, session).timezone, "csv")
     table = models.table(d.name)
     stmt = _select_with_keys(models, table, [f for f in fields if f.type != "table"], principal)

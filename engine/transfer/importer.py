@@ -19,6 +19,7 @@ from engine.access import Principal
 from engine.documents import AUDIT, Documents, aware, empty, quoted
 from engine.errors import did_you_mean
 from engine.fieldtypes import Invalid
+from engine.i18n import gettext
 from engine.models import Models
 from engine.registry import USER, DocType, Field
 from engine.transfer.formats import (
@@ -364,6 +365,17 @@ class _Importer:
             )
             return None
         f = found[0]
+        rights = access.field_rights(
+            self.registry, None if self.docs.trusted else self.principal, d.name
+        )
+        if not rights.writable(f.name):
+            why = (
+                gettext("is read-only to you: it cannot be imported")
+                if rights.readable(f.name)
+                else gettext("is hidden from you: it cannot be imported")
+            )
+            problems.append(RowError(1, header, why))
+            return None
         if f.name in AUDIT or f.compute:
             return _Column(i, header, f, kind="ignored")
         if d.numbering is not None and f.name == d.numbering.field:

@@ -309,7 +309,18 @@ class DocumentApi(BaseApi):
         return fetch.fetch(self.doctype, pk, action)
 
     def _doc(self, obj: Any) -> dict[str, Any]:
-        return fetch.documents().to_dict(self.doctype, obj, json=True)
+        """The record as JSON, without the fields hidden from the caller."""
+        out = fetch.documents().to_dict(self.doctype, obj, json=True)
+        rights = access.field_rights(crm().registry, g.crm_principal, self.doctype)
+        if rights.everything:
+            return out
+        return {
+            k: [{c: x for c, x in row.items() if rights.readable(f"{k}.{c}")} for row in v]
+            if isinstance(v, list)
+            else v
+            for k, v in out.items()
+            if rights.readable(k)
+        }
 
     @expose("/", methods=["GET"])
     @authorized("read")
@@ -397,7 +408,8 @@ class DocumentApi(BaseApi):
         if order and (order[1:] if order[0] in "+-" else order) not in d.fields:
             return json_error(400, f"cannot order by `{order}`: {d.name} has no such field")
         state = crm()
-        columns = [n for n, f in d.fields.items() if f.type != "table"]
+        rights = access.field_rights(state.registry, g.crm_principal, d.name)
+        columns = [n for n, f in d.fields.items() if f.type != "table" and rights.readable(n)]
         try:
             page = lists.page(
                 state.models, db_session(), d.name, filter=spec, search=fetch.clean(request.args.get("search")) or None,

@@ -103,7 +103,7 @@ def column_totals(
 
     table = crm().models.table(d.name)
     by = d.fields[d.views["kanban"]["by"]]
-    amount = d.views["kanban"].get("amount")
+    amount = board_amount(d)
     column = table.c[by.column]
     query = (
         sa.select(column, sa.func.count(),
@@ -140,6 +140,15 @@ def _needed_inputs(d: DocType, states: list[str]) -> dict[str, list[Any]]:
     return out
 
 
+def board_amount(d: DocType) -> str | None:
+    """The field the kanban sums and shows on cards: none when it is hidden
+    from the user (a column's sum would tell its values)."""
+    amount: str | None = d.views["kanban"].get("amount")
+    if amount and not access.field_rights(crm().registry, principal(), d.name).readable(amount):
+        return None
+    return amount
+
+
 def card_rows(d: DocType, where: sa.ColumnElement[bool], by: str, states: list[str], per: int,
               offset: int = 0) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
     """The first ``per`` cards of every column in one windowed query, then
@@ -149,7 +158,7 @@ def card_rows(d: DocType, where: sa.ColumnElement[bool], by: str, states: list[s
 
     models = crm().models
     table = models.table(d.name)
-    amount = d.views["kanban"].get("amount")
+    amount = board_amount(d)
     rank = (
         sa.func.row_number()
         .over(partition_by=table.c[by], order_by=(table.c.created_at.desc(), table.c.id.desc()))
@@ -205,7 +214,7 @@ class BoardsMixin:
         d = self._board_doc("kanban")
         by, states = kanban_columns(d)
         where = board_where(d, _arg_id("owner"), _arg_id("department"))
-        amount = d.views["kanban"].get("amount")
+        amount = board_amount(d)
         totals = column_totals(d, where, states)
         cards = card_rows(d, where, by, states, CARDS_PER_COLUMN)
         f = d.fields[by]

@@ -142,8 +142,11 @@ def history(d: DocType, obj: Any) -> list[dict[str, Any]]:
     if d.statuses is None:
         return []
     states = d.statuses.states
+    rights = access.field_rights(crm().registry, principal(), d.name)
     out = []
     for h in StatusEngine(documents()).history(d.name, obj.id):
+        if not rights.readable(str(h.get("field") or d.statuses.field)):
+            continue  # the changes of a field hidden from the user
         source, target = h.get("from"), h.get("to")
         old, new = states.get(source or ""), states.get(target or "")
         out.append({

@@ -18,6 +18,7 @@ from engine.documents import (
 from engine.fieldtypes import valid_id
 from engine.registry import DocType, Field, State
 from engine.web.base import crm, locale, principal
+from engine.web.display import input_value
 from engine.web.fetch import clean, documents, row_doc
 from engine.web.formatting import company_tz, table_rows
 
@@ -111,6 +112,42 @@ def form_values(
     return values
 
 
+def refused_values(d: DocType, form: MultiDict[str, str], obj: Any = None) -> dict[str, Any]:
+    """What a form posted for fields the field rules keep from the user
+    (hidden ones, read-only ones): handed on, so that the save refuses them
+    by field, rather than dropped unseen. A read-only input that sends back
+    the text the form showed (the record's value, or a new record's
+    default) is no change and is left out."""
+    registry = crm().registry
+    full = registry.documents[d.name]
+    rights = access.field_rights(registry, principal(), d.name)
+    if rights.everything:
+        return {}
+    shown = current_values(full, obj) if obj is not None else initial_values(full)
+    tz = company_tz()
+    out: dict[str, Any] = {}
+    for name, f in full.fields.items():
+        if f.type == "table" and rights.writable(name):
+            # a posted column hidden from the user: the rows as posted, refused by column
+            hidden = {c for c in f.fields if not rights.readable(f"{name}.{c}")}
+            if any(key.split("-")[-1] in hidden for key in form if key.startswith(f"{name}-")):
+                out[name] = _table_rows(f, form)
+            continue
+        if rights.writable(name) or not settable(f, full):
+            continue
+        if f.type == "table":
+            if any(key.startswith(f"{name}-") for key in form):
+                out[name] = _table_rows(f, form)
+        elif name in form:
+            if (
+                rights.readable(name)
+                and (form.get(name) or "").strip() == input_value(f, shown.get(name), tz).strip()
+            ):
+                continue
+            out[name] = _field_value(f, form, name)
+    return out
+
+
 def _table_rows(f: Field, form: MultiDict[str, str]) -> list[dict[str, Any]]:
     """Rows as posted, in the order of their indexes (the form renumbers
     them after a move); ``<table>-<i>-id`` keeps an existing row."""
@@ -178,7 +215,9 @@ def next_fields(d: DocType, state: State) -> list[Field]:
     rn = state.require_next
     if rn is None:
         return []
-    nd = crm().registry.documents[rn.document]
+    registry = crm().registry
+    # as the user sees the type: no field hidden from them or read-only to them
+    nd = access.restricted(registry, principal(), registry.documents[rn.document])
     return [
         f
         for f in nd.fields.values()

@@ -180,6 +180,9 @@ class ImportMixin:
         self._may_create()
         state = crm()
         header = next(transfer.export_rows(state.models, db_session(), d.name, "csv"))
+        # only the columns the user may import (the type as they see it)
+        rights = access.field_rights(state.registry, principal(), d.name)
+        header = [name for name in header if rights.writable(name)]
         response = Response(b"".join(transfer.csv_file([header])), mimetype="text/csv")
         response.headers["Content-Disposition"] = f'attachment; filename="{d.resource}.csv"'
         return response

@@ -44,14 +44,20 @@ def list_columns(d: DocType) -> list[str]:
     return [n for n, f in d.fields.items() if not f.system and not f.hidden and f.type not in ("table", "text")][:6]  # fmt: skip
 
 
-def unplaced(errors: dict[str, str], shown: set[str]) -> list[str]:
-    """Messages about fields the page has no input for: shown above the form."""
+def unplaced(errors: dict[str, str], shown: set[str], d: DocType | None = None) -> list[str]:
+    """Messages about fields the page has no input for: shown above the form
+    (a column of a table ``d`` shows no input for, hidden from the user, too)."""
     out = []
     for path, message in errors.items():
         if path in ("_version", "_form"):
             continue
-        head = path.split(".", 1)[0]
-        if head not in shown and path not in shown:
+        head, *rest = path.split(".")
+        table = d.fields.get(head) if d is not None else None
+        column_missing = (
+            table is not None and table.type == "table" and len(rest) == 2
+            and rest[1] not in table.fields
+        )  # fmt: skip
+        if (head not in shown and path not in shown) or column_missing:
             out.append(f"{path}: {message}")
     return out
 
@@ -97,7 +103,10 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
 
     @property
     def d(self) -> DocType:
-        return crm().registry.documents[self.doctype]
+        """The type as the user sees it: without the fields hidden from them,
+        their read-only fields marked so (see ``access.restricted``)."""
+        registry = crm().registry
+        return access.restricted(registry, principal(), registry.documents[self.doctype])
 
     @property
     def view_name(self) -> str:
@@ -110,7 +119,13 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         state = crm()
         spec = _filters_from_args(d)
         segment = request.args.get("segment")
-        segments = {n: s for n, s in state.registry.segments.items() if s.document == d.name}
+        segments = {
+            n: s
+            for n, s in state.registry.segments.items()
+            if s.document == d.name
+            # a segment by a field hidden from the user would tell its values
+            and all(access.path_readable(state.registry, principal(), d.name, p) for p in s.filter)
+        }
         if segment in segments:
             spec = {**segments[segment].filter, **spec}
         order = fetch.clean(request.args.get("order"), 100) or None
@@ -200,14 +215,15 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         _require("read", d)
         obj = self._get(obj_id)
         state = crm()
+        full = state.registry.documents[d.name]  # for the engine's and plugins' own work
         # a state that locks the record (a final one, by default) offers no edit
         allows = forms.state_allows(d, obj)
         return self.render_template(
             "crm/show.html", d=d, obj=obj, sections=form_fields(d), values=formatting.display_values(d, obj),
             links=formatting.ref_links(d, obj), rows=formatting.table_rows(d, obj), view=self.view_name,
             moves=writes.transition_moves(d, obj), history=formatting.history(d, obj),
-            audit=formatting.audit_line(d, obj), timeline=formatting.timeline(d, obj, _arg_offset("tl")),
-            plugin_sections=formatting.record_sections(d, obj),
+            audit=formatting.audit_line(d, obj), timeline=formatting.timeline(full, obj, _arg_offset("tl")),
+            plugin_sections=formatting.record_sections(full, obj),
             related=related.related_lists(d, obj), actions=related.record_actions(d, obj),
             can_update=allows != () and access.may_touch(state.models, principal(), d.name, "update", obj),
             can_delete=allows is None and access.may_touch(state.models, principal(), d.name, "delete", obj),
@@ -226,7 +242,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         extra = [(fetch.row_doc(d, d.fields[n]), row) for n, row in defaults.items()]
         return self.render_template(
             "crm/form.html", d=d, obj=obj, sections=sections, values=values, errors=errors,
-            unplaced=unplaced(errors, shown), title=title, action=action, view=self.view_name,
+            unplaced=unplaced(errors, shown, d), title=title, action=action, view=self.view_name,
             refs=lookup.ref_labels(d, values, extra), locked=forms.locked_fields(d, obj),
             row_defaults=defaults, computes=forms.computes(d), **_labels(),
         )  # fmt: skip
@@ -246,7 +262,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
                 **{k: v for k, v in prefill.items() if v not in (None, False, [])},
             }
             return self._form(None, values, {}, title, action)
-        values = forms.form_values(d, request.form)
+        values = {**forms.form_values(d, request.form), **forms.refused_values(d, request.form)}
         obj, errors = writes.create(d, values)
         if errors:
             return self._form(None, values, errors, title, action), 422
@@ -294,7 +310,10 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         action = url_for(f"{self.view_name}.edit", obj_id=obj_id)
         if request.method == "GET":
             return self._form(obj, forms.current_values(d, obj), {}, title, action)
-        values = forms.form_values(d, request.form, obj=obj)
+        values = {
+            **forms.form_values(d, request.form, obj=obj),
+            **forms.refused_values(d, request.form, obj),
+        }
         version = request.form.get("_version", type=int)
         if version is None:
             errors = {"_version": "the form did not say which version of the record it edits; reload it"}  # fmt: skip
@@ -352,7 +371,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             blocked = writes.refusals(d, obj, target)
             next_rows = [forms.initial_values(next_doc)] if next_doc else []
         extra = [(next_doc, row) for row in next_rows] if next_doc else []
-        require = [d.fields[n] for n in state.require if forms.settable(d.fields[n], d)]
+        require = [d.fields[n] for n in state.require if n in d.fields and forms.settable(d.fields[n], d)]  # fmt: skip
         next_fields = forms.next_fields(d, state)
         shown = {f.name for f in require}
         shown |= {f"next.{i}" for i in range(len(next_rows))}

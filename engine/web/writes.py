@@ -227,6 +227,8 @@ def transition_moves(d: DocType, obj: Any) -> list[Move]:
     a role or a guard refuses are shown too, disabled, saying why."""
     if d.statuses is None or not access.may_touch(crm().models, principal(), d.name, "update", obj):
         return []
+    d = crm().registry.documents[d.name]  # guards see every field, hidden ones too
+    assert d.statuses is not None
     engine = StatusEngine(documents())
     view = documents().view(d, obj)
     source = getattr(obj, d.statuses.field)
@@ -253,6 +255,7 @@ def transition_moves(d: DocType, obj: Any) -> list[Move]:
 def refusals(d: DocType, obj: Any, target: str) -> list[str]:
     """Why the record cannot go to ``target`` whatever the form holds (role,
     guard, no such transition); required fields are the form's business."""
+    d = crm().registry.documents[d.name]  # guards see every field, hidden ones too
     engine = StatusEngine(documents())
     return [
         r.message for r in engine.rules(d, obj, target, documents().view(d, obj), require=False)

@@ -327,3 +327,19 @@ def test_bad_requests_are_400_with_a_message(app: Flask) -> None:
             assert response.status_code == 400 and message in response.text, query
         response = helen.get(f"/processes/discipline.json?{query}")
         assert response.status_code == 400 and response.json == {"message": message}, query
+
+
+def test_who_may_not_see_a_counted_field_gets_no_report(crm_app: Callable[..., Flask]) -> None:  # noqa: F811
+    """A report over a field hidden from the role would tell its values."""
+    hidden = """
+documents:
+  Task:
+    access:
+      manager: {read: own, create: true, update: own, fields: {done_at: none}}
+"""
+    app = crm_app(hidden, CONFIG)
+    anna = Browser(app, "anna", "secret")
+    assert anna.get("/processes/discipline").status_code == 403
+    assert anna.get("/processes/discipline.json").status_code == 403
+    assert "Executive discipline" not in anna.get("/").text
+    assert "Executive discipline</a>" in Browser(app, "helen", "secret").get("/").text
