@@ -114,7 +114,8 @@ def _target(registry: Registry, d: DocType, f: Field) -> DocType:
     return target
 
 
-def _resolve(registry: Registry, d: DocType, path: str) -> list[tuple[DocType, Field]]:
+def resolve_path(registry: Registry, d: DocType, path: str) -> list[tuple[DocType, Field]]:
+    """The types and fields a dotted path passes through, or FilterError."""
     out: list[tuple[DocType, Field]] = []
     current = d
     parts = path.split(".")
@@ -250,7 +251,7 @@ def _kind_mismatch(f: Field, value: Any) -> str | None:
 
 
 def _validate(registry: Registry, d: DocType, clause: Clause) -> list[tuple[DocType, Field]]:
-    chain = _resolve(registry, d, clause.path)
+    chain = resolve_path(registry, d, clause.path)
     _, f = chain[-1]
     op, value = clause.op, clause.value
     if op not in OPERATORS:

@@ -7,6 +7,7 @@ parameter is a 4xx with a message, never a 500.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator
 from typing import Any
@@ -18,8 +19,8 @@ from flask_login import login_required
 from markupsafe import escape
 
 from engine import access, lists, transfer
-from engine.filters import FilterError
-from engine.registry import USER, DocType, Field
+from engine.filters import FilterError, resolve_path
+from engine.registry import USER, DocType, Field, Label
 from engine.web import fetch, formatting, forms, lookup, related, writes
 from engine.web.base import crm, db_session, locale, principal
 from engine.web.boards import BoardsMixin
@@ -74,6 +75,18 @@ def _filters_from_args(d: DocType) -> dict[str, Any]:
         if value:
             spec[name] = value
     return spec
+
+
+def _filter_field(d: DocType, name: str) -> Field:
+    """The field a list filter asks for: a field of the type, or for a dotted
+    name (``customer.rating``) the field it leads to, named by the whole path
+    and labelled "Customer · Rating"."""
+    if "." not in name:
+        return d.fields[name]
+    path = resolve_path(crm().registry, d, name)
+    last = path[-1][1]
+    label = Label({lang: " · ".join(f.label.get(lang) for _, f in path) for lang in (locale(), "")})
+    return dataclasses.replace(last, name=name, label=label)
 
 
 def _offset() -> int:
@@ -155,7 +168,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             db_session().rollback()
             error = str(exc)
             page = lists.Page([], 0, False, None, tuple(columns), offset, PAGE_SIZE)
-        filter_fields = [d.fields[n] for n in (d.list.filters if d.list else ())]
+        filter_fields = [_filter_field(d, n) for n in (d.list.filters if d.list else ())]
         picked = {f.name: spec[f.name] for f in filter_fields if f.type == "ref" and f.name in spec}
         count_text = f"{page.count:,}".replace(",", "\u00a0") + ("+" if page.count_capped else "")
         args = {k: v for k, v in request.args.items() if k != "offset"}

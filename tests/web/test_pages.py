@@ -108,3 +108,25 @@ def test_list_page_costs_the_same_number_of_queries_for_5_and_60_rows(
         return len(statements)
 
     assert count_queries(5) == count_queries(60)
+
+
+def test_a_list_filter_through_a_ref_is_offered_and_applied(
+    crm_app: Callable[..., Flask], login: Callable[..., Any]
+) -> None:
+    from tests.web.conftest import SALES
+
+    app = crm_app(SALES.replace("filters: [stage, manager]", "filters: [stage, customer.segment]"))
+    anna = login(app, "anna")
+    for name, segment in (("Romashka", "A"), ("Vector", "B")):
+        customer = anna.post_form("/customer/add", {"name": name, "segment": segment})
+        customer_id = customer.headers["Location"].rstrip("/").rsplit("/", 1)[1]
+        assert (
+            anna.post_form("/deal/add", {"customer": customer_id, "amount": "10"}).status_code
+            == 302
+        )
+    page = anna.get("/deal/")
+    assert page.status_code == 200
+    assert 'name="f_customer.segment"' in page.text
+    filtered = anna.get("/deal/?f_customer.segment=A")
+    assert filtered.status_code == 200
+    assert "Romashka" in filtered.text and "Vector" not in filtered.text
