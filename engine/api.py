@@ -65,7 +65,9 @@ from engine.web.api import json_body as json_body  # the request's JSON object, 
 from engine.web.base import crm as crm  # the app's state: registry, models, pm, db, configuration
 from engine.web.base import db_session as db_session  # the request's SQLAlchemy session
 from engine.web.base import json_error as json_error  # a JSON error Response with a status
-from engine.web.base import locale as locale  # the configuration's language, "en" or "ru"
+from engine.web.base import (
+    locale as locale,
+)  # the reader's language, "en" or "ru": the user's choice, else the config's
 from engine.web.base import principal as principal  # the request's principal (a page's user)
 from engine.web.display import local as local_time  # a datetime on the company's clock
 from engine.web.fetch import documents as request_documents  # Documents for this request

@@ -19,6 +19,7 @@ import io
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from flask_babel import gettext, lazy_gettext, ngettext
 
@@ -53,12 +54,109 @@ def plugin_translation_dirs(modules: Iterable[object]) -> list[Path]:
     return dirs
 
 
+# -- each user's language ---------------------------------------------------------
+
+
+def install(app: Any, appbuilder: Any, sessions: Any) -> None:
+    """Each user reads the UI in the language they chose (stored per user by
+    ``sessions``), else in the configuration's ``locale``. A visitor who has not
+    signed in yet may pick one for the sign-in page (kept in the session).
+    ``/lang/<locale>`` (the navbar's language menu, Flask-AppBuilder's view)
+    stores the choice of the signed-in user."""
+    from flask import g, has_request_context, request, session
+    from flask_babel import refresh
+    from flask_login import current_user
+
+    from engine import registry
+
+    languages = app.config["LANGUAGES"]
+    default = app.config["BABEL_DEFAULT_LOCALE"]
+
+    def select() -> str:
+        if not has_request_context():
+            return str(default)
+        if "crm_user_locale" not in g:
+            chosen = None
+            if current_user and current_user.is_authenticated:
+                chosen = sessions.user_locale(current_user.id)
+            else:
+                chosen = session.get("locale")
+            g.crm_user_locale = chosen if chosen in languages else default
+            if session.get("locale") != g.crm_user_locale:
+                session["locale"] = g.crm_user_locale  # the navbar's language menu reads it
+        return str(g.crm_user_locale)
+
+    app.extensions["babel"].locale_selector = select
+    app.jinja_env.globals["crm_script_strings"] = lambda: script_strings(app)
+    registry.preferred_locale = _request_locale
+
+    @app.before_request
+    def choose_language() -> None:
+        if request.endpoint != "LocaleView.index":
+            return
+        chosen = (request.view_args or {}).get("locale")
+        if chosen in languages and current_user.is_authenticated:
+            sessions.set_user_locale(current_user.id, chosen)
+        g.pop("crm_user_locale", None)
+        refresh()
+
+
+def _request_locale() -> str | None:
+    """The language of the request's reader (None outside a request)."""
+    from flask import current_app, has_request_context
+
+    if not has_request_context() or "babel" not in current_app.extensions:
+        return None
+    from flask_babel import get_locale
+
+    found = get_locale()
+    return str(found) if found is not None else None
+
+
 METHOD_MAP = [
     ("**.py", "python"),
     ("**/templates/**.html", "jinja2"),
     ("**/static/**.js", "javascript"),
 ]
-KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "lazy_gettext": None, "_l": None}
+KEYWORDS = {
+    "_": None,
+    "gettext": None,
+    "ngettext": (1, 2),
+    "lazy_gettext": None,
+    "_l": None,
+    "crmT": None,  # a script's text (engine/static/crm/i18n.js)
+}
+
+_SCRIPT_IDS: dict[tuple[str, ...], list[str]] = {}
+
+
+def script_ids(folders: Iterable[Path]) -> list[str]:
+    """The ids the scripts of ``folders`` (``static/`` of the engine and the
+    plugins) ask ``crmT()`` for: each page sends them translated, read once."""
+    key = tuple(str(f) for f in folders)
+    if key not in _SCRIPT_IDS:
+        from babel.messages.extract import extract_from_dir
+
+        ids: set[str] = set()
+        for folder in folders:
+            if not folder.is_dir():
+                continue
+            for _f, _line, message, _c, _ctx in extract_from_dir(
+                str(folder), method_map=[("**.js", "javascript")], keywords={"crmT": None}
+            ):
+                if isinstance(message, str) and message:
+                    ids.add(message)
+        _SCRIPT_IDS[key] = sorted(ids)
+    return _SCRIPT_IDS[key]
+
+
+def script_strings(app: Any) -> dict[str, str]:
+    """The scripts' texts in the reader's language (crm/_i18n.html)."""
+    folders = [Path(app.static_folder or "")]
+    folders += [
+        p.parent / "static" for p in plugin_translation_dirs(app.extensions["crm"].pm.get_plugins())
+    ]
+    return {msgid: gettext(msgid) for msgid in script_ids(folders)}
 
 
 def _extract(source: Path) -> dict[str, list[tuple[str, int]]]:
