@@ -17,7 +17,8 @@ from __future__ import annotations
 import datetime
 import io
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,28 @@ def install(app: Any, appbuilder: Any, sessions: Any) -> None:
             sessions.set_user_locale(current_user.id, chosen)
         g.pop("crm_user_locale", None)
         refresh()
+
+
+@contextmanager
+def speaking(locale: str | None) -> Iterator[None]:
+    """Messages in ``locale`` within an app context without a request (a
+    background job speaks the language of the user it works for). Only this
+    context's language changes, not the app's: requests go on in theirs."""
+    from babel import Locale
+    from flask import has_app_context
+    from flask_babel import _get_current_context
+
+    ctx = _get_current_context() if has_app_context() else None
+    if ctx is None or not locale:
+        yield
+        return
+    before = (getattr(ctx, "babel_locale", None), getattr(ctx, "babel_translations", None))
+    ctx.babel_locale = Locale.parse(locale)
+    ctx.babel_translations = None
+    try:
+        yield
+    finally:
+        ctx.babel_locale, ctx.babel_translations = before
 
 
 def _request_locale() -> str | None:
