@@ -65,8 +65,7 @@ def install(app: Any, appbuilder: Any, sessions: Any) -> None:
     ``/lang/<locale>`` (the navbar's language menu, Flask-AppBuilder's view)
     stores the choice of the signed-in user."""
     from flask import g, has_request_context, request, session
-    from flask_babel import refresh
-    from flask_login import current_user
+    from flask_login import current_user, user_logged_in
 
     from engine import registry
 
@@ -74,18 +73,17 @@ def install(app: Any, appbuilder: Any, sessions: Any) -> None:
     default = app.config["BABEL_DEFAULT_LOCALE"]
 
     def select() -> str:
+        """The session's language: the user's choice, read from the database
+        once, at sign-in (no query per request), or the visitor's."""
         if not has_request_context():
             return str(default)
-        if "crm_user_locale" not in g:
-            chosen = None
-            if current_user and current_user.is_authenticated:
-                chosen = sessions.user_locale(current_user.id)
-            else:
-                chosen = session.get("locale")
-            g.crm_user_locale = chosen if chosen in languages else default
-            if session.get("locale") != g.crm_user_locale:
-                session["locale"] = g.crm_user_locale  # the navbar's language menu reads it
-        return str(g.crm_user_locale)
+        chosen = session.get("locale")
+        return str(chosen if chosen in languages else default)
+
+    @user_logged_in.connect_via(app)
+    def signed_in(sender: Any, user: Any, **extra: Any) -> None:
+        session["locale"] = sessions.user_locale(user.id) or default
+        g.pop("_flask_babel", None)  # the page after signing in speaks it already
 
     app.extensions["babel"].locale_selector = select
     app.jinja_env.globals["crm_script_strings"] = lambda: script_strings(app)
@@ -93,13 +91,13 @@ def install(app: Any, appbuilder: Any, sessions: Any) -> None:
 
     @app.before_request
     def choose_language() -> None:
+        """``/lang/<locale>``: Flask-AppBuilder's view keeps it in the session,
+        here it is kept for the signed-in user too."""
         if request.endpoint != "LocaleView.index":
             return
         chosen = (request.view_args or {}).get("locale")
         if chosen in languages and current_user.is_authenticated:
             sessions.set_user_locale(current_user.id, chosen)
-        g.pop("crm_user_locale", None)
-        refresh()
 
 
 @contextmanager
