@@ -125,3 +125,25 @@ def test_a_bug_is_a_500_page_without_the_traceback(
     assert response.status_code == 500
     assert "Что-то пошло не так" in response.text and "crm-error-page" in response.text
     assert "secret detail" not in response.text and "Traceback" not in response.text
+
+
+def test_an_import_speaks_the_language_of_the_user_who_uploaded_it(
+    crm_app: Callable[..., Flask], login: Callable[..., Any]
+) -> None:
+    from tests.web.test_import_web import BAD, queued, run_jobs, upload
+
+    app = crm_app(SALES, RU)
+    anna, boris = login(app, "anna"), login(app, "boris")
+    boris.get("/lang/en")
+    russian = queued(upload(anna, BAD.encode(), "bad.csv"))
+    english = queued(upload(boris, BAD.encode(), "bad.csv"))
+    run_jobs(app)
+    page = anna.get(f"/customer/import/{russian}").text
+    assert "Ничего не импортировано" in page and "обязательное поле" in page
+    page = boris.get(f"/customer/import/{english}").text
+    assert "Nothing was imported" in page and "is required" in page
+    # the import form's own texts and refusals too
+    form = anna.get("/customer/import").text
+    assert "Файл CSV или XLSX" in form and "Колонки" in form
+    response = upload(anna, b"", "empty.csv")
+    assert response.status_code == 400 and "Файл пуст" in response.text
