@@ -44,6 +44,9 @@ from engine.hookspecs import hookspec as hookspec  # marks a hook a plugin offer
 from engine.i18n import gettext as gettext  # a message in the user's language: gettext("Save")
 from engine.i18n import lazy_gettext as lazy_gettext  # the same, translated when shown
 from engine.i18n import ngettext as ngettext  # singular/plural by a number, in the user's language
+from engine.i18n import (
+    speaking as speaking,  # with speaking(locale): messages in that language (stored text)
+)
 from engine.jobs import JobContext as JobContext  # what a job is called with (session, models...)
 from engine.jobs import JobError as JobError  # a job failure not worth retrying
 from engine.jobs import enqueue as enqueue  # queue a job in the caller's transaction
@@ -168,6 +171,7 @@ __all__ = [
     "request_documents",
     "rule",
     "setting_loc",
+    "speaking",
     "system_documents",
     "truthy",
     "valid_id",

@@ -197,10 +197,9 @@ def timeline_sources(
                     )
                 )
     where = sa.and_(readable, sa.or_(*about))
-    # the detail is what the timeline's last column shows, in the config's language
-    ru = registry.locale == "ru"
-    given, done_word = ("поставлена", "выполнена") if ru else ("assigned", "done")
-    cancelled_word = "отменена" if ru else "cancelled"
+    # the detail is what the timeline's last column shows, in the reader's language
+    given, done_word = api.gettext("assigned"), api.gettext("done")
+    cancelled_word = api.gettext("cancelled")
     created = entry_select(tasks.c.created_at, "task", TASK, tasks.c.id, sa.literal(given)).where(
         where
     )
