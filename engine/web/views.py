@@ -469,6 +469,8 @@ class MenuLabel(str):
     """A menu item's text in the reader's language, asked for each time the
     navbar shows it; as a plain string it is the text at start-up."""
 
+    _text: Callable[[], str]
+
     def __new__(cls, text: Callable[[], str]) -> MenuLabel:
         self = super().__new__(cls, _as_typed(text()))
         self._text = text
