@@ -336,9 +336,18 @@ def _date(name: str, default: dt.date) -> dt.date:
     try:
         day = dt.date.fromisoformat(raw)
     except ValueError:
-        raise ReportRequestError(f"`{name}` must be a date such as 2026-01-31") from None
+        raise ReportRequestError(
+            gettext("`%(name)s` must be a date such as 2026-01-31", name=name)
+        ) from None
     if not FIRST_DAY <= day <= LAST_DAY:
-        raise ReportRequestError(f"`{name}` must be between {FIRST_DAY} and {LAST_DAY}")
+        raise ReportRequestError(
+            gettext(
+                "`%(name)s` must be between %(first)s and %(last)s",
+                name=name,
+                first=FIRST_DAY,
+                last=LAST_DAY,
+            )
+        )
     return day
 
 
@@ -350,15 +359,15 @@ def _query(as_json: bool = False) -> tuple[dt.date, dt.date, By]:
         first, last = month_of(api.clock.today(company_tz()))
         start, end = _date("from", first), _date("to", last)
         if start > end:
-            raise ReportRequestError("`from` must not be after `to`")
+            raise ReportRequestError(gettext("`from` must not be after `to`"))
         by = request.args.get("by") or "person"
         if by not in BY:
-            raise ReportRequestError(f"`by` is one of: {', '.join(BY)}")
+            raise ReportRequestError(gettext("`by` is one of: %(values)s", values=", ".join(BY)))
     except ReportRequestError as exc:
         message = str(exc)
-        abort(
-            json_error(400, message) if as_json else Response(message, 400, mimetype="text/plain")
-        )
+        if as_json:
+            abort(json_error(400, message))
+        abort(400, message)  # the app's error page, with this message
     return start, end, by
 
 
@@ -410,7 +419,7 @@ class ProcessesDisciplineView(BaseView):
     def discipline_json(self) -> Any:
         start, end, by = _query(as_json=True)
         if not _may_read():
-            return json_error(403, "you may not read tasks")
+            return json_error(403, gettext("you may not read tasks"))
         *rows, total = _report(start, end, by)
         return jsonify(
             {

@@ -131,7 +131,7 @@ class TasksView(BaseView):
             abort(403)
         tab = request.args.get("tab", "mine")
         if tab not in TABS:
-            abort(400, "`tab` is mine, team or overdue")
+            abort(400, gettext("`tab` is mine, team or overdue"))
         filters = tab_filters(state.models, who)
         counts_row = base.db_session().execute(
             sa.select(*(sa.func.count().filter(w).label(n) for n, w in filters.items()))
@@ -234,14 +234,14 @@ class TaskActionsApi(BaseApi):
         base = _web()
         if api_principal() is None:
             return base.json_error(
-                401, "Log in first: a session cookie or an Authorization: Bearer token"
+                401, gettext("Log in first: a session cookie or an Authorization: Bearer token")
             )
         body = json_body()
         if isinstance(body, Response):
             return body
         version = body.get("version")
         if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
-            return base.json_error(400, "`version` must be a whole number")
+            return base.json_error(400, gettext("`version` must be a whole number"))
         error = _complete(pk, body.get("outcome"), version)
         if error is not None:
             status, message, errors = error
@@ -307,7 +307,7 @@ class NotificationsView(BaseView):
         if raw:
             ident = api.valid_id(raw)
             if ident is None:
-                abort(400, "`id` is a notification number")
+                abort(400, gettext("`id` is a notification number"))
             where.append(table.c.id == ident)
         base.db_session().execute(table.update().where(*where).values(read_at=api.clock.now()))
         base.db_session().commit()

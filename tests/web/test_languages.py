@@ -147,3 +147,25 @@ def test_an_import_speaks_the_language_of_the_user_who_uploaded_it(
     assert "Файл CSV или XLSX" in form and "Колонки" in form
     response = upload(anna, b"", "empty.csv")
     assert response.status_code == 400 and "Файл пуст" in response.text
+
+
+def test_scripts_get_their_texts_in_the_users_language(
+    crm_app: Callable[..., Flask], login: Callable[..., Any]
+) -> None:
+    import json
+    import re
+
+    app = crm_app(LABELLED, RU)
+    anna = login(app, "anna")
+
+    def strings() -> dict[str, str]:
+        page = anna.get("/customer/").text
+        found = re.search(
+            r'<script type="application/json" id="crm-i18n"[^>]*>(.*?)</script>', page
+        )
+        assert found, "the page carries no script texts"
+        return dict(json.loads(found.group(1)))
+
+    assert strings()["Reading the file…"] == "Читаем файл…"  # import.js asks crmT() for it
+    anna.get("/lang/en")
+    assert strings()["Reading the file…"] == "Reading the file…"
