@@ -108,7 +108,8 @@ PAGE_LAYOUT = "appbuilder/base.html"
 
 
 def label_of(label: Label, registry: Registry) -> str:
-    """A label's text in the configuration's language (``registry.locale``)."""
+    """A label's text in the reader's language when it has it, else in the
+    configuration's (``registry.locale``)."""
     return label.get(registry.locale)
 
 
