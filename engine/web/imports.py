@@ -48,6 +48,24 @@ def column_help(d: DocType) -> list[dict[str, str]]:
     return out
 
 
+def _type_names() -> dict[str, str]:
+    """What a column of each core type holds, as the import page says it."""
+    return {
+        "string": gettext("text"),
+        "text": gettext("long text"),
+        "integer": gettext("a whole number"),
+        "decimal": gettext("a number such as 1234.50"),
+        "money": gettext("an amount such as 1234.50"),
+        "boolean": gettext("true or false"),
+        "date": gettext("a date such as 2026-03-02"),
+        "datetime": gettext("a date and time such as 2026-03-02 14:30"),
+        "phone": gettext("a phone number"),
+        "email": gettext("an email address"),
+        "url": gettext("a web address"),
+        "inn": gettext("a taxpayer number (INN)"),
+    }
+
+
 def _what(registry: Any, d: DocType, f: Field) -> str:
     if f.compute:
         return gettext("computed: the column is ignored")
@@ -79,7 +97,7 @@ def _what(registry: Any, d: DocType, f: Field) -> str:
     elif f.type == "enum":
         text = ", ".join(f.values)
     else:
-        text = f.type
+        text = _type_names().get(f.type, f.type)
     if f.required:
         text += gettext("; required")
     return text
