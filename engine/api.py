@@ -47,6 +47,9 @@ from engine.hookspecs import hookspec as hookspec  # marks a hook a plugin offer
 from engine.i18n import gettext as gettext  # a message in the user's language: gettext("Save")
 from engine.i18n import lazy_gettext as lazy_gettext  # the same, translated when shown
 from engine.i18n import ngettext as ngettext  # singular/plural by a number, in the user's language
+from engine.i18n import (
+    speaking as speaking,  # with speaking(locale): messages in that language (stored text)
+)
 from engine.jobs import JobContext as JobContext  # what a job is called with (session, models...)
 from engine.jobs import JobError as JobError  # a job failure not worth retrying
 from engine.jobs import enqueue as enqueue  # queue a job in the caller's transaction
@@ -68,7 +71,9 @@ from engine.web.api import json_body as json_body  # the request's JSON object, 
 from engine.web.base import crm as crm  # the app's state: registry, models, pm, db, configuration
 from engine.web.base import db_session as db_session  # the request's SQLAlchemy session
 from engine.web.base import json_error as json_error  # a JSON error Response with a status
-from engine.web.base import locale as locale  # the configuration's language, "en" or "ru"
+from engine.web.base import (
+    locale as locale,
+)  # the reader's language, "en" or "ru": the user's choice, else the config's
 from engine.web.base import principal as principal  # the request's principal (a page's user)
 from engine.web.display import local as local_time  # a datetime on the company's clock
 from engine.web.fetch import documents as request_documents  # Documents for this request
@@ -106,7 +111,8 @@ PAGE_LAYOUT = "appbuilder/base.html"
 
 
 def label_of(label: Label, registry: Registry) -> str:
-    """A label's text in the configuration's language (``registry.locale``)."""
+    """A label's text in the reader's language when it has it, else in the
+    configuration's (``registry.locale``)."""
     return label.get(registry.locale)
 
 
@@ -170,6 +176,7 @@ __all__ = [
     "request_documents",
     "rule",
     "setting_loc",
+    "speaking",
     "system_documents",
     "truthy",
     "valid_id",

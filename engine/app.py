@@ -81,9 +81,9 @@ def create_app(
         FAB_API_SWAGGER_UI=True,
         # FAB's layout plus the scripts plugins ask every page to load
         FAB_BASE_TEMPLATE="crm/baselayout.html",
-        # the whole UI speaks the config's language: Flask-AppBuilder's chrome
-        # through its own translation, the generated pages through the labels;
-        # one language, so FAB offers no switch that would leave them apart
+        # the UI speaks the user's language (engine/i18n.py: chosen in the
+        # navbar, kept per user), the config's by default: Flask-AppBuilder's
+        # chrome and ours through the catalogs, the metadata through the labels
         BABEL_DEFAULT_LOCALE=registry.locale,
         # the engine's catalog, then each plugin's: later ones win over
         # Flask-AppBuilder's own (engine/i18n.py)
@@ -91,7 +91,7 @@ def create_app(
             str(p)
             for p in [i18n.ENGINE_TRANSLATIONS, *i18n.plugin_translation_dirs(pm.get_plugins())]
         ),
-        LANGUAGES={registry.locale: LANGUAGES.get(registry.locale, LANGUAGES["en"])},
+        LANGUAGES=LANGUAGES,
         WTF_CSRF_ENABLED=True,
         MAX_CONTENT_LENGTH=64 * 1024 * 1024,  # imports included
         SESSION_COOKIE_HTTPONLY=True,
@@ -116,10 +116,12 @@ def create_app(
         appbuilder = AppBuilder(app, db.session, indexview=HomeView)
         state = CRM(registry, models, pm, db, appbuilder, configuration)
         app.extensions["crm"] = state
-        app.context_processor(lambda: {"crm_locale": registry.locale, "crm": state})
+        app.context_processor(lambda: {"crm_locale": web.base.locale(), "crm": state})
         web.register(appbuilder, state)
         assert models.sessions is not None
-        sessions.install(app, appbuilder, models.sessions, security, registry.locale)
+        signin = sessions.install(app, appbuilder, models.sessions, security, registry.locale)
+        signin.locales = models.locales
+        i18n.install(app, appbuilder, signin)
         pm.hook.crm_register_views(appbuilder=appbuilder, registry=registry)
         pm.hook.crm_startup(app=app, registry=registry)
     return app

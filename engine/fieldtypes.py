@@ -19,6 +19,7 @@ import phonenumbers
 import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 
+from engine.i18n import gettext
 from engine.registry import Field
 
 
@@ -51,9 +52,9 @@ def _string(value: Any, f: Field, ctx: Context) -> str:
     text = str(value).strip()
     limit = f.max_length or 255
     if len(text) > limit:
-        raise Invalid(f"must be at most {limit} characters")
+        raise Invalid(gettext("must be at most %(n)s characters", n=limit))
     if f.pattern and text and not re.fullmatch(f.pattern, text):
-        raise Invalid("does not match the required pattern")
+        raise Invalid(gettext("does not match the required pattern"))
     return text
 
 
@@ -66,7 +67,9 @@ def _text(value: Any, f: Field, ctx: Context) -> str:
     text = str(value)
     limit = f.max_length or TEXT_LENGTH
     if len(text) > limit:
-        raise Invalid(f"must be at most {limit} characters (it has {len(text)})")
+        raise Invalid(
+            gettext("must be at most %(n)s characters (it has %(has)s)", n=limit, has=len(text))
+        )
     return text
 
 
@@ -120,7 +123,7 @@ def _boolean(value: Any, f: Field, ctx: Context) -> bool:
         return True
     if text in ("0", "false", "no", "n", "off", "нет", ""):
         return False
-    raise Invalid("must be yes or no")
+    raise Invalid(gettext("must be yes or no"))
 
 
 def _date(value: Any, f: Field, ctx: Context) -> dt.date:
@@ -161,7 +164,7 @@ def _enum(value: Any, f: Field, ctx: Context) -> str:
     for k, label in f.values.items():
         if key in label.texts.values():
             return k
-    raise Invalid(f"must be one of: {', '.join(f.values)}")
+    raise Invalid(gettext("must be one of: %(values)s", values=", ".join(f.values)))
 
 
 #: ids are 32-bit integers in every database the engine supports; a larger
@@ -188,7 +191,7 @@ def valid_id(value: Any) -> int | None:
 def _ref(value: Any, f: Field, ctx: Context) -> int:
     number = valid_id(value)
     if number is None:
-        raise Invalid("must be a record id")
+        raise Invalid(gettext("must be a record id"))
     return number
 
 
@@ -197,9 +200,9 @@ def _phone(value: Any, f: Field, ctx: Context) -> str:
     try:
         number = phonenumbers.parse(text, ctx.region)
     except phonenumbers.NumberParseException as exc:
-        raise Invalid("is not a phone number") from exc
+        raise Invalid(gettext("is not a phone number")) from exc
     if not phonenumbers.is_valid_number(number):
-        raise Invalid("is not a valid phone number")
+        raise Invalid(gettext("is not a valid phone number"))
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
@@ -226,7 +229,7 @@ def _email(value: Any, f: Field, ctx: Context) -> str:
     try:
         result = validate_email(str(value).strip(), check_deliverability=False)
     except EmailNotValidError as exc:
-        raise Invalid(f"is not a valid email address: {exc}") from exc
+        raise Invalid(gettext("is not a valid email address: %(error)s", error=exc)) from exc
     return result.normalized
 
 
@@ -234,9 +237,9 @@ def _url(value: Any, f: Field, ctx: Context) -> str:
     text = str(value).strip()
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise Invalid("must be a web address starting with http:// or https://")
+        raise Invalid(gettext("must be a web address starting with http:// or https://"))
     if len(text) > 2048:
-        raise Invalid("is longer than 2048 characters")
+        raise Invalid(gettext("is longer than 2048 characters"))
     return text
 
 
@@ -261,14 +264,14 @@ def inn_is_valid(digits: str) -> bool:
 def _inn(value: Any, f: Field, ctx: Context) -> str:
     text = re.sub(r"[\s-]", "", str(value))
     if not re.fullmatch(r"\d{10}|\d{12}", text):
-        raise Invalid("must be a taxpayer number of 10 or 12 digits")
+        raise Invalid(gettext("must be a taxpayer number of 10 or 12 digits"))
     if not inn_is_valid(text):
-        raise Invalid("is not a valid taxpayer number (wrong check digit)")
+        raise Invalid(gettext("is not a valid taxpayer number (wrong check digit)"))
     return text
 
 
 def _no_value(value: Any, f: Field, ctx: Context) -> Any:
-    raise Invalid("holds rows, not a value")
+    raise Invalid(gettext("holds rows, not a value"))
 
 
 CORE_TYPES: tuple[FieldType, ...] = (

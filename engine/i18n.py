@@ -15,10 +15,13 @@ catalog lacks a translation or a ``.mo`` is stale.
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import io
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from flask_babel import gettext, lazy_gettext, ngettext
 
@@ -37,7 +40,15 @@ def catalogs() -> dict[Path, Path]:
 
     found = {ENGINE_TRANSLATIONS: ENGINE_TRANSLATIONS.parent}
     for ep in available_plugins().values():
-        package = Path(ep.load().__file__).resolve().parent
+        # found without importing it: an installed plugin whose code is not on
+        # this path (a test's sample plugin) has no catalog to look at
+        try:
+            spec = importlib.util.find_spec(ep.module.split(":")[0])
+        except ImportError:
+            continue
+        if spec is None or spec.origin is None:
+            continue
+        package = Path(spec.origin).resolve().parent
         if (package / "translations").is_dir():
             found[package / "translations"] = package
     return found
@@ -53,12 +64,129 @@ def plugin_translation_dirs(modules: Iterable[object]) -> list[Path]:
     return dirs
 
 
+# -- each user's language ---------------------------------------------------------
+
+
+def install(app: Any, appbuilder: Any, sessions: Any) -> None:
+    """Each user reads the UI in the language they chose (stored per user by
+    ``sessions``), else in the configuration's ``locale``. A visitor who has not
+    signed in yet may pick one for the sign-in page (kept in the session).
+    ``/lang/<locale>`` (the navbar's language menu, Flask-AppBuilder's view)
+    stores the choice of the signed-in user."""
+    from flask import g, has_request_context, request, session
+    from flask_login import current_user, user_logged_in
+
+    from engine import registry
+
+    languages = app.config["LANGUAGES"]
+    default = app.config["BABEL_DEFAULT_LOCALE"]
+
+    def select() -> str:
+        """The session's language: the user's choice, read from the database
+        once, at sign-in (no query per request), or the visitor's."""
+        if not has_request_context():
+            return str(default)
+        chosen = session.get("locale")
+        return str(chosen if chosen in languages else default)
+
+    @user_logged_in.connect_via(app)
+    def signed_in(sender: Any, user: Any, **extra: Any) -> None:
+        session["locale"] = sessions.user_locale(user.id) or default
+        g.pop("_flask_babel", None)  # the page after signing in speaks it already
+
+    app.extensions["babel"].locale_selector = select
+    app.jinja_env.globals["crm_script_strings"] = lambda: script_strings(app)
+    registry.preferred_locale = _request_locale
+
+    @app.before_request
+    def choose_language() -> None:
+        """``/lang/<locale>``: Flask-AppBuilder's view keeps it in the session,
+        here it is kept for the signed-in user too."""
+        if request.endpoint != "LocaleView.index":
+            return
+        chosen = (request.view_args or {}).get("locale")
+        if chosen in languages and current_user.is_authenticated:
+            sessions.set_user_locale(current_user.id, chosen)
+
+
+@contextmanager
+def speaking(locale: str | None) -> Iterator[None]:
+    """Messages in ``locale`` within an app context without a request (a
+    background job speaks the language of the user it works for). Only this
+    context's language changes, not the app's: requests go on in theirs."""
+    from babel import Locale
+    from flask import has_app_context
+    from flask_babel import _get_current_context
+
+    ctx = _get_current_context() if has_app_context() else None
+    if ctx is None or not locale:
+        yield
+        return
+    before = (getattr(ctx, "babel_locale", None), getattr(ctx, "babel_translations", None))
+    ctx.babel_locale = Locale.parse(locale)
+    ctx.babel_translations = None
+    try:
+        yield
+    finally:
+        ctx.babel_locale, ctx.babel_translations = before
+
+
+def _request_locale() -> str | None:
+    """The language of the request's reader (None outside a request)."""
+    from flask import current_app, has_request_context
+
+    if not has_request_context() or "babel" not in current_app.extensions:
+        return None
+    from flask_babel import get_locale
+
+    found = get_locale()
+    return str(found) if found is not None else None
+
+
 METHOD_MAP = [
     ("**.py", "python"),
     ("**/templates/**.html", "jinja2"),
     ("**/static/**.js", "javascript"),
 ]
-KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "lazy_gettext": None, "_l": None}
+KEYWORDS = {
+    "_": None,
+    "gettext": None,
+    "ngettext": (1, 2),
+    "lazy_gettext": None,
+    "_l": None,
+    "crmT": None,  # a script's text (engine/static/crm/i18n.js)
+}
+
+_SCRIPT_IDS: dict[tuple[str, ...], list[str]] = {}
+
+
+def script_ids(folders: Iterable[Path]) -> list[str]:
+    """The ids the scripts of ``folders`` (``static/`` of the engine and the
+    plugins) ask ``crmT()`` for: each page sends them translated, read once."""
+    key = tuple(str(f) for f in folders)
+    if key not in _SCRIPT_IDS:
+        from babel.messages.extract import extract_from_dir
+
+        ids: set[str] = set()
+        for folder in folders:
+            if not folder.is_dir():
+                continue
+            for _f, _line, message, _c, _ctx in extract_from_dir(
+                str(folder), method_map=[("**.js", "javascript")], keywords={"crmT": None}
+            ):
+                if isinstance(message, str) and message:
+                    ids.add(message)
+        _SCRIPT_IDS[key] = sorted(ids)
+    return _SCRIPT_IDS[key]
+
+
+def script_strings(app: Any) -> dict[str, str]:
+    """The scripts' texts in the reader's language (crm/_i18n.html)."""
+    folders = [Path(app.static_folder or "")]
+    folders += [
+        p.parent / "static" for p in plugin_translation_dirs(app.extensions["crm"].pm.get_plugins())
+    ]
+    return {msgid: gettext(msgid) for msgid in script_ids(folders)}
 
 
 def _extract(source: Path) -> dict[str, list[tuple[str, int]]]:

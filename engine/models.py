@@ -21,7 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, relationship
 from engine import clock
 from engine.fieldtypes import CORE_TYPES, FieldType
 from engine.registry import USER, DocType, Field, Registry
-from engine.sessions import session_table
+from engine.sessions import locale_table, session_table
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -74,6 +74,7 @@ class Models:
     outbox: sa.Table | None = None
     schedule: sa.Table | None = None
     sessions: sa.Table | None = None
+    locales: sa.Table | None = None
 
     def cls(self, doctype: str) -> type[Any]:
         return self.classes[doctype]
@@ -103,6 +104,7 @@ def build(registry: Registry, field_types: dict[str, FieldType] | None = None) -
     )  # fmt: skip
     models.outbox, models.schedule = job_tables(metadata)
     models.sessions = session_table(metadata)
+    models.locales = locale_table(metadata)
     # tables first (refs may point forward), then mappers with relationships
     tables = {name: _doc_table(models, d) for name, d in registry.documents.items()}
     for name, d in registry.documents.items():

@@ -10,6 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from flask import has_request_context
+
+from engine.i18n import gettext, speaking
+
 DEFAULT_MIN_LENGTH = 10
 
 #: passwords that top every leaked-password list (and their Russian-keyboard
@@ -38,19 +42,6 @@ _COMMON_TEXT = """
 """
 COMMON = frozenset(_COMMON_TEXT.split())
 
-MESSAGES = {
-    "en": {
-        "short": "The password must be at least {n} characters long",
-        "username": "The password must not be the username",
-        "common": "This password is one of the most common; choose another",
-    },
-    "ru": {
-        "short": "Пароль должен быть не короче {n} символов",
-        "username": "Пароль не должен совпадать с именем пользователя",
-        "common": "Этот пароль слишком распространён; выберите другой",
-    },
-}
-
 
 def min_length(security: Mapping[str, Any]) -> int:
     return int(security.get("password_min_length") or DEFAULT_MIN_LENGTH)
@@ -59,17 +50,18 @@ def min_length(security: Mapping[str, Any]) -> int:
 def problem(
     password: str, security: Mapping[str, Any], locale: str, username: str = ""
 ) -> str | None:
-    """Why ``password`` may not be set, or None."""
-    text = MESSAGES.get(locale, MESSAGES["en"])
-    n = min_length(security)
-    if len(password) < n:
-        return text["short"].format(n=n)
-    folded = password.strip().lower()
-    if username and folded == username.strip().lower():
-        return text["username"]
-    if folded in COMMON:
-        return text["common"]
-    return None
+    """Why ``password`` may not be set, or None: in the reader's language on
+    the web, in the configuration's ``locale`` in the CLI (``locale``)."""
+    with speaking(None if has_request_context() else locale):
+        n = min_length(security)
+        if len(password) < n:
+            return gettext("The password must be at least %(n)s characters long", n=n)
+        folded = password.strip().lower()
+        if username and folded == username.strip().lower():
+            return gettext("The password must not be the username")
+        if folded in COMMON:
+            return gettext("This password is one of the most common; choose another")
+        return None
 
 
 def form_validator(security: Mapping[str, Any], locale: str) -> Any:

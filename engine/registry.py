@@ -8,7 +8,7 @@ from, so that any later error can still point at the consultant's file.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -41,6 +41,16 @@ def snake_case(name: str) -> str:
     return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s).lower()
 
 
+def _no_preference() -> str | None:
+    return None
+
+
+#: the language the reader chose (engine.i18n: the signed-in user's in a
+#: request, None elsewhere): a label that has it speaks it, whatever language
+#: the caller asked for; one that has not answers as before
+preferred_locale: Callable[[], str | None] = _no_preference
+
+
 @dataclass(frozen=True)
 class Label:
     """Human text in several languages; ``str()`` gives the first one."""
@@ -56,6 +66,10 @@ class Label:
         return cls(frozen_map({"": str(value)}))
 
     def get(self, locale: str | None = None) -> str:
+        if locale:
+            chosen = preferred_locale()
+            if chosen and chosen in self.texts:
+                return self.texts[chosen]
         if locale and locale in self.texts:
             return self.texts[locale]
         if "" in self.texts:

@@ -33,6 +33,8 @@ from limits import parse_many
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+from engine.i18n import gettext
+
 log = logging.getLogger("crm.security")
 
 SESSION_TABLE = "crm_session"
@@ -42,10 +44,7 @@ API_LOGIN = "/api/v1/security/login"
 DEFAULT_ACCOUNT_LIMIT = "5 per 15 minutes; 20 per day"
 DEFAULT_ADDRESS_LIMIT = "30 per 15 minutes; 200 per day"
 
-MESSAGES = {
-    "en": "Too many failed sign-ins; try again in {n} minutes",
-    "ru": "Слишком много неудачных попыток входа; попробуйте снова через {n} мин.",
-}
+LOCALE_TABLE = "crm_user_locale"
 
 
 def session_table(metadata: sa.MetaData) -> sa.Table:
@@ -54,6 +53,15 @@ def session_table(metadata: sa.MetaData) -> sa.Table:
         SESSION_TABLE, metadata,
         sa.Column("user_id", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("version", sa.Integer, nullable=False, server_default="0"),
+    )  # fmt: skip
+
+
+def locale_table(metadata: sa.MetaData) -> sa.Table:
+    """The language each user chose (no row: the configuration's ``locale``)."""
+    return sa.Table(
+        LOCALE_TABLE, metadata,
+        sa.Column("user_id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("locale", sa.String(16), nullable=False),
     )  # fmt: skip
 
 
@@ -73,7 +81,8 @@ class Sessions:
         self.app = app
         self.sm = appbuilder.sm
         self.table = table
-        self.locale = locale if locale in MESSAGES else "en"
+        self.locale = locale
+        self.locales: sa.Table | None = None
         redis = settings.get("redis") or os.environ.get("CRM_REDIS_URL")
         self.storage = storage_from_string(redis or "memory://")
         self.limiter = MovingWindowRateLimiter(self.storage)
@@ -154,7 +163,35 @@ class Sessions:
         return name
 
     def message(self, seconds: int) -> str:
-        return MESSAGES[self.locale].format(n=max(1, math.ceil(seconds / 60)))
+        return gettext(
+            "Too many failed sign-ins; try again in %(n)s minutes",
+            n=max(1, math.ceil(seconds / 60)),
+        )
+
+    # -- each user's language ------------------------------------------------------
+
+    def user_locale(self, user_id: int) -> str | None:
+        """The language the user chose, or None (the configuration's)."""
+        if self.locales is None:
+            return None
+        stmt = sa.select(self.locales.c.locale).where(self.locales.c.user_id == user_id)
+        found = self.sm.session.execute(stmt).scalar()
+        return str(found) if found else None
+
+    def set_user_locale(self, user_id: int, locale: str) -> None:
+        assert self.locales is not None
+        db = self.sm.session
+        table = self.locales
+        changed = db.execute(
+            sa.update(table).where(table.c.user_id == user_id).values(locale=locale)
+        )
+        if not getattr(changed, "rowcount", 0):
+            try:
+                db.execute(sa.insert(table).values(user_id=user_id, locale=locale))
+            except sa.exc.IntegrityError:  # the same user's other request made the row
+                db.rollback()
+                db.execute(sa.update(table).where(table.c.user_id == user_id).values(locale=locale))
+        db.commit()
 
 
 def _username() -> str:
@@ -226,13 +263,17 @@ def install(app: Flask, appbuilder: Any, table: sa.Table, settings: Any, locale:
             raise
         except Exception:  # no token, or one that is expired or revoked already
             return Response(
-                app.json.dumps({"message": "Log in first: an Authorization: Bearer token"}),
+                app.json.dumps(
+                    {"message": gettext("Log in first: an Authorization: Bearer token")}
+                ),
                 401,
                 mimetype="application/json",
             )
         user = sm.get_user_by_id(int(get_jwt_identity()))
         logout(user)
-        return Response(app.json.dumps({"message": "Logged out"}), 200, mimetype="application/json")
+        return Response(
+            app.json.dumps({"message": gettext("Logged out")}), 200, mimetype="application/json"
+        )
 
     app.extensions["csrf"].exempt(token_logout)  # a token is no cookie: nothing to forge
 

@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from engine import expressions
 from engine.documents import Documents, Plan, ValidationFailed, aware, empty, quoted, same
 from engine.errors import HandledError
+from engine.i18n import gettext
 from engine.registry import SELF, USER, DocType, Field, State, Statuses, Transition
 
 
@@ -123,11 +124,18 @@ class StatusEngine:
         if state is None:
             return [
                 Reason(
-                    "state", f"`{target}` is not a state of {quoted(d.label, None, self.locale)}"
+                    "state",
+                    gettext(
+                        "`%(state)s` is not a state of %(document)s",
+                        state=target,
+                        document=quoted(d.label, None, self.locale),
+                    ),
                 )
             ]
         if target == source:
-            return [Reason("state", f"it is already {self._state(d, target)}")]
+            return [
+                Reason("state", gettext("it is already %(state)s", state=self._state(d, target)))
+            ]
         leaving_final = source in st.states and st.states[source].final
         if st.free:
             candidates: list[Transition] = []
@@ -140,15 +148,23 @@ class StatusEngine:
             reasons.append(
                 Reason(
                     "final",
-                    f"{self._state(d, source)} is final: it can be left only through a "
-                    f"transition listed from it, and none leads to {self._state(d, target)}",
+                    gettext(
+                        "%(source)s is final: it can be left only through a transition "
+                        "listed from it, and none leads to %(target)s",
+                        source=self._state(d, source),
+                        target=self._state(d, target),
+                    ),
                 )
             )
         elif not st.free and not candidates:
             reasons.append(
                 Reason(
                     "transition",
-                    f"no transition from {self._state(d, source)} to {self._state(d, target)}",
+                    gettext(
+                        "no transition from %(source)s to %(target)s",
+                        source=self._state(d, source),
+                        target=self._state(d, target),
+                    ),
                 )
             )
         elif candidates:
@@ -171,9 +187,16 @@ class StatusEngine:
                     else f"“{r}”"
                     for r in t.roles
                 )
-                reasons.append(Reason("roles", f"only these roles may make this move: {allowed}"))
+                reasons.append(
+                    Reason(
+                        "roles",
+                        gettext("only these roles may make this move: %(roles)s", roles=allowed),
+                    )
+                )
             if t.when and not self._true(d, t.when, view):
-                reasons.append(Reason("when", f"the condition `{t.when}` is not met"))
+                reasons.append(
+                    Reason("when", gettext("the condition `%(when)s` is not met", when=t.when))
+                )
             if not reasons:
                 return []
             found += [r for r in reasons if r not in found]
@@ -196,8 +219,11 @@ class StatusEngine:
                 reasons.append(
                     Reason(
                         "require",
-                        f"{quoted(f.label, f.name, self.locale)} must be filled in to enter "
-                        f"{self._state(d, state.name)}",
+                        gettext(
+                            "%(field)s must be filled in to enter %(state)s",
+                            field=quoted(f.label, f.name, self.locale),
+                            state=self._state(d, state.name),
+                        ),
                         name,
                     )
                 )
@@ -213,9 +239,15 @@ class StatusEngine:
         return [
             Reason(
                 "require_next",
-                f"entering {self._state(d, state.name)} needs at least {rn.min} new "
-                f"{quoted(nd.label, nd.name, self.locale)} planned in the future and linked "
-                f"through {through}; {count} given",
+                gettext(
+                    "entering %(state)s needs at least %(min)s new %(document)s planned in "
+                    "the future and linked through %(through)s; %(count)s given",
+                    state=self._state(d, state.name),
+                    min=rn.min,
+                    document=quoted(nd.label, nd.name, self.locale),
+                    through=through,
+                    count=count,
+                ),
                 "next",
             )
         ]
@@ -263,7 +295,13 @@ class StatusEngine:
             next_plans = self._plan_next(d, obj, state, field_plan, next or ())
             reasons = self._count_next(d, state, len(next_plans)) + self._planned(state, next_plans)
         elif next:
-            raise ValidationFailed({"next": f"{self._state(d, target)} asks for no new documents"})
+            raise ValidationFailed(
+                {
+                    "next": gettext(
+                        "%(state)s asks for no new documents", state=self._state(d, target)
+                    )
+                }
+            )
         if not reasons:
             reasons = self._vetoes(d, obj, target)
         if reasons:
@@ -319,8 +357,9 @@ class StatusEngine:
                 and not same(self._ref_id(values[name]), value)
             ]
             for name in wrong:
-                errors[prefix + name] = (
-                    f"is filled in from this {quoted(d.label, None, self.locale)}"
+                errors[prefix + name] = gettext(
+                    "is filled in from this %(document)s",
+                    document=quoted(d.label, None, self.locale),
                 )
             if wrong:
                 continue
@@ -360,8 +399,10 @@ class StatusEngine:
             label = quoted(nd.label, None, self.locale)
             if nd.statuses is not None and p.values.get(nd.statuses.field) != nd.statuses.initial:
                 reasons.append(
-                    Reason("require_next", f"the new {label} {i + 1} must start as "
-                           f"{self._state(nd, nd.statuses.initial)}", f"next.{i}")
+                    Reason("require_next", gettext("the new %(document)s %(n)s must start as %(state)s",
+                                                   document=label, n=i + 1,
+                                                   state=self._state(nd, nd.statuses.initial)),
+                           f"next.{i}")
                 )  # fmt: skip
             f = plan_field(nd)
             if f is None:
@@ -373,7 +414,12 @@ class StatusEngine:
                 reasons.append(
                     Reason(
                         "require_next",
-                        f"the new {label} {i + 1} needs {named} in the future",
+                        gettext(
+                            "the new %(document)s %(n)s needs %(field)s in the future",
+                            document=label,
+                            n=i + 1,
+                            field=named,
+                        ),
                         path,
                     )
                 )
@@ -381,8 +427,14 @@ class StatusEngine:
                 reasons.append(
                     Reason(
                         "require_next",
-                        f"the new {label} {i + 1} is planned for {_show(value)}, which is in the "
-                        f"past: {named} must be in the future",
+                        gettext(
+                            "the new %(document)s %(n)s is planned for %(when)s, which is in "
+                            "the past: %(field)s must be in the future",
+                            document=label,
+                            n=i + 1,
+                            when=_show(value),
+                            field=named,
+                        ),
                         path,
                     )
                 )
@@ -426,12 +478,16 @@ class StatusEngine:
     def _doctype(self, doctype: str) -> DocType:
         d = self.registry.documents[doctype]
         if d.statuses is None:
-            raise HandledError(f"{quoted(d.label, d.name, self.locale)} has no statuses")
+            raise HandledError(
+                gettext(
+                    "%(document)s has no statuses", document=quoted(d.label, d.name, self.locale)
+                )
+            )
         return d
 
     def _state(self, d: DocType, name: str | None) -> str:
         if name is None:
-            return "no state"
+            return gettext("no state")
         state = d.statuses.states.get(name) if d.statuses else None
         return quoted(state.label, name, self.locale) if state else f"`{name}`"
 

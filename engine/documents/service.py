@@ -17,6 +17,7 @@ from engine.documents.values import (
 from engine.documents.writing import DocumentWriting
 from engine.errors import HandledError
 from engine.fieldtypes import valid_id
+from engine.i18n import gettext
 from engine.registry import DocType, Field
 
 
@@ -42,7 +43,11 @@ class Documents(DocumentWriting):
             if obj is None:
                 d = self.registry.documents[doctype]
                 raise NotFound(
-                    f"there is no {quoted(d.label, None, self.registry.locale)} #{obj_or_id}"
+                    gettext(
+                        "there is no %(document)s #%(id)s",
+                        document=quoted(d.label, None, self.registry.locale),
+                        id=obj_or_id,
+                    )
                 )
             return obj
         return obj_or_id
@@ -157,7 +162,13 @@ class Documents(DocumentWriting):
                         count -= int(getattr(obj, ref.column) == obj.id)
                     if count:
                         raise DeleteRefused(
-                            f"{quoted(d.label, None, self.registry.locale)} #{obj.id} cannot be "
-                            f"deleted: {count} {quoted(other.label, None, self.registry.locale)} "
-                            f"record(s) refer to it through `{path}`"
+                            gettext(
+                                "%(document)s #%(id)s cannot be deleted: %(n)s %(other)s "
+                                "record(s) refer to it through `%(path)s`",
+                                document=quoted(d.label, None, self.registry.locale),
+                                id=obj.id,
+                                n=count,
+                                other=quoted(other.label, None, self.registry.locale),
+                                path=path,
+                            )
                         )

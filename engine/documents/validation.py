@@ -79,7 +79,13 @@ class DocumentPlanning(DocumentViews):
         for key, raw in values.items():
             f = d.fields.get(key)
             if f is None:
-                p.error(key, f"is not a field of {quoted(d.label, d.name, self.registry.locale)}")
+                p.error(
+                    key,
+                    gettext(
+                        "is not a field of %(document)s",
+                        document=quoted(d.label, d.name, self.registry.locale),
+                    ),
+                )
                 continue
             if not rights.readable(key):
                 # any value is refused, the one it holds too: no guessing it
@@ -152,9 +158,12 @@ class DocumentPlanning(DocumentViews):
     def lock_message(self, d: DocType, obj: Any, state: Any) -> str:
         name = str(self.view(d.name, obj))
         label = state.label.get(self.registry.locale) or state.name
-        if self.registry.locale == "ru":
-            return f"{quoted(d.label, None, 'ru')} {name} — «{label}»: поля уже нельзя изменить"
-        return f"{quoted(d.label, None, self.registry.locale)} {name} is {label}: its fields can no longer be changed"
+        return gettext(
+            "%(document)s %(name)s is %(state)s: its fields can no longer be changed",
+            document=quoted(d.label, None, self.registry.locale),
+            name=name,
+            state=label,
+        )
 
     def _check_locked(self, p: Plan) -> None:
         """Refuse changes of the fields the record's state locks; computed
@@ -177,13 +186,13 @@ class DocumentPlanning(DocumentViews):
         value it already has is no attempt to change it: a REST client may PUT
         what it got."""
         if not row and d.statuses is not None and f.name == d.statuses.field:
-            return "changes only through a transition of the status"
+            return gettext("changes only through a transition of the status")
         if (not row and f.name in AUDIT) or f.system:
-            return "is filled in by the engine"
+            return gettext("is filled in by the engine")
         if f.compute:
-            return f"is computed from `{f.compute}`"
+            return gettext("is computed from `%(expression)s`", expression=f.compute)
         if f.readonly and not self.trusted:
-            return "is read-only"
+            return gettext("is read-only")
         return None
 
     def _value(self, p: Plan, f: Field, raw: Any, path: str) -> Any:
@@ -214,7 +223,7 @@ class DocumentPlanning(DocumentViews):
             or isinstance(raw, (str, bytes))
             or not all(isinstance(r, Mapping) for r in raw)
         ):
-            p.error(f.name, "expects a list of rows, each a map of field → value")
+            p.error(f.name, gettext("expects a list of rows, each a map of field → value"))
             return None
         kept = {r.obj.id: r for r in p.rows[f.name] if r.obj is not None}
         rights = (
@@ -232,7 +241,7 @@ class DocumentPlanning(DocumentViews):
                 except (TypeError, ValueError):
                     found = None
                 if found is None:
-                    p.error(base + "id", "is not a row of this record")
+                    p.error(base + "id", gettext("is not a row of this record"))
                     continue
                 rp = RowPlan(found.obj, dict(found.values))
             else:
@@ -243,7 +252,13 @@ class DocumentPlanning(DocumentViews):
                     continue
                 c = f.fields.get(key)
                 if c is None:
-                    p.error(base + key, f"is not a field of the rows of {quoted(f.label, f.name)}")
+                    p.error(
+                        base + key,
+                        gettext(
+                            "is not a field of the rows of %(table)s",
+                            table=quoted(f.label, f.name),
+                        ),
+                    )
                     continue
                 column = f"{f.name}.{key}"
                 if not rights.readable(column):
@@ -290,7 +305,10 @@ class DocumentPlanning(DocumentViews):
             if value is not INVALID:
                 values[f.name] = value
             else:
-                p.error(base + f.name, f"its default `{f.default}` does not fit")
+                p.error(
+                    base + f.name,
+                    gettext("its default `%(default)s` does not fit", default=f.default),
+                )
 
     def _initial(self, f: Field) -> Any:
         """What a new record holds in a field nobody may set."""
@@ -330,7 +348,12 @@ class DocumentPlanning(DocumentViews):
             for path, value in wanted:
                 if value not in found:
                     p.error(
-                        path, f"there is no {quoted(label, None, self.registry.locale)} #{value}"
+                        path,
+                        gettext(
+                            "there is no %(document)s #%(id)s",
+                            document=quoted(label, None, self.registry.locale),
+                            id=value,
+                        ),
                     )
 
     def _compute(self, p: Plan) -> None:
@@ -370,12 +393,14 @@ class DocumentPlanning(DocumentViews):
         try:
             result = expressions.evaluate(f.compute, ctx)
         except expressions.ExpressionError as exc:
-            p.error(path, f"cannot be computed: {exc}")
+            p.error(path, gettext("cannot be computed: %(error)s", error=exc))
             return
         try:
             values[f.name] = self.normalize(f, result)
         except Invalid as exc:
-            p.error(path, f"computed as `{result}`, which {exc}")
+            p.error(
+                path, gettext("computed as `%(value)s`, which %(error)s", value=result, error=exc)
+            )
 
     def _shape(self, d: DocType) -> Shape:
         """What planning needs to know about a type, worked out once per type."""
@@ -389,7 +414,7 @@ class DocumentPlanning(DocumentViews):
         for f in self._shape(p.doctype).checked:
             if f.type == "table":
                 if f.required and not p.rows[f.name]:
-                    p.error(f.name, "needs at least one row")
+                    p.error(f.name, gettext("needs at least one row"))
                 for i, rp in enumerate(p.rows[f.name]):
                     for c in f.fields.values():
                         self._check_value(p, c, rp.values.get(c.name), f"{f.name}.{i}.{c.name}")
@@ -404,13 +429,13 @@ class DocumentPlanning(DocumentViews):
             return
         if empty(value):
             if f.required and f.type != "boolean":
-                p.error(path, "is required")
+                p.error(path, gettext("is required"))
             return
         if f.min is None and f.max is None:
             return
         for bound, word, too_far in (
-            (f.min, "least", operator.lt),
-            (f.max, "most", operator.gt),
+            (f.min, gettext("must be at least %(bound)s"), operator.lt),
+            (f.max, gettext("must be at most %(bound)s"), operator.gt),
         ):
             if bound is None:
                 continue
@@ -419,7 +444,7 @@ class DocumentPlanning(DocumentViews):
                 continue
             try:
                 if too_far(value, limit):
-                    p.error(path, f"must be at {word} {bound}")
+                    p.error(path, word % {"bound": bound})
             except TypeError:
                 continue
 
@@ -469,7 +494,9 @@ class DocumentPlanning(DocumentViews):
             taken = self.session.execute(stmt.limit(len(wanted))).all()
             for f in wanted:
                 if any(same(row._mapping[f.column], p.values[f.name]) for row in taken):
-                    p.error(f.name, f"is already used by another {label}")
+                    p.error(
+                        f.name, gettext("is already used by another %(document)s", document=label)
+                    )
         for f, c in self._shape(d).unique_children:
             self._check_unique_rows(p, f, c, label, lookups)
 
@@ -484,7 +511,7 @@ class DocumentPlanning(DocumentViews):
                 continue
             path = f"{f.name}.{i}.{c.name}"
             if value in seen:
-                p.error(path, f"is already used in row {seen[value] + 1}")
+                p.error(path, gettext("is already used in row %(n)s", n=seen[value] + 1))
             else:
                 seen[value] = i
                 mine[value] = path
@@ -496,4 +523,6 @@ class DocumentPlanning(DocumentViews):
             stmt = stmt.where(table.c.parent_id != p.obj.id)
         for value in self.session.execute(stmt).scalars():
             if value in mine:
-                p.error(mine[value], f"is already used by another {label}")
+                p.error(
+                    mine[value], gettext("is already used by another %(document)s", document=label)
+                )

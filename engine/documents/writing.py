@@ -17,6 +17,7 @@ from engine.documents.values import (
     quoted,
     same,
 )
+from engine.i18n import gettext
 from engine.registry import USER, DocType, Field
 
 
@@ -146,12 +147,20 @@ class DocumentWriting(DocumentNumbering):
         at = row.updated_at or row.created_at
         at = aware(at) if at is not None else None
         when = (
-            at.astimezone(self.timezone).strftime("%Y-%m-%d %H:%M %Z") if at else "an unknown time"
+            at.astimezone(self.timezone).strftime("%Y-%m-%d %H:%M %Z")
+            if at
+            else gettext("an unknown time")
         )
-        who = row.username or "someone"
+        who = row.username or gettext("someone")
         return StaleVersion(
-            f"{quoted(d.label, None, self.registry.locale)} #{obj_id} was changed by {who} "
-            f"at {when} after you opened it; reload it and make your changes again",
+            gettext(
+                "%(document)s #%(id)s was changed by %(who)s at %(when)s after you opened it; "
+                "reload it and make your changes again",
+                document=quoted(d.label, None, self.registry.locale),
+                id=obj_id,
+                who=who,
+                when=when,
+            ),
             row.username,
             at,
             row.version,

@@ -33,8 +33,13 @@ from engine.transfer.formats import (
 from engine.transfer.readers import CsvReader, Limits, XlsxReader, open_binary
 
 _ID = re.compile(r"#(\d+)")
+
+
 #: a NUL character: no text of a record may hold one (PostgreSQL refuses it)
-_NUL = "holds a NUL character (\\0), which text may not contain"
+def _nul() -> str:
+    return gettext("holds a NUL character (\\0), which text may not contain")
+
+
 #: ids of records that an all-or-nothing import stopped writing: never stored
 _UNWRITTEN = 2**62
 #: how many keys → ids an import remembers per target before starting afresh
@@ -141,11 +146,18 @@ def import_(
     registry = models.registry
     d = doctype_of(registry, doctype)
     if d.builtin:
-        raise TransferError(f"{quoted(d.label)} records are managed on the security pages")
+        raise TransferError(
+            gettext(
+                "%(document)s records are managed on the security pages", document=quoted(d.label)
+            )
+        )
     if principal is not None and not access.allowed(registry, principal, d.name, "create"):
         raise TransferError(
-            f"{principal.username or 'this user'} may not create "
-            f"{quoted(d.label, None, registry.locale)} records"
+            gettext(
+                "%(user)s may not create %(document)s records",
+                user=principal.username or gettext("this user"),
+                document=quoted(d.label, None, registry.locale),
+            )
         )
     if fmt is None:
         name = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "")
@@ -309,7 +321,11 @@ class _Importer:
                 continue
             if col.field.name in taken:
                 problems.append(
-                    RowError(1, header, f"repeats the column `{taken[col.field.name]}`")
+                    RowError(
+                        1,
+                        header,
+                        gettext("repeats the column `%(column)s`", column=taken[col.field.name]),
+                    )
                 )
                 continue
             taken[col.field.name] = header
@@ -317,17 +333,23 @@ class _Importer:
             self.index_of[col.field.name] = i
             if col.kind == "ignored":
                 why = (
-                    "is computed: its values are ignored and computed anew"
+                    gettext(
+                        "column `%(column)s` is computed: its values are ignored and computed anew",
+                        column=header,
+                    )
                     if col.field.compute
-                    else "is filled in by the engine: its values are ignored"
+                    else gettext(
+                        "column `%(column)s` is filled in by the engine: its values are ignored",
+                        column=header,
+                    )
                 )
-                self.result.warnings.append(f"column `{header}` {why}")
+                self.result.warnings.append(why)
             self.columns.append(col)
         if problems:
             self.result.errors.extend(problems)
             raise _Stop
         if not self.columns:
-            self.result.errors.append(RowError(1, "", "the first row names no field"))
+            self.result.errors.append(RowError(1, "", gettext("the first row names no field")))
             raise _Stop
         self.selfref_keys = {
             c.key.name
@@ -354,13 +376,25 @@ class _Importer:
             found = [f for f in by_name.get(head.strip().casefold(), []) if f.type == "ref"]
         if len(found) > 1:
             names = ", ".join(f"`{f.name}`" for f in found)
-            problems.append(RowError(1, header, f"could be any of {names}: use the field's name"))
+            problems.append(
+                RowError(
+                    1,
+                    header,
+                    gettext("could be any of %(names)s: use the field's name", names=names),
+                )
+            )
             return None
         if not found:
             hint = did_you_mean(header, [n for n in d.fields if n not in AUDIT])
             problems.append(
                 RowError(
-                    1, header, f"is not a field of {quoted(d.label, d.name, self.locale)}{hint}"
+                    1,
+                    header,
+                    gettext(
+                        "is not a field of %(document)s",
+                        document=quoted(d.label, d.name, self.locale),
+                    )
+                    + hint,
                 )
             )
             return None
@@ -411,8 +445,12 @@ class _Importer:
                 RowError(
                     1,
                     header,
-                    f"{quoted(target.label, target.name, self.locale)} has no "
-                    f"field `{key_name}` to find records by{hint}",
+                    gettext(
+                        "%(document)s has no field `%(field)s` to find records by",
+                        document=quoted(target.label, target.name, self.locale),
+                        field=key_name,
+                    )
+                    + hint,
                 )
             )
             return None
@@ -481,7 +519,7 @@ class _Importer:
         for c in self.columns:
             raw = cells[c.index] if c.index < width else None
             if isinstance(raw, str) and "\x00" in raw:
-                row.error(c.field.name, _NUL)
+                row.error(c.field.name, _nul())
                 continue
             if (
                 isinstance(raw, float)
@@ -503,11 +541,11 @@ class _Importer:
                 self._status_cell(row, c.field, raw)
         for i in range(len(self.headers), width):
             if not _blank(cells[i]):
-                row.error(f"#{i + 1}", "a value in a column without a header")
+                row.error(f"#{i + 1}", gettext("a value in a column without a header"))
                 break
         for i in self.unnamed:
             if i < width and not _blank(cells[i]):
-                row.error(f"#{i + 1}", "a value in a column without a header")
+                row.error(f"#{i + 1}", gettext("a value in a column without a header"))
                 break
         for key in self.selfref_keys:
             if key in row.values:
@@ -532,8 +570,8 @@ class _Importer:
             return
         if key is None:
             target = self.registry.documents[f.to or USER]
-            row.error(path, f"{quoted(target.label, target.name, self.locale)} records have no "
-                      f"key to find them by: write `#id`")  # fmt: skip
+            row.error(path, gettext("%(document)s records have no key to find them by: write `#id`",
+                                    document=quoted(target.label, target.name, self.locale)))  # fmt: skip
             return
         try:
             value = self.docs.normalize(key, raw)
@@ -550,13 +588,20 @@ class _Importer:
         try:
             rows = json.loads(raw) if isinstance(raw, str) else raw
         except json.JSONDecodeError as exc:
-            row.error(name, f"is not a JSON list of rows: {exc.msg} at character {exc.pos + 1}")
+            row.error(
+                name,
+                gettext(
+                    "is not a JSON list of rows: %(error)s at character %(n)s",
+                    error=exc.msg,
+                    n=exc.pos + 1,
+                ),
+            )
             return
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            row.error(name, "must be a JSON list of rows, each an object of field → value")
+            row.error(name, gettext("must be a JSON list of rows, each an object of field → value"))
             return
         if _has_nul(rows):
-            row.error(name, _NUL)
+            row.error(name, _nul())
             return
         out = []
         for i, r in enumerate(rows):
@@ -581,7 +626,7 @@ class _Importer:
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             return
         if not self.docs.trusted:
-            row.error(f.name, "numbers are given by the CRM: leave the column empty")
+            row.error(f.name, gettext("numbers are given by the CRM: leave the column empty"))
             return
         try:
             row.number = self.docs.normalize(f, raw)
@@ -601,8 +646,11 @@ class _Importer:
             initial = st.states[st.initial].label.get(self.locale)
             row.error(
                 f.name,
-                f"new records start as “{initial}”; only an administrator's import sets "
-                "another state (move them afterwards, through their transitions)",
+                gettext(
+                    "new records start as “%(state)s”; only an administrator's import sets "
+                    "another state (move them afterwards, through their transitions)",
+                    state=initial,
+                ),
             )
 
     # -- a batch -------------------------------------------------------------------
@@ -699,14 +747,31 @@ class _Importer:
                     continue
                 label = quoted(self.registry.documents[target].label, None, self.locale)
                 if key is None:
-                    row.error(path, f"there is no {label} #{value}")
+                    row.error(
+                        path, gettext("there is no %(document)s #%(id)s", document=label, id=value)
+                    )
                     continue
                 by = quoted(key.label, key.name, self.locale)
                 if not ids:
-                    row.error(path, f"there is no {label} with {by} `{value}`")
+                    row.error(
+                        path,
+                        gettext(
+                            "there is no %(document)s with %(field)s `%(value)s`",
+                            document=label,
+                            field=by,
+                            value=value,
+                        ),
+                    )
                 else:
                     row.error(
-                        path, f"{len(ids)} {label} records have {by} `{value}`: use a unique key"
+                        path,
+                        gettext(
+                            "%(n)s %(document)s records have %(field)s `%(value)s`: use a unique key",
+                            n=len(ids),
+                            document=label,
+                            field=by,
+                            value=value,
+                        ),
                     )
 
     def readable_where(self, target: str) -> Any:
@@ -750,8 +815,11 @@ class _Importer:
                 if empty(value):
                     row.error(
                         d.statuses.field,
-                        f"{quoted(f.label, f.name, self.locale)} must be filled in to enter "
-                        f"“{d.statuses.states[state].label.get(self.locale)}”",
+                        gettext(
+                            "%(field)s must be filled in to enter %(state)s",
+                            field=quoted(f.label, f.name, self.locale),
+                            state=quoted(d.statuses.states[state].label, None, self.locale),
+                        ),
                     )
         if d.numbering is not None:
             p.values[d.numbering.field] = row.number
@@ -771,7 +839,10 @@ class _Importer:
             for chunk in _chunks(list(values), 5000):
                 for taken in self.session.execute(sa.select(col).where(col.in_(chunk))).scalars():
                     for row in values.get(taken, ()):
-                        row.error(f.name, f"is already used by another {label}")
+                        row.error(
+                            f.name,
+                            gettext("is already used by another %(document)s", document=label),
+                        )
         for f, c in self.child_unique:
             paths: dict[Any, list[tuple[_Row, str]]] = {}
             for row in rows:
@@ -789,7 +860,9 @@ class _Importer:
                 stmt = sa.select(table.c[c.column]).where(table.c[c.column].in_(chunk))
                 for taken in self.session.execute(stmt).scalars():
                     for row, path in paths.get(taken, ()):
-                        row.error(path, f"is already used by another {label}")
+                        row.error(
+                            path, gettext("is already used by another %(document)s", document=label)
+                        )
 
     def check_file_unique(self, rows: list[_Row]) -> None:
         """Unique values against the earlier lines of the file; a bad row claims none."""
@@ -809,7 +882,7 @@ class _Importer:
             for slot, value, path in claims:
                 line = self.seen.get(slot, {}).get(value)
                 if line is not None:
-                    row.error(path, f"is already used on line {line}")
+                    row.error(path, gettext("is already used on line %(n)s", n=line))
             if not row.errors:
                 for slot, value, _ in claims:
                     self.seen.setdefault(slot, {})[value] = row.line

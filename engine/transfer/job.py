@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from engine.access import Principal
+from engine.i18n import gettext, speaking
 from engine.models import Models
 from engine.registry import USER, Registry
 from engine.transfer.formats import (
@@ -70,6 +71,12 @@ def principal_of(session: Session, models: Models, user_id: Any) -> Principal | 
 
 
 def import_job(ctx: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """``crm.import``, its messages in the language of the user who uploaded the file."""
+    with speaking(str(payload.get("locale") or ctx.registry.locale)):
+        return _import_job(ctx, payload)
+
+
+def _import_job(ctx: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
     """``crm.import``: ``{doctype, file, format, user_id, all_or_nothing, name}``.
 
     Imports the uploaded ``file`` (a name in :func:`upload_folder`) as the
@@ -95,24 +102,32 @@ def import_job(ctx: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
         "all_or_nothing": all_or_nothing,
         "failure": None,
     }
-    ru = ctx.registry.locale == "ru"
 
     def report(done: int, total: int | None, checking: bool = False) -> None:
         if not done and not total:
-            message = "читаем файл…" if ru else "reading the file…"
+            message = gettext("reading the file…")
+        elif checking:
+            message = (
+                gettext("checked %(done)s of %(total)s rows", done=done, total=total)
+                if total
+                else gettext("checked %(done)s rows", done=done)
+            )
         else:
-            of = f" {'из' if ru else 'of'} {total}" if total else ""
-            message = f"{done}{of} {'строк' if ru else 'rows'}"
-            if checking:
-                message = f"{'проверено' if ru else 'checked'} {message}"
+            message = (
+                gettext("%(done)s of %(total)s rows", done=done, total=total)
+                if total
+                else gettext("%(done)s rows", done=done)
+            )
         ctx.report(done, total, message)
 
     try:
         principal = principal_of(ctx.session, ctx.models, payload.get("user_id"))
         if principal is None:
-            out["failure"] = "the user who uploaded the file is not an active user any more"
+            out["failure"] = gettext(
+                "the user who uploaded the file is not an active user any more"
+            )
         elif not path.is_file():
-            out["failure"] = "the uploaded file is gone: upload it again"
+            out["failure"] = gettext("the uploaded file is gone: upload it again")
         else:
             report(0, None)
             fmt = name.rsplit(".", 1)[1]

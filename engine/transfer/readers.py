@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from engine.i18n import gettext
 from engine.transfer.formats import (
     TransferError,
     unguard_text,
@@ -56,8 +57,12 @@ class Limits:
 
     def too_many_rows(self, line: int) -> TransferError:
         return TransferError(
-            f"line {line}: the file has more than {self.rows:,} rows, the limit of an import; "
-            "split it into smaller files"
+            gettext(
+                "line %(line)s: the file has more than %(n)s rows, the limit of an import; "
+                "split it into smaller files",
+                line=line,
+                n=format(self.rows, ","),
+            )
         )
 
     def check_row(self, line: int, cells: list[Any]) -> None:
@@ -69,21 +74,36 @@ class Limits:
                 last -= 1
             if last > self.columns:
                 raise TransferError(
-                    f"line {line}: the row has {last} columns, more than {self.columns}, "
-                    "the limit of an import"
+                    gettext(
+                        "line %(line)s: the row has %(n)s columns, more than %(limit)s, "
+                        "the limit of an import",
+                        line=line,
+                        n=last,
+                        limit=self.columns,
+                    )
                 )
             del cells[last:]
         for i, cell in enumerate(cells):
             if isinstance(cell, str) and len(cell) > self.cell:
                 raise TransferError(
-                    f"line {line}, column {i + 1}: the cell holds {len(cell):,} characters, "
-                    f"more than {self.cell:,}, the limit of an import"
+                    gettext(
+                        "line %(line)s, column %(column)s: the cell holds %(n)s characters, "
+                        "more than %(limit)s, the limit of an import",
+                        line=line,
+                        column=i + 1,
+                        n=format(len(cell), ","),
+                        limit=format(self.cell, ","),
+                    )
                 )
 
     def too_big(self, size: int) -> TransferError:
         return TransferError(
-            f"the file holds {_mb(size)} of data, more than {_mb(self.size)}, "
-            "the limit of an import; split it into smaller files"
+            gettext(
+                "the file holds %(size)s of data, more than %(limit)s, "
+                "the limit of an import; split it into smaller files",
+                size=_mb(size),
+                limit=_mb(self.size),
+            )
         )
 
 
@@ -195,9 +215,9 @@ class XlsxReader:
                 warnings.simplefilter("ignore", UserWarning)
                 self.book = load_workbook(fh, read_only=True, data_only=True)
         except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError) as exc:
-            raise TransferError("the file is not an XLSX workbook") from exc
+            raise TransferError(gettext("the file is not an XLSX workbook")) from exc
         if not self.book.worksheets:
-            raise TransferError("the workbook has no sheet")
+            raise TransferError(gettext("the workbook has no sheet"))
         self.sheet = self.book.worksheets[0]
         rows = self.sheet.max_row
         self.total = rows - 1 if rows and rows - 1 <= self.limits.rows else None
@@ -212,7 +232,7 @@ class XlsxReader:
             with zipfile.ZipFile(fh) as archive:
                 entries = archive.infolist()
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise TransferError("the file is not an XLSX workbook") from exc
+            raise TransferError(gettext("the file is not an XLSX workbook")) from exc
         finally:
             fh.seek(start)
         total = 0

@@ -68,10 +68,17 @@ def authorized(action: str) -> Callable[[Callable[..., Response]], Callable[...,
             who = api_principal()
             if who is None:
                 return json_error(
-                    401, "Log in first: a session cookie or an Authorization: Bearer token"
+                    401, gettext("Log in first: a session cookie or an Authorization: Bearer token")
                 )
             if not access.allowed(crm().registry, who, self.doctype, action):
-                return json_error(403, f"Your roles may not {action} {self.doctype} records")
+                return json_error(
+                    403,
+                    gettext(
+                        "Your roles may not %(action)s %(document)s records",
+                        action=action,
+                        document=self.doctype,
+                    ),
+                )
             return fn(self, *args, **kwargs)
 
         return wrapper
@@ -82,15 +89,15 @@ def authorized(action: str) -> Callable[[Callable[..., Response]], Callable[...,
 def json_body() -> dict[str, Any] | Response:
     """The request's JSON object, or the 4xx that says what is wrong with it."""
     if not request.is_json:
-        return json_error(415, "Send a JSON object with Content-Type: application/json")
+        return json_error(415, gettext("Send a JSON object with Content-Type: application/json"))
     body = _parse(request.get_data(cache=True) or b"")
     if body is _NOT_JSON:
-        return json_error(400, "The body is not valid JSON")
+        return json_error(400, gettext("The body is not valid JSON"))
     if not isinstance(body, dict):
-        return json_error(400, "The body is not a JSON object")
+        return json_error(400, gettext("The body is not a JSON object"))
     bad = bad_text(body)
     if bad:
-        return json_error(422, "The record was not saved", errors=bad)
+        return json_error(422, gettext("The record was not saved"), errors=bad)
     return body
 
 
@@ -377,36 +384,55 @@ class DocumentApi(BaseApi):
         if request.args.get("filter"):
             spec = _parse(request.args["filter"])
             if spec is _NOT_JSON:
-                return json_error(400, "`filter` is not valid JSON")
+                return json_error(400, gettext("`filter` is not valid JSON"))
             if not isinstance(spec, dict):
-                return json_error(400, '`filter` must be a JSON object such as {"stage": "new"}')
+                return json_error(
+                    400, gettext('`filter` must be a JSON object such as {"stage": "new"}')
+                )
             if bad_text(spec):
                 return json_error(
-                    400, "`filter` must not hold NUL characters or unpaired surrogates"
+                    400, gettext("`filter` must not hold NUL characters or unpaired surrogates")
                 )
         if request.args.get("segment"):
             # the list page's ?segment=: the segment's filter, the `filter` given over it
             segment = crm().registry.segments.get(request.args["segment"])
             if segment is None or segment.document != d.name:
                 name = fetch.clean(request.args["segment"], 50)
-                return json_error(400, f"`segment`: {d.name} has no segment `{name}`")
+                return json_error(
+                    400,
+                    gettext(
+                        "`segment`: %(document)s has no segment `%(name)s`",
+                        document=d.name,
+                        name=name,
+                    ),
+                )
             spec = {**segment.filter, **(spec or {})}
         try:
             page_no = int(request.args.get("page", 0))
             size = int(request.args.get("page_size", 25))
         except ValueError:
-            return json_error(400, "`page` and `page_size` must be whole numbers")
+            return json_error(400, gettext("`page` and `page_size` must be whole numbers"))
         if not 1 <= size <= MAX_PAGE_SIZE:
-            return json_error(400, f"`page_size` must be 1 to {MAX_PAGE_SIZE}")
+            return json_error(400, gettext("`page_size` must be 1 to %(n)s", n=MAX_PAGE_SIZE))
         if not 0 <= page_no * size <= fetch.MAX_OFFSET:
             return json_error(
                 400,
-                f"`page` must be 0 or more, and at most {fetch.MAX_OFFSET} records deep: "
-                "page further with the `after` cursor",
+                gettext(
+                    "`page` must be 0 or more, and at most %(n)s records deep: "
+                    "page further with the `after` cursor",
+                    n=fetch.MAX_OFFSET,
+                ),
             )
         order = request.args.get("order") or None
         if order and (order[1:] if order[0] in "+-" else order) not in d.fields:
-            return json_error(400, f"cannot order by `{order}`: {d.name} has no such field")
+            return json_error(
+                400,
+                gettext(
+                    "cannot order by `%(order)s`: %(document)s has no such field",
+                    order=order,
+                    document=d.name,
+                ),
+            )
         state = crm()
         rights = access.field_rights(state.registry, g.crm_principal, d.name)
         columns = [n for n, f in d.fields.items() if f.type != "table" and rights.readable(n)]
@@ -452,7 +478,7 @@ class DocumentApi(BaseApi):
         """
         obj = self._obj(pk, "read")
         if obj is None:
-            return json_error(404, "Not found")
+            return json_error(404, gettext("Not found"))
         return jsonify(id=obj.id, version=obj.version, result=self._doc(obj))
 
     @expose("/", methods=["POST"])
@@ -491,7 +517,7 @@ class DocumentApi(BaseApi):
         if not errors:
             obj, errors = writes.create(self.d, body)
         if errors or obj is None:
-            return json_error(422, "The record was not saved", errors=errors)
+            return json_error(422, gettext("The record was not saved"), errors=errors)
         response = jsonify(id=obj.id, version=obj.version, result=self._doc(obj))
         response.status_code = 201
         return response
@@ -534,11 +560,13 @@ class DocumentApi(BaseApi):
             return body
         obj = self._obj(pk, "update")
         if obj is None:
-            return json_error(404, "Not found")
+            return json_error(404, gettext("Not found"))
         version = body.pop("version", None)
         if isinstance(version, bool) or not isinstance(version, int):
             return json_error(
-                422, "Send the `version` of the record you edited", errors={"version": "required"}
+                422,
+                gettext("Send the `version` of the record you edited"),
+                errors={"version": "required"},
             )
         saved, errors = None, bad_row_ids(self.d, body)
         if not errors:
@@ -546,7 +574,9 @@ class DocumentApi(BaseApi):
         if "_version" in errors:
             return json_error(409, errors["_version"])
         if errors or saved is None:
-            return json_error(422, errors.pop("_form", "The record was not saved"), errors=errors)
+            return json_error(
+                422, errors.pop("_form", gettext("The record was not saved")), errors=errors
+            )
         return jsonify(id=saved.id, version=saved.version, result=self._doc(saved))
 
     @expose("/<int:pk>", methods=["DELETE"])
@@ -567,7 +597,7 @@ class DocumentApi(BaseApi):
         """
         obj = self._obj(pk, "delete")
         if obj is None:
-            return json_error(404, "Not found")
+            return json_error(404, gettext("Not found"))
         error = writes.delete(self.d, obj)
         if error:
             return json_error(409, error)
@@ -645,22 +675,22 @@ class DocumentApi(BaseApi):
             return body
         obj = self._obj(pk, "update")
         if obj is None:
-            return json_error(404, "Not found")
+            return json_error(404, gettext("Not found"))
         target, version = body.get("to"), body.get("version")
         fields = {} if body.get("fields") is None else body["fields"]
         nexts = [] if body.get("next") is None else body["next"]
         if not isinstance(target, str) or target not in statuses.states:
             return json_error(
                 422,
-                "`to` must name a state",
+                gettext("`to` must name a state"),
                 errors={"to": f"one of {', '.join(statuses.states)}"},
             )
         if not isinstance(fields, dict):
-            return json_error(400, "`fields` must be an object of field → value")
+            return json_error(400, gettext("`fields` must be an object of field → value"))
         if not isinstance(nexts, list) or not all(isinstance(n, dict) for n in nexts):
-            return json_error(400, "`next` must be a list of objects, one per new record")
+            return json_error(400, gettext("`next` must be a list of objects, one per new record"))
         if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
-            return json_error(400, "`version` must be a whole number")
+            return json_error(400, gettext("`version` must be a whole number"))
         board = self._board_args(d)
         if isinstance(board, Response):
             return board
@@ -671,7 +701,7 @@ class DocumentApi(BaseApi):
         if "_version" in errors:
             return json_error(409, errors["_version"])
         if reasons or errors:
-            return json_error(422, "The transition was refused", reasons=reasons, errors=errors,
+            return json_error(422, gettext("The transition was refused"), reasons=reasons, errors=errors,
                               **writes.needed_fields(d, statuses.states[target], reasons, errors))  # fmt: skip
         obj = self._obj(pk, "read")
         state = getattr(obj, statuses.field) if obj is not None else target
@@ -742,7 +772,7 @@ class DocumentApi(BaseApi):
         """
         obj = self._obj(pk, "read")
         if obj is None:
-            return json_error(404, "Not found")
+            return json_error(404, gettext("Not found"))
         rows = formatting.history(self.d, obj)
         keep = ("at", "by", "by_id", "field", "from", "to")
         return jsonify(

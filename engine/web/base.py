@@ -8,12 +8,14 @@ import secrets
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask, Response, current_app, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect, validate_csrf
+from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
 from engine.access import Principal
+from engine.i18n import gettext
 
 
 def crm() -> Any:
@@ -33,7 +35,11 @@ def db_session() -> Any:
 
 
 def locale() -> str:
-    return str(crm().registry.locale)
+    """The reader's language: the signed-in user's choice, else the
+    configuration's ``locale`` (outside a request: the configuration's)."""
+    from engine.i18n import _request_locale
+
+    return _request_locale() or str(crm().registry.locale)
 
 
 def json_error(status: int, message: str, **extra: Any) -> Response:
@@ -78,7 +84,7 @@ def install_request_handling(appbuilder: Any, state: Any) -> None:
             validate_csrf(request.headers.get("X-CSRFToken", ""))
         except Exception:  # flask_wtf raises ValidationError with a message for the user
             return json_error(
-                400, "The CSRF token is missing or invalid: send the X-CSRFToken header"
+                400, gettext("The CSRF token is missing or invalid: send the X-CSRFToken header")
             )
         return None
 
@@ -102,15 +108,21 @@ def install_request_handling(appbuilder: Any, state: Any) -> None:
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError) -> Any:
+        message = gettext(
+            "The form's security token (CSRF) is missing or has expired: open the form again"
+        )
         if request.path.startswith("/api/"):
-            return json_error(400, exc.description)
-        return exc.description, 400
+            return json_error(400, message)
+        return error_page(400, message)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
+        if exc.code is None or exc.code < 400:
+            return exc  # a redirect (a missing trailing slash)
         if request.path.startswith("/api/"):
-            return json_error(exc.code or 500, exc.description or exc.name)
-        return exc
+            return json_error(exc.code, exc.description or exc.name)
+        own = exc.description if exc.description != type(exc).description else None
+        return error_page(exc.code, own, exc.get_headers())
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Any:
@@ -122,12 +134,72 @@ def install_request_handling(appbuilder: Any, state: Any) -> None:
             current_app.logger.error("database unavailable on %s %s: %s", request.method,
                                      request.path, exc.orig)  # fmt: skip
             _rollback()
-            message = "The database is unavailable; try again in a minute"
+            message = gettext("The database is unavailable; try again in a minute")
             if request.path.startswith("/api/"):
                 return json_error(503, message)
-            return message, 503
+            return _plain_page(503, message)
         current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
         _rollback()
         if request.path.startswith("/api/"):
-            return json_error(500, "Internal error; it has been logged")
-        return "Internal error; it has been logged", 500
+            return json_error(500, gettext("Internal error; it has been logged"))
+        return error_page(500)
+
+
+def _titles() -> dict[int, tuple[str, str]]:
+    return {
+        400: (
+            gettext("Bad request"),
+            gettext("The request could not be understood; go back and try again."),
+        ),
+        401: (gettext("Sign in first"), gettext("This page is for signed-in users.")),
+        403: (gettext("Access denied"), gettext("You may not open this page.")),
+        404: (
+            gettext("Not found"),
+            gettext("There is no such page or record; it may have been deleted."),
+        ),
+        405: (gettext("Not allowed"), gettext("This page does not take this kind of request.")),
+        409: (
+            gettext("Conflict"),
+            gettext("The record was changed meanwhile; open it again and repeat your change."),
+        ),
+        413: (gettext("Too large"), gettext("The file or the form is too large.")),
+        429: (gettext("Too many requests"), gettext("Wait a little and try again.")),
+        500: (
+            gettext("Something went wrong"),
+            gettext("An internal error; it has been logged. Try again later."),
+        ),
+    }
+
+
+def error_page(status: int, detail: str | None = None, headers: Any = None) -> Response:
+    """An error as a page of the app's layout, in the reader's language, with a
+    way home (the API answers JSON instead)."""
+    title, message = _titles().get(status, (gettext("Error"), ""))
+    try:
+        appbuilder = crm().appbuilder
+        html = render_template(
+            "crm/error.html",
+            base_template=appbuilder.base_template,
+            appbuilder=appbuilder,
+            status=status,
+            title=title,
+            message=message,
+            detail=detail,
+            home=appbuilder.get_url_for_index,
+        )
+    except Exception:  # the layout itself fails (the database): a page without it
+        current_app.logger.exception("error page for %s failed", status)
+        _rollback()
+        return _plain_page(status, detail or message or title)
+    response = Response(html, status, mimetype="text/html")
+    for name, value in headers or []:
+        if name.lower() not in ("content-type", "content-length"):
+            response.headers[name] = value
+    return response
+
+
+def _plain_page(status: int, message: str) -> Response:
+    text = escape(message)
+    home = escape(gettext("To the home page"))
+    html = f'<!DOCTYPE html><html><body><h2>{text}</h2><p><a href="/">{home}</a></p></body></html>'
+    return Response(html, status, mimetype="text/html")

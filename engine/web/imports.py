@@ -22,6 +22,7 @@ from flask_login import login_required
 
 from engine import access, jobs, transfer
 from engine.fieldtypes import MAX_ID
+from engine.i18n import gettext
 from engine.registry import USER, DocType, Field
 from engine.web.base import crm, db_session, locale, principal
 from engine.web.fetch import clean
@@ -41,24 +42,42 @@ def _key_prefix(d: DocType, user_id: int | None) -> str:
 def column_help(d: DocType) -> list[dict[str, str]]:
     """One line per column a file of ``d`` may have: its name, label and what goes in."""
     registry = crm().registry
-    ru = locale() == "ru"
     out = []
     for f in transfer.exported_fields(d):
-        out.append(
-            {"name": f.name, "label": f.label.get(locale()), "what": _what(registry, d, f, ru)}
-        )
+        out.append({"name": f.name, "label": f.label.get(locale()), "what": _what(registry, d, f)})
     return out
 
 
-def _what(registry: Any, d: DocType, f: Field, ru: bool) -> str:
+def _type_names() -> dict[str, str]:
+    """What a column of each core type holds, as the import page says it."""
+    return {
+        "string": gettext("text"),
+        "text": gettext("long text"),
+        "integer": gettext("a whole number"),
+        "decimal": gettext("a number such as 1234.50"),
+        "money": gettext("an amount such as 1234.50"),
+        "boolean": gettext("true or false"),
+        "date": gettext("a date such as 2026-03-02"),
+        "datetime": gettext("a date and time such as 2026-03-02 14:30"),
+        "phone": gettext("a phone number"),
+        "email": gettext("an email address"),
+        "url": gettext("a web address"),
+        "inn": gettext("a taxpayer number (INN)"),
+    }
+
+
+def _what(registry: Any, d: DocType, f: Field) -> str:
     if f.compute:
-        return "вычисляется: колонка не читается" if ru else "computed: the column is ignored"
+        return gettext("computed: the column is ignored")
     if d.numbering is not None and f.name == d.numbering.field:
         example = f"{d.numbering.prefix}{1:0{d.numbering.width}d}"
-        return f"{example}; " + ("пусто: следующий номер" if ru else "empty: the next number")
+        return gettext("%(example)s; empty: the next number", example=example)
     if d.statuses is not None and f.name == d.statuses.field:
-        empty = "пусто" if ru else "empty"
-        return f"{', '.join(d.statuses.states)}; {empty}: {d.statuses.initial}"
+        return gettext(
+            "%(states)s; empty: %(initial)s",
+            states=", ".join(d.statuses.states),
+            initial=d.statuses.initial,
+        )
     if f.type == "ref":
         target = f.to or USER
         key = transfer.key_field(registry, target)
@@ -66,18 +85,21 @@ def _what(registry: Any, d: DocType, f: Field, ru: bool) -> str:
         if key is None:
             text = f"{label}: #id"
         else:
-            by = "по полю" if ru else "by"
-            text = f"{label} {by} {key.label.get(locale())} ({key.name})"
-            other = "или колонка" if ru else "or a column"
-            text += f"; {other} {f.name}.{'поле' if ru else 'field'}"
+            text = gettext(
+                "%(document)s by %(key)s (%(name)s); or a column %(field)s.field",
+                document=label,
+                key=key.label.get(locale()),
+                name=key.name,
+                field=f.name,
+            )
     elif f.type == "table":
-        text = "JSON-список строк" if ru else "a JSON list of rows"
+        text = gettext("a JSON list of rows")
     elif f.type == "enum":
         text = ", ".join(f.values)
     else:
-        text = f.type
+        text = _type_names().get(f.type, f.type)
     if f.required:
-        text += "; обязательное" if ru else "; required"
+        text += gettext("; required")
     return text
 
 
@@ -106,7 +128,6 @@ class ImportMixin:
         self._may_create()
         if request.method == "GET":
             return self._import_page({}, {})
-        ru = locale() == "ru"
         form = {
             "format": clean(request.form.get("format"), 10),
             "mode": "partial" if request.form.get("mode") == "partial" else "all",
@@ -117,9 +138,9 @@ class ImportMixin:
         fmt = given or filename.rsplit(".", 1)[-1].lower()
         problem = None
         if not upload or not filename:
-            problem = "Выберите файл" if ru else "Choose a file"
+            problem = gettext("Choose a file")
         elif fmt not in transfer.FORMATS:
-            problem = "Нужен файл CSV или XLSX" if ru else "A CSV or XLSX file, please"
+            problem = gettext("A CSV or XLSX file, please")
         if upload is None or problem:
             return self._import_page(form, {"file": problem or ""}), 400
         path = transfer.new_upload(crm().registry, fmt)
@@ -127,12 +148,13 @@ class ImportMixin:
             upload.save(path)
             if path.stat().st_size == 0:
                 path.unlink()
-                problem = "Файл пуст" if ru else "The file is empty"
+                problem = gettext("The file is empty")
                 return self._import_page(form, {"file": problem}), 400
             me = principal()
             payload = {
                 "doctype": d.name, "file": path.name, "user_id": me.user_id,
                 "all_or_nothing": form["mode"] != "partial", "name": filename,
+                "locale": locale(),  # the job speaks the uploader's language
             }  # fmt: skip
             key = _key_prefix(d, me.user_id) + path.stem
             job_id = jobs.enqueue(db_session(), transfer.IMPORT_JOB, payload, key=key)
@@ -233,14 +255,9 @@ def status_of(job_id: int) -> dict[str, Any]:
     (an exception, a database's message) is for admins; others are told
     that there was one."""
     s = jobs.status(db_session(), job_id)
-    ru = locale() == "ru"
     error = s["error"]
     if error and not principal().admin:
-        error = (
-            f"ошибка обработчика (задача #{job_id}); причину видит администратор"
-            if ru
-            else f"the job failed (job #{job_id}); an administrator can see why"
-        )
+        error = gettext("the job failed (job #%(id)s); an administrator can see why", id=job_id)
     result = s["result"] if isinstance(s["result"], dict) else {}
     finished = s["state"] in (jobs.DONE, jobs.DEAD)
     done, total = s["done"] or 0, s["total"]
@@ -253,7 +270,7 @@ def status_of(job_id: int) -> dict[str, Any]:
         percent = 0
     failure = result.get("failure")
     if s["state"] == jobs.DEAD:
-        failure = error or ("импорт прерван" if ru else "the import failed")
+        failure = error or gettext("the import failed")
     return {
         "state": s["state"],
         "finished": finished,

@@ -9,17 +9,28 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Response, abort, flash, jsonify, redirect, request, stream_with_context, url_for
+from flask import (
+    Response,
+    abort,
+    flash,
+    has_request_context,
+    jsonify,
+    redirect,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask_appbuilder import BaseView, expose
 from flask_login import login_required
 from markupsafe import escape
 
 from engine import access, lists, transfer
 from engine.filters import FilterError, resolve_path
+from engine.i18n import gettext, lazy_gettext
 from engine.registry import USER, DocType, Field, Label
 from engine.web import fetch, formatting, forms, lookup, related, writes
 from engine.web.base import crm, db_session, locale, principal
@@ -329,7 +340,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         }
         version = request.form.get("_version", type=int)
         if version is None:
-            errors = {"_version": "the form did not say which version of the record it edits; reload it"}  # fmt: skip
+            errors = {"_version": gettext("The form did not say which version of the record it edits; reload it")}  # fmt: skip
             return self._form(obj, values, errors, title, action), 409
         saved, errors = writes.update(d, obj, values, version)
         if errors:
@@ -348,7 +359,10 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         if error:
             flash(error, "danger")
             return redirect(url_for(f"{self.view_name}.show", obj_id=obj_id))
-        flash(f"{d.label.get(locale())} #{obj_id} — {'удалено' if locale() == 'ru' else 'deleted'}", "info")  # fmt: skip
+        flash(
+            gettext("%(document)s #%(id)s deleted", document=d.label.get(locale()), id=obj_id),
+            "info",
+        )
         return redirect(url_for(f"{self.view_name}.list"))
 
     # -- transitions ---------------------------------------------------------------
@@ -492,9 +506,9 @@ def register_views(appbuilder: Any, state: Any) -> None:
     category_of = _categories(registry)
     if any("kanban" in d.views for d in registry.documents.values()):
         appbuilder.add_view_no_menu(MySalesView())
-        sales, sales_label = "crm:sales", "Продажи" if registry.locale == "ru" else "Sales"
+        sales, sales_label = "crm:sales", lazy_gettext("Sales")
         appbuilder.add_link(
-            "crm:my_sales", href="/my_sales/", label=menu_label("Мои продажи" if registry.locale == "ru" else "My sales"),
+            "crm:my_sales", href="/my_sales/", label=menu_label(lazy_gettext("My sales")),
             category=sales, category_label=menu_label(sales_label),
             cond=lambda: first_board() is not None,
         )  # fmt: skip
@@ -507,25 +521,54 @@ def register_views(appbuilder: Any, state: Any) -> None:
         appbuilder.add_view_no_menu(view())
         category, label = category_of(d)
         appbuilder.add_link(
-            d.name, href=f"/{d.resource}/", label=menu_label(d.label.get(registry.locale)),
+            d.name, href=f"/{d.resource}/", label=menu_label(d.label),
             category=category, category_label=menu_label(label),
         )  # fmt: skip
 
 
-def menu_label(text: str) -> str:
+def _as_typed(text: str) -> str:
+    return str(escape(text)).replace("%", "%%")
+
+
+class MenuLabel(str):
+    """A menu item's text in the reader's language, asked for each time the
+    navbar shows it; as a plain string it is the text at start-up."""
+
+    _text: Callable[[], str]
+
+    def __new__(cls, text: Callable[[], str]) -> MenuLabel:
+        self = super().__new__(cls, _as_typed(text()))
+        self._text = text
+        return self
+
+    def __html__(self) -> str:
+        return _as_typed(self._text()) if has_request_context() else str.__str__(self)
+
+    def __str__(self) -> str:
+        return self.__html__()
+
+
+def menu_label(text: Any) -> str:
     """A label as Flask-AppBuilder's navbar wants it: the navbar passes it
     through gettext, which trusts its result as markup and formats it with
-    ``%``, so the text is escaped here (and ``%`` doubled) to come out as typed."""
-    return str(escape(text)).replace("%", "%%")
+    ``%``, so the text is escaped here (and ``%`` doubled) to come out as typed.
+    A metadata ``Label`` or a ``lazy_gettext("...")`` follows the reader's
+    language; plain text stays as typed."""
+    if isinstance(text, Label):
+        label = text
+        return MenuLabel(lambda: label.get(locale() if has_request_context() else None))
+    if not isinstance(text, str):  # a lazy_gettext: translated when shown
+        lazy = text
+        return MenuLabel(lambda: str(lazy))
+    return _as_typed(text)
 
 
 def _categories(registry: Any) -> Any:
     """Group the menu: documents with statuses under Sales, the rest under Directory."""
-    ru = registry.locale == "ru"
 
-    def category(d: DocType) -> tuple[str, str]:
+    def category(d: DocType) -> tuple[str, Any]:
         if d.statuses is not None:
-            return "crm:sales", "Продажи" if ru else "Sales"
-        return "crm:directory", "Справочники" if ru else "Directory"
+            return "crm:sales", lazy_gettext("Sales")
+        return "crm:directory", lazy_gettext("Directory")
 
     return category

@@ -22,6 +22,7 @@ from engine.documents import (
 )
 from engine.errors import HandledError
 from engine.fieldtypes import MAX_ID
+from engine.i18n import gettext
 from engine.registry import USER, DocType, Field, State
 from engine.statuses import StatusEngine, TransitionRefused
 from engine.web.base import crm, db_session, principal
@@ -69,7 +70,7 @@ def rule_errors(d: DocType, values: Mapping[str, Any], obj: Any | None) -> dict[
         given = _id_of(values[d.owner])
         current = me.user_id if obj is None else getattr(obj, d.fields[d.owner].column)
         if given != current or given != me.user_id:
-            errors[d.owner] = "you may only keep your own records: it must be you"
+            errors[d.owner] = gettext("you may only keep your own records: it must be you")
     elif d.owner and d.owner in values:
         # handing a record to someone else takes the right to read theirs:
         # without it the record would be lost to the one who made it
@@ -80,7 +81,7 @@ def rule_errors(d: DocType, values: Mapping[str, Any], obj: Any | None) -> dict[
             and given != me.user_id
             and access.rule(state.registry, me, d.name, "read") is not True
         ):
-            errors[d.owner] = (
+            errors[d.owner] = gettext(
                 "you may only give a record to yourself: you may not open other users' records"
             )
     wanted: dict[str, list[tuple[str, int]]] = {}
@@ -126,7 +127,9 @@ def rule_errors(d: DocType, values: Mapping[str, Any], obj: Any | None) -> dict[
         label = quoted(state.registry.documents[target].label, None, state.registry.locale)
         for path, ident in items:
             if ident not in seen:
-                errors.setdefault(path, f"there is no {label} #{ident}")
+                errors.setdefault(
+                    path, gettext("there is no %(document)s #%(id)s", document=label, id=ident)
+                )
     return errors
 
 

@@ -948,9 +948,7 @@ class ProcessMapsView(BaseView):
     @login_required
     def index(self) -> Any:
         _require_read()
-        return self.render_template(
-            "processes/maps.html", maps=_maps(), words=words(api.locale()), one=False
-        )
+        return self.render_template("processes/maps.html", maps=_maps(), one=False)
 
     @expose("/<name>")
     @login_required
@@ -958,9 +956,7 @@ class ProcessMapsView(BaseView):
         _require_read()
         if name not in definitions_for(api.crm().registry, api.crm().pm).processes:
             abort(404)
-        return self.render_template(
-            "processes/maps.html", maps=_maps(name), words=words(api.locale()), one=True
-        )
+        return self.render_template("processes/maps.html", maps=_maps(name), one=True)
 
     @expose("/api/in_progress")
     @login_required
@@ -968,7 +964,7 @@ class ProcessMapsView(BaseView):
         """``[{process, step, count}]`` for dashboards."""
         state = api.crm()
         if not api.allowed(state.registry, api.principal(), INSTANCE, "read"):
-            return api.json_error(403, "you may not read processes")
+            return api.json_error(403, api.gettext("you may not read processes"))
         found = in_progress(state.models, api.db_session(), api.principal())
         return jsonify(in_progress_rows(definitions_for(state.registry, state.pm), found))
 
@@ -977,11 +973,10 @@ def register(appbuilder: Any, registry: Any) -> None:
     """The page of route maps, under "Processes" in the menu."""
     if INSTANCE not in registry.documents:
         return
-    w = words(registry.locale)
     appbuilder.add_view_no_menu(ProcessMapsView())
     appbuilder.add_link(
-        "crm:process_maps", href="/processes/", label=menu_label(w["maps"]),
-        category="crm:processes", category_label=menu_label(w["processes"]),
+        "crm:process_maps", href="/processes/", label=menu_label(api.lazy_gettext("Route maps")),
+        category="crm:processes", category_label=menu_label(api.lazy_gettext("Processes")),
         cond=lambda: api.allowed(registry, api.principal(), INSTANCE, "read"),
     )  # fmt: skip
 

@@ -43,8 +43,9 @@ from engine.api import (
     company_tz,
     crm,
     db_session,
+    gettext,
     json_error,
-    locale,
+    lazy_gettext,
     login_required,
     menu_label,
     principal,
@@ -275,7 +276,7 @@ def discipline(
     may read count: a manager sees his own row, a head everyone's."""
     select = _statement(models, principal, by, session.get_bind().dialect.name)
     params = discipline_params(start, end, tz, now or api.clock.now())
-    no_department = "(без отдела)" if models.registry.locale == "ru" else "(no department)"
+    no_department = gettext("(no department)")
     rows: list[tuple[tuple[Any, ...], Row]] = []
     totals = _Sums()
     for r in session.execute(select, params):
@@ -294,38 +295,34 @@ def discipline(
         order = (r.dept_name is None, department.casefold(), name.casefold(), row.key or 0)
         rows.append((order, row))
     rows.sort(key=lambda pair: pair[0])
-    total = "Итого" if models.registry.locale == "ru" else "Total"
+    total = gettext("Total")
     return [row for _, row in rows] + [totals.row(None, total, "", is_total=True)]
 
 
 # --- the page -------------------------------------------------------------------------------------
 
-COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("total", "Total", "Всего"),
-    ("on_time", "Done on time", "Выполнено в срок"),
-    ("late", "Done late", "Выполнено с опозданием"),
-    ("overdue", "Open, overdue", "Не выполнено, просрочено"),
-    ("pending", "Open, not yet due", "Не выполнено, срок не истёк"),
-    ("on_time_pct", "On time, %", "В срок, %"),
-    ("avg_late_hours", "Average lateness, h", "Среднее опоздание, ч"),
-    ("avg_hours_to_complete", "Average time to complete, h", "Среднее время выполнения, ч"),
+COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("total", lazy_gettext("Total")),
+    ("on_time", lazy_gettext("Done on time")),
+    ("late", lazy_gettext("Done late")),
+    ("overdue", lazy_gettext("Open, overdue")),
+    ("pending", lazy_gettext("Open, not yet due")),
+    ("on_time_pct", lazy_gettext("On time, %")),
+    ("avg_late_hours", lazy_gettext("Average lateness, h")),
+    ("avg_hours_to_complete", lazy_gettext("Average time to complete, h")),
 )
 
 
-def _label(en: str, ru: str) -> str:
-    return ru if locale() == "ru" else en
-
-
 def _header(by: By) -> list[str]:
-    first = [_label("Person", "Сотрудник"), _label("Department", "Отдел")]
+    first = [gettext("Person"), gettext("Department")]
     if by == "department":
         first = first[1:]
-    return [*first, *(_label(en, ru) for _, en, ru in COLUMNS)]
+    return [*first, *(str(label) for _, label in COLUMNS)]
 
 
 def _cells(row: Row, by: By) -> list[Any]:
     first = [row.name, row.department] if by == "person" else [row.name]
-    return [*first, *(getattr(row, key) for key, _, _ in COLUMNS)]
+    return [*first, *(getattr(row, key) for key, _ in COLUMNS)]
 
 
 class ReportRequestError(ValueError):
@@ -339,9 +336,18 @@ def _date(name: str, default: dt.date) -> dt.date:
     try:
         day = dt.date.fromisoformat(raw)
     except ValueError:
-        raise ReportRequestError(f"`{name}` must be a date such as 2026-01-31") from None
+        raise ReportRequestError(
+            gettext("`%(name)s` must be a date such as 2026-01-31", name=name)
+        ) from None
     if not FIRST_DAY <= day <= LAST_DAY:
-        raise ReportRequestError(f"`{name}` must be between {FIRST_DAY} and {LAST_DAY}")
+        raise ReportRequestError(
+            gettext(
+                "`%(name)s` must be between %(first)s and %(last)s",
+                name=name,
+                first=FIRST_DAY,
+                last=LAST_DAY,
+            )
+        )
     return day
 
 
@@ -353,15 +359,15 @@ def _query(as_json: bool = False) -> tuple[dt.date, dt.date, By]:
         first, last = month_of(api.clock.today(company_tz()))
         start, end = _date("from", first), _date("to", last)
         if start > end:
-            raise ReportRequestError("`from` must not be after `to`")
+            raise ReportRequestError(gettext("`from` must not be after `to`"))
         by = request.args.get("by") or "person"
         if by not in BY:
-            raise ReportRequestError(f"`by` is one of: {', '.join(BY)}")
+            raise ReportRequestError(gettext("`by` is one of: %(values)s", values=", ".join(BY)))
     except ReportRequestError as exc:
         message = str(exc)
-        abort(
-            json_error(400, message) if as_json else Response(message, 400, mimetype="text/plain")
-        )
+        if as_json:
+            abort(json_error(400, message))
+        abort(400, message)  # the app's error page, with this message
     return start, end, by
 
 
@@ -423,7 +429,7 @@ class ProcessesDisciplineView(BaseView):
     def discipline_json(self) -> Any:
         start, end, by = _query(as_json=True)
         if not _may_read():
-            return json_error(403, "you may not read tasks")
+            return json_error(403, gettext("you may not read tasks"))
         *rows, total = _report(start, end, by)
         return jsonify(
             {
@@ -443,13 +449,12 @@ def _public(row: Row) -> dict[str, Any]:
 
 
 def register(appbuilder: Any, registry: Registry) -> None:
-    ru = registry.locale == "ru"
     appbuilder.add_view_no_menu(ProcessesDisciplineView())
     appbuilder.add_link(
         "crm:discipline",
         href="/processes/discipline",
-        label=menu_label("Исполнительская дисциплина" if ru else "Executive discipline"),
+        label=menu_label(lazy_gettext("Executive discipline")),
         category="crm:processes",
-        category_label=menu_label("Процессы" if ru else "Processes"),
+        category_label=menu_label(lazy_gettext("Processes")),
         cond=_may_read,
     )

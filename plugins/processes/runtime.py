@@ -91,16 +91,17 @@ class Runtime:
                 cls.process.in_(sorted(stoppable)),
             ).order_by(cls.id)
         ).scalars().all()  # fmt: skip
-        ru = self.registry.locale == "ru"
         for instance in running:
             condition = stoppable[instance.process].stop_when
             assert condition is not None
             if instance.status == "running" and api.truthy(self._evaluate(d, doc, condition)):
-                reason = (
-                    f"процесс «{instance.label}» остановлен: {condition}"
-                    if ru
-                    else f"the process “{instance.label}” stopped: {condition}"
-                )
+                # kept in the task: written in the configuration's language
+                with api.speaking(self.registry.locale):
+                    reason = api.gettext(
+                        "the process “%(process)s” stopped: %(condition)s",
+                        process=instance.label,
+                        condition=condition,
+                    )
                 self.finish(instance, "cancelled", reason)
 
     def status_changed(self, d: DocType, doc: Any, target: str) -> None:
@@ -411,12 +412,10 @@ class Runtime:
         timeline and for whoever tries to complete it later) and pass its
         tokens. Doing it twice changes nothing."""
         if reason is None:
-            ru = self.registry.locale == "ru"
-            reason = (
-                f"процесс «{instance.label}» прерван"
-                if ru
-                else f"the process “{instance.label}” was cancelled"
-            )
+            with api.speaking(self.registry.locale):
+                reason = api.gettext(
+                    "the process “%(process)s” was cancelled", process=instance.label
+                )
         tasks = self.models.cls(TASK)
         for task in self.session.execute(
             sa.select(tasks).where(tasks.process_id == instance.id, tasks.status == "open")

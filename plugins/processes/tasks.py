@@ -44,28 +44,35 @@ def complete(
         stmt = stmt.with_for_update()
     task = docs.session.execute(stmt).scalar_one_or_none()
     if task is None:
-        raise NotFound(f"there is no task #{task_id}")
+        raise NotFound(api.gettext("there is no task #%(id)s", id=task_id))
     if task.status == "cancelled" and getattr(task, "reason", None):
-        raise AlreadyClosed(f"the task was cancelled: {task.reason}")
+        raise AlreadyClosed(api.gettext("the task was cancelled: %(reason)s", reason=task.reason))
     if task.status != "open":
         users = models.table(USER)
         who = docs.session.execute(
             sa.select(users.c.username).where(users.c.id == task.updated_by_id)
         ).scalar()
         when = task.done_at or task.updated_at
+        state = api.gettext("done") if task.status == "done" else task.status
         raise AlreadyClosed(
-            f"the task is already {task.status}"
-            + (f" with the outcome `{task.outcome}`" if task.outcome else "")
-            + (f" by {who}" if who else "")
-            + (f" at {when:%Y-%m-%d %H:%M} UTC" if when else "")
+            api.gettext("the task is already %(state)s", state=state)
+            + (
+                api.gettext(" with the outcome `%(outcome)s`", outcome=task.outcome)
+                if task.outcome
+                else ""
+            )
+            + (api.gettext(" by %(who)s", who=who) if who else "")
+            + (api.gettext(" at %(when)s UTC", when=format(when, "%Y-%m-%d %H:%M")) if when else "")
         )
     docs.check_version(docs.registry.documents[TASK], task, expected_version)
     choices = outcomes_of(task)
     outcome = (outcome or "").strip() or None
     if choices and outcome not in choices:
-        raise ValidationFailed({"outcome": f"choose one of: {', '.join(choices)}"})
+        raise ValidationFailed(
+            {"outcome": api.gettext("choose one of: %(choices)s", choices=", ".join(choices))}
+        )
     if not choices and outcome is not None and len(outcome) > 64:
-        raise ValidationFailed({"outcome": "at most 64 characters"})
+        raise ValidationFailed({"outcome": api.gettext("at most 64 characters")})
     trusted = Documents(
         models, docs.session, docs.principal.user_id, docs.principal.roles, docs.pm,
         now=docs.now, username=docs.principal.username, trusted=True,
@@ -197,10 +204,9 @@ def timeline_sources(
                     )
                 )
     where = sa.and_(readable, sa.or_(*about))
-    # the detail is what the timeline's last column shows, in the config's language
-    ru = registry.locale == "ru"
-    given, done_word = ("поставлена", "выполнена") if ru else ("assigned", "done")
-    cancelled_word = "отменена" if ru else "cancelled"
+    # the detail is what the timeline's last column shows, in the reader's language
+    given, done_word = api.gettext("assigned"), api.gettext("done")
+    cancelled_word = api.gettext("cancelled")
     created = entry_select(tasks.c.created_at, "task", TASK, tasks.c.id, sa.literal(given)).where(
         where
     )

@@ -22,6 +22,7 @@ from engine.api import (
     Registry,
     StaleVersion,
     ValidationFailed,
+    gettext,
     login_required,
 )
 
@@ -37,14 +38,6 @@ TABS = ("mine", "team", "overdue")
 def _web() -> Any:
     """The request's helpers (engine.api): principal, session, locale, the app's state."""
     return api
-
-
-def _ru() -> bool:
-    return bool(_web().locale() == "ru")
-
-
-def _t(en: str, ru: str) -> str:
-    return ru if _ru() else en
 
 
 def _documents() -> Any:
@@ -138,7 +131,7 @@ class TasksView(BaseView):
             abort(403)
         tab = request.args.get("tab", "mine")
         if tab not in TABS:
-            abort(400, "`tab` is mine, team or overdue")
+            abort(400, gettext("`tab` is mine, team or overdue"))
         filters = tab_filters(state.models, who)
         counts_row = base.db_session().execute(
             sa.select(*(sa.func.count().filter(w).label(n) for n, w in filters.items()))
@@ -149,7 +142,7 @@ class TasksView(BaseView):
         team_visible = api.rule(state.registry, who, TASK, "read") is True
         return self.render_template(
             "processes/tasks.html", tab=tab, rows=task_rows(filters[tab]), counts=counts,
-            tabs=[t for t in TABS if t != "team" or team_visible], t=_t, page=PAGE,
+            tabs=[t for t in TABS if t != "team" or team_visible], page=PAGE,
         )  # fmt: skip
 
     @expose("/<int:task_id>/complete", methods=["POST"])
@@ -163,7 +156,7 @@ class TasksView(BaseView):
             task_id, request.form.get("outcome"), request.form.get("version", type=int)
         )
         if error is None:
-            flash(_t("Task completed", "Задача выполнена"), "success")
+            flash(gettext("Task completed"), "success")
         else:
             flash(error[1], "danger")
         del base
@@ -181,9 +174,9 @@ def _complete(
     # an id past the 32-bit column names no task (and must not reach the database)
     task = session.get(state.models.cls(TASK), task_id) if api.valid_id(task_id) else None
     if task is None or not api.may_touch(state.models, who, TASK, "read", task):
-        return 404, _t("There is no such task", "Такой задачи нет"), {}
+        return 404, gettext("There is no such task"), {}
     if not api.may_touch(state.models, who, TASK, "update", task):
-        return 403, _t("You may not complete this task", "Вы не можете выполнить эту задачу"), {}
+        return 403, gettext("You may not complete this task"), {}
     if outcome is not None and not isinstance(outcome, str):
         return 400, "`outcome` must be text", {"outcome": "must be text"}
     try:
@@ -241,14 +234,14 @@ class TaskActionsApi(BaseApi):
         base = _web()
         if api_principal() is None:
             return base.json_error(
-                401, "Log in first: a session cookie or an Authorization: Bearer token"
+                401, gettext("Log in first: a session cookie or an Authorization: Bearer token")
             )
         body = json_body()
         if isinstance(body, Response):
             return body
         version = body.get("version")
         if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
-            return base.json_error(400, "`version` must be a whole number")
+            return base.json_error(400, gettext("`version` must be a whole number"))
         error = _complete(pk, body.get("outcome"), version)
         if error is not None:
             status, message, errors = error
@@ -288,7 +281,7 @@ class NotificationsView(BaseView):
              "at": r.created_at, "link": _doc_link(registry, r.doctype, r.doc_id)}
             for r in rows
         ]  # fmt: skip
-        return self.render_template("processes/notifications.html", items=items, t=_t)
+        return self.render_template("processes/notifications.html", items=items)
 
     @expose("/unread")
     @login_required
@@ -314,7 +307,7 @@ class NotificationsView(BaseView):
         if raw:
             ident = api.valid_id(raw)
             if ident is None:
-                abort(400, "`id` is a notification number")
+                abort(400, gettext("`id` is a notification number"))
             where.append(table.c.id == ident)
         base.db_session().execute(table.update().where(*where).values(read_at=api.clock.now()))
         base.db_session().commit()
@@ -333,12 +326,12 @@ def record_sections(models: Any, defs: Any, doctype: Any, doc: Any, principal: A
     from flask import render_template
 
     html = render_template(
-        "processes/outcomes.html", task=doc, t=_t,
+        "processes/outcomes.html", task=doc,
         outcomes=labelled(models.registry, _process_of(models, doc), doc.step, outcomes_of(doc)),
         next=f"/{doctype.resource}/{doc.id}",
     )  # fmt: skip
     # rendered by the app's autoescaping Jinja: already safe markup
-    return [(_t("Complete the task", "Выполнить задачу"), Markup(html))]  # noqa: S704
+    return [(gettext("Complete the task"), Markup(html))]  # noqa: S704
 
 
 def _process_of(models: Any, task: Any) -> str | None:
@@ -359,7 +352,7 @@ def _process_of(models: Any, task: Any) -> str | None:
 def register(appbuilder: Any, registry: Registry) -> None:
     from flask import current_app
 
-    from engine.api import menu_label
+    from engine.api import lazy_gettext, menu_label
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     # the plugin's templates and scripts, namespaced under processes/
@@ -367,18 +360,17 @@ def register(appbuilder: Any, registry: Registry) -> None:
         Blueprint("processes_assets", __name__, template_folder="templates",
                   static_folder="static", static_url_path="/processes-static")
     )  # fmt: skip
-    ru = registry.locale == "ru"
     appbuilder.add_view_no_menu(TasksView())
     appbuilder.add_view_no_menu(NotificationsView())
     appbuilder.add_link(
-        "crm:my_tasks", href="/tasks/", label=menu_label("Мои задачи" if ru else "My tasks"),
-        category="crm:sales", category_label=menu_label("Продажи" if ru else "Sales"),
+        "crm:my_tasks", href="/tasks/", label=menu_label(lazy_gettext("My tasks")),
+        category="crm:sales", category_label=menu_label(lazy_gettext("Sales")),
         cond=lambda: api.allowed(registry, _web().principal(), TASK, "read"),
     )  # fmt: skip
     appbuilder.add_link(
         "crm:notifications", href="/notifications/",
-        label=menu_label("Уведомления" if ru else "Notifications"),
-        category="crm:sales", category_label=menu_label("Продажи" if ru else "Sales"),
+        label=menu_label(lazy_gettext("Notifications")),
+        category="crm:sales", category_label=menu_label(lazy_gettext("Sales")),
     )  # fmt: skip
     appbuilder.add_api(TaskActionsApi)
     actions = next(v for v in appbuilder.baseviews if isinstance(v, TaskActionsApi))

@@ -4,6 +4,7 @@
    nonce: no inline script, so the CSP stays strict. */
 (function () {
   "use strict";
+  var crmT = window.crmT || function (id) { return id; };
 
   var box = document.querySelector(".crm-import-job");
   if (!box || box.getAttribute("data-finished") === "true") { return; }
@@ -20,11 +21,11 @@
     bar.textContent = percent + "%";
     if (!text) { return; }
     if (s.state === "pending" && s.retrying) {
-      text.textContent = box.getAttribute("data-text-retrying") + " " + s.retrying;
+      text.textContent = crmT("The attempt failed and will be repeated:") + " " + s.retrying;
     } else if (s.state === "pending") {
-      text.textContent = box.getAttribute("data-text-pending");
+      text.textContent = crmT("Queued: waiting for the job runner…");
     } else {
-      text.textContent = s.message || box.getAttribute("data-text-running");
+      text.textContent = s.message || crmT("Reading the file…");
     }
   }
 
