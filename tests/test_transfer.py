@@ -249,7 +249,7 @@ def test_every_field_type_round_trips(world: Callable[..., World], fmt: str) -> 
     assert "id" not in first and "created_at" not in first
     assert first["number"] == "D-00001"
     assert first["company"] == "7707083893"  # the Company's key: its INN
-    assert first["manager"] == "ivan"  # a user's key: the login
+    assert first["manager"] == "Ivan Test"  # a user by name (the import finds them by it)
     assert first["rate"] == "0.125" and first["budget"] == "1234567.50"
     assert first["urgent"] == "true" and first["due"] == "2026-04-01"
     assert first["call_at"] == "2026-03-05T10:30:00+03:00"  # the company's time zone
@@ -285,9 +285,9 @@ def test_export_streams_in_batches_and_obeys_access_and_filters(
     assert everything == w.export("Company")
     assert everything.decode().count("\n") == 4
     own = w.export("Company", principal=w.principal("olga")).decode().splitlines()
-    assert own == ["name,inn,parent,manager", "Лютик,7728168971,,olga"]
+    assert own == ["name,inn,parent,manager", "Лютик,7728168971,,Olga Test"]
     filtered = w.export("Company", filter={"parent": {"set": True}}).decode().splitlines()
-    assert filtered[1:] == ["Ромашка Юг,500100732259,7707083893,ivan"]
+    assert filtered[1:] == ["Ромашка Юг,500100732259,7707083893,Ivan Test"]
     chunks = b"".join(iter_csv(w.models, w.session, "Company", batch=2))
     assert chunks == everything
     labels = w.export("Company", header="labels").decode().splitlines()[0]
@@ -756,8 +756,8 @@ def test_crm_import_and_export_as_a_user_runs_them(
     assert saved.stderr.strip() == f"exported 2 record(s) to {book}"
     assert cells(book.read_bytes(), "xlsx") == [
         ["name", "inn", "parent", "manager"],
-        ["Ромашка", "7707083893", None, "anna"],
-        ["Лютик", "7728168971", None, "anna"],
+        ["Ромашка", "7707083893", None, "Anna Test"],
+        ["Лютик", "7728168971", None, "Anna Test"],
     ]
     again = crm("import", ".", "Company", str(book), cwd=folder, env=env)
     assert again.returncode == 0, again.stderr  # INN is no unique key: two more companies
