@@ -18,8 +18,8 @@ from engine import access, clock
 from engine.access import Principal
 from engine.documents import AUDIT, Documents, aware, empty, quoted
 from engine.errors import did_you_mean
-from engine.filters import user_name
 from engine.fieldtypes import Invalid
+from engine.filters import user_name
 from engine.models import Models
 from engine.registry import USER, DocType, Field
 from engine.transfer.formats import (
