@@ -23,7 +23,7 @@ from plugins.processes import definitions_for, maps
 from plugins.processes import tasks as task_api
 from plugins.processes.definitions import Process
 from plugins.processes.runtime import Runtime
-from tests.web.conftest import Browser, crm_app, login  # noqa: F401 - its fixtures
+from tests.web.conftest import Browser, crm_app  # noqa: F401 - its fixture, used by `app`
 from tests.web.test_costs import statements_of
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -503,14 +503,12 @@ def test_a_manager_sees_own_instances_and_a_stranger_nothing(app: Flask) -> None
     assert app.test_client().get("/processes/api/in_progress").status_code in (302, 401)
 
 
-def test_a_russian_map_reads_as_labels_not_keys(
-    crm_app: Callable[..., Flask], login: Callable[..., Browser]
-) -> None:
+def test_a_russian_map_reads_as_labels_not_keys(request: pytest.FixtureRequest) -> None:
     """The page of route maps in a Russian config: steps, outcomes, ends,
     durations, the condition, the start and the stages by their labels; no
     key, no `2bd`, no expression is left in the picture or its table."""
-    app = crm_app("", CONFIG.format(locale="ru"))
-    page = login(app, "helen").get("/processes/")
+    app = request.getfixturevalue("crm_app")("", CONFIG.format(locale="ru"))
+    page = Browser(app, "helen", "secret").get("/processes/")
     assert page.status_code == 200
     svg = page.text[page.text.index("<svg") : page.text.index("</svg>") + 6]
     root = parse(svg)
