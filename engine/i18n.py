@@ -75,9 +75,7 @@ def _extract(source: Path) -> dict[Any, list[tuple[str, int]]]:
     ):
         msgid = message if isinstance(message, str) else tuple(message[:2])
         if msgid and all(msgid):
-            found.setdefault(msgid, []).append(
-                (str((source / filename).relative_to(ROOT)), lineno)
-            )
+            found.setdefault(msgid, []).append((str((source / filename).relative_to(ROOT)), lineno))
     return found
 
 

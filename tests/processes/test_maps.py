@@ -530,4 +530,3 @@ def test_a_russian_map_reads_as_labels_not_keys(request: pytest.FixtureRequest) 
         assert raw not in shown, raw
     table = page.text[page.text.index("crm-in-progress") :]
     assert ">Квалификация<" in table and ">qualify<" not in table
-
