@@ -530,3 +530,35 @@ def test_a_russian_map_reads_as_labels_not_keys(request: pytest.FixtureRequest) 
         assert raw not in shown, raw
     table = page.text[page.text.index("crm-in-progress") :]
     assert ">Квалификация<" in table and ">qualify<" not in table
+
+
+def test_the_list_of_processes_names_documents_and_people(app: Flask) -> None:
+    """`/process_instance/` shows each process's document by its title, linked,
+    and its owner by name; a document the reader may not see says so, by id."""
+    ids = deals(app)
+    state = app.extensions["crm"]
+    with app.app_context():
+        users = state.models.table("User")
+        session = state.db.session
+        anna = session.execute(sa.select(users.c.id).where(users.c.username == "anna")).scalar()
+        instances = state.models.table("ProcessInstance")
+        # boris's deal's process handed to anna, who may not read boris's deals
+        session.execute(
+            instances.update().where(instances.c.doc_id == ids["borises"]).values(owner_id=anna)
+        )
+        session.commit()
+    page = Browser(app, "helen", "secret").get("/process_instance/")
+    assert page.status_code == 200
+    cells = re.findall(r'href="/deal/(\d+)">([^<]+)</a>', page.text)
+    assert {int(i) for i, _ in cells} == set(ids.values())
+    assert all(text.startswith("D-") and "ООО Ромашка" in text for _, text in cells)
+    assert "<td>Anna Test</td>" in page.text
+    assert ">anna<" not in page.text and ">boris<" not in page.text
+    mine = Browser(app, "anna", "secret").get("/process_instance/")
+    assert mine.status_code == 200
+    assert f"#{ids['borises']} — no access" in mine.text
+    assert f'href="/deal/{ids["borises"]}"' not in mine.text
+    assert {int(i) for i in re.findall(r'href="/deal/(\d+)">', mine.text)} == {
+        ids["big"],
+        ids["small"],
+    }
