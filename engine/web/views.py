@@ -240,6 +240,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         if request.method == "GET":
             # a link may prefill the form: the calendar plans on the day clicked
             prefill = forms.form_values(d, request.args) if request.args else {}
+            prefill = forms.seen_refs(d, prefill)  # a record the user may not read stays out
             values = {
                 **forms.initial_values(d),
                 **{k: v for k, v in prefill.items() if v not in (None, False, [])},
@@ -321,7 +322,11 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         else:
             reasons, errors, values = [], {}, forms.current_values(d, obj)
             blocked = writes.refusals(d, obj, target)
-            next_rows = [forms.initial_values(next_doc)] if next_doc else []
+            next_rows = (
+                [{**forms.initial_values(next_doc), **forms.next_prefill(d, state, obj)}]
+                if next_doc
+                else []
+            )
         extra = [(next_doc, row) for row in next_rows] if next_doc else []
         require = [d.fields[n] for n in state.require if forms.settable(d.fields[n], d)]
         next_fields = forms.next_fields(d, state)
