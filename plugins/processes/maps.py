@@ -964,11 +964,10 @@ def record_sections(models: Any, defs: Any, doctype: Any, doc: Any, principal: A
             continue  # a route map since taken out of the config
         label = states[state].label.get(locale) if state in states else state
         html = Markup(
-            '<div class="crm-process-map" data-instance="{}"><p class="text-muted">{} · {}</p>{}</div>'
+            '<div class="crm-process-map" data-instance="{}"><p class="text-muted">{}</p>{}</div>'
         ).format(
             iid,
-            _link(models, iid, f"#{iid}"),
-            label,
+            _link(models, iid, label),  # the process's state, linked to its page
             draw(p, current=here, locale=locale, registry=models.registry),
         )
         out.append((p.label, html))
