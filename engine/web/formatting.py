@@ -126,6 +126,23 @@ def table_rows(d: DocType, obj: Any) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+def shown_rows(d: DocType, obj: Any) -> dict[str, list[dict[str, Any]]]:
+    """The record's table rows as its page shows them: refs by their titles
+    (one query per target type; "#7 — no access" for one the user may not read)."""
+    from engine.web.fetch import row_doc
+    from engine.web.lookup import ref_labels
+
+    rows = table_rows(d, obj)
+    extra = [(row_doc(d, d.fields[name]), row) for name, items in rows.items() for row in items]
+    labels = ref_labels(d, {}, extra) if extra else {}
+    for name, items in rows.items():
+        for row in items:
+            for c in d.fields[name].fields.values():
+                if c.type == "ref" and row.get(c.name) is not None:
+                    row[c.name] = labels.get((c.to or USER, str(row[c.name])), row[c.name])
+    return rows
+
+
 def record_type_field(d: DocType, f: Field) -> Field | None:
     """For an integer ``doc_id`` beside a text ``doctype`` (the way the
     engine's plugins point at a record of any type: a task's, a process's,

@@ -204,7 +204,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         allows = forms.state_allows(d, obj)
         return self.render_template(
             "crm/show.html", d=d, obj=obj, sections=form_fields(d), values=formatting.display_values(d, obj),
-            links=formatting.ref_links(d, obj), rows=formatting.table_rows(d, obj), view=self.view_name,
+            links=formatting.ref_links(d, obj), rows=formatting.shown_rows(d, obj), view=self.view_name,
             moves=writes.transition_moves(d, obj), history=formatting.history(d, obj),
             audit=formatting.audit_line(d, obj), timeline=formatting.timeline(d, obj, _arg_offset("tl")),
             plugin_sections=formatting.record_sections(d, obj),

@@ -562,3 +562,13 @@ def test_the_list_of_processes_names_documents_and_people(app: Flask) -> None:
         ids["big"],
         ids["small"],
     }
+    # a process's page: its document by title, the task it waits on by its title
+    with app.app_context():
+        instance = state.db.session.execute(
+            sa.select(instances.c.id).where(instances.c.doc_id == ids["borises"])
+        ).scalar()
+    page = Browser(app, "helen", "secret").get(f"/process_instance/{instance}")
+    assert page.status_code == 200
+    assert f'href="/deal/{ids["borises"]}">D-' in page.text
+    rows = page.text.split('class="table table-condensed crm-rows"', 1)[1].split("</table>", 1)[0]
+    assert f"<td>Qualify D-{ids['borises']:06d}</td>" in rows, rows
