@@ -623,7 +623,10 @@ class _Canvas:
     def label(self, x: float, y: float, s: str, anchor: str = "middle") -> None:
         """An arrow's label on a white ground, so that lines do not cross it."""
         width = _width(s, 10) + 6
-        left = x - width / 2 if anchor == "middle" else x - 3
+        if anchor == "end" and x - width + 3 < 2:
+            anchor = "start"  # no room on the left of the picture
+        left = x - width / 2 if anchor == "middle" else x - width + 3 if anchor == "end" else x - 3
+        self.extent(left + width, y + 4)
         self.add(
             f'<rect x="{_n(left)}" y="{_n(y - 10)}" width="{_n(width)}" height="14" rx="3"'
             ' fill="#ffffff" fill-opacity="0.9"/>'
@@ -777,8 +780,9 @@ def _draw_edges(c: _Canvas, nodes: dict[str, _Node], edges: list[_Edge]) -> None
                 f"{_n(ex - 4.5)},{_n(ey - 8)} {_n(ex + 4.5)},{_n(ey - 8)} {_n(ex)},{_n(ey)}"
             )
             (ax, ay), (bx, by) = points[0], points[1]
-        if e.label:  # by the step the arrow leaves
-            labels.append(((ax + bx) / 2, (ay + by) / 2 + 4, e.label, "middle"))
+        if e.label:  # by the step the arrow leaves, on the side it goes to
+            side = "end" if bx < ax - 8 else "start" if bx > ax + 8 else "middle"
+            labels.append(((ax + bx) / 2, (ay + by) / 2 + 4, e.label, side))
     for e in edges:
         if e.src != e.dst:
             continue
