@@ -781,7 +781,15 @@ def _draw_edges(c: _Canvas, nodes: dict[str, _Node], edges: list[_Edge]) -> None
             )
             (ax, ay), (bx, by) = points[0], points[1]
         if e.label:  # by the step the arrow leaves, on the side it goes to
-            side = "end" if bx < ax - 8 else "start" if bx > ax + 8 else "middle"
+            side = (
+                "middle"
+                if e.back
+                else "end"
+                if bx < ax - 8
+                else "start"
+                if bx > ax + 8
+                else "middle"
+            )
             labels.append(((ax + bx) / 2, (ay + by) / 2 + 4, e.label, side))
     for e in edges:
         if e.src != e.dst:
