@@ -782,3 +782,38 @@ def test_the_import_benchmark_runs(db_url: str) -> None:
     assert figures.rows == 300 and figures.core_s > 0 and figures.import_s > 0
     assert imports.report(figures, lines.append) == []  # no target below 100 k rows
     assert any("ratio import / Core" in line for line in lines)
+
+
+def test_a_file_names_people_by_name_and_by_login_where_names_are_shared(
+    world: Callable[..., World],
+) -> None:
+    """A user is exported by name; two users of one name by their logins, so
+    that the file finds the same people again; import takes either, and a
+    shared name is an error that asks for the login."""
+    w = world()
+    users = User.__table__
+    with w.engine.begin() as conn:
+        ids = {
+            login: conn.execute(
+                users.insert()
+                .values(username=login, first_name=first, last_name=last,
+                        email=f"{login}@romashka.example", active=True)
+                .returning(users.c.id)
+            ).scalar_one()
+            for login, first, last in (("ivanov1", "Иван", "Иванов"), ("ivanov2", "Иван", "Иванов"),
+                                       ("petrov", "Пётр", "Петров"))
+        }  # fmt: skip
+    docs = w.docs()
+    for name, login in (("Один", "ivanov1"), ("Два", "ivanov2"), ("Три", "petrov")):
+        docs.create("Company", {"name": name, "manager": ids[login]})
+    w.session.commit()
+    rows = w.export("Company").decode().splitlines()
+    assert sorted(r.rsplit(",", 1)[1] for r in rows[1:]) == ["ivanov1", "ivanov2", "Пётр Петров"]
+    again = w.import_("Company", "name,manager\nЧетыре,Пётр Петров\nПять,ivanov2\n")
+    assert again.ok, again.errors
+    company = w.models.table("Company")
+    got = dict(w.session.execute(sa.select(company.c.name, company.c.manager_id)).tuples().all())
+    assert got["Четыре"] == ids["petrov"] and got["Пять"] == ids["ivanov2"]
+    shared = w.import_("Company", "name,manager\nШесть,Иван Иванов\n")
+    assert not shared.ok
+    assert "2 " in str(shared.errors[0]) and "Иван Иванов" in str(shared.errors[0])
