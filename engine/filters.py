@@ -107,6 +107,24 @@ def label_field(d: DocType) -> Field | None:
     return None
 
 
+def user_name(users: Any) -> sa.ColumnElement[str]:
+    """A user as people name them, in SQL: first and last name, the login
+    when no name is set (``users`` is the User table or an alias of it)."""
+    full = sa.func.trim(
+        sa.func.coalesce(users.c.first_name, "") + " " + sa.func.coalesce(users.c.last_name, "")
+    )
+    return sa.func.coalesce(sa.func.nullif(full, ""), users.c.username)
+
+
+def label_column(d: DocType, table: Any) -> sa.ColumnElement[Any] | None:
+    """The SQL expression a record of ``d`` is named by in lists, filters and
+    files: a user's name (:func:`user_name`), else the :func:`label_field`."""
+    if d.name == USER:
+        return user_name(table)
+    lf = label_field(d)
+    return table.c[lf.column] if lf is not None else None
+
+
 def _target(registry: Registry, d: DocType, f: Field) -> DocType:
     target = registry.documents.get(f.to or USER)
     if target is None:
@@ -483,6 +501,8 @@ class _Compiler:
         names = list(dict.fromkeys(str(v).strip() for v in labels))
         column = table.c[lf.column]
         where = column == names[0] if len(names) == 1 else column.in_(names)
+        if target.name == USER:  # a user by their login or by their name
+            where = sa.or_(where, user_name(table).in_(names))
         seen = access.visible(self.models, self.principal, target.name, table)
         return sa.select(table.c.id).where(where, seen)
 

@@ -189,22 +189,20 @@ def script_strings(app: Any) -> dict[str, str]:
     return {msgid: gettext(msgid) for msgid in script_ids(folders)}
 
 
-def _extract(source: Path) -> dict[str, list[tuple[str, int]]]:
+def _extract(source: Path) -> dict[Any, list[tuple[str, int]]]:
+    """Message ids and where they are used; ``ngettext``'s as (singular, plural)."""
     from babel.messages.extract import extract_from_dir
 
-    found: dict[str, list[tuple[str, int]]] = {}
+    found: dict[Any, list[tuple[str, int]]] = {}
     for filename, lineno, message, _comments, _context in extract_from_dir(
         str(source),
         method_map=METHOD_MAP,
         keywords=KEYWORDS,
         options_map={"**/templates/**.html": {"extensions": "jinja2.ext.do"}},
     ):
-        ids = message if isinstance(message, tuple) else (message,)
-        for msgid in ids[:1]:
-            if msgid:
-                found.setdefault(msgid, []).append(
-                    (str((source / filename).relative_to(ROOT)), lineno)
-                )
+        msgid = message if isinstance(message, str) else tuple(message[:2])
+        if msgid and all(msgid):
+            found.setdefault(msgid, []).append((str((source / filename).relative_to(ROOT)), lineno))
     return found
 
 
@@ -238,13 +236,19 @@ def update(translations: Path) -> list[str]:
             last_translator="-",
             language_team="-",
         )
-        for msgid in sorted(found):
-            before = old.get(msgid)
-            string = before.string if before is not None else ""
-            if locale == "en" and not string:
+        for msgid in sorted(found, key=lambda m: m if isinstance(m, str) else m[0]):
+            before = old.get(msgid[0] if isinstance(msgid, tuple) else msgid)
+            string: Any = before.string if before is not None else ""
+            if isinstance(msgid, tuple):  # a plural: one string per plural form
+                forms = old.num_plurals if path.exists() else catalog.num_plurals
+                if not isinstance(string, tuple) or len(string) != forms:
+                    string = ("",) * forms
+                if locale == "en" and not any(string):
+                    string = msgid
+            elif locale == "en" and not string:
                 string = msgid
-            if not string:
-                new.append(f"{locale}: {msgid}")
+            if not (all(string) if isinstance(string, tuple) else string):
+                new.append(f"{locale}: {msgid if isinstance(msgid, str) else msgid[0]}")
             catalog.add(msgid, string, locations=sorted(found[msgid])[:3])
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as f:

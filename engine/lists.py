@@ -38,7 +38,15 @@ from sqlalchemy.orm import Session
 from engine import access, searchindex
 from engine.access import Principal
 from engine.fieldtypes import valid_id
-from engine.filters import TEXTUAL, FilterError, compile_filter, escape_like, label_field
+from engine.filters import (
+    TEXTUAL,
+    FilterError,
+    compile_filter,
+    escape_like,
+    label_column,
+    label_field,
+    user_name,
+)
 from engine.i18n import gettext
 from engine.models import Models
 from engine.registry import USER, DocType, Field
@@ -268,9 +276,9 @@ class ListQuery:
             label = seen = None
             if f.type == "ref":
                 target = self.models.registry.documents[f.to or USER]
-                lf = label_field(target)
-                if lf is not None:
-                    label = add(source(path).c[lf.column])
+                if target.name == USER or label_field(target) is not None:
+                    named = label_column(target, source(path))
+                    label = add(named) if named is not None else None
                 if self.principal is not None and target.name != USER:
                     seen = add(source(path).c.id)
             cells.append(_Cell(name, position, label, f.type == "ref", seen))
@@ -491,6 +499,13 @@ def _search_path(
     if f.type == "ref":
         target = models.registry.documents[f.to or USER]
         rest = path[1:]
+        if not rest and target.name == USER:  # a user by login or name
+            users = models.table(USER)
+            found = sa.or_(
+                contains_match(users.c.username, term, dialect),
+                contains_match(user_name(users), term, dialect),
+            )
+            return [column.in_(sa.select(users.c.id).where(found))]
         if not rest:
             lf = label_field(target)
             if lf is None:

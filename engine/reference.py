@@ -589,7 +589,10 @@ documents:
                 "(the new record's ref to this type, or to a record this one also refers "
                 "to). A map, when the names differ: each key a ref of the new record, each "
                 "value a field of this one or `self`, e.g. "
-                "`{customer: buyer, property: self}`."
+                "`{customer: buyer, property: self}`. The form of the move asks for "
+                "each new record's required fields and dates, and shows it filled in with "
+                "what it takes from this one: the link and the refs both types have (the "
+                "customer, the contact person, the manager)."
             ),
         },
         """\

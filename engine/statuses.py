@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from engine import expressions
 from engine.documents import Documents, Plan, ValidationFailed, aware, empty, quoted, same
 from engine.errors import HandledError
+from engine.filters import user_name
 from engine.i18n import gettext
 from engine.registry import SELF, USER, DocType, Field, State, Statuses, Transition
 
@@ -451,11 +452,11 @@ class StatusEngine:
 
     def history(self, doctype: str, obj_id: int) -> list[dict[str, Any]]:
         """Every change of state of a record, newest first: who (id and
-        username), when, which field, from and to."""
+        name, the login when none is set), when, which field, from and to."""
         hist = self.docs.models.histories[doctype].__table__
         users = self.docs.models.table(USER)
         stmt = (
-            sa.select(hist, users.c.username)
+            sa.select(hist, user_name(users).label("username"))
             .select_from(hist.outerjoin(users, users.c.id == hist.c.by_id))
             .where(hist.c.doc_id == obj_id)
             .order_by(hist.c.at.desc(), hist.c.id.desc())

@@ -235,6 +235,7 @@ def test_contains_escapes_percent_and_underscore(ids: Callable[..., set[int]]) -
         ({"customer": None}, {4}),
         ({"customer": {"set": True}}, {1, 2, 3, 5}),
         ({"manager": "alice"}, {1, 5}),  # a user by username
+        ({"manager": "Alice A"}, {1, 5}),  # or by the name people see
         # dotted names follow refs
         ({"manager.department": "Sales"}, {1, 5}),
         ({"manager.department": 1}, {1, 5}),

@@ -97,8 +97,8 @@ def world(load_config: Callable[..., Registry], db_url: str) -> Iterator[World]:
     with engine.begin() as conn:
         conn.execute(
             users.insert(),
-            [{"id": i, "username": u, "first_name": u, "last_name": "X", "email": f"{u}@x.test",
-              "active": True} for i, u in ((1, "alice"), (2, "bob"))],
+            [{"id": i, "username": u, "first_name": first, "last_name": last, "email": f"{u}@x.test",
+              "active": True} for i, u, first, last in ((1, "alice", "Alice", "Smith"), (2, "bob", "", " "))],
         )  # fmt: skip
         conn.execute(
             company.insert(),
@@ -131,7 +131,7 @@ def world(load_config: Callable[..., Registry], db_url: str) -> Iterator[World]:
         engine,
         deals,
         {i + 1: n for i, n in enumerate(COMPANIES)},
-        {1: "alice", 2: "bob"},
+        {1: "Alice Smith", 2: "bob"},  # a user by name; by login when no name is set
     )
     engine.dispose()
     models.dispose()

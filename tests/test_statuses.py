@@ -438,9 +438,9 @@ def test_every_change_of_state_is_in_the_history_newest_first(world: World) -> N
     world.session.commit()
     rows = world.statuses().history("Deal", deal.id)
     assert [(r["from"], r["to"], r["by"], r["at"], r["field"]) for r in rows] == [
-        ("qualification", "won", "olga", NOW + dt.timedelta(hours=2), "stage"),
-        ("new", "qualification", "ivan", NOW + dt.timedelta(hours=1), "stage"),
-        (None, "new", "ivan", NOW, "stage"),
+        ("qualification", "won", "Olga Test", NOW + dt.timedelta(hours=2), "stage"),  # by name
+        ("new", "qualification", "Ivan Test", NOW + dt.timedelta(hours=1), "stage"),
+        (None, "new", "Ivan Test", NOW, "stage"),
     ]
     assert rows[0]["by_id"] == world.users["olga"]
     assert deal.updated_by_id == world.users["olga"]

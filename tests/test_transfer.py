@@ -249,7 +249,7 @@ def test_every_field_type_round_trips(world: Callable[..., World], fmt: str) -> 
     assert "id" not in first and "created_at" not in first
     assert first["number"] == "D-00001"
     assert first["company"] == "7707083893"  # the Company's key: its INN
-    assert first["manager"] == "ivan"  # a user's key: the login
+    assert first["manager"] == "Ivan Test"  # a user by name (the import finds them by it)
     assert first["rate"] == "0.125" and first["budget"] == "1234567.50"
     assert first["urgent"] == "true" and first["due"] == "2026-04-01"
     assert first["call_at"] == "2026-03-05T10:30:00+03:00"  # the company's time zone
@@ -285,9 +285,9 @@ def test_export_streams_in_batches_and_obeys_access_and_filters(
     assert everything == w.export("Company")
     assert everything.decode().count("\n") == 4
     own = w.export("Company", principal=w.principal("olga")).decode().splitlines()
-    assert own == ["name,inn,parent,manager", "Лютик,7728168971,,olga"]
+    assert own == ["name,inn,parent,manager", "Лютик,7728168971,,Olga Test"]
     filtered = w.export("Company", filter={"parent": {"set": True}}).decode().splitlines()
-    assert filtered[1:] == ["Ромашка Юг,500100732259,7707083893,ivan"]
+    assert filtered[1:] == ["Ромашка Юг,500100732259,7707083893,Ivan Test"]
     chunks = b"".join(iter_csv(w.models, w.session, "Company", batch=2))
     assert chunks == everything
     labels = w.export("Company", header="labels").decode().splitlines()[0]
@@ -756,8 +756,8 @@ def test_crm_import_and_export_as_a_user_runs_them(
     assert saved.stderr.strip() == f"exported 2 record(s) to {book}"
     assert cells(book.read_bytes(), "xlsx") == [
         ["name", "inn", "parent", "manager"],
-        ["Ромашка", "7707083893", None, "anna"],
-        ["Лютик", "7728168971", None, "anna"],
+        ["Ромашка", "7707083893", None, "Anna Test"],
+        ["Лютик", "7728168971", None, "Anna Test"],
     ]
     again = crm("import", ".", "Company", str(book), cwd=folder, env=env)
     assert again.returncode == 0, again.stderr  # INN is no unique key: two more companies
@@ -782,3 +782,38 @@ def test_the_import_benchmark_runs(db_url: str) -> None:
     assert figures.rows == 300 and figures.core_s > 0 and figures.import_s > 0
     assert imports.report(figures, lines.append) == []  # no target below 100 k rows
     assert any("ratio import / Core" in line for line in lines)
+
+
+def test_a_file_names_people_by_name_and_by_login_where_names_are_shared(
+    world: Callable[..., World],
+) -> None:
+    """A user is exported by name; two users of one name by their logins, so
+    that the file finds the same people again; import takes either, and a
+    shared name is an error that asks for the login."""
+    w = world()
+    users = User.__table__
+    with w.engine.begin() as conn:
+        ids = {
+            login: conn.execute(
+                users.insert()
+                .values(username=login, first_name=first, last_name=last,
+                        email=f"{login}@romashka.example", active=True)
+                .returning(users.c.id)
+            ).scalar_one()
+            for login, first, last in (("ivanov1", "Иван", "Иванов"), ("ivanov2", "Иван", "Иванов"),
+                                       ("petrov", "Пётр", "Петров"))
+        }  # fmt: skip
+    docs = w.docs()
+    for name, login in (("Один", "ivanov1"), ("Два", "ivanov2"), ("Три", "petrov")):
+        docs.create("Company", {"name": name, "manager": ids[login]})
+    w.session.commit()
+    rows = w.export("Company").decode().splitlines()
+    assert sorted(r.rsplit(",", 1)[1] for r in rows[1:]) == ["ivanov1", "ivanov2", "Пётр Петров"]
+    again = w.import_("Company", "name,manager\nЧетыре,Пётр Петров\nПять,ivanov2\n")
+    assert again.ok, again.errors
+    company = w.models.table("Company")
+    got = dict(w.session.execute(sa.select(company.c.name, company.c.manager_id)).tuples().all())
+    assert got["Четыре"] == ids["petrov"] and got["Пять"] == ids["ivanov2"]
+    shared = w.import_("Company", "name,manager\nШесть,Иван Иванов\n")
+    assert not shared.ok
+    assert "2 " in str(shared.errors[0]) and "Иван Иванов" in str(shared.errors[0])

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from engine import access
 from engine.access import Principal
 from engine.documents import AUDIT, Documents, aware
-from engine.filters import FilterError, compile_filter
+from engine.filters import FilterError, compile_filter, user_name
 from engine.models import Models
 from engine.registry import USER, DocType, Field
 from engine.transfer.formats import (
@@ -247,6 +247,25 @@ def list_rows(
         after = page.next_cursor
 
 
+def user_keys(models: Models) -> sa.Subquery:
+    """``(id, key)`` of every user as a file names them: their name, or their
+    login when another user has the same name or that name is someone's
+    login, so that the importer (a login first, else a name only one user
+    has) always finds the same user again. One pass over the users."""
+    users = models.table(USER)
+    name = user_name(users)
+    named = sa.select(
+        users.c.id,
+        users.c.username,
+        name.label("name"),
+        sa.func.count().over(partition_by=name).label("same"),
+    ).subquery("user_names")
+    others = models.table(USER).alias("user_logins")
+    taken = sa.exists().where(others.c.username == named.c.name, others.c.id != named.c.id)
+    key = sa.case((sa.and_(named.c.same == 1, ~taken), named.c.name), else_=named.c.username)
+    return sa.select(named.c.id, key.label("key")).subquery("user_keys")
+
+
 def _select_with_keys(
     models: Models, table: sa.Table, fields: list[Field], principal: Principal | None = None
 ) -> sa.Select[Any]:
@@ -261,6 +280,11 @@ def _select_with_keys(
         target = f.to or USER
         key = key_field(models.registry, target)
         if key is None:
+            continue
+        if target == USER:
+            users = user_keys(models).alias(f"key_{table.name}_{f.name}")
+            joined = joined.outerjoin(users, users.c.id == table.c[f.column])
+            cols.append(users.c.key.label(f"{f.name}__key"))
             continue
         alias = models.table(target).alias(f"key_{table.name}_{f.name}")
         seen = access.visible(models, principal, target, alias)

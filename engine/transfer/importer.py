@@ -19,6 +19,7 @@ from engine.access import Principal
 from engine.documents import AUDIT, Documents, aware, empty, quoted
 from engine.errors import did_you_mean
 from engine.fieldtypes import Invalid
+from engine.filters import user_name
 from engine.i18n import gettext
 from engine.models import Models
 from engine.registry import USER, DocType, Field
@@ -729,6 +730,22 @@ class _Importer:
             found: dict[Any, list[int]] = {}
             readable = self.readable_where(target)
             for chunk in _chunks(sorted(values, key=str), 5000):
+                if target == USER and key_name == "username":
+                    # a user by login, else by name when only one user has it
+                    name = user_name(table)
+                    by_name: dict[Any, list[int]] = {}
+                    for ident, login, full in self.session.execute(
+                        sa.select(table.c.id, col, name).where(
+                            sa.or_(col.in_(chunk), name.in_(chunk))
+                        )
+                    ):
+                        if login in chunk:
+                            found.setdefault(login, []).append(ident)
+                        if full in chunk:
+                            by_name.setdefault(full, []).append(ident)
+                    for value, ids in by_name.items():
+                        found.setdefault(value, ids)
+                    continue
                 for ident, value in self.session.execute(
                     sa.select(table.c.id, col).where(col.in_(chunk), readable)
                 ):

@@ -19,7 +19,7 @@ from engine.registry import USER, DocType, Field
 from engine.statuses import StatusEngine
 from engine.web.base import crm, db_session, locale, principal
 from engine.web.display import show, zone
-from engine.web.fetch import documents
+from engine.web.fetch import documents, ref_loads
 
 
 def company_tz() -> dt.tzinfo:
@@ -61,6 +61,10 @@ def display_values(d: DocType, obj: Any) -> dict[str, str]:
                 out[f.name] = access.hidden_label(registry, target.id, locale())
         else:
             out[f.name] = shown(f, getattr(obj, f.column))
+        kind = record_type_field(d, f)
+        if kind is not None and getattr(obj, f.column) is not None and getattr(obj, kind.column):
+            found = record_titles([(getattr(obj, kind.column), getattr(obj, f.column))])
+            out[f.name] = next(iter(found.values()))[0]
     return out
 
 
@@ -81,6 +85,12 @@ def ref_links(d: DocType, obj: Any) -> dict[str, str]:
     """Links of the record page's refs (loaded already for their titles)."""
     out = {}
     for f in d.fields.values():
+        kind = record_type_field(d, f)
+        if kind is not None and getattr(obj, f.column) is not None and getattr(obj, kind.column):
+            key = (getattr(obj, kind.column), getattr(obj, f.column))
+            href = record_titles([key])[key][1]
+            if href:
+                out[f.name] = href
         if f.type == "ref" and not f.system:
             target = getattr(obj, f.name)
             if target is not None:
@@ -116,20 +126,106 @@ def table_rows(d: DocType, obj: Any) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+def shown_rows(d: DocType, obj: Any) -> dict[str, list[dict[str, Any]]]:
+    """The record's table rows as its page shows them: refs by their titles
+    (one query per target type; "#7 — no access" for one the user may not read)."""
+    from engine.web.fetch import row_doc
+    from engine.web.lookup import ref_labels
+
+    rows = table_rows(d, obj)
+    extra = [(row_doc(d, d.fields[name]), row) for name, items in rows.items() for row in items]
+    labels = ref_labels(d, {}, extra) if extra else {}
+    for name, items in rows.items():
+        for row in items:
+            for c in d.fields[name].fields.values():
+                if c.type == "ref" and row.get(c.name) is not None:
+                    row[c.name] = labels.get((c.to or USER, str(row[c.name])), row[c.name])
+    return rows
+
+
+def record_type_field(d: DocType, f: Field) -> Field | None:
+    """For an integer ``doc_id`` beside a text ``doctype`` (the way the
+    engine's plugins point at a record of any type: a task's, a process's,
+    a notification's document), the field that names the record's type."""
+    if f.name != "doc_id" or f.type != "integer":
+        return None
+    kind = d.fields.get("doctype")
+    return kind if kind is not None and kind.type == "string" else None
+
+
+def record_titles(
+    pairs: Iterable[tuple[str, int]],
+) -> dict[tuple[str, int], tuple[str, str | None]]:
+    """(type, id) → (title, link) of records of any type: one query per type,
+    within the access rules; a record the user may not read is named by its
+    id only ("#79 — no access") and has no link, one of no known type by its id."""
+    state = crm()
+    registry = state.registry
+    by_type: dict[str, set[int]] = {}
+    for name, ident in pairs:
+        by_type.setdefault(name, set()).add(ident)
+    out: dict[tuple[str, int], tuple[str, str | None]] = {}
+    for name, ids in by_type.items():
+        td = registry.documents.get(name)
+        if td is None or td.builtin:
+            out.update({(name, i): (f"#{i}", None) for i in ids})
+            continue
+        cls = state.models.cls(name)
+        seen = access.visible(state.models, principal(), name)
+        may_open = access.allowed(registry, principal(), name, "read")
+        stmt = sa.select(cls).where(cls.id.in_(ids), seen).options(*ref_loads(td))
+        for o in db_session().execute(stmt).scalars():
+            out[(name, o.id)] = (title(td, o), f"/{td.resource}/{o.id}" if may_open else None)
+        for i in ids:
+            out.setdefault((name, i), (access.hidden_label(registry, i, locale()), None))
+    return out
+
+
+def _record_refs(
+    d: DocType, rows: list[Mapping[str, Any]], columns: list[str]
+) -> dict[tuple[str, int], tuple[str, int]]:
+    """(column, row id) → (type, id) for the page's ``doc_id`` columns: one query."""
+    wanted = [c for c in columns if c in d.fields and record_type_field(d, d.fields[c])]
+    ids = [row["id"] for row in rows if any(row.get(c) is not None for c in wanted)]
+    if not wanted or not ids:
+        return {}
+    table = crm().models.table(d.name)
+    kind = record_type_field(d, d.fields[wanted[0]])
+    assert kind is not None
+    types = dict(
+        db_session()
+        .execute(sa.select(table.c.id, table.c[kind.column]).where(table.c.id.in_(ids)))
+        .all()
+    )
+    return {
+        (c, row["id"]): (str(types[row["id"]]), int(row[c]))
+        for row in rows
+        for c in wanted
+        if row.get(c) is not None and types.get(row["id"])
+    }
+
+
 def list_cells(
     d: DocType, rows: Iterable[Mapping[str, Any]], columns: list[str]
 ) -> list[dict[str, Any]]:
     """Display text (and a link for refs) per list cell; ref cells come
-    already labelled by the list query, so a page costs no query per row."""
+    already labelled by the list query, so a page costs no query per row
+    (a ``doc_id`` column costs one query, and one per type it points at)."""
     registry = crm().registry
+    rows = list(rows)
     fields = [registry.field_path(d.name, c)[-1] for c in columns]
     readable = {f.to: ref_href(f.to, 1) is not None for f in fields if f.type == "ref" and f.to}
+    records = _record_refs(d, rows, columns)
+    titles = record_titles(records.values())
     out = []
     for row in rows:
         cells = []
         for c, f in zip(columns, fields, strict=True):
             value = row.get(c)
-            if f.type == "ref" and value is not None:
+            if (c, row["id"]) in records:
+                text, href = titles[records[(c, row["id"])]]
+                cells.append({"text": text, "href": href})
+            elif f.type == "ref" and value is not None:
                 href = f"/{registry.documents[f.to].resource}/{value.id}" if readable.get(f.to) and value.readable else None  # fmt: skip
                 cells.append({"text": str(value.label), "href": href})
             else:

@@ -9,6 +9,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
+import sqlalchemy as sa
 from werkzeug.datastructures import MultiDict
 
 from engine import access
@@ -16,8 +17,8 @@ from engine.documents import (
     INVALID,
 )
 from engine.fieldtypes import valid_id
-from engine.registry import DocType, Field, State
-from engine.web.base import crm, locale, principal
+from engine.registry import SELF, USER, DocType, Field, State
+from engine.web.base import crm, db_session, locale, principal
 from engine.web.display import input_value
 from engine.web.fetch import clean, documents, row_doc
 from engine.web.formatting import company_tz, table_rows
@@ -209,23 +210,63 @@ def next_values(d: DocType, state: State, form: MultiDict[str, str]) -> list[dic
     return out
 
 
+def inherited_refs(d: DocType, nd: DocType) -> list[str]:
+    """The refs a next document takes from this one when not given: those
+    both types have, to the same type (the customer, the contact, the
+    manager), as the status engine fills them in."""
+    return [
+        name
+        for name, f in nd.fields.items()
+        if f.type == "ref" and not f.system and not f.readonly
+        and name in d.fields and d.fields[name].type == "ref" and d.fields[name].to == f.to
+    ]  # fmt: skip
+
+
 def next_fields(d: DocType, state: State) -> list[Field]:
     """What the transition form asks of each next document: its required
-    fields and its dates, not the link (filled in from this record)."""
+    fields and its dates, and the refs it takes from this record (shown
+    filled in: the customer, the contact, the Interest, the manager); not a
+    link to this record itself."""
     rn = state.require_next
     if rn is None:
         return []
     registry = crm().registry
     # as the user sees the type: no field hidden from them or read-only to them
     nd = access.restricted(registry, principal(), registry.documents[rn.document])
+    taken = set(inherited_refs(d, nd)) | {k for k, v in rn.link.items() if v != SELF}
     return [
         f
         for f in nd.fields.values()
         if settable(f, nd)
         and f.type != "table"
-        and (f.required or f.type in ("date", "datetime"))
-        and f.name not in rn.link
+        and (f.required or f.type in ("date", "datetime") or f.name in taken)
+        and rn.link.get(f.name) != SELF
     ]
+
+
+def next_prefill(d: DocType, state: State, obj: Any) -> dict[str, Any]:
+    """A next document's form filled in from this record: its links and the
+    refs it would take from it anyway; a ref the user may not read is left out."""
+    rn = state.require_next
+    if rn is None:
+        return {}
+    nd = crm().registry.documents[rn.document]
+    sources = {name: name for name in inherited_refs(d, nd)}
+    sources.update({k: v for k, v in rn.link.items() if v != SELF})
+    models, me = crm().models, principal()
+    out: dict[str, Any] = {}
+    for name, source in sources.items():
+        f = d.fields.get(source)
+        if f is None or not settable(nd.fields[name], nd):
+            continue
+        if f.type == "ref":
+            target = getattr(obj, f.name, None)
+            if target is None or not access.may_see(models, me, f.to or USER, target):
+                continue
+            out[name] = target.id
+        elif getattr(obj, f.column, None) is not None:
+            out[name] = getattr(obj, f.column)
+    return out
 
 
 def initial_values(d: DocType) -> dict[str, Any]:
@@ -256,3 +297,30 @@ def current_values(d: DocType, obj: Any) -> dict[str, Any]:
             values[f.name] = getattr(obj, f.column)
     values["_version"] = obj.version
     return values
+
+
+def seen_refs(d: DocType, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (a form prefilled from a link's query) without the refs to
+    records the user may not read: one query per target type."""
+    state = crm()
+    wanted: dict[str, dict[str, int]] = {}
+    for name, value in values.items():
+        f = d.fields.get(name)
+        if f is not None and f.type == "ref" and value not in (None, ""):
+            ident = valid_id(value)
+            if ident is None:
+                continue
+            wanted.setdefault(f.to or USER, {})[name] = ident
+    out = dict(values)
+    for target, refs in wanted.items():
+        table = state.models.table(target)
+        seen = access.visible(state.models, principal(), target, table)
+        found = set(
+            db_session()
+            .execute(sa.select(table.c.id).where(table.c.id.in_(refs.values()), seen))
+            .scalars()
+        )
+        for name, ident in refs.items():
+            if ident not in found:
+                out.pop(name)
+    return out

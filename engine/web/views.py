@@ -244,7 +244,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         allows = forms.state_allows(d, obj)
         return self.render_template(
             "crm/show.html", d=d, obj=obj, sections=form_fields(d), values=formatting.display_values(d, obj),
-            links=formatting.ref_links(d, obj), rows=formatting.table_rows(d, obj), view=self.view_name,
+            links=formatting.ref_links(d, obj), rows=formatting.shown_rows(d, obj), view=self.view_name,
             moves=writes.transition_moves(d, obj), history=formatting.history(d, obj),
             audit=formatting.audit_line(d, obj), timeline=formatting.timeline(full, obj, _arg_offset("tl")),
             plugin_sections=formatting.record_sections(full, obj),
@@ -281,6 +281,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         if request.method == "GET":
             # a link may prefill the form: the calendar plans on the day clicked
             prefill = forms.form_values(d, request.args) if request.args else {}
+            prefill = forms.seen_refs(d, prefill)  # a record the user may not read stays out
             values = {
                 **forms.initial_values(d),
                 **{k: v for k, v in prefill.items() if v not in (None, False, [])},
@@ -396,7 +397,11 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         else:
             reasons, errors, values = [], {}, forms.current_values(d, obj)
             blocked = writes.refusals(d, obj, target)
-            next_rows = [forms.initial_values(next_doc)] if next_doc else []
+            next_rows = (
+                [{**forms.initial_values(next_doc), **forms.next_prefill(d, state, obj)}]
+                if next_doc
+                else []
+            )
         extra = [(next_doc, row) for row in next_rows] if next_doc else []
         require = [d.fields[n] for n in state.require if n in d.fields and forms.settable(d.fields[n], d)]  # fmt: skip
         next_fields = forms.next_fields(d, state)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.api import did_you_mean
+from engine.api import did_you_mean, ngettext
 
 DURATION = re.compile(r"^\s*(\d+)\s*(m|h|d|w|bd)\s*$")
 UNIT_WORDS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks", "bd": "business days"}
@@ -59,6 +59,19 @@ class Duration:
 
     def __str__(self) -> str:
         return self.text
+
+    def shown(self) -> str:
+        """The duration as a person reads it, in their language: "2 раб. дня", "4 ч"."""
+        n = self.amount
+        if self.unit == "m":
+            return ngettext("%(num)d min", "%(num)d min", n)
+        if self.unit == "h":
+            return ngettext("%(num)d h", "%(num)d h", n)
+        if self.unit == "d":
+            return ngettext("%(num)d day", "%(num)d days", n)
+        if self.unit == "w":
+            return ngettext("%(num)d wk", "%(num)d wk", n)
+        return ngettext("%(num)d business day", "%(num)d business days", n)
 
 
 DURATION_HINT = "write `30m`, `4h`, `2d`, `1w` or `3bd` (business days)"

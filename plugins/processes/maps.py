@@ -17,6 +17,7 @@ recent instances with the steps it stands on highlighted.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +32,11 @@ from markupsafe import Markup, escape
 from sqlalchemy.orm import object_session
 
 from engine import api
-from engine.api import menu_label
+from engine.api import gettext, menu_label
 
 from . import definitions_for
 from .definitions import Assignee, Process, Step
+from .model import outcome_label
 
 INSTANCE = "ProcessInstance"
 #: token states that mean "the instance stands here"
@@ -42,30 +44,21 @@ STANDING = ("active", "waiting", "joined")
 #: instances of one record whose pictures its page shows
 RECORD_INSTANCES = 3
 
-WORDS = {
-    "en": {
-        "yes": "yes", "no": "no", "owner": "owner", "role": "role", "due": "due",
-        "wait": "wait", "until": "until", "start": "start", "create": "on create",
-        "update": "on change", "delete": "on delete", "status": "on status",
-        "field": "when changed:", "join": "join", "processes": "Processes",
-        "maps": "Route maps", "step": "Step", "in_progress": "In progress",
-        "none": "No route maps in this configuration.",
-        "instances": "Running instances", "map": "Route map",
-    },
-    "ru": {
-        "yes": "да", "no": "нет", "owner": "ответственный", "role": "роль", "due": "срок",
-        "wait": "ждать", "until": "до", "start": "старт", "create": "при создании",
-        "update": "при изменении", "delete": "при удалении", "status": "при статусе",
-        "field": "при изменении поля", "join": "слияние", "processes": "Процессы",
-        "maps": "Маршруты", "step": "Шаг", "in_progress": "В работе",
-        "none": "В конфигурации нет маршрутов.",
-        "instances": "Запущенные процессы", "map": "Маршрут",
-    },
-}  # fmt: skip
 
-
-def words(locale: str) -> dict[str, str]:
-    return WORDS.get(locale, WORDS["en"])
+def words(locale: str = "") -> dict[str, str]:
+    """The picture's and the page's own words, in the user's language."""
+    return {
+        "yes": gettext("yes"), "no": gettext("no"), "owner": gettext("owner"),
+        "role": gettext("role"), "due": gettext("due"), "wait": gettext("wait"),
+        "until": gettext("until"), "start": gettext("start"), "create": gettext("on create"),
+        "update": gettext("on change"), "delete": gettext("on delete"),
+        "status": gettext("on entering"), "field": gettext("when changed:"),
+        "join": gettext("join"), "processes": gettext("Processes"), "maps": gettext("Route maps"),
+        "step": gettext("Step"), "in_progress": gettext("In progress"),
+        "none": gettext("No route maps in this configuration."),
+        "instances": gettext("Running instances"), "map": gettext("Route map"),
+        "user": gettext("notification"), "email": gettext("email"), "sms": gettext("SMS"),
+    }  # fmt: skip
 
 
 # --- the picture ------------------------------------------------------------------------
@@ -101,6 +94,8 @@ EDGE = "#56606b"
 TEXT, MUTED = "#1f2933", "#5b6670"
 
 START, JOIN, DUMMY = "\0start", "\0join:", "\0dummy:"
+#: a template's ``{{ doc.field ... }}`` (group 1: the field) or any other ``{{ }}``
+TEMPLATE = re.compile(r"{{\s*(?:doc\.([A-Za-z_][A-Za-z0-9_]*)\b)?[^}]*}}")
 
 
 @dataclass
@@ -137,6 +132,8 @@ def _em(ch: str) -> float:
     """A character's width in ems, on the wide side: no font metrics on the server."""
     if ch in "iljtf.,:;'|!() ":
         return 0.34
+    if "а" <= ch <= "я" or ch == "ё":  # Cyrillic lower case, as wide as Latin
+        return 0.6 if ch not in "жшщмыюф" else 0.7
     if ch.isupper() or ch in "mwMW@%{}<>=~" or ord(ch) > 0x2FF:
         return 0.7
     return 0.6
@@ -158,89 +155,150 @@ def _fit(text: str, px: float, size: float, bold: bool = False) -> str:
     return text[:cut].rstrip() + "…"
 
 
-def _who(a: Assignee | str | None, w: dict[str, str]) -> str:
-    if a is None:
-        return ""
-    if isinstance(a, str):
-        return a
-    if a.kind == "owner":
-        return w["owner"]
-    if a.kind == "role":
-        return f"{w['role']} {a.value}"
-    if a.kind == "user":
-        return f"@{a.value}"
-    return str(a.value)
+@dataclass
+class _Words:
+    """What the picture says, in the reader's language: the page's words
+    (``words``), the labels of the document's fields, states and values and
+    of the roles (from ``registry``, when given), the labels of the steps."""
+
+    w: dict[str, str]
+    locale: str
+    process: Process
+    doc: Any = None
+    roles: Mapping[str, Any] = field(default_factory=dict)
+
+    def step(self, name: str) -> str:
+        s = self.process.steps.get(name)
+        return (s.label or name) if s is not None else name
+
+    def field_label(self, name: str) -> str:
+        f = self.doc.fields.get(name) if self.doc is not None else None
+        return f.label.get(self.locale) if f is not None else name
+
+    def value(self, name: str, value: Any) -> str:
+        d = self.doc
+        if d is None or not isinstance(value, (str, int)):
+            return str(value)
+        if d.statuses is not None and name == d.statuses.field:
+            state = d.statuses.states.get(str(value))
+            return state.label.get(self.locale) if state is not None else str(value)
+        f = d.fields.get(name)
+        if f is not None and f.type == "enum" and str(value) in f.values:
+            return f.values[str(value)].get(self.locale)
+        return str(value)
+
+    def who(self, a: Assignee | str | None) -> str:
+        if a is None:
+            return ""
+        if isinstance(a, str):
+            return a
+        if a.kind == "owner":
+            return self.w["owner"]
+        if a.kind == "role":
+            role = self.roles.get(a.value or "")
+            return (
+                f"{self.w['role']} {role.label.get(self.locale) if role is not None else a.value}"
+            )
+        if a.kind == "user":
+            return f"@{a.value}"
+        return self.field_label(str(a.value))
+
+    def sets(self, values: Mapping[str, Any]) -> str:
+        return ", ".join(f"{self.field_label(k)} → {self.value(k, v)}" for k, v in values.items())
+
+    def wait(self, s: Step) -> str:
+        assert s.wait is not None
+        if s.wait.until:
+            return f"{self.w['until']} {self.field_label(s.wait.until)}"
+        return f"{self.w['wait']} {s.wait.duration.shown() if s.wait.duration else ''}"
+
+    def template(self, text: str) -> str:
+        """A task's title or a message as the picture shows it: each
+        ``{{ doc.field }}`` as ‹the field's label›, any other ``{{ }}`` as …"""
+
+        def one(m: re.Match[str]) -> str:
+            name = m.group(1)
+            return f"‹{self.field_label(name)}›" if name else "…"
+
+        return TEMPLATE.sub(one, text)
+
+    def channel(self, name: str) -> str:
+        return self.w.get(name, name)
 
 
-def _sets(values: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k} → {v}" for k, v in values.items())
-
-
-def _trigger(p: Process, w: dict[str, str]) -> str:
-    t = p.start
-    text = w.get(t.event, t.event)
-    if t.event in ("status", "field") and t.value:
-        text += f" {t.value}"
-    if t.when:
-        text += f" · {t.when}"
+def _trigger(p: Process, t: _Words) -> str:
+    if p.start_label:
+        return p.start_label
+    start = p.start
+    text = t.w.get(start.event, start.event)
+    if start.event == "status" and start.value:
+        text += f" {t.value(t.doc.statuses.field, start.value) if t.doc is not None and t.doc.statuses else start.value}"
+    elif start.event == "field" and start.value:
+        text += f" {t.field_label(start.value)}"
+    if start.when:
+        text += f" · {start.when}"
     return text
 
 
-def _tip(s: Step, w: dict[str, str]) -> str:
-    out = [f"{s.label or s.name} ({s.kind})"]
+def _tip(s: Step, t: _Words) -> str:
+    w = t.w
+    out = [s.label or (s.condition if s.kind == "if" else None) or s.name]
     if s.task is not None:
-        out.append(s.task.title)
-        out.append(_who(s.task.assignee, w) + (f" · {w['due']} {s.task.due}" if s.task.due else ""))
+        out.append(t.template(s.task.title))
+        due = f" · {w['due']} {s.task.due.shown()}" if s.task.due else ""
+        out.append(t.who(s.task.assignee) + due)
         if s.task.description:
             out.append(s.task.description)
-    if s.condition:
-        out.append(s.condition)
     if s.wait is not None:
-        out.append(
-            f"{w['until']} {s.wait.until}" if s.wait.until else f"{w['wait']} {s.wait.duration}"
-        )
+        out.append(t.wait(s))
     for n in s.notify:
-        out.append(f"{n.channel} → {_who(n.to, w)}: {n.text}")
+        out.append(f"{t.channel(n.channel)} → {t.who(n.to)}: {t.template(n.text)}")
     if s.set:
-        out.append(_sets(s.set))
+        out.append(t.sets(s.set))
     if s.outcomes:
-        out.append(", ".join(f"{k} → {v}" for k, v in s.outcomes.items()))
+        out.append(", ".join(
+            f"{outcome_label(s, k, t.locale)} → {t.step(v)}" for k, v in s.outcomes.items()
+        ))  # fmt: skip
     return "\n".join(out)
 
 
-def _step_node(s: Step, w: dict[str, str]) -> _Node:
+def _step_node(s: Step, t: _Words) -> _Node:
     name = s.label or s.name
     title = (name, 12.0, "bold", TEXT)
-    tip = _tip(s, w)
+    tip = _tip(s, t)
     inner = BOX_W - 16
     if s.kind == "if":
-        lines = [(name, 11.5, "bold", TEXT), (s.condition or "", 10.0, "normal", MUTED)]
+        # the consultant's words for the condition, else the condition itself
+        lines = [
+            (s.label or s.condition or s.name, 11.5, "bold", TEXT),
+            ("", 10.0, "normal", MUTED),
+        ]
         return _Node(s.name, "if", DIAMOND_W, DIAMOND_H, s, lines, tip)
     if s.kind == "parallel":
         return _Node(s.name, "parallel", BAR_W, BAR_H, s, [(name, 10.0, "bold", "#ffffff")], tip)
     if s.kind == "end":
         return _Node(s.name, "end", 120, 2 * END_R + 18, s, [(name, 11.0, "bold", TEXT)], tip)
     lines = [title]
+    w = t.w
     if s.kind == "task" and s.task is not None:
-        lines.append((s.task.title, 11.0, "normal", TEXT))
-        who = _who(s.task.assignee, w)
+        lines.append((t.template(s.task.title), 11.0, "normal", TEXT))
+        who = t.who(s.task.assignee)
         if s.task.due is not None:
-            who += f" · {w['due']} {s.task.due}"
+            who += f" · {w['due']} {s.task.due.shown()}"
         lines.append((who, 10.0, "normal", MUTED))
     elif s.kind == "wait" and s.wait is not None:
-        what = f"{w['until']} {s.wait.until}" if s.wait.until else f"{w['wait']} {s.wait.duration}"
-        lines.append((what, 10.5, "normal", MUTED))
+        lines.append((t.wait(s), 10.5, "normal", MUTED))
         inner -= 22
     elif s.kind == "notify" and s.notify:
         n = s.notify[0]
         more = f" +{len(s.notify) - 1}" if len(s.notify) > 1 else ""
-        lines.append((f"{n.channel} → {_who(n.to, w)}{more}", 10.5, "normal", MUTED))
-        lines.append((n.text, 10.0, "normal", TEXT))
+        lines.append((f"{t.channel(n.channel)} → {t.who(n.to)}{more}", 10.5, "normal", MUTED))
+        lines.append((t.template(n.text), 10.0, "normal", TEXT))
         inner -= 22
     elif s.kind not in ("set", "task"):
         lines.append((s.kind, 10.0, "normal", MUTED))  # a plugin's own kind
     if s.set:
-        lines.append((_sets(s.set), 10.0, "normal", "#2f6b3a"))
+        lines.append((t.sets(s.set), 10.0, "normal", "#2f6b3a"))
     lines = [
         (_fit(t, inner, size, weight == "bold"), size, weight, fill)
         for t, size, weight, fill in lines
@@ -262,14 +320,15 @@ def _region(p: Process, split: Step) -> set[str]:
     return seen
 
 
-def _graph(p: Process, w: dict[str, str]) -> tuple[dict[str, _Node], list[_Edge]]:
+def _graph(p: Process, t: _Words) -> tuple[dict[str, _Node], list[_Edge]]:
+    w = t.w
     nodes: dict[str, _Node] = {}
-    start = _trigger(p, w)
+    start = _trigger(p, t)
     nodes[START] = _Node(
         START, "start", 14, 14, None, [(_fit(start, 300, 10.5), 10.5, "normal", MUTED)], start
     )
     for s in p.steps.values():
-        nodes[s.name] = _step_node(s, w)
+        nodes[s.name] = _step_node(s, t)
     edges = [_Edge(START, p.first, "")]
     # a branch arriving at its join goes into the split's bar, then the bar into the step
     bars: dict[str, tuple[str, set[str]]] = {}
@@ -283,6 +342,8 @@ def _graph(p: Process, w: dict[str, str]) -> tuple[dict[str, _Node], list[_Edge]
                 continue
             if s.kind == "if":
                 label = w.get(label, label)
+            elif s.kind == "task" and label in s.outcomes:
+                label = outcome_label(s, label, t.locale)
             dst = target
             for split, (join, region) in bars.items():
                 if target == join and s.name in region:
@@ -293,7 +354,9 @@ def _graph(p: Process, w: dict[str, str]) -> tuple[dict[str, _Node], list[_Edge]
     for split, (join, _) in bars.items():
         if split in used:
             nid = JOIN + split
-            nodes[nid] = _Node(nid, "join", BAR_W, JOIN_H, None, [], f"{w['join']} → {join}")
+            nodes[nid] = _Node(
+                nid, "join", BAR_W, JOIN_H, None, [], f"{w['join']} → {t.step(join)}"
+            )
             edges.append(_Edge(nid, join, ""))
     return nodes, edges
 
@@ -554,7 +617,10 @@ class _Canvas:
     def label(self, x: float, y: float, s: str, anchor: str = "middle") -> None:
         """An arrow's label on a white ground, so that lines do not cross it."""
         width = _width(s, 10) + 6
-        left = x - width / 2 if anchor == "middle" else x - 3
+        if anchor == "end" and x - width + 3 < 2:
+            anchor = "start"  # no room on the left of the picture
+        left = x - width / 2 if anchor == "middle" else x - width + 3 if anchor == "end" else x - 3
+        self.extent(left + width, y + 4)
         self.add(
             f'<rect x="{_n(left)}" y="{_n(y - 10)}" width="{_n(width)}" height="14" rx="3"'
             ' fill="#ffffff" fill-opacity="0.9"/>'
@@ -708,8 +774,17 @@ def _draw_edges(c: _Canvas, nodes: dict[str, _Node], edges: list[_Edge]) -> None
                 f"{_n(ex - 4.5)},{_n(ey - 8)} {_n(ex + 4.5)},{_n(ey - 8)} {_n(ex)},{_n(ey)}"
             )
             (ax, ay), (bx, by) = points[0], points[1]
-        if e.label:  # by the step the arrow leaves
-            labels.append(((ax + bx) / 2, (ay + by) / 2 + 4, e.label, "middle"))
+        if e.label:  # by the step the arrow leaves, on the side it goes to
+            side = (
+                "middle"
+                if e.back
+                else "end"
+                if bx < ax - 8
+                else "start"
+                if bx > ax + 8
+                else "middle"
+            )
+            labels.append(((ax + bx) / 2, (ay + by) / 2 + 4, e.label, side))
     for e in edges:
         if e.src != e.dst:
             continue
@@ -739,13 +814,17 @@ def draw(
     counts: Mapping[str, int] | None = None,
     current: Iterable[str] | None = None,
     locale: str = "en",
+    registry: Any = None,
 ) -> Markup:
     """The route map as an SVG picture: ``current`` steps highlighted (class
-    ``crm-step-current``), a badge with ``counts[step]`` where it is above zero."""
-    w = words(locale)
+    ``crm-step-current``), a badge with ``counts[step]`` where it is above zero.
+    With the ``registry``, fields, states, values and roles show their labels."""
+    doc = registry.documents.get(process.document) if registry is not None else None
+    roles = registry.roles if registry is not None else {}
+    t = _Words(words(locale), locale, process, doc, roles)
     counts = counts or {}
     here = set(current or ())
-    nodes, edges = _graph(process, w)
+    nodes, edges = _graph(process, t)
     _mark_back_edges(nodes, edges)
     _rank(nodes, edges)
     layers = _layers(nodes, edges)
@@ -847,7 +926,7 @@ def record_sections(models: Any, defs: Any, doctype: Any, doc: Any, principal: A
             (
                 w["map"],
                 Markup('<div class="crm-process-map">{}</div>').format(
-                    draw(p, current=here, locale=locale)
+                    draw(p, current=here, locale=locale, registry=models.registry)
                 ),
             )
         ]
@@ -891,8 +970,12 @@ def record_sections(models: Any, defs: Any, doctype: Any, doc: Any, principal: A
             continue  # a route map since taken out of the config
         label = states[state].label.get(locale) if state in states else state
         html = Markup(
-            '<div class="crm-process-map" data-instance="{}"><p class="text-muted">{} · {}</p>{}</div>'
-        ).format(iid, _link(models, iid, f"#{iid}"), label, draw(p, current=here, locale=locale))
+            '<div class="crm-process-map" data-instance="{}"><p class="text-muted">{}</p>{}</div>'
+        ).format(
+            iid,
+            _link(models, iid, label),  # the process's state, linked to its page
+            draw(p, current=here, locale=locale, registry=models.registry),
+        )
         out.append((p.label, html))
     return out
 
@@ -926,7 +1009,7 @@ def _maps(only: str | None = None) -> list[dict[str, Any]]:
         out.append({
             "name": p.name, "label": p.label,
             "document": doc.label.get(loc) if doc is not None else p.document,
-            "svg": draw(p, counts=by_step, locale=loc), "steps": steps,
+            "svg": draw(p, counts=by_step, locale=loc, registry=registry), "steps": steps,
             "list_url": f"/{resource}/?" + urlencode({"f_process": p.name, "f_status": "running"}),
         })  # fmt: skip
     return out

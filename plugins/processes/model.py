@@ -117,6 +117,8 @@ class Process:
     #: an expression over the document: when it holds after a save, the
     #: running instance is cancelled (with its tasks)
     stop_when: str | None = None
+    #: what the diagram says of the start (``start: label``), in the config's language
+    start_label: str | None = None
 
     def join_of(self) -> dict[str, str]:
         """join step → the parallel step that splits to it."""

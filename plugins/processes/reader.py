@@ -134,6 +134,22 @@ class Reader:
 
     # -- shared pieces ----------------------------------------------------------------
 
+    def label(self, value: Any, loc: Loc, what: str) -> str | None:
+        """A label in the config's language: text, or text by language."""
+        ok = (isinstance(value, str) and value.strip()) or (
+            isinstance(value, Mapping)
+            and value
+            and all(isinstance(v, str) and v.strip() for v in value.values())
+        )
+        if not ok:
+            self.problem(
+                loc,
+                f"{what}: `label` is text, or text by language `{{en: ..., ru: ...}}`, "
+                f"not {_show(value) if not _blank(value) else 'empty'}",
+            )
+            return None
+        return _label(value, self.registry.locale, "") or None
+
     def doc(self, name: Any, loc: Loc, what: str) -> DocType | None:
         d = self.registry.documents.get(name) if isinstance(name, str) else None
         if d is None or d.builtin:

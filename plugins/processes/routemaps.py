@@ -65,13 +65,18 @@ class RouteMapReader(Reader):
         start_raw = body.get("start", {"on": "create"})
         sloc = _value_loc(body, "start", loc)
         start = None
+        start_label: str | None = None
         if not isinstance(start_raw, Mapping):
             self.problem(
                 sloc,
                 f"{what}: `start` is a map such as `{{on: create, when: \"kind == 'typical'\"}}`",
             )
         else:
-            self.unknown_keys(start_raw, ("on", "when"), sloc, f"{what}: `start`")
+            self.unknown_keys(start_raw, ("on", "when", "label"), sloc, f"{what}: `start`")
+            if "label" in start_raw:
+                start_label = self.label(
+                    start_raw["label"], _value_loc(start_raw, "label", sloc), f"{what}: `start`"
+                )
             start = self.trigger(
                 d, start_raw.get("on", "create"), start_raw.get("when"),
                 _value_loc(start_raw, "on", sloc), _value_loc(start_raw, "when", sloc),
@@ -114,7 +119,7 @@ class RouteMapReader(Reader):
         process = Process(
             name, _label(body.get("label"), self.registry.locale, name), d.name,
             start or Trigger(d.name, "create", None, None, loc), steps,
-            str(next(iter(steps_raw))), loc, stop_when,
+            str(next(iter(steps_raw))), loc, stop_when, start_label,
         )  # fmt: skip
         self.problems += check_graph(process, frozenset(opaque))
         if len(self.problems) > before or start is None:
@@ -182,8 +187,8 @@ class RouteMapReader(Reader):
             ok = False
         locs: dict[str, Loc] = {str(k): _value_loc(raw, k, loc) for k in raw}
         kw: dict[str, Any] = {
-            "label": _label(raw["label"], self.registry.locale, "") or None
-            if raw.get("label")
+            "label": self.label(raw["label"], _value_loc(raw, "label", loc), what)
+            if "label" in raw
             else None,
             "locs": locs,
         }

@@ -569,7 +569,7 @@ processes:
         "the document is gone by then",
         "sale.yaml:19:17: process `on_number`: `start`: `on` is `create`, `update`, `delete`, "
         "`{status: S}` or `{field: F}`, not `5`",
-        "sale.yaml:19:20: process `on_number`: `start`: unknown key `if`; it takes `on`, `when`",
+        "sale.yaml:19:20: process `on_number`: `start`: unknown key `if`; it takes `on`, `when`, `label`",
         "sale.yaml:24:31: process `on_two`: `start`: `on` names one event, not both `status` "
         "and `field`; make two of them",
     ),
@@ -736,6 +736,29 @@ automations:
         "`create`, `start`), one per line starting with `-`, not a map",
         "sale.yaml:22:9: automation `nulls`: `on` names the `document` and the event, such as "
         "`{document: Deal, status: won}`",
+    ),
+    case(
+        "labels",
+        """\
+processes:
+  labelled:
+    document: Deal
+    start: {on: create, label: [a, b]}
+    steps:
+      ask:
+        label: {en: Ask, ru: 5}
+        task: {title: Ask, assignee: owner}
+        outcomes: {ok: {to: done, label: [x]}}
+      done: {end: true, label: ""}
+""",
+        "sale.yaml:4:32: process `labelled`: `start`: `label` is text, or text by language "
+        "`{en: ..., ru: ...}`, not a list",
+        "sale.yaml:7:16: step `ask` of process `labelled`: `label` is text, or text by language "
+        "`{en: ..., ru: ...}`, not a map",
+        "sale.yaml:9:42: step `ask` of process `labelled`: the label of `ok` is text, or text "
+        "by language `{en: ..., ru: ...}`",
+        "sale.yaml:10:32: step `done` of process `labelled`: `label` is text, or text by "
+        "language `{en: ..., ru: ...}`, not empty",
     ),
 ]
 

@@ -146,7 +146,7 @@ def test_the_export_follows_the_list_and_keeps_formulas_out(
     assert [r[1] for r in rows[1:]] == ['\'=HYPERLINK("http://x")', "Alpha"]
     # the cells of every file of the type (crm export): the phone as stored, a plain
     # number that no spreadsheet runs as a formula; enums by key; users by login
-    assert rows[1][2] == "+74951234567" and rows[1][3] == "A" and rows[1][4] == "helen"
+    assert rows[1][2] == "+74951234567" and rows[1][3] == "A" and rows[1][4] == "Helen Test"
     assert len(exported(helen, "/customer/export.csv?q=Be")) == 2
     link = helen.get("/customer/?f_segment=A").text
     assert 'href="/customer/export.csv?f_segment=A"' in link

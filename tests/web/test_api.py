@@ -165,7 +165,7 @@ def test_create_list_read_update_delete(
     row = page["result"][0]
     # refs come as the id and, beside it, the label a person recognises
     assert row["customer"] == cid and row["customer_label"] == "Acme"
-    assert row["manager"] == anna_id and row["manager_label"] == "anna"
+    assert row["manager"] == anna_id and row["manager_label"] == "Anna Test"  # a name
     assert "lines" not in row  # rows of tables are read with the record
 
     one = ok(anna.api("GET", f"/api/v1/deal/{did}"))
@@ -451,7 +451,7 @@ def test_transitions_and_history(crm_app: Callable[..., Flask], login: Callable[
 
     history = ok(anna.api("GET", f"/api/v1/deal/{did}/history"))["result"]
     assert [(h["from"], h["to"], h["by"]) for h in history] == [
-        ("proposal", "won", "helen"), ("new", "proposal", "anna"), (None, "new", "anna"),
+        ("proposal", "won", "Helen Test"), ("new", "proposal", "Anna Test"), (None, "new", "Anna Test"),
     ]  # fmt: skip
     assert all(h["field"] == "stage" for h in history)
     assert history[0]["by_id"] == user_id(app, "helen")

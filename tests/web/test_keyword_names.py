@@ -543,7 +543,7 @@ def test_the_web_export_imports_back_through_the_job_runner(
     assert exported.status_code == 200
     lines = exported.data.decode("utf-8-sig").splitlines()
     assert lines[0].startswith("id,Number,Group,Order,From,Select,Limit,Status"), lines
-    assert lines[1].startswith("1,O-0001,Metals,5,2031-03-01,buy,12.50,new,helen"), lines
+    assert lines[1].startswith("1,O-0001,Metals,5,2031-03-01,buy,12.50,new,Helen Test"), lines
     # the id and the number are the engine's to give: the file comes back without them
     again = "\n".join(line.split(",", 2)[2] for line in lines).encode()
     job_id = queued(upload(helen, again, "orders.csv", resource="order"), resource="order")

@@ -133,7 +133,7 @@ def test_the_record_page_shows_the_state_the_history_and_a_button_per_move(
     assert "the condition `amount and amount &gt; 0` is not met" in refused
     assert "disabled" in refused
     [entry] = history(page)
-    assert entry.endswith("anna — → New")
+    assert entry.endswith("Anna Test — → New")
     edit = anna.get(f"/deal/{deal}/edit").text
     anna.post_form(f"/deal/{deal}/edit", {"_version": version_in(edit), "customer": re.search(r'<option value="(\d+)" selected>Romashka', edit).group(1), "amount": "100"})  # type: ignore[union-attr]  # fmt: skip
     page = anna.get(f"/deal/{deal}").text
@@ -163,7 +163,7 @@ def test_a_move_that_needs_fields_asks_for_them_in_the_same_step(
     page = anna.get(f"/deal/{deal}").text
     assert 'data-state="proposal">Proposal<' in page
     assert "2030-01-31" in page.split('data-field="planned_close"', 1)[1][:100]
-    assert history(page)[0].endswith("anna New → Proposal")
+    assert history(page)[0].endswith("Anna Test New → Proposal")  # by name, not login
     assert len(history(page)) == 2
 
 
@@ -208,7 +208,7 @@ def test_a_move_with_nothing_to_ask_is_one_click(
     assert response.status_code == 302
     page = helen.get(f"/deal/{deal}").text
     assert 'data-state="won">Won<' in page
-    assert history(page)[0].endswith("helen Proposal → Won")
+    assert history(page)[0].endswith("Helen Test Proposal → Won")
     assert moves(page) == {}  # final, and no transition leaves it
 
 
@@ -339,3 +339,59 @@ def test_deleting_a_record_changed_meanwhile_is_refused(
     )
     assert gone.status_code == 302 and gone.headers["Location"].endswith("/customer/")
     assert helen.get(f"/customer/{customer}").status_code == 404
+
+
+def test_completing_an_interaction_opens_the_next_one_filled_in(
+    crm_app: Callable[..., Flask], login: Callable[..., Any]
+) -> None:
+    """Completing an interaction asks for the next one with the customer, the
+    contact person, the Interest and the manager of the completed one filled
+    in (named, not by id); the next one is saved with them."""
+    app = crm_app("{}\n", "name: Sales Ltd\nlocale: en\nregion: RU\nlayers: [base]\n")
+    anna = login(app, "anna")
+    customer = record_id(anna.post_form("/customer/add", {"name": "Romashka"}))
+    contact = record_id(anna.post_form("/contact_person/add", {
+        "customer": str(customer), "name": "Olga Petrova"}))  # fmt: skip
+    interest = record_id(anna.post_form("/interest/add", {
+        "subject": "Tea for the office", "customer": str(customer)}))  # fmt: skip
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
+    call = record_id(anna.post_form("/interaction/add", {
+        "kind": "call", "subject": "First call", "planned_at": later, "customer": str(customer),
+        "contact": str(contact), "interest": str(interest)}))  # fmt: skip
+    url = f"/interaction/{call}/transition/done"
+    form = anna.get(url)
+    assert form.status_code == 200
+    picked = dict(re.findall(
+        r'name="next-0-(\w+)"[^>]*>\s*<option value=""></option>\s*<option value="(\d+)" selected', form.text))  # fmt: skip
+    with app.app_context():
+        users = app.extensions["crm"].models.table("User")
+        session = app.extensions["crm"].db.session
+        me = session.execute(sa.select(users.c.id).where(users.c.username == "anna")).scalar()
+    assert picked == {
+        "customer": str(customer), "contact": str(contact), "interest": str(interest),
+        "manager": str(me),
+    }  # fmt: skip
+    for name in ("Romashka", "Olga Petrova", "Tea for the office", "Anna Test"):
+        assert f"selected>{name}</option>" in form.text, name
+    posted = anna.post_form(url, {
+        "_version": version_in(form.text), "result": "Talked", "next-0-kind": "call",
+        "next-0-subject": "Call back", "next-0-planned_at": later, **{
+            f"next-0-{k}": v for k, v in picked.items()},
+    })  # fmt: skip
+    assert posted.status_code == 302, posted.text
+    with app.app_context():
+        t = app.extensions["crm"].models.table("Interaction")
+        rows = app.extensions["crm"].db.session.execute(
+            sa.select(t.c.subject, t.c.customer_id, t.c.contact_id, t.c.interest_id,
+                      t.c.manager_id).order_by(t.c.id)
+        ).all()  # fmt: skip
+    assert tuple(rows[-1]) == ("Call back", customer, contact, interest, me)
+    # a link may fill in a new interaction; a record the user may not read stays out
+    boris = login(app, "boris")
+    his = record_id(boris.post_form("/customer/add", {"name": "Lyutik"}))
+    page = anna.get(f"/interaction/add?customer={his}&contact={contact}&subject=Hi")
+    assert page.status_code == 200
+    customer_input = page.text.split('name="customer"', 1)[1].split("</select>", 1)[0]
+    assert "selected" not in customer_input and "Lyutik" not in page.text
+    assert f'<option value="{contact}" selected>Olga Petrova</option>' in page.text
+    assert 'value="Hi"' in page.text
