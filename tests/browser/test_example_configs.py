@@ -207,14 +207,14 @@ def test_a_manager_logs_in_and_sees_only_his_customers_and_deals(
     assert len(mine) <= 25, "one page of the list"
     expect(page.locator(".crm-table-list tbody tr")).to_have_count(len(mine))
     assert sorted(list_texts(page, 1)) == sorted(mine)
-    assert set(list_texts(page, 5)) == {MANAGER}  # the manager column: his login
+    assert set(list_texts(page, 5)) == {NAMES[MANAGER]}  # the manager column: his name
     foreign = next(c for c in others if c.name not in mine)
     page.locator(".crm-filters input[name=q]").fill(foreign.name)
     page.locator(".crm-filters button[type=submit]").click()
     expect(page.locator(".crm-table-list tbody")).to_contain_text("Нет записей")
     response = page.goto(f"{company.url}/customer/{foreign.id}")
     assert response is not None and response.status == 404
-    expect(page.get_by_role("heading", name="Not Found")).to_be_visible()
+    expect(page.get_by_role("heading", name="Не найдено")).to_be_visible()
     expect(page.get_by_text(foreign.name)).to_have_count(0)
 
     page.goto(company.url + "/deal/")
@@ -223,7 +223,7 @@ def test_a_manager_logs_in_and_sees_only_his_customers_and_deals(
     expect(page.locator(".crm-table-list tbody tr")).to_have_count(len(deals))
     shown = list_texts(page, 1)
     assert sorted(shown) == sorted(d.number for d in deals)
-    assert set(list_texts(page, 5)) == {MANAGER}
+    assert set(list_texts(page, 5)) == {NAMES[MANAGER]}
     foreign_deal = company.owned("Deal", OTHER_MANAGER)[0]
     assert foreign_deal.number not in shown
     response = page.goto(f"{company.url}/deal/{foreign_deal.id}")
@@ -330,7 +330,7 @@ def test_plan_an_interaction_then_complete_it_and_the_next_one_is_demanded(
     next_row.locator("input[name=next-0-planned_at]").fill(datetime_input(yesterday))
     pick(page, "next-0-customer", customer.name[:8], customer.name)
     page.locator(".crm-confirm-transition").click()
-    expect(page.locator(".crm-reasons")).to_contain_text("in the past")
+    expect(page.locator(".crm-reasons")).to_contain_text("это уже прошло")
 
     in_a_week = (company.local_now() + dt.timedelta(days=7)).replace(hour=11, minute=30)
     next_row.locator("input[name=next-0-planned_at]").fill(datetime_input(in_a_week))

@@ -326,13 +326,13 @@ def test_calendar_month_and_week(site: Server, page: Page) -> None:
     expect(page.locator(".crm-entry")).to_have_count(3)  # not next year's
 
     page.locator("select[name=owner]").select_option(label="Boris Test")
-    page.get_by_role("button", name="OK").click()
+    page.get_by_role("button", name="Show").click()
     expect(day("2030-05-15").locator(".crm-entry")).to_have_text(["D-00002 Boris's"])
     expect(day("2030-05-20").locator(".crm-entry")).to_have_count(0)
 
     page.locator("select[name=owner]").select_option(label="Everyone")
     page.locator("select[name=mode]").select_option("week")
-    page.get_by_role("button", name="OK").click()
+    page.get_by_role("button", name="Show").click()
     expect(page.locator("table.crm-week td.crm-day")).to_have_count(7)
     expect(page.locator("td.crm-day").first).to_have_attribute("data-date", "2030-05-13")
     expect(day("2030-05-15").locator(".crm-entry")).to_have_count(2)
