@@ -74,6 +74,8 @@ def create_app(
         APP_NAME=registry.name,
         AUTH_TYPE=1,  # database users
         AUTH_ROLE_ADMIN="Admin",
+        # the user pages in the CRM's words (engine/web/users.py)
+        FAB_SECURITY_MANAGER_CLASS="engine.web.users.CrmSecurityManager",
         AUTH_ROLE_PUBLIC="Public",
         FAB_UPDATE_PERMS=False,
         FAB_CREATE_DB=False,

@@ -25,6 +25,7 @@ FAB_STRINGS = (
     _l("Reset Password"),
     _l("Edit User Information"),
     _l("User information changed"),
+    _l("Email"),
     # the list, show and edit widgets
     _l("Add"),
     _l("Edit"),

@@ -457,7 +457,10 @@ class Runtime:
         ).scalar()  # fmt: skip
         if label is None:
             return None
-        return f"its stages follow the process “{label}”: complete the process's tasks to move it"
+        return api.gettext(
+            "its stages follow the process “%(label)s”: complete the process's tasks to move it",
+            label=label,
+        )
 
     # -- resuming -------------------------------------------------------------------------------
 

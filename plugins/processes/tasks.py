@@ -161,10 +161,13 @@ def deadlines_job(ctx: Any, payload: dict[str, Any]) -> None:
         if not marked.rowcount:
             continue
         people = [r.assignee_id, heads.get(r.assignee_id)]
+        # stored text: written in the company's language
+        with api.speaking(ctx.registry.locale):
+            text = api.gettext("Overdue: %(title)s", title=r.title)
         for uid in dict.fromkeys(p for p in people if p is not None):
             docs.create(
                 NOTIFICATION,
-                {"recipient": uid, "text": f"Overdue: {r.title}", "doctype": TASK, "doc_id": r.id},
+                {"recipient": uid, "text": text, "doctype": TASK, "doc_id": r.id},
             )
     if len(rows) == DEADLINE_BATCH:
         # more are overdue: the next batch at once, not in a minute
