@@ -75,13 +75,15 @@ def task_rows(where: Any, limit: int = PAGE) -> list[dict[str, Any]]:
     )  # fmt: skip
     tz = _company_tz()
     registry = base.crm().registry
+    # a moment as the reader writes it: 07.12.2026 18:15 in Russian
+    moment = "%d.%m.%Y %H:%M" if api.locale() == "ru" else "%Y-%m-%d %H:%M"
     out = []
     for r in base.db_session().execute(stmt):
         due = r.due
         if due is not None and due.tzinfo is None:
             due = due.replace(tzinfo=dt.UTC)
         out.append({
-            "id": r.id, "title": r.title, "due": api.local_time(due, tz).strftime("%Y-%m-%d %H:%M") if due else "",
+            "id": r.id, "title": r.title, "due": api.local_time(due, tz).strftime(moment) if due else "",
             "late": due is not None and due < api.clock.now(),
             "outcomes": labelled(registry, r.process, r.step, outcomes_of(r)),
             "who": " ".join(p for p in (r.first_name, r.last_name) if p) or r.username or "",
