@@ -64,6 +64,11 @@ def related_lists(d: DocType, obj: Any) -> list[Related]:
     for t, f in pairs:
         if not access.allowed(registry, who, t.name, "read"):
             continue
+        # the type as the user sees it: a ref hidden from them lists nothing
+        # (its count would tell what it points to), hidden columns are left out
+        t = access.restricted(registry, who, t)
+        if f.name not in t.fields:
+            continue
         columns = _columns(t, f.name)
         try:
             page = lists.page(

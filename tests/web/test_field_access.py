@@ -174,7 +174,15 @@ def test_writes_of_hidden_and_read_only_fields_are_refused(
 def test_html_form_and_record_page_leave_out_hidden_fields(
     crm_app: Callable[..., Flask], login: Callable[..., Any]
 ) -> None:
-    _, admin, anna, helen, _, did = _setup(crm_app, login)
+    _, admin, anna, helen, cid, did = _setup(crm_app, login)
+
+    # the customer's page lists the deal, without the hidden amount column
+    def deals(who: Any) -> str:
+        page = who.get(f"/customer/{cid}").text
+        return page.split('data-type="Deal"', 1)[1].split("</table>", 1)[0]
+
+    assert "Pumps" in deals(anna) and "654" not in deals(anna)
+    assert "Pumps" in deals(helen) and "654" in deals(helen)
     form = anna.get(f"/deal/{did}/edit")
     assert form.status_code == 200
     assert 'name="subject"' in form.text
