@@ -22,6 +22,9 @@ def new_deal(site: Server, user: str = "anna", customer: str = "Romashka", **val
 def pick_ref(page: Page, field: str, typed: str, choice: str) -> None:
     """Choose a record in a select2 ref picker by typing: the server does the search."""
     page.locator(f"[data-field={field}] .select2-selection").click()
+    # select2 focuses its search box once the dropdown is open: typing before
+    # that would go nowhere
+    expect(page.locator(".select2-container--open .select2-search__field")).to_be_focused()
     with page.expect_response(
         lambda r: "/lookup?" in r.url and f"q={typed}" in r.url and r.status == 200
     ):
