@@ -234,6 +234,7 @@ def test_the_form_of_a_move_picks_a_record_for_a_ref_it_needs(
     board.modal.get_by_role("button", name="Move").click()
     expect(board.modal).to_be_hidden()
     expect(board.column("lost").locator(".crm-card")).to_have_count(1)
+    expect(board.toast).to_contain_text("→")  # the server has answered: the move is saved
     saved = record(site, deal)
     assert saved["stage"] == "lost" and saved["lost_to"] == rival
 
@@ -256,4 +257,5 @@ def test_a_date_and_time_the_move_needs_is_on_the_company_clock(
     board.modal.locator("[name=lost_at]").fill("2030-05-15T10:00")
     board.modal.get_by_role("button", name="Move").click()
     expect(board.column("lost").locator(".crm-card")).to_have_count(1)
+    expect(board.toast).to_contain_text("→")  # the server has answered: the move is saved
     assert record(site, deal)["lost_at"].startswith("2030-05-15T07:00")
