@@ -1,7 +1,7 @@
 """Translations: every string a user reads goes through a catalog.
 
 The engine's catalog lives in ``engine/translations/<locale>/LC_MESSAGES``;
-a plugin may bring its own folder (see ``translation_dirs``). Message ids are
+a plugin may bring its own folder (see ``catalogs``). Message ids are
 English. Templates write ``{{ _('New') }}``, Python code
 ``gettext("no transition from %(source)s to %(target)s", source=..., target=...)``.
 Outside a request (the CLI, ``crm check``) the message id itself is returned.
