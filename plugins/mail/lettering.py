@@ -59,10 +59,8 @@ def render_template(docs: Documents, template: Any, doctype: Any = None, doc: An
 def find(docs: Documents, name: str, locale: str | None = None) -> Any | None:
     """The active template of that name, in ``locale`` if there is one."""
     cls = docs.models.cls(TEMPLATE)
-    rows = (
-        docs.session.execute(sa.select(cls).where(cls.name == name, cls.active.is_(True)))
-        .scalars()
-        .all()
+    rows = list(
+        docs.session.execute(sa.select(cls).where(cls.name == name, cls.active.is_(True))).scalars()
     )
     rows.sort(key=lambda r: (r.locale != locale, r.locale is not None))
     return rows[0] if rows else None
