@@ -320,6 +320,8 @@ class ComposeView(BaseView):
         who = api.principal()
         boxes = mailboxes(session, state.models, state.registry, who)
         values = {name: str(request.form.get(name) or "") for name in FIELDS}
+        # a browser sends a textarea's lines ended by CR LF: the letter keeps plain lines
+        values["text"] = values["text"].replace("\r\n", "\n")
         errors: dict[str, str] = {}
         status = 422
         account_id = api.valid_id(values["account"])
