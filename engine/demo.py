@@ -725,11 +725,12 @@ class DemoMail:
         made = 0
         for n, (c, (subject, letters)) in enumerate(zip(chosen, MAIL_THREADS, strict=False)):
             owner = demo._username(c.manager_id)
-            person_id = (contacts.get(c.id) or [None])[0]
+            person_id = next(iter(contacts.get(c.id) or ()), None)
             name, address = people.get(person_id or 0) or (c.name, c.email)
             need = (interests.get(c.id) or [None])[0]
             deal = next((d for d in deals if d.customer_id == c.id), None)
-            first_id, chain = None, []
+            first_id: int | None = None
+            chain: list[str] = []
             at = demo.ago(40, 10)  # a reply a working day or two later: all in the past
             links = {
                 "customer": c.id, "doctype": "Customer", "doc_id": c.id,

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from engine.api import clock
 from engine.testing import Client, dispose, drain, make_app
 from tests.mail.conftest import mail_settings
 
@@ -155,7 +156,7 @@ def test_a_template_fills_the_subject_and_text_over_the_record(
     anna, customer_id = customer
     head = Client(app, "head")
     other = create(head, "email_template", name="Offer", locale="ru", doctype="Deal",
-                   subject="Для сделки", body="Не для клиента")  # fmt: skip
+                   subject="Счёт {{ doc.number }}", body="Для {{ doc.customer.name }}, {{ now.year }}")  # fmt: skip
     mine = create(head, "email_template", name="Offer", locale="en", doctype="Customer",
                   subject="Our offer for {{ doc.name }}",
                   body="Dear {{ doc.name }},\nyours, {{ user.first_name }}")  # fmt: skip
@@ -168,6 +169,10 @@ def test_a_template_fills_the_subject_and_text_over_the_record(
     assert got.status_code == 200
     assert got.get_json() == {"subject": "Our offer for Romashka LLC",
                               "text": "Dear Romashka LLC,\nyours, Anna"}  # fmt: skip
+    deal_id = create(anna, "deal", customer=customer_id, amount="1000")
+    got = anna.get(f"/mail/compose/template?template={other}&doctype=Deal&id={deal_id}")
+    year = str(clock.now().year)
+    assert got.get_json() == {"subject": "Счёт D-000001", "text": f"Для Romashka LLC, {year}"}
     assert anna.get("/mail/compose/template?template=999999").status_code == 404
     boris = Client(app, "boris")  # may not read anna's customer
     refused = boris.get(f"/mail/compose/template?template={mine}&doctype=Customer&id={customer_id}")
@@ -349,8 +354,6 @@ def test_a_failed_letter_shows_the_servers_answer(app: Any, customer: tuple[Clie
     state = app.extensions["crm"]
     with app.app_context():
         table = state.models.table("EmailMessage")
-        from engine.api import clock
-
         now = clock.now()
         letter_id = state.db.session.execute(
             sa.insert(table).values(
