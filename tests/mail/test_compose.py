@@ -160,8 +160,14 @@ def test_a_template_fills_the_subject_and_text_over_the_record(
     mine = create(head, "email_template", name="Offer", locale="en", doctype="Customer",
                   subject="Our offer for {{ doc.name }}",
                   body="Dear {{ doc.name }},\nyours, {{ user.first_name }}")  # fmt: skip
+    russian = create(head, "email_template", name="Offer", locale="ru", doctype="Customer",
+                     subject="Предложение", body="Добрый день")  # fmt: skip
+    anywhere = create(head, "email_template", name="News", subject="News", body="News")
     page = anna.get(f"/mail/compose?doctype=Customer&id={customer_id}")
     assert f'<option value="{mine}">Offer (en)</option>' in page.text
+    # the reader's language first, then templates of any language, then the others
+    offered = re.findall(r'<option value="(\d+)">', page.text.split('id="crm-mail-template"')[1])
+    assert offered == [str(mine), str(anywhere), str(russian)]
     # a deal's template is not offered for a customer
     assert f'<option value="{other}">' not in page.text
     assert "/mail-static/mail/compose.js" in page.text
