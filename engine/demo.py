@@ -760,6 +760,7 @@ class DemoMail:
                 first_id = first_id or letter.id
                 chain.append(message_id)
                 letter.interaction_id = self._interaction(owner, letter, at).id
+                letter.updated_at = at
                 made += 1
                 at = demo.later(at, 1, 2)
         # one letter the client's server refused: its answer shows on the letter
@@ -774,7 +775,7 @@ class DemoMail:
             "message_id": f"<demo.failed.{rng.randint(10**6, 10**7)}@{MAIL_DOMAIN}>",
             "customer": c.id, "doctype": "Customer", "doc_id": c.id,
         })  # fmt: skip
-        failed.thread = failed.id
+        failed.thread, failed.updated_at = failed.id, at
         return made + 1
 
     def _interaction(self, owner: str, letter: Any, at: dt.datetime) -> Any:
@@ -801,7 +802,7 @@ class DemoMail:
                 "text": text, "sent_at": at, "size": len(text.encode()) + 700,
                 "message_id": f"<unsorted.{n}.{self.rng.randint(10**6, 10**7)}@mail.example.ru>",
             })  # fmt: skip
-            letter.thread = letter.id
+            letter.thread, letter.updated_at = letter.id, at
         return len(MAIL_UNSORTED)
 
     def _mailing(self, account: int, customers: list[Any]) -> tuple[int, int]:
@@ -858,8 +859,14 @@ class DemoMail:
         mailing.total = len(audience)
         for name, value in counts.items():
             setattr(mailing, name, value)
-        demo._walk(mailing, "Mailing", "status", ["scheduled", "sending", "done"], "marketer",
-                   until=finished)  # fmt: skip
+        # scheduled the day it was written, sent at its time, done three minutes later
+        d = demo.models.registry.documents["Mailing"]
+        moves = (("scheduled", mailing.created_at + dt.timedelta(hours=1)), ("sending", started),
+                 ("done", finished))  # fmt: skip
+        for target, at in moves:
+            source, mailing.status = mailing.status, target
+            mailing.updated_at, mailing.updated_by_id = at, demo.users["marketer"]
+            demo.docs("marketer", at).add_history(d, mailing, source, target)
         return 1, len(audience)
 
 
