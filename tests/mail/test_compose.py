@@ -373,3 +373,14 @@ def test_a_failed_letter_shows_the_servers_answer(app: Any, customer: tuple[Clie
     assert 'data-status="failed"' in page.text
     assert "The server refused the letter:" in page.text
     assert "550 5.1.1 No such user here" in page.text
+
+
+def test_the_form_needs_its_csrf_token(app: Any, customer: tuple[Client, int]) -> None:
+    anna, customer_id = customer
+    page = anna.get(f"/mail/compose?doctype=Customer&id={customer_id}")
+    response = anna.client.post("/mail/compose", data={
+        "doctype": "Customer", "id": customer_id, "account": the_box(page.text),
+        "to": "buyer@romashka.ru", "subject": "Hi", "text": ".",
+    })  # fmt: skip
+    assert response.status_code == 400
+    assert count(app) == 0
