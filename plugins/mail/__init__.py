@@ -82,9 +82,15 @@ def crm_record_actions(doctype: Any, doc: Any, principal: Any) -> list[Any]:
 
 @hookimpl
 def crm_record_sections(models: Any, doctype: Any, doc: Any, principal: Any) -> list[Any]:
-    from . import compose
+    """Each part's sections of a record's page (``record_sections``, when it has one)."""
+    from . import compose, inbox, mailings
 
-    return compose.record_sections(models, doctype, doc, principal)
+    return [
+        s
+        for part in (compose, inbox, mailings)
+        if hasattr(part, "record_sections")
+        for s in part.record_sections(models, doctype, doc, principal)
+    ]
 
 
 @hookimpl
