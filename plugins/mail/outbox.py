@@ -159,6 +159,10 @@ def queue(
         account = None
     if account is not None and account.smtp is None:
         errors["account"] = gettext("this mailbox has no SMTP server to send through")
+    if account is not None:
+        row = session.get(docs.models.cls(accounts.ACCOUNT), account.id)
+        if row is None or not accounts.may_use(row, docs.principal):
+            errors["account"] = gettext("you may not send from this mailbox")
     if errors:
         raise ValidationFailed(errors)
     assert account is not None
