@@ -259,6 +259,11 @@ def demo(path: Path | None, host: str, port: int, no_serve: bool) -> None:
             f"  {username:<10} {first} {last}, {crm.registry.roles[role].label.get(crm.registry.locale)}"
         )
     if not no_serve:
+        from engine.demo import mail_sink
+
+        sink = mail_sink(crm.registry)  # the demo's mailbox sends to it (README: "Mail")
+        if sink is not None:
+            click.echo(f"Mail goes to a local sink on {sink.hostname}:{sink.port}: nothing leaves")
         _serve(app, host, port)
 
 

@@ -302,6 +302,8 @@ class Demo:
         if "Task" in self.models.registry.documents:
             counts["Task"] = self._tasks(deals, sizes.tasks)
         self._plans(departments)
+        if "EmailMessage" in self.models.registry.documents:
+            counts |= DemoMail(self).fill(customers, contacts, interests, deals)
         return counts
 
     def _username(self, user_id: int) -> str:
@@ -580,6 +582,321 @@ class Demo:
                     "period_start": start, "period_end": end, "department": dep.id,
                     "amount": Decimal(self.rng.randint(80, 200) * 100_000), "count": self.rng.randint(20, 60),
                 })  # fmt: skip
+
+
+# --- mail (when the config turns the mail plugin on) ------------------------------------------
+
+MAIL_DOMAIN = "demo-trade.example.ru"
+#: email templates: (name, locale, for type, subject, text)
+MAIL_TEMPLATES = (
+    ("Коммерческое предложение", "ru", "Customer", "Коммерческое предложение для {{ doc.name }}",
+     "Добрый день!\n\nНаправляем коммерческое предложение для {{ doc.name }}. Цены действуют "
+     "до конца месяца, доставка по городу бесплатная.\n\nС уважением,\n{{ user.first_name }} "
+     "{{ user.last_name }}\nООО «Демо Трейд»"),
+    ("Коммерческое предложение", "en", "Customer", "Our offer for {{ doc.name }}",
+     "Good afternoon,\n\nplease find our offer for {{ doc.name }} attached. The prices hold until "
+     "the end of the month; delivery within the city is free.\n\nKind regards,\n"
+     "{{ user.first_name }} {{ user.last_name }}\nDemo Trade LLC"),
+    ("Счёт на оплату", "ru", "Deal", "Счёт по сделке {{ doc.number }}",
+     "Добрый день!\n\nВо вложении счёт по сделке {{ doc.number }} на сумму {{ doc.amount }} ₽. "
+     "Просим оплатить в течение пяти банковских дней.\n\nС уважением,\n{{ user.first_name }} "
+     "{{ user.last_name }}"),
+    ("Спасибо за заказ", "ru", "Customer", "Спасибо за заказ, {{ doc.name }}!",
+     "Добрый день!\n\nБлагодарим за заказ. Менеджер свяжется с вами, чтобы согласовать время "
+     "доставки.\n\nООО «Демо Трейд»"),
+    ("Приглашение на выставку", "ru", "", "Приглашаем на выставку «Офис-2026»",
+     "Добрый день!\n\nПриглашаем {{ doc.name }} на наш стенд на выставке «Офис-2026»: новинки "
+     "мебели и оргтехники, специальные цены для участников.\n\nООО «Демо Трейд»"),
+    ("Приглашение на выставку", "en", "", "Meet us at the Office-2026 fair",
+     "Good afternoon,\n\nwe invite {{ doc.name }} to our stand at the Office-2026 fair: new "
+     "furniture and office equipment, special prices for visitors.\n\nDemo Trade LLC"),
+)  # fmt: skip
+#: correspondence with a client: each letter as (out or in, text); the first
+#: letter's subject is the thread's, the replies say "Re:"
+MAIL_THREADS = (
+    ("Коммерческое предложение на офисную мебель", (
+        ("out", "Добрый день!\n\nНаправляем коммерческое предложение на кресла и столы для "
+                "нового офиса. Цены действуют до конца месяца."),
+        ("in", "Спасибо! Есть ли скидка при заказе от 20 рабочих мест?"),
+        ("out", "Да: при заказе от 20 мест скидка 5%, доставка и сборка бесплатно."),
+        ("in", "Договорились, пришлите, пожалуйста, счёт."),
+    )),
+    ("Сроки поставки картриджей", (
+        ("in", "Добрый день! Когда ждать картриджи по нашему заказу?"),
+        ("out", "Добрый день! Отгрузка в четверг, доставка в пятницу до 14:00."),
+        ("in", "Отлично, спасибо."),
+    )),
+    ("Договор поставки на согласование", (
+        ("out", "Добрый день!\n\nВысылаем договор поставки на согласование. Ждём ваши правки."),
+        ("in", "Юристы просят изменить срок оплаты на 30 дней, остальное согласовано."),
+        ("out", "Согласны на 30 дней, высылаем исправленный договор на подпись."),
+    )),
+    ("Прайс-лист на расходные материалы", (
+        ("out", "Добрый день!\n\nВысылаем актуальный прайс-лист на бумагу и картриджи."),
+        ("in", "Спасибо, изучим и вернёмся с заявкой на следующей неделе."),
+    )),
+    ("Кофе-поинт для офиса", (
+        ("in", "Здравствуйте! Интересует поставка чая, кофе и воды в офис на 40 человек."),
+        ("out", "Добрый день! Подготовим предложение с ежемесячной доставкой, завтра пришлём."),
+    )),
+    ("Оснащение переговорной", (
+        ("out", "Добрый день!\n\nПредлагаем комплект для переговорной: стол, 10 кресел и "
+                "монитор 27\"."),
+    )),
+)  # fmt: skip
+#: letters that match no client: the "unsorted" mail a user files by hand
+MAIL_UNSORTED = (
+    ("Олег Белов <o.belov@mail.example.ru>", "Запрос цены на шкафы",
+     "Добрый день! Сколько стоят архивные шкафы при заказе 15 штук? Олег"),
+    ("tender@zakupki-center.example.ru", "Приглашение к участию в закупке",
+     "Приглашаем принять участие в запросе котировок на поставку канцтоваров."),
+)  # fmt: skip
+
+
+@dataclass
+class DemoMail:
+    """The demo's mail: mailboxes, templates, correspondence with clients
+    in threads (each letter also a done interaction of kind email on the
+    client's timeline), two unsorted letters and a finished mailing with its
+    recipients and counts. Written as records, as the mail plugin keeps them;
+    seeded apart from the rest of the demo, which stays the same with or
+    without mail."""
+
+    demo: Demo
+    rng: random.Random = field(default_factory=lambda: random.Random(1202))
+
+    def fill(
+        self,
+        customers: list[Any],
+        contacts: dict[int, list[int]],
+        interests: dict[int, list[Any]],
+        deals: list[Any],
+    ) -> dict[str, int]:
+        demo = self.demo
+        admin = demo.docs("crmadmin")
+        settings = demo.models.registry.plugins.get("mail") or {}
+        smtp = settings.get("smtp") or {}
+        shared = admin.create("EmailAccount", {
+            "name": "Отдел продаж", "address": f"sales@{MAIL_DOMAIN}",
+            "sender_name": "ООО «Демо Трейд»", "from_config": bool(smtp),
+            "smtp_host": smtp.get("host") or "127.0.0.1", "smtp_port": smtp.get("port") or 2525,
+            "smtp_security": "none",
+        })  # fmt: skip
+        admin.create("EmailAccount", {
+            "name": "Анна Соколова", "address": f"a.sokolova@{MAIL_DOMAIN}",
+            "sender_name": "Анна Соколова", "owner": demo.users["manager"],
+            "smtp_host": smtp.get("host") or "127.0.0.1", "smtp_port": smtp.get("port") or 2525,
+            "smtp_security": "none",
+        })  # fmt: skip
+        for name, lang, doctype, subject, body in MAIL_TEMPLATES:
+            demo.docs("marketer").create("EmailTemplate", {
+                "name": name, "locale": lang, "doctype": doctype or None, "subject": subject,
+                "body": body,
+            })  # fmt: skip
+        people = self._people(contacts)
+        letters = self._threads(shared.id, customers, contacts, people, interests, deals)
+        letters += self._unsorted(shared.id)
+        mailing, recipients = self._mailing(shared.id, customers)
+        return {"EmailMessage": letters, "Mailing": mailing, "MailingRecipient": recipients}
+
+    def _people(self, contacts: dict[int, list[int]]) -> dict[int, tuple[str, str]]:
+        """Each contact person's (name, address), read in one query."""
+        table = self.demo.models.table("ContactPerson")
+        ids = [i for mine in contacts.values() for i in mine]
+        rows = self.demo.session.execute(
+            sa.select(table.c.id, table.c.name, table.c.email).where(table.c.id.in_(ids))
+        ).all()
+        return {r.id: (r.name, r.email) for r in rows}
+
+    def _threads(
+        self,
+        account: int,
+        customers: list[Any],
+        contacts: dict[int, list[int]],
+        people: dict[int, tuple[str, str]],
+        interests: dict[int, list[Any]],
+        deals: list[Any],
+    ) -> int:
+        demo, rng = self.demo, self.rng
+        # Anna's clients first: the `manager` login opens them
+        mine = [c for c in customers if c.manager_id == demo.users["manager"] and c.email]
+        others = [c for c in customers if c.manager_id != demo.users["manager"] and c.email]
+        chosen = rng.sample(mine, min(4, len(mine))) + rng.sample(others, 2)
+        made = 0
+        for n, (c, (subject, letters)) in enumerate(zip(chosen, MAIL_THREADS, strict=False)):
+            owner = demo._username(c.manager_id)
+            person_id = next(iter(contacts.get(c.id) or ()), None)
+            name, address = people.get(person_id or 0) or (c.name, c.email)
+            need = (interests.get(c.id) or [None])[0]
+            deal = next((d for d in deals if d.customer_id == c.id), None)
+            first_id: int | None = None
+            chain: list[str] = []
+            at = demo.ago(40, 10)  # a reply a working day or two later: all in the past
+            links = {
+                "customer": c.id, "doctype": "Customer", "doc_id": c.id,
+                "contact": person_id,
+                "interest": need.id if need is not None else None,
+                "deal": deal.id if deal is not None else None,
+            }  # fmt: skip
+            domain = address.rpartition("@")[2]
+            for k, (direction, text) in enumerate(letters):
+                out = direction == "out"
+                message_id = (
+                    f"<demo.{n}.{k}.{rng.randint(10**6, 10**7)}@{MAIL_DOMAIN if out else domain}>"
+                )
+                values = {
+                    "direction": direction, "status": "sent" if out else "received",
+                    "account": account, "user": c.manager_id,
+                    "from_address": f"ООО «Демо Трейд» <sales@{MAIL_DOMAIN}>" if out else f"{name} <{address}>",
+                    "to": address if out else f"sales@{MAIL_DOMAIN}",
+                    "subject": subject if k == 0 else f"Re: {subject}",
+                    "text": text, "sent_at": at, "message_id": message_id,
+                    "in_reply_to": chain[-1] if chain else None,
+                    "references": " ".join(chain) or None,
+                    "size": len(text.encode()) + 900, **links,
+                }  # fmt: skip
+                letter = demo.docs(owner, at).create("EmailMessage", values)
+                letter.thread = first_id or letter.id
+                first_id = first_id or letter.id
+                chain.append(message_id)
+                letter.interaction_id = self._interaction(owner, letter, at).id
+                letter.updated_at = at
+                made += 1
+                at = demo.later(at, 1, 2)
+        # one letter the client's server refused: its answer shows on the letter
+        c = chosen[-1]
+        at = demo.ago(5, 2)
+        failed = demo.docs(demo._username(c.manager_id), at).create("EmailMessage", {
+            "direction": "out", "status": "failed", "account": account, "user": c.manager_id,
+            "from_address": f"ООО «Демо Трейд» <sales@{MAIL_DOMAIN}>",
+            "to": f"zakupki@{c.email.rpartition('@')[2]}", "subject": "Счёт на оплату",
+            "text": "Добрый день! Во вложении счёт на оплату.", "attempts": 1,
+            "error": "550 5.1.1 <zakupki@...>: Recipient address rejected: User unknown",
+            "message_id": f"<demo.failed.{rng.randint(10**6, 10**7)}@{MAIL_DOMAIN}>",
+            "customer": c.id, "doctype": "Customer", "doc_id": c.id,
+        })  # fmt: skip
+        failed.thread, failed.updated_at = failed.id, at
+        return made + 1
+
+    def _interaction(self, owner: str, letter: Any, at: dt.datetime) -> Any:
+        """The letter on the client's timeline: a done interaction of kind email."""
+        demo = self.demo
+        arrow = "→" if letter.direction == "out" else "←"
+        who = letter.to if letter.direction == "out" else letter.from_address
+        obj = demo.docs(owner, at).create("Interaction", {
+            "kind": "email", "subject": letter.subject[:255], "planned_at": at, "duration": 0,
+            "customer": letter.customer_id, "contact": letter.contact_id,
+            "interest": letter.interest_id, "manager": letter.user_id,
+            "result": f"{arrow} {who}: {' '.join(letter.text.split())[:500]}",
+        })  # fmt: skip
+        demo._walk(obj, "Interaction", "status", ["done"], owner, until=at)
+        return obj
+
+    def _unsorted(self, account: int) -> int:
+        demo = self.demo
+        for n, (sender, subject, text) in enumerate(MAIL_UNSORTED):
+            at = demo.ago(3, 1)
+            letter = demo.docs("crmadmin", at).create("EmailMessage", {
+                "direction": "in", "status": "received", "account": account,
+                "from_address": sender, "to": f"sales@{MAIL_DOMAIN}", "subject": subject,
+                "text": text, "sent_at": at, "size": len(text.encode()) + 700,
+                "message_id": f"<unsorted.{n}.{self.rng.randint(10**6, 10**7)}@mail.example.ru>",
+            })  # fmt: skip
+            letter.thread, letter.updated_at = letter.id, at
+        return len(MAIL_UNSORTED)
+
+    def _mailing(self, account: int, customers: list[Any]) -> tuple[int, int]:
+        """A finished mailing to segment A: most letters sent, a few failed,
+        bounced or unsubscribed, one address skipped (unsubscribed before)."""
+        demo = self.demo
+        template = demo.session.execute(
+            sa.select(demo.models.table("EmailTemplate").c.id).where(
+                demo.models.table("EmailTemplate").c.name == "Приглашение на выставку",
+                demo.models.table("EmailTemplate").c.locale == "ru",
+            )
+        ).scalar_one()
+        started = demo.at(demo.day(-12), 10)
+        mailing = demo.docs("marketer", started - dt.timedelta(days=2)).create("Mailing", {
+            "name": "Приглашение на выставку «Офис-2026»", "account": account,
+            "template": template, "doctype": "Customer", "filter": "{segment: A}",
+            "address_field": "email", "scheduled_at": started, "owner": demo.users["marketer"],
+        })  # fmt: skip
+        audience = [c for c in customers if c.segment == "A" and c.email]
+        skipped = audience[0].email
+        demo.docs("marketer", started - dt.timedelta(days=30)).create(
+            "Unsubscribe", {"address": skipped, "reason": "manual"}
+        )
+        counts = dict.fromkeys(("sent", "failed", "bounced", "unsubscribed", "skipped"), 0)
+        for i, c in enumerate(audience):
+            at = started + dt.timedelta(seconds=2 * i)
+            status = (
+                "skipped" if i == 0 else "failed" if i % 13 == 5 else "bounced" if i % 11 == 7
+                else "unsubscribed" if i == 9 else "sent"
+            )  # fmt: skip
+            error = {
+                "failed": "421 4.7.0 Too many connections, try again later (8 attempts)",
+                "bounced": "550 5.1.1 The email account that you tried to reach does not exist",
+            }.get(status)  # fmt: skip
+            counts[status] += 1
+            demo.docs("marketer", at).create("MailingRecipient", {
+                "mailing": mailing.id, "address": c.email, "doctype": "Customer", "doc_id": c.id,
+                "status": status, "error": error,
+                "sent_at": at if status in ("sent", "bounced", "unsubscribed") else None,
+                "message_id": None if status in ("skipped", "failed")
+                else f"<mailing.{mailing.id}.{c.id}@{MAIL_DOMAIN}>",
+            })  # fmt: skip
+            if status == "unsubscribed":
+                demo.docs("marketer", at + dt.timedelta(hours=3)).create("Unsubscribe", {
+                    "address": c.email, "reason": "one_click", "mailing": mailing.id,
+                })  # fmt: skip
+            if status == "bounced":
+                demo.docs("marketer", at).create("BouncedAddress", {
+                    "address": c.email, "hard_bounces": 1, "last_error": error,
+                    "last_at": at + dt.timedelta(minutes=5),
+                })  # fmt: skip
+        finished = started + dt.timedelta(minutes=3)
+        mailing.started_at, mailing.finished_at = started, finished
+        mailing.total = len(audience)
+        for name, value in counts.items():
+            setattr(mailing, name, value)
+        # scheduled the day it was written, sent at its time, done three minutes later
+        d = demo.models.registry.documents["Mailing"]
+        moves = (("scheduled", mailing.created_at + dt.timedelta(hours=1)), ("sending", started),
+                 ("done", finished))  # fmt: skip
+        for target, at in moves:
+            source, mailing.status = mailing.status, target
+            mailing.updated_at, mailing.updated_by_id = at, demo.users["marketer"]
+            demo.docs("marketer", at).add_history(d, mailing, source, target)
+        return 1, len(audience)
+
+
+def mail_sink(registry: Any) -> Any | None:
+    """For the demo: a local SMTP server that takes every letter and keeps
+    none (the last hundred envelopes in memory), on the host and port of the
+    config's mailbox when that is this machine; None when the config sends
+    elsewhere or the port is taken. A real server: see the README."""
+    smtp = (registry.plugins.get("mail") or {}).get("smtp") or {}
+    if str(smtp.get("host")) not in ("127.0.0.1", "localhost") or not smtp.get("port"):
+        return None
+    from collections import deque
+
+    from aiosmtpd.controller import Controller
+
+    class Sink:
+        def __init__(self) -> None:
+            self.received: deque[tuple[str, list[str], int]] = deque(maxlen=100)
+
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            size = len(envelope.content or b"")
+            self.received.append((envelope.mail_from, list(envelope.rcpt_tos), size))
+            return "250 OK: taken by the demo's sink, not delivered"
+
+    controller = Controller(Sink(), hostname=str(smtp["host"]), port=int(smtp["port"]))
+    try:
+        controller.start()
+    except Exception:  # the port is taken: letters wait in the queue
+        return None
+    return controller
 
 
 def has_data(models: Any, session: Any) -> bool:

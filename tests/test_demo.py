@@ -76,7 +76,14 @@ def test_demo_builds_a_realistic_company_once_and_reuses_it(tmp_path: Path, db_u
                 sa.text("SELECT count(*) FROM interaction WHERE interest_id IS NOT NULL")
             ).scalar_one()
             moments = conn.execute(sa.text("SELECT planned_at FROM interaction")).scalars().all()
-            subjects = conn.execute(sa.text("SELECT DISTINCT kind, subject FROM interaction")).all()
+            # the generated work (the letters' own interactions carry their subjects)
+            subjects = conn.execute(
+                sa.text(
+                    "SELECT DISTINCT kind, subject FROM interaction WHERE id NOT IN "
+                    "(SELECT interaction_id FROM email_message WHERE interaction_id IS NOT NULL)"
+                )
+            ).all()
+            mail = _mail(conn)
             lost = conn.execute(
                 sa.text("SELECT count(*), count(loss_reason) FROM deal WHERE stage = 'lost'")
             ).one()
@@ -127,9 +134,69 @@ def test_demo_builds_a_realistic_company_once_and_reuses_it(tmp_path: Path, db_u
     assert won > 50 and done_past > 200
     assert tasks[0] > 50 and tasks[1] > 10 and overdue > 0  # on time, late, overdue
 
+    # the mailbox: threaded correspondence on the clients' timelines, unsorted
+    # mail, templates in two languages, a finished mailing with its counts
+    assert mail["threads"] >= 5 and mail["replies"] >= 8 and mail["broken"] == 0
+    assert mail["on_timeline"] == mail["with_customer"] > 10
+    assert mail["unsorted"] == 2 and mail["failed"] == [("550",)]
+    assert mail["templates"] >= {("ru",), ("en",)}
+    assert mail["mailing"][0] == "done" and mail["mailing"][1:] == mail["recipients"]
+    assert all(mail["mailing"][2:7]) and mail["unsubscribes"] >= 2
+    assert "EmailMessage" in first.stdout and "1 Mailing" in first.stdout
+
     again = run_demo(tmp_path, db_url)
     assert again.returncode == 0, again.stderr
     assert "reusing it" in again.stdout
+
+
+def _mail(conn: Any) -> dict[str, Any]:
+    """What the demo's mail looks like, in a few queries."""
+
+    def one(sql: str) -> Any:
+        return conn.execute(sa.text(sql)).scalar_one()
+
+    counts = conn.execute(
+        sa.text(
+            "SELECT count(*) FILTER (WHERE status = 'sent'), count(*) FILTER (WHERE status = 'failed'), "
+            "count(*) FILTER (WHERE status = 'bounced'), count(*) FILTER (WHERE status = 'unsubscribed'), "
+            "count(*) FILTER (WHERE status = 'skipped'), count(*) FROM mailing_recipient"
+        )
+    ).one()
+    return {
+        # threads of several letters, each reply pointing at the letter before it
+        "threads": one(
+            "SELECT count(*) FROM (SELECT thread FROM email_message WHERE customer_id IS NOT NULL "
+            "GROUP BY thread HAVING count(*) > 1 AND count(DISTINCT direction) = 2) t"
+        ),
+        "replies": one("SELECT count(*) FROM email_message WHERE in_reply_to IS NOT NULL"),
+        "broken": one(
+            "SELECT count(*) FROM email_message r WHERE r.in_reply_to IS NOT NULL AND NOT EXISTS "
+            "(SELECT 1 FROM email_message o WHERE o.message_id = r.in_reply_to AND o.thread = r.thread)"
+        ),
+        "with_customer": one(
+            "SELECT count(*) FROM email_message WHERE customer_id IS NOT NULL AND status <> 'failed'"
+        ),
+        "on_timeline": one(
+            "SELECT count(*) FROM email_message m JOIN interaction i ON i.id = m.interaction_id "
+            "WHERE i.kind = 'email' AND i.status = 'done' AND i.customer_id = m.customer_id"
+        ),
+        "unsorted": one(
+            "SELECT count(*) FROM email_message WHERE direction = 'in' AND customer_id IS NULL"
+        ),
+        "failed": conn.execute(
+            sa.text("SELECT substr(error, 1, 3) FROM email_message WHERE status = 'failed'")
+        ).all(),
+        "templates": set(conn.execute(sa.text("SELECT DISTINCT locale FROM email_template")).all()),
+        "mailing": tuple(
+            conn.execute(
+                sa.text(
+                    "SELECT status, sent, failed, bounced, unsubscribed, skipped, total FROM mailing"
+                )
+            ).one()
+        ),
+        "recipients": tuple(counts),
+        "unsubscribes": one("SELECT count(*) FROM unsubscribe"),
+    }
 
 
 def test_demo_serves_with_the_background_jobs_running(
@@ -152,8 +219,27 @@ def test_demo_serves_with_the_background_jobs_running(
     monkeypatch.setenv("CRM_DATABASE_URL", db_url)
     monkeypatch.setattr(engine.demo, "has_data", lambda *_: True)  # no need to fill it here
     monkeypatch.setattr(flask.Flask, "run", run)
+    sinks: list[Any] = []
+    started = engine.demo.mail_sink
+
+    def sink(registry: Any) -> Any:
+        sinks.append(started(registry))
+        return sinks[-1]
+
+    monkeypatch.setattr(engine.demo, "mail_sink", sink)
     result = CliRunner().invoke(main, ["demo", "--port", "5999"])
     assert result.exit_code == 0, result.output
     assert len(served) == 1 and served[0] is not None, "no job runner while serving"
     served[0].stop()
+    # the demo's mailbox sends to a local sink the demo starts: a letter reaches it
+    assert len(sinks) == 1 and sinks[0] is not None, "no mail sink (is port 2525 taken?)"
+    try:
+        assert "Mail goes to a local sink on 127.0.0.1:2525" in result.output
+        import smtplib
+
+        with smtplib.SMTP("127.0.0.1", 2525, timeout=10) as client:
+            client.sendmail("a@demo.example.ru", ["b@example.ru"], "Subject: hi\r\n\r\nhi")
+        assert sinks[0].handler.received[-1][1] == ["b@example.ru"]
+    finally:
+        sinks[0].stop()
     assert "Background jobs run in this process" in result.output

@@ -82,6 +82,13 @@ def crm_record_actions(doctype: Any, doc: Any, principal: Any) -> list[Any]:
 
 
 @hookimpl
+def crm_record_sections(models: Any, doctype: Any, doc: Any, principal: Any) -> list[Any]:
+    from . import compose
+
+    return compose.record_sections(models, doctype, doc, principal)
+
+
+@hookimpl
 def crm_send_email(message: Any, settings: dict[str, Any]) -> str | None:
     """The engine's own email (``crm.email``) goes out through the
     configuration's mailbox, when config.yaml sets one up."""

@@ -211,7 +211,11 @@ def _link_names(registry: Any) -> list[str]:
     message = registry.documents.get(MESSAGE)
     if message is None:
         return []
-    return [f.name for f in message.fields.values() if f.type == "ref" and f.name not in NOT_LINKS]
+    return [
+        f.name
+        for f in message.fields.values()
+        if f.type == "ref" and f.name not in NOT_LINKS and f.to != USER
+    ]
 
 
 def _size(n: int) -> str:
