@@ -323,7 +323,7 @@ class Loader:
             self.docs[name] = draft
         elif "label" in spec:
             draft.label = draft.label.merged(Label.of(spec["label"], name))
-        for key in ("title", "list", "form", "views"):
+        for key in ("title", "list", "form", "views", "menu"):
             if key in spec:
                 draft.settings[key] = (spec[key], spec.value_loc(key))
         for key in ("owner", "numbering"):
@@ -947,6 +947,7 @@ class Loader:
             fields=frozen_map(fields),
             title=settings.get("title"),
             owner=settings.get("owner"),
+            menu=Label.of(settings["menu"], "") if settings.get("menu") else None,
             numbering=numbering,
             statuses=statuses,
             list=list_spec,

@@ -256,6 +256,11 @@ segments:
         "and `version`.",
         {
             "label": Key("The type's name for people.", "the type's name"),
+            "menu": Key(
+                "The group of the navigation it is listed under, as a label "
+                "(`{en: Mail, ru: Почта}`); types with the same group are listed together.",
+                "Sales for a type with statuses, else Directory",
+            ),
             "numbering": Key("An automatic number field, see [numbering](#numbering)."),
             "title": Key(
                 "A template that names a record in lists, refs and cards "

@@ -275,6 +275,8 @@ class DocType:
     fields: Mapping[str, Field]
     title: str | None = None
     owner: str | None = None
+    #: the navigation group it is listed under (None: Sales with statuses, else Directory)
+    menu: Label | None = None
     numbering: Numbering | None = None
     statuses: Statuses | None = None
     list: ListSpec | None = None

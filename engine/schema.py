@@ -289,6 +289,7 @@ class StatusesSchema(Strict):
 
 class DocumentSchema(Strict):
     label = LabelField()
+    menu = LabelField()
     numbering = mf.Nested(NumberingSchema)
     title = Text()
     owner = Text()

@@ -113,9 +113,17 @@ def sample(d: DocType, models: Models, db: Database) -> dict[str, Any]:
     for f in d.fields.values():
         if f.system or f.compute or not f.stored or f.type == "table":
             continue
+        if f.pattern:  # a mailbox's password: the ${NAME} of an environment variable
+            values[f.name] = "${SAMPLE_PASSWORD}" if f.pattern.startswith("^\\$") else None
+            continue
         if f.type == "ref":
             if f.to in (None, USER):
                 values[f.name] = db.users["manager"]
+            elif f.required:  # the first record of the type it refers to (made earlier)
+                target = models.table(f.to)
+                values[f.name] = db.session.execute(
+                    sa.select(target.c.id).order_by(target.c.id).limit(1)
+                ).scalar()
             continue
         values[f.name] = {
             "string": f"Образец {d.name}", "text": "Строка 1\nСтрока 2", "integer": 7,

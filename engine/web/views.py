@@ -569,9 +569,12 @@ def menu_label(text: Any) -> str:
 
 
 def _categories(registry: Any) -> Any:
-    """Group the menu: documents with statuses under Sales, the rest under Directory."""
+    """Group the menu: a type's own ``menu`` group, else documents with
+    statuses under Sales and the rest under Directory."""
 
     def category(d: DocType) -> tuple[str, Any]:
+        if d.menu is not None:
+            return f"crm:group:{d.menu.texts.get('en') or d.menu}", d.menu
         if d.statuses is not None:
             return "crm:sales", lazy_gettext("Sales")
         return "crm:directory", lazy_gettext("Directory")

@@ -44,9 +44,10 @@ def crm_notification_channels() -> list[str]:
 
 @hookimpl
 def crm_jobs() -> dict[str, Any]:
-    from . import compose, inbox, mailings, outbox
+    from . import channel, compose, inbox, mailings, outbox
 
-    return {outbox.SEND_JOB: outbox.send_job, **compose.JOBS, **inbox.JOBS, **mailings.JOBS}
+    own = {outbox.SEND_JOB: outbox.send_job, channel.NOTIFY_JOB: channel.notify_job}
+    return {**own, **compose.JOBS, **inbox.JOBS, **mailings.JOBS}
 
 
 @hookimpl

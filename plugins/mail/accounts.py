@@ -211,3 +211,28 @@ def load(session: Any, models: Any, registry: Any, account_id: int | None) -> Ac
     if row is None:
         raise AccountError(gettext("the mailbox no longer exists"))
     return from_row(row, settings)
+
+
+def may_use(row: Any, principal: Any) -> bool:
+    """Whether ``principal`` may send from the mailbox ``row``: an active
+    mailbox that is theirs or shared (no owner), and, when it names a role,
+    one of theirs. Administrators and the engine itself may use any."""
+    if principal is None or getattr(principal, "admin", False) or not principal.username:
+        return True
+    if principal.username == "system":
+        return True
+    if not row.active:
+        return False
+    if row.owner_id is not None and row.owner_id != principal.user_id:
+        return False
+    return not row.role or row.role in principal.roles
+
+
+def usable(session: Any, models: Any, registry: Any, principal: Any) -> list[Any]:
+    """The mailboxes ``principal`` may send from, the configuration's first."""
+    ensure_config_account(session, models, registry)
+    cls = models.cls(ACCOUNT)
+    rows = session.execute(
+        sa.select(cls).where(cls.active.is_(True)).order_by(cls.from_config.desc(), cls.name)
+    ).scalars()
+    return [r for r in rows if may_use(r, principal)]

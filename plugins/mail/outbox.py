@@ -128,12 +128,14 @@ def queue(
     about: tuple[Any, Any] | None = None,
     reply_to: Any = None,
     extra: Mapping[str, Any] | None = None,
+    to_client: bool = True,
 ) -> Any:
     """Write a letter and queue it, in ``docs``' transaction, on behalf of
     ``docs``' principal; the new EmailMessage. ``about`` is the ``(doctype,
     record)`` it is written from, ``reply_to`` the EmailMessage it answers
-    (the thread's headers follow). Bad input raises ValidationFailed, by
-    field, before anything is written."""
+    (the thread's headers follow); ``to_client=False`` (a notification to
+    the CRM's own users) keeps it off the customer's links and timeline. Bad
+    input raises ValidationFailed, by field, before anything is written."""
     registry, session = docs.registry, docs.session
     errors: dict[str, str] = {}
     to_list = addresses(to, "to", errors)
@@ -157,6 +159,10 @@ def queue(
         account = None
     if account is not None and account.smtp is None:
         errors["account"] = gettext("this mailbox has no SMTP server to send through")
+    if account is not None:
+        row = session.get(docs.models.cls(accounts.ACCOUNT), account.id)
+        if row is None or not accounts.may_use(row, docs.principal):
+            errors["account"] = gettext("you may not send from this mailbox")
     if errors:
         raise ValidationFailed(errors)
     assert account is not None
@@ -181,7 +187,9 @@ def queue(
         values["user"] = docs.principal.user_id
     if about is not None:
         doctype, doc = about
-        values |= {"doctype": doctype.name, "doc_id": doc.id} | links(registry, doctype, doc)
+        values |= {"doctype": doctype.name, "doc_id": doc.id}
+        if to_client:
+            values |= links(registry, doctype, doc)
     if reply_to is not None:
         values["in_reply_to"] = reply_to.message_id
         chain = [*(reply_to.references or "").split(), reply_to.message_id or ""]

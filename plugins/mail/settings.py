@@ -73,7 +73,11 @@ class MailSettings(SettingsSchema):
         load_default=DEFAULT_MAX_ATTACHMENTS, validate=validate.Range(min=0, max=1024**3)
     )
     attachments = mf.String(validate=validate.Length(min=1, max=1000))
-    public_url = mf.Url(require_tld=False, schemes={"http", "https"})
+    public_url = mf.Url(
+        require_tld=False,
+        schemes={"http", "https"},
+        error_messages={"invalid": "is the site's address, such as `https://crm.example.org`"},
+    )
     sync_every = mf.Integer(
         load_default=DEFAULT_SYNC_EVERY, validate=validate.Range(min=5, max=86_400)
     )

@@ -53,13 +53,20 @@ class Definitions:
         )
 
 
-def read(registry: Registry, channels: Iterable[str], kinds: Iterable[str] = ()) -> Definitions:
+def read(
+    registry: Registry,
+    channels: Iterable[str],
+    kinds: Iterable[str] = (),
+    templated: Iterable[str] = (),
+) -> Definitions:
     """Every process and automation of a configuration, with the problems found.
+    ``templated`` are the channels whose plugin runs a ``notify.<channel>``
+    job of its own (and so fills in a ``template:``).
 
     Never raises on what a consultant wrote: a mistake is a Problem."""
-    channels, kinds = list(channels), list(kinds)
-    routes = RouteMapReader(registry, channels, kinds)
-    automations = AutomationReader(registry, channels, kinds)
+    channels, kinds, templated = list(channels), list(kinds), list(templated)
+    routes = RouteMapReader(registry, channels, kinds, templated)
+    automations = AutomationReader(registry, channels, kinds, templated)
     out = Definitions(calendar=calendar_of(registry))
     processes = registry.section("processes")
     for name, section in processes.items():
@@ -82,10 +89,13 @@ def definitions_for(registry: Registry, pm: Any = None) -> Definitions:
     if found is None or (pm is not None and found[1] is None):
         channels: list[str] = ["user"]
         kinds: list[str] = []
+        templated: list[str] = []
         if pm is not None:
             channels = [c for result in pm.hook.crm_notification_channels() for c in result or ()]
             kinds = [k for result in pm.hook.crm_process_step_kinds() for k in result or ()]
-        found = (read(registry, channels, kinds), pm)
+            jobs = {name for result in pm.hook.crm_jobs() for name in result or {}}
+            templated = [c for c in channels if f"notify.{c}" in jobs]
+        found = (read(registry, channels, kinds, templated), pm)
         registry.extensions[EXTENSION] = found
     return found[0]
 

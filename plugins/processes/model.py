@@ -41,6 +41,8 @@ class Notify:
     text: str
     subject: str | None
     loc: Loc
+    #: the name of a template the channel's plugin fills in (``mail``'s EmailTemplate)
+    template: str | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from engine.api import (
     Registry,
     did_you_mean,
     expression_problems,
+    field_path_problem,
 )
 
 from .calendar import Duration, parse_duration
@@ -104,15 +105,25 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-NOTIFY_KEYS = ("channel", "to", "text", "subject")
+NOTIFY_KEYS = ("channel", "to", "text", "subject", "template")
+#: the built-in plugins that deliver a channel, for the hint of a config that has not turned them on
+CHANNEL_PLUGINS = {"email": "mail"}
 
 
 class Reader:
     """Reads route maps and automations, collecting problems as it goes."""
 
-    def __init__(self, registry: Registry, channels: Iterable[str], kinds: Iterable[str]):
+    def __init__(
+        self,
+        registry: Registry,
+        channels: Iterable[str],
+        kinds: Iterable[str],
+        templated: Iterable[str] = (),
+    ):
         self.registry = registry
         self.channels = {c for c in channels if isinstance(c, str)}
+        #: channels whose plugin delivers `notify.<channel>` itself, with `template:`
+        self.templated = set(templated)
         self.extra_kinds = {k for k in kinds if isinstance(k, str) and k not in KINDS}
         self.problems: list[Problem] = []
 
@@ -327,16 +338,43 @@ class Reader:
         channel = raw.get("channel", "user")
         cloc = _value_loc(raw, "channel", loc)
         if not isinstance(channel, str) or channel not in self.channels:
+            plugin = CHANNEL_PLUGINS.get(channel) if isinstance(channel, str) else None
+            hint = (
+                f"; the `{plugin}` plugin delivers it: add `{plugin}: {{}}` under `plugins` "
+                "in config.yaml"
+                if plugin and plugin not in self.registry.plugins
+                else f"{did_you_mean(str(channel), self.channels)}; channels here: "
+                f"{_names(sorted(self.channels)) or 'none'}"
+            )
             self.problem(
-                cloc,
-                f"{what}: no enabled plugin delivers the channel `{_show(channel)}`"
-                f"{did_you_mean(str(channel), self.channels)}; channels here: "
-                f"{_names(sorted(self.channels)) or 'none'}",
+                cloc, f"{what}: no enabled plugin delivers the channel `{_show(channel)}`{hint}"
             )
             ok = False
         text = raw.get("text")
-        if text is None and keys_ok:
-            self.problem(loc, f"{what}: a notification needs `text`, the message to send")
+        template = raw.get("template")
+        tploc = _value_loc(raw, "template", loc)
+        if template is not None:
+            if not isinstance(template, str) or not template.strip():
+                self.problem(tploc, f"{what}: `template` is the name of an email template")
+                ok = False
+            elif channel not in self.templated and channel in self.channels:
+                self.problem(
+                    tploc,
+                    f"{what}: the channel `{_show(channel)}` sends no templates; "
+                    + (
+                        f"channels with templates here: {_names(sorted(self.templated))}"
+                        if self.templated
+                        else "write `text` instead"
+                    ),
+                )
+                ok = False
+            if text is not None:
+                self.problem(tploc, f"{what}: write `text` or `template`, not both")
+                ok = False
+        if text is None and template is None and keys_ok:
+            self.problem(
+                loc, f"{what}: a notification needs `text`, the message to send (or `template`)"
+            )
             ok = False
         elif text is not None and (
             self.expression(d, text, _value_loc(raw, "text", loc), f"{what}: `text`", True) is None
@@ -360,17 +398,49 @@ class Reader:
         elif to_raw is None:
             self.problem(
                 loc,
-                f"{what}: a notification by `{_show(channel)}` needs `to`, a template of the "
-                'address, such as `"{{ doc.customer.email }}"`',
+                f"{what}: a notification by `{_show(channel)}` needs `to`: a field "
+                '(`customer.email`), a template (`"{{ doc.customer.email }}"`) or the users '
+                "to write to (`owner`, a user field, `{role: R}`, `{user: LOGIN}`)",
             )
             ok = False
+        elif self._to_users(d, to_raw):
+            to = self.assignee(d, to_raw, tloc, f"{what}: `to`")
+            ok = ok and to is not None
+            if to is not None and channel != "email" and channel not in self.templated:
+                self.problem(
+                    tloc,
+                    f"{what}: users have no address for `{_show(channel)}`; `to` is a field "
+                    "or a template of the number",
+                )
+                ok = False
+        elif isinstance(to_raw, str) and "{{" not in to_raw and "{%" not in to_raw:
+            problem = field_path_problem(self.registry, d, to_raw)
+            if problem:
+                self.problem(tloc, f"{what}: `to`: {problem}")
+                ok = False
+            else:
+                to = "{{ doc." + to_raw + " }}"
         elif self.expression(d, to_raw, tloc, f"{what}: `to`", True) is None:
             ok = False
         else:
             to = str(to_raw)
         if not ok:
             return None
-        return Notify(str(channel), to, str(text), str(subject) if subject else None, loc)
+        return Notify(
+            str(channel),
+            to,
+            str(text) if text is not None else "",
+            str(subject) if subject else None,
+            loc,
+            str(template).strip() if template is not None else None,
+        )
+
+    def _to_users(self, d: DocType, raw: Any) -> bool:
+        """Whether a `to` names users (who get it at their own address)."""
+        if raw == "owner" or isinstance(raw, Mapping):
+            return True
+        f = d.fields.get(raw) if isinstance(raw, str) else None
+        return f is not None and f.type == "ref" and f.to == USER
 
     def values(
         self, d: DocType, raw: Any, loc: Loc, what: str, target: DocType | None = None, key="set"

@@ -212,7 +212,7 @@ class Runtime:
     # -- notifications ------------------------------------------------------------------------
 
     def notify(self, n: Notify, d: DocType, doc: Any, key: str) -> None:
-        text = self._render(d, doc, n.text)
+        text = self._render(d, doc, n.text) if n.text else ""
         if n.channel == "user":
             assert isinstance(n.to, Assignee)
             for user_id in self.people(n.to, d, doc, every=True):
@@ -221,19 +221,53 @@ class Runtime:
                     {"recipient": user_id, "text": text, "doctype": d.name, "doc_id": doc.id},
                 )
             return
-        to = self._render(d, doc, str(n.to))
-        if not to:
-            return  # no address: nothing to send (a `when` usually says so)
-        payload: dict[str, Any] = {"to": to, "text": text}
+        payload: dict[str, Any] = {"text": text, "doctype": d.name, "doc_id": doc.id}
+        if isinstance(n.to, Assignee):
+            users = self.people(n.to, d, doc, every=True)
+            if not users:
+                return
+            payload["users"] = users
+        else:
+            to = self._render(d, doc, str(n.to))
+            if not to:
+                return  # no address: nothing to send (a `when` usually says so)
+            payload["to"] = to
+        if n.subject:
+            payload["subject"] = self._render(d, doc, n.subject)
+        if n.template:
+            payload["template"] = n.template
+        job = f"notify.{n.channel}"
+        if job in self._plugin_jobs():  # the channel's plugin delivers it, templates and all
+            api.enqueue(self.session, job, payload, key=key)
+            return
+        if "users" in payload:
+            payload["to"] = self._addresses(payload.pop("users"))
+            if not payload["to"]:
+                return
         if n.channel == "email":
-            payload["subject"] = self._render(d, doc, n.subject) if n.subject else text[:80]
+            payload.setdefault("subject", text[:80])
             api.enqueue(self.session, "crm.email", payload, key=key)
         elif n.channel == "sms":
             api.enqueue(self.session, "crm.sms", payload, key=key)
         else:
-            if n.subject:
-                payload["subject"] = self._render(d, doc, n.subject)
-            api.enqueue(self.session, f"notify.{n.channel}", payload, key=key)
+            api.enqueue(self.session, job, payload, key=key)
+
+    def _plugin_jobs(self) -> set[str]:
+        """The names of the jobs the enabled plugins run, once per configuration."""
+        registry = self.docs.registry
+        found = registry.extensions.get("processes.jobs")
+        if found is None:
+            pm = self.docs.pm
+            found = {n for r in (pm.hook.crm_jobs() if pm else ()) for n in r or {}}
+            registry.extensions["processes.jobs"] = found
+        return set(found)
+
+    def _addresses(self, user_ids: list[int]) -> list[str]:
+        users = self.models.table(USER)
+        rows = self.session.execute(
+            sa.select(users.c.email).where(users.c.id.in_(user_ids), users.c.email.is_not(None))
+        )
+        return [r[0] for r in rows if r[0]]
 
     # -- people -------------------------------------------------------------------------------
 

@@ -150,3 +150,71 @@ def test_a_temporary_refusal_is_retried_and_a_permanent_one_shows_the_servers_an
             assert row.error == "550 5.1.1 No such user here"
     finally:
         type(smtp).handle_DATA = original
+
+
+def test_a_personal_or_role_bound_mailbox_is_refused_to_others(mail_app: Any, smtp: Any) -> None:
+    app = mail_app()
+    with app.app_context():
+        session = _session(app)
+        state = app.extensions["crm"]
+        users = state.models.table("User")
+        ids = dict(session.execute(sa.select(users.c.username, users.c.id)).all())
+        admin = Documents(
+            state.models, session, ids["admin"], ("Admin",), state.pm, username="admin"
+        )
+        smtp_fields = {"smtp_host": "127.0.0.1", "smtp_port": smtp.port, "smtp_security": "none"}
+        personal = admin.create("EmailAccount", {
+            "name": "Head's own", "address": "head@romashka.example", "owner": ids["sales_head"], **smtp_fields,
+        })  # fmt: skip
+        marketing = admin.create("EmailAccount", {
+            "name": "Marketing", "address": "news@romashka.example", "role": "marketer", **smtp_fields,
+        })  # fmt: skip
+        docs = _docs(app, session)  # a manager
+        for account in (personal, marketing):
+            try:
+                outbox.queue(
+                    docs, account_id=account.id, to="a@example.com", subject="Hi", text="."
+                )
+            except ValidationFailed as exc:
+                assert exc.errors == {"account": "you may not send from this mailbox"}
+            else:
+                raise AssertionError(f"the manager sent from {account.name}")
+        head = Documents(state.models, session, ids["sales_head"], ("sales_head",), state.pm,
+                         username="sales_head")  # fmt: skip
+        sent = outbox.queue(
+            head, account_id=personal.id, to="a@example.com", subject="Hi", text="."
+        )
+        assert sent.from_address == "head@romashka.example"
+
+
+def test_a_mailbox_password_is_an_environment_reference_never_the_password(
+    mail_app: Any, smtp: Any, monkeypatch: Any
+) -> None:
+    app = mail_app()
+    with app.app_context():
+        session = _session(app)
+        state = app.extensions["crm"]
+        admin = Documents(state.models, session, None, ("Admin",), state.pm, username="admin")
+        try:
+            admin.create(
+                "EmailAccount",
+                {"name": "X", "address": "x@example.com", "smtp_password": "hunter2"},
+            )
+        except ValidationFailed as exc:
+            assert "smtp_password" in exc.errors
+        else:
+            raise AssertionError("a plain password was stored")
+        row = admin.create("EmailAccount", {
+            "name": "Sales", "address": "sales@example.com", "smtp_host": "127.0.0.1",
+            "smtp_port": smtp.port, "smtp_security": "none", "smtp_username": "crm",
+            "smtp_password": "${CRM_TEST_SALES_PASSWORD}",
+        })  # fmt: skip
+        from plugins.mail import accounts
+
+        monkeypatch.delenv("CRM_TEST_SALES_PASSWORD", raising=False)
+        try:
+            accounts.from_row(row, {})
+        except accounts.AccountError as exc:
+            assert str(exc) == "the environment variable CRM_TEST_SALES_PASSWORD is not set"
+        monkeypatch.setenv("CRM_TEST_SALES_PASSWORD", "s3cret")
+        assert accounts.from_row(row, {}).smtp.password == "s3cret"

@@ -637,7 +637,7 @@ automations:
         "sale.yaml:28:17: automation `creates`: `create` of `Interaction` leaves "
         "`planned_at`, `customer` empty, and they are required; give them under `values`",
         "sale.yaml:32:27: automation `emails`: no enabled plugin delivers the channel "
-        "`email`; channels here: `user`",
+        "`email`; the `mail` plugin delivers it: add `mail: {}` under `plugins` in config.yaml",
         "sale.yaml:34:9: automation `no_document`: `on` names the `document` and the event, "
         "such as `{document: Deal, status: won}`",
         "sale.yaml:40:9: automation `on_delete`: `set` on a deleted document; on `delete` an "
@@ -876,20 +876,24 @@ def test_channels_and_step_kinds_are_the_ones_plugins_bring(base_registry: Regis
     found = definitions.read(registry, ["user", "email", "sms"], ["approve"])
     assert [str(p) for p in sorted(found.problems)] == [
         "sale.yaml:8:13: step `mail` of process `follow_up`: a notification by `sms` needs "
-        '`to`, a template of the address, such as `"{{ doc.customer.email }}"`',
+        '`to`: a field (`customer.email`), a template (`"{{ doc.customer.email }}"`) or the '
+        "users to write to (`owner`, a user field, `{role: R}`, `{user: LOGIN}`)",
         "sale.yaml:9:34: step `mail` of process `follow_up`: `to`: `Customer` has no field "
         "`mail` (did you mean `email`?)",
     ]
     without = definitions.read(registry, ["user"])
     assert [str(p) for p in sorted(without.problems)] == [
         "sale.yaml:7:23: step `mail` of process `follow_up`: no enabled plugin delivers the "
-        "channel `email`; channels here: `user`",
+        "channel `email`; the `mail` plugin delivers it: add `mail: {}` under `plugins` in "
+        "config.yaml",
         "sale.yaml:8:13: step `mail` of process `follow_up`: a notification by `sms` needs "
-        '`to`, a template of the address, such as `"{{ doc.customer.email }}"`',
+        '`to`: a field (`customer.email`), a template (`"{{ doc.customer.email }}"`) or the '
+        "users to write to (`owner`, a user field, `{role: R}`, `{user: LOGIN}`)",
         "sale.yaml:8:23: step `mail` of process `follow_up`: no enabled plugin delivers the "
         "channel `sms`; channels here: `user`",
         "sale.yaml:9:23: step `mail` of process `follow_up`: no enabled plugin delivers the "
-        "channel `email`; channels here: `user`",
+        "channel `email`; the `mail` plugin delivers it: add `mail: {}` under `plugins` in "
+        "config.yaml",
         "sale.yaml:9:34: step `mail` of process `follow_up`: `to`: `Customer` has no field "
         "`mail` (did you mean `email`?)",
         "sale.yaml:12:9: step `approve` of process `follow_up`: unknown key `approve`; "
@@ -989,8 +993,9 @@ def test_crm_check_prints_every_problem_of_a_file_and_exits_1(
         "sale.yaml:6:59: step `call` of process `follow_up`: `outcomes` leads to an unknown "
         "step `dnoe` (did you mean `done`?)",
         "sale.yaml:9:15: process `other`: unknown document type `Dael` (did you mean `Deal`?)",
-        "sale.yaml:13:19: automation `tell`: a notification by `sms` needs `to`, a template of "
-        'the address, such as `"{{ doc.customer.email }}"`',
+        "sale.yaml:13:19: automation `tell`: a notification by `sms` needs `to`: a field "
+        '(`customer.email`), a template (`"{{ doc.customer.email }}"`) or the users to write to '
+        "(`owner`, a user field, `{role: R}`, `{user: LOGIN}`)",
         "sale.yaml:13:29: automation `tell`: no enabled plugin delivers the channel `sms`; "
         "channels here: `user`",
         "6 problems found",
