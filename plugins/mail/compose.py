@@ -130,22 +130,14 @@ def record_actions(doctype: Any, doc: Any, principal: Any) -> list[Any]:
 
 
 def mailboxes(session: Any, models: Any, registry: Any, who: Any) -> list[dict[str, Any]]:
-    """The mailboxes ``who`` may send from: active ones that are shared (no
-    owner) or theirs, open to everyone or to one of their roles; all of them
-    for who may change every mailbox (an administrator). The configuration's
-    own mailbox first."""
-    config_id = accounts.ensure_config_account(session, models, registry)
-    table = models.table(ACCOUNT)
-    stmt = sa.select(
-        table.c.id, table.c.name, table.c.address, table.c.owner_id, table.c.from_config
-    ).where(table.c.active.is_(True), table.c.smtp_host.is_not(None) | table.c.from_config)
-    if api.rule(registry, who, ACCOUNT, "update") is not True:
-        stmt = stmt.where(
-            sa.or_(table.c.owner_id.is_(None), table.c.owner_id == who.user_id),
-            sa.or_(table.c.role.is_(None), table.c.role == "", table.c.role.in_(sorted(who.roles))),
-        )
-    rows = session.execute(stmt.order_by(table.c.name).limit(200)).all()
-    rows.sort(key=lambda r: (r.id != config_id, r.owner_id != who.user_id, r.name))
+    """The mailboxes ``who`` may send from (``accounts.may_use``: active ones
+    that are shared or theirs, open to everyone or to one of their roles; all
+    of them for an administrator) that can send: the configuration's own
+    first, then their personal ones."""
+    rows = [
+        r for r in accounts.usable(session, models, registry, who) if r.from_config or r.smtp_host
+    ]
+    rows.sort(key=lambda r: (not r.from_config, r.owner_id != who.user_id, r.name))
     return [
         {"id": r.id, "label": f"{r.name} <{r.address}>" if r.address else r.name,
          "personal": r.owner_id is not None}
