@@ -219,7 +219,10 @@ def _link_names(registry: Any) -> list[str]:
 
 
 def _size(n: int) -> str:
-    return f"{n / 1024 / 1024:.1f} MB" if n >= 1024 * 1024 else f"{max(1, n // 1024)} KB"
+    if n >= 1024 * 1024:
+        megabytes = round(n / 1024 / 1024, 1)
+        return gettext("%(n)s MB", n=megabytes)
+    return gettext("%(n)s KB", n=max(1, n // 1024))
 
 
 # --- the letter as MIME ------------------------------------------------------------------------
