@@ -526,9 +526,12 @@ class _Row:
 
 
 def _too_large(docs: Documents, p: Parsed) -> str:
+    megabytes = "%.1f" % (p.size / 1024 / 1024)
     with speaking(docs.registry.locale):
-        return gettext("This letter (%(size)s MB) is too large to download; read it in your mail client.",
-                       size=f"{p.size / 1024 / 1024:.1f}")  # fmt: skip
+        return gettext(
+            "This letter (%(size)s MB) is too large to download; read it in your mail client.",
+            size=megabytes,
+        )
 
 
 def notify(docs: Documents, row: Any) -> Any:
