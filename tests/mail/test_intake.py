@@ -368,13 +368,33 @@ def test_bounces_mark_the_letter_the_recipient_and_after_the_limit_the_address(
         docs.session.commit()
         ids = {first.id: first.message_id, second.id: second.message_id}
     drain(app)
+    state = _state(app)
+    with app.app_context():
+        system = Documents(state.models, state.db.session, None, ["Admin"], state.pm,
+                           username="system", trusted=True)  # fmt: skip
+        account_id = accounts.ensure_config_account(system.session, state.models, state.registry)
+        template = system.create("EmailTemplate", {"name": "News", "subject": "News", "body": "."})
+        mailing = system.create("Mailing", {"name": "December", "account": account_id,
+                                            "template": template.id, "doctype": "Customer"})  # fmt: skip
+        system.create("MailingRecipient", {"mailing": mailing.id, "address": "later@romashka.ru",
+                                           "status": "sent", "message_id": "<mailing-1@romashka.example>"})  # fmt: skip
+        system.session.commit()
+        mailing_id = mailing.id
     (a, a_mid), (b, b_mid) = ids.items()
     server.append(dsn(a_mid, "nobody@romashka.ru", "5.1.1"))
     server.append(
         dsn("<mailing-1@romashka.example>", "later@romashka.ru", "4.2.2", headers_only=True)
     )
     sync(app)
-    state = _state(app)
+    with app.app_context():
+        recipient = state.db.session.execute(
+            sa.select(state.models.table("MailingRecipient"))
+        ).one()
+        mailings = state.models.table("Mailing")
+        counted = state.db.session.execute(
+            sa.select(mailings.c.bounced).where(mailings.c.id == mailing_id)
+        ).scalar_one()
+    assert (recipient.status, counted) == ("bounced", 1) and "4.2.2" in recipient.error
     got = {r.id: r for r in rows(app)}
     assert (got[a].status, got[b].status) == ("failed", "sent")
     assert "5.1.1" in got[a].error and "User unknown" in got[a].error
@@ -414,3 +434,36 @@ def test_a_refused_login_is_written_on_the_mailbox_and_tried_again(
         account = state.db.session.execute(sa.select(table)).one()
     assert account.sync_error and "login" in account.sync_error.lower()
     assert account.synced_at is None and rows(app) == []
+
+
+def test_the_schedule_queues_one_sync_per_mailbox_when_its_turn_comes(
+    mail_app: Any, server: ImapServer
+) -> None:
+    app = mail_app(imap=imap_settings(server), sync_every=120)
+    server.append(letter("a@example.org", "First"))
+    drain(app)  # the schedule's first round: the due job queues the mailbox's sync, which runs
+    assert [r.subject for r in rows(app)] == ["First"]
+    state = _state(app)
+    table = state.models.table("EmailAccount")
+    with app.app_context():
+        session = state.db.session
+        account = session.execute(sa.select(table)).one()
+        assert account.synced_at is not None and account.sync_error is None
+        now = clock.now()
+        # while one sync of the mailbox is queued, another is not
+        assert imap.queue_sync(session, account.id, account.sync_tried_at, now) is not None
+        assert imap.queue_sync(session, account.id, account.sync_tried_at, now) is None
+        session.rollback()
+    server.append(letter("a@example.org", "Second"))
+
+    def due() -> None:
+        with app.app_context():
+            enqueue(state.db.session, imap.DUE_JOB, {}, key=uuid.uuid4().hex)
+            state.db.session.commit()
+        drain(app)
+
+    due()  # sync_every (120 s) has not passed yet
+    assert [r.subject for r in rows(app)] == ["First"]
+    with clock.use(lambda: dt.datetime.now(dt.UTC) + dt.timedelta(seconds=121)):
+        due()
+    assert [r.subject for r in rows(app)] == ["First", "Second"]
