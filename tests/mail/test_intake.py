@@ -9,9 +9,9 @@ import datetime as dt
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from email.message import EmailMessage
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +23,7 @@ from plugins.mail import accounts, imap, outbox
 
 # tests/mail is no package and pytest imports in importlib mode: the fixture module by path
 sys.path.insert(0, str(Path(__file__).parent))
-from imap_server import ImapServer, imap_settings, needed  # noqa: E402
+from imap_server import ImapServer, imap_settings, needed
 
 OWN = "crm@romashka.example"
 
