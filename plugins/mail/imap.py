@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import socket
 import ssl
 from collections.abc import Iterator, Mapping, Sequence
@@ -47,6 +48,8 @@ from . import accounts, bounces, files, interactions, matching, threads
 from .outbox import MESSAGE, _link_names
 from .parsing import Parsed, parse
 from .settings import DEFAULT_SYNC_EVERY
+
+log = logging.getLogger("crm.mail")
 
 SYNC_JOB = "mail.imap.sync"
 DUE_JOB = "mail.imap.due"
@@ -374,24 +377,55 @@ def import_chunk(
     by_id, by_topic = _context(docs, fresh, link_names)
     created = []
     for uid, p in fresh:
-        created.append(
-            _create(
-                docs,
-                account,
-                folder,
-                uid,
-                p,
-                id(p) in outgoing,
-                matches,
-                main,
-                owner_of,
-                link_names,
-                by_id,
-                by_topic,
-                stats,
-            )
-        )
+        try:
+            with session.begin_nested():
+                created.append(
+                    _create(
+                        docs,
+                        account,
+                        folder,
+                        uid,
+                        p,
+                        id(p) in outgoing,
+                        matches,
+                        main,
+                        owner_of,
+                        link_names,
+                        by_id,
+                        by_topic,
+                        stats,
+                    )
+                )
+        except Exception:  # a letter the database refuses must not stop the mailbox
+            log.warning("mail: letter %s of %s/%s kept without its content", uid,
+                        account.name, folder, exc_info=True)  # fmt: skip
+            bare = Parsed(message_id=p.message_id, from_name=p.from_name[:100],
+                          from_address=p.from_address[:320], subject=p.subject[:500],
+                          date=p.date, size=p.size, text=_unreadable(docs))  # fmt: skip
+            with session.begin_nested():  # unmatched and unthreaded: it waits in Unsorted mail
+                created.append(
+                    _create(
+                        docs,
+                        account,
+                        folder,
+                        uid,
+                        bare,
+                        False,
+                        {},
+                        main,
+                        {},
+                        link_names,
+                        {},
+                        {},
+                        stats,
+                    )
+                )
     return created
+
+
+def _unreadable(docs: Documents) -> str:
+    with speaking(docs.registry.locale):
+        return gettext("This letter could not be read; open it in your mail client.")
 
 
 def _context(

@@ -467,3 +467,54 @@ def test_the_schedule_queues_one_sync_per_mailbox_when_its_turn_comes(
     with clock.use(lambda: dt.datetime.now(dt.UTC) + dt.timedelta(seconds=121)):
         due()
     assert [r.subject for r in rows(app)] == ["First", "Second"]
+
+
+def test_a_letter_the_database_refuses_is_kept_bare_and_the_rest_come_in(
+    mail_app: Any, server: ImapServer, monkeypatch: Any
+) -> None:
+    from plugins.mail import interactions
+
+    app = mail_app(imap=imap_settings(server))
+    customer_with_contact(app)
+    real = interactions.record
+
+    def refuses(docs: Any, row: Any) -> Any:
+        if row.subject == "Poison":
+            raise RuntimeError("refused")
+        return real(docs, row)
+
+    monkeypatch.setattr(interactions, "record", refuses)
+    server.append(letter("buyer@romashka.ru", "Poison", "bad"))
+    server.append(letter("buyer@romashka.ru", "Fine", "good"))
+    forwarded = EmailMessage()
+    forwarded["From"] = "buyer@romashka.ru"
+    forwarded["To"] = OWN
+    forwarded["Subject"] = "Fwd: the contract"
+    forwarded["Message-ID"] = "<fwd@romashka.ru>"
+    forwarded.set_content("See below")
+    forwarded.add_attachment(_inner())
+    server.append(forwarded.as_bytes())
+    sync(app)
+    got = {r.subject: r for r in rows(app)}
+    assert got["Fine"].customer_id is not None and got["Fine"].interaction_id is not None
+    assert got["Poison"].customer_id is None and "could not be read" in got["Poison"].text
+    state = _state(app)
+    with app.app_context():
+        table = state.models.metadata.tables[
+            state.registry.documents["EmailMessage"].child_table("attachments")
+        ]
+        files = state.db.session.execute(
+            sa.select(table.c.filename, table.c.content_type).where(
+                table.c.parent_id == got["Fwd: the contract"].id
+            )
+        ).all()
+    assert [tuple(f) for f in files] == [("message.eml", "message/rfc822")]
+    assert got["Fwd: the contract"].text.strip() == "See below"
+
+
+def _inner() -> EmailMessage:
+    inner = EmailMessage()
+    inner["From"] = "lawyer@romashka.ru"
+    inner["Subject"] = "The contract"
+    inner.set_content("Signed.")
+    return inner
