@@ -118,3 +118,44 @@ def test_a_customers_reply_arrives_threaded_on_the_timeline_and_in_the_conversat
     expect(page.locator(".crm-mail-message").nth(1).locator("img")).to_have_attribute(
         "src", "https://tracker.example/pixel.gif"
     )
+
+
+def test_an_unsorted_letter_is_filed_under_a_customer_with_a_pick_and_a_click(
+    serve: Any, page: Any, smtp: Any, dovecot: ImapServer
+) -> None:
+    site = serve("{}\n", _config(smtp.port, dovecot))
+    app = site.app
+    state = app.extensions["crm"]
+    customer_id = site.create("helen", "customer", name="Vasilek LLC")
+    stranger = EmailMessage()
+    stranger["From"] = "New Person <new@vasilek.example>"
+    stranger["To"] = OWN
+    stranger["Subject"] = "A question about prices"
+    stranger["Message-ID"] = f"<{uuid.uuid4().hex}@vasilek.example>"
+    stranger.set_content("What are your prices?")
+    dovecot.append(stranger.as_bytes())
+    with app.app_context():
+        session = state.db.session
+        account = accounts.ensure_config_account(session, state.models, state.registry)
+        enqueue(session, imap.SYNC_JOB, {"account": account}, key=uuid.uuid4().hex)
+        session.commit()
+    drain(app)
+
+    site.login(page, "helen")
+    page.goto(f"{site.url}/mail/unsorted/")
+    row = page.locator(".crm-unsorted-row", has_text="A question about prices")
+    expect(row).to_contain_text("new@vasilek.example")
+    row.locator(".select2-selection").click()
+    expect(page.locator(".select2-container--open .select2-search__field")).to_be_focused()
+    with page.expect_response(
+        lambda r: "/lookup?" in r.url and "q=Vas" in r.url and r.status == 200
+    ):
+        page.keyboard.type("Vas")
+    options = page.locator(".select2-container--open .select2-results__option")
+    expect(options).to_have_text(["Vasilek LLC"])
+    options.first.click()
+    row.get_by_role("button", name="Link").click()
+    expect(page.locator(".alert-success")).to_contain_text("filed under the customer")
+    expect(page.locator(".crm-unsorted-empty")).to_be_visible()
+    page.goto(f"{site.url}/customer/{customer_id}")
+    expect(page.locator(".crm-timeline")).to_contain_text("A question about prices")
