@@ -374,29 +374,28 @@ def import_chunk(
         found = [m[main] for m in matches.values() if main in m]
         owner_of = matching.owners(session, models, registry, main_target.doctype, found)
     link_names = [n for n in _link_names(registry) if n in registry.documents[MESSAGE].fields]
+
+    def one(uid: int, p: Parsed, by_id: dict[str, Known], by_topic: dict[str, list[Known]]) -> Any:
+        return _create(docs, account, folder, uid, p, id(p) in outgoing, matches, main, owner_of,
+                       link_names, by_id, by_topic, stats)  # fmt: skip
+
+    before = (stats.imported, stats.bounces)
+    try:  # the whole chunk at once ...
+        with session.begin_nested():
+            by_id, by_topic = _context(docs, fresh, link_names)
+            return [one(uid, p, by_id, by_topic) for uid, p in fresh]
+    except Exception:
+        log.warning("mail: a letter of %s/%s is refused; importing them one by one",
+                    account.name, folder, exc_info=True)  # fmt: skip
+    # ... else letter by letter: the one the database refuses is kept bare
+    stats.imported, stats.bounces = before
     by_id, by_topic = _context(docs, fresh, link_names)
     created = []
     for uid, p in fresh:
         try:
             with session.begin_nested():
-                created.append(
-                    _create(
-                        docs,
-                        account,
-                        folder,
-                        uid,
-                        p,
-                        id(p) in outgoing,
-                        matches,
-                        main,
-                        owner_of,
-                        link_names,
-                        by_id,
-                        by_topic,
-                        stats,
-                    )
-                )
-        except Exception:  # a letter the database refuses must not stop the mailbox
+                created.append(one(uid, p, by_id, by_topic))
+        except Exception:
             log.warning("mail: letter %s of %s/%s kept without its content", uid,
                         account.name, folder, exc_info=True)  # fmt: skip
             bare = Parsed(message_id=p.message_id, from_name=p.from_name[:100],
@@ -537,8 +536,11 @@ def _create(
             values[name] = value
     if main and values.get(main) is not None and values[main] in owner_of:
         values["user"] = owner_of[values[main]]
+    if parent is not None:
+        values["thread"] = parent.thread
     row = docs.create(MESSAGE, values)
-    row.thread = parent.thread if parent is not None else row.id
+    if row.thread is None:  # the first letter of its thread
+        row.thread = row.id
     stats.imported += 1
     known = Known(row.id, row.thread, _aware(sent_at), people,
                   {n: values.get(n) for n in [*link_names, "doctype", "doc_id"]})  # fmt: skip
