@@ -9,7 +9,6 @@ offers only the customers they may read.
 from __future__ import annotations
 
 import datetime as dt
-from email.utils import parseaddr
 from typing import Any
 from urllib.parse import quote
 
@@ -321,7 +320,3 @@ def _attachments(ids: list[int]) -> dict[int, list[dict[str, Any]]]:
         items.append({"name": r.filename or "attachment", "size": r.size or 0,
                       "url": f"/mail/attachment/{r.parent_id}/{len(items)}"})  # fmt: skip
     return out
-
-
-def sender_address(text: str | None) -> str:
-    return parseaddr(text or "")[1].lower()
