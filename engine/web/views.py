@@ -568,6 +568,14 @@ def menu_label(text: Any) -> str:
     return _as_typed(text)
 
 
+def menu_group(d: DocType) -> tuple[str, str]:
+    """The navigation group a type is listed under, as Flask-AppBuilder's
+    ``category`` and ``category_label``: a plugin's page that belongs with
+    those types goes in the same group."""
+    category, label = _categories(None)(d)
+    return category, menu_label(label)
+
+
 def _categories(registry: Any) -> Any:
     """Group the menu: a type's own ``menu`` group, else documents with
     statuses under Sales and the rest under Directory."""
