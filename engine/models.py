@@ -54,6 +54,17 @@ def _sqlite_unicode_lower(dbapi_connection: Any, connection_record: Any) -> None
         dbapi_connection.execute("PRAGMA journal_mode = WAL").fetchall()
 
 
+@sa.event.listens_for(sa.Engine, "savepoint")
+def _sqlite_savepoint_inside_a_transaction(conn: Any, name: Any) -> None:
+    """pysqlite opens a transaction only before its first INSERT, UPDATE or
+    DELETE; a SAVEPOINT that comes first opens one of its own, and releasing
+    it commits at once, so ``session.begin_nested()`` would commit what the
+    caller may still roll back. Open the real transaction first."""
+    raw = conn.connection.dbapi_connection
+    if isinstance(raw, sqlite3.Connection) and not raw.in_transaction:
+        conn.exec_driver_sql("BEGIN")
+
+
 def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
