@@ -64,7 +64,9 @@ def record_actions(doctype: Any, doc: Any, principal: Any) -> list[Any]:
     """This part's buttons in a record's header: a letter's conversation."""
     if getattr(doctype, "name", None) != MESSAGE or doc is None or getattr(doc, "id", None) is None:
         return []
-    return [{"label": gettext("Conversation"), "url": f"/mail/thread/{doc.id}", "icon": "comments"}]
+    return [
+        {"label": gettext("Conversation"), "url": f"/mail/thread/{doc.id}", "icon": "fa-comments"}
+    ]
 
 
 # --- helpers ----------------------------------------------------------------------------------
