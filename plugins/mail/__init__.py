@@ -81,6 +81,15 @@ def crm_record_actions(doctype: Any, doc: Any, principal: Any) -> list[Any]:
 
 
 @hookimpl
+def crm_record_sections(models: Any, doctype: Any, doc: Any, principal: Any) -> list[Any]:
+    if not _on(models.registry):
+        return []
+    from . import mailings
+
+    return mailings.record_sections(models, doctype, doc, principal)
+
+
+@hookimpl
 def crm_send_email(message: Any, settings: dict[str, Any]) -> str | None:
     """The engine's own email (``crm.email``) goes out through the
     configuration's mailbox, when config.yaml sets one up."""

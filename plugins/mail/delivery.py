@@ -1,0 +1,508 @@
+"""A mailing's life: starting it (its recipients taken in one statement),
+sending it batch by batch, finishing it.
+
+Starting (:func:`start`) writes every recipient of the segment or filter in
+ONE ``INSERT INTO mailing_recipient ... SELECT``: one row per normalized
+address (lower case, trimmed; empty addresses left out), the first record of
+an address standing for it. Addresses that unsubscribed or bounce for good
+are written too, as ``skipped``, so the mailing shows whom it left out and
+why nobody asks later. The mailing becomes ``sending`` and its first batch
+job is queued in the same transaction.
+
+Sending (:func:`batch_job`, ``mail.mailing.batch``): one job sends one batch
+of ``queued`` recipients over one SMTP connection, marks them in a few
+UPDATEs (one per outcome) and queues the next batch in the same transaction,
+so that the batch's marks and the next job commit together. A worker killed
+mid-batch commits nothing of it: the job is taken over when its lease runs
+out and sends the batch again — with the same Message-IDs, derived from the
+mailing and the recipient — so the duplicates of a crash are bounded by one
+batch. A per-account rate limit delays the next batch (``run_after``)
+instead of sleeping. A cancelled mailing stops after the batch in flight.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Mapping
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Any
+
+import sqlalchemy as sa
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from engine.api import (
+    USER,
+    HandledError,
+    JobContext,
+    JobError,
+    Principal,
+    compile_filter,
+    enqueue,
+    gettext,
+    system_documents,
+    where,
+)
+
+from . import accounts, lettering, outbox, unsubscribe
+from .smtp import SendFailed, deliver
+
+MAILING = "Mailing"
+RECIPIENT = "MailingRecipient"
+UNSUBSCRIBE = "Unsubscribe"
+BOUNCED = "BouncedAddress"
+BATCH_JOB = "mail.mailing.batch"
+START_JOB = "mail.mailing.start"
+#: seconds between two looks for scheduled mailings that are due
+START_EVERY = 30
+#: temporary refusals of one batch in a row before its first letter counts as failed
+MAX_TEMPORARY = 8
+RETRY_BASE = 60.0
+
+
+class StartError(HandledError):
+    """A mailing that cannot start as it is set up; ``field`` is the form's field to blame."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+# --- what a mailing is sent to -------------------------------------------------------------
+
+
+def parse_filter(text: str | None) -> dict[str, Any]:
+    """The Mailing's ``filter`` (YAML or JSON, as a segment's filter); StartError if it is not a map."""
+    if not text or not text.strip():
+        return {}
+    try:
+        spec = YAML(typ="safe", pure=True).load(text)
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where_ = f" (line {mark.line + 1})" if mark is not None else ""
+        raise StartError(
+            gettext("the filter is not valid YAML%(where)s", where=where_), "filter"
+        ) from exc
+    if spec is None:
+        return {}
+    if not isinstance(spec, Mapping):
+        raise StartError(gettext("a filter is a map of field → condition"), "filter")
+    return dict(spec)
+
+
+def audience(registry: Any, models: Any, mailing: Any) -> tuple[Any, dict[str, Any], Any]:
+    """(document type, filter spec, address field) of a mailing; StartError when wrong."""
+    spec: dict[str, Any] = {}
+    doctype = mailing.doctype or None
+    if mailing.segment:
+        segment = registry.segments.get(mailing.segment)
+        if segment is None:
+            raise StartError(
+                gettext("there is no segment %(name)s", name=mailing.segment), "segment"
+            )
+        doctype = segment.document
+        spec.update(segment.filter)
+    spec.update(parse_filter(mailing.filter))
+    if not doctype:
+        raise StartError(gettext("name a segment or the type of the recipients"), "doctype")
+    d = registry.documents.get(doctype)
+    if d is None:
+        raise StartError(gettext("there is no document type %(name)s", name=doctype), "doctype")
+    field = d.fields.get(mailing.address_field or "email")
+    if field is None or field.type not in ("email", "string"):
+        raise StartError(
+            gettext("%(type)s has no address field %(field)s",
+                    type=doctype, field=mailing.address_field or "email"),
+            "address_field",
+        )  # fmt: skip
+    return d, spec, field
+
+
+def recipients_insert(
+    models: Any, mailing: Any, principal: Principal | None, now: dt.datetime
+) -> sa.Insert:
+    """The one statement that writes a mailing's recipients (see the module's doc)."""
+    registry = models.registry
+    d, spec, field = audience(registry, models, mailing)
+    table = models.table(d.name)
+    try:
+        condition = compile_filter(models, d.name, spec, now=now, principal=principal,
+                                   user_id=principal.user_id if principal else None)  # fmt: skip
+    except ValueError as exc:  # FilterError
+        raise StartError(
+            gettext("the filter is wrong: %(error)s", error=str(exc)), "filter"
+        ) from exc
+    if principal is not None:
+        condition = sa.and_(condition, where(models, principal, d.name, "read"))
+    address = sa.func.lower(sa.func.trim(table.c[field.column]))
+    unsub = models.table(UNSUBSCRIBE)
+    bounced = models.table(BOUNCED)
+    first = (
+        sa.select(address.label("address"), sa.func.min(table.c.id).label("doc_id"))
+        .where(condition, table.c[field.column].is_not(None), address != "")
+        .group_by(address)
+        .subquery("first")
+    )
+    status = sa.case(
+        (
+            sa.or_(
+                first.c.address.in_(sa.select(sa.func.lower(sa.func.trim(unsub.c.address)))),
+                first.c.address.in_(
+                    sa.select(sa.func.lower(sa.func.trim(bounced.c.address))).where(
+                        bounced.c.invalid.is_(True)
+                    )
+                ),
+            ),
+            "skipped",
+        ),
+        else_="queued",
+    )
+    recipients = models.table(RECIPIENT)
+    select = sa.select(
+        sa.literal(mailing.id), first.c.address, sa.literal(d.name), first.c.doc_id, status,
+        sa.literal(1), sa.literal(now), sa.literal(now),
+    ).order_by(first.c.doc_id)  # fmt: skip
+    return sa.insert(recipients).from_select(
+        ["mailing_id", "address", "doctype", "doc_id", "status", "version", "created_at",
+         "updated_at"],
+        select,
+    )  # fmt: skip
+
+
+def counts(session: Any, models: Any, mailing_id: int) -> dict[str, int]:
+    """Recipients by status, in one grouped query."""
+    r = models.table(RECIPIENT)
+    rows = session.execute(
+        sa.select(r.c.status, sa.func.count())
+        .where(r.c.mailing_id == mailing_id)
+        .group_by(r.c.status)
+    ).all()
+    return {str(status): int(n) for status, n in rows}
+
+
+def start(
+    session: Any,
+    models: Any,
+    mailing: Any,
+    *,
+    now: dt.datetime,
+    principal: Principal | None = None,
+    base_url: str | None = None,
+) -> dict[str, int]:
+    """Start ``mailing`` (draft or scheduled) in the caller's transaction:
+    its recipients, ``sending``, ``started_at``, ``total``, and the first
+    batch queued. Recipients that the ``principal`` may not read are left
+    out (None: the engine's own start of a scheduled mailing, as its owner).
+    StartError when it cannot start."""
+    if mailing.status not in ("draft", "scheduled"):
+        raise StartError(gettext("only a draft or scheduled mailing can start"))
+    if mailing.template_id is None:
+        raise StartError(gettext("choose a template"), "template")
+    if principal is None:
+        principal = owner_principal(mailing)
+    insert = recipients_insert(models, mailing, principal, now)
+    session.execute(insert)
+    found = counts(session, models, mailing.id)
+    mailing.status = "sending"
+    mailing.started_at = now
+    mailing.total = sum(found.values())
+    mailing.skipped = found.get("skipped", 0)
+    mailing.sent = mailing.failed = mailing.bounced = mailing.unsubscribed = 0
+    enqueue(
+        session, BATCH_JOB, {"mailing": mailing.id, "after": 0, "base": base_url, "n": 1},
+        key=f"{BATCH_JOB}.{mailing.id}.1",
+    )  # fmt: skip
+    return found
+
+
+def owner_principal(mailing: Any) -> Principal | None:
+    """The mailing's owner as a principal (their read rule picks the
+    recipients), or None (everyone) when there is no owner to ask."""
+    if mailing.owner_id is None:
+        return None
+    try:
+        from flask import current_app
+
+        user = current_app.appbuilder.sm.get_user_by_id(mailing.owner_id)  # type: ignore[attr-defined]
+    except (RuntimeError, AttributeError):
+        return None
+    if user is None:
+        return None
+    return Principal(user.id, user.username, frozenset(r.name for r in user.roles))
+
+
+def start_job(ctx: JobContext, payload: Mapping[str, Any]) -> Any:
+    """``mail.mailing.start`` (every 30 s): start the scheduled mailings that are due."""
+    if MAILING not in ctx.registry.documents:
+        return None
+    cls = ctx.models.cls(MAILING)
+    now = ctx.now()
+    due = ctx.session.execute(
+        sa.select(cls).where(
+            cls.status == "scheduled",
+            sa.or_(cls.scheduled_at.is_(None), cls.scheduled_at <= now.replace(tzinfo=None)),
+        ).order_by(cls.id).limit(50)
+    ).scalars()  # fmt: skip
+    started, refused = [], {}
+    base = outbox_base(ctx.registry)
+    for mailing in list(due):
+        try:
+            with ctx.session.begin_nested():
+                start(ctx.session, ctx.models, mailing, now=now, base_url=base)
+            started.append(mailing.id)
+        except StartError as exc:
+            # it cannot start as it is: back to draft, with the reason in the log
+            mailing.status = "draft"
+            refused[mailing.id] = str(exc)
+    return {"started": started, "refused": refused}
+
+
+def outbox_base(registry: Any) -> str | None:
+    return accounts.settings_of(registry).get("public_url") or None
+
+
+# --- sending -------------------------------------------------------------------------------
+
+
+def message_id(mailing_id: int, recipient_id: int, domain: str, secret: str) -> str:
+    """The same Message-ID for a recipient every time it is sent (a resend
+    after a crash is one letter to the server that drops repeats)."""
+    tag = hashlib.sha256(f"{secret}:{mailing_id}".encode()).hexdigest()[:8]
+    return f"<mailing.{mailing_id}.{recipient_id}.{tag}@{domain or 'crm'}>"
+
+
+def _naive(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=None) if value.tzinfo is not None else value
+
+
+def batch_size(registry: Any, account: accounts.Account) -> int:
+    size = int(accounts.settings_of(registry).get("batch") or 200)
+    if account.rate_limit:
+        size = min(size, int(account.rate_limit))
+    return max(1, size)
+
+
+def batch_job(ctx: JobContext, payload: Mapping[str, Any]) -> Any:
+    """``mail.mailing.batch``: ``{mailing, after, base, n, retry?}``. Sends
+    the next batch of queued recipients whose id is past ``after``."""
+    session, models, registry = ctx.session, ctx.models, ctx.registry
+    mailing = session.get(models.cls(MAILING), int(payload.get("mailing") or 0))
+    if mailing is None or mailing.status != "sending":
+        return {"stopped": getattr(mailing, "status", None)}
+    started = ctx.now()
+    try:
+        account = accounts.load(session, models, registry, mailing.account_id)
+    except accounts.AccountError as exc:
+        raise JobError(str(exc)) from exc
+    if account.smtp is None:
+        raise JobError(gettext("this mailbox has no SMTP server to send through"))
+    size = batch_size(registry, account)
+    r = models.table(RECIPIENT)
+    after = int(payload.get("after") or 0)
+    rows = session.execute(
+        sa.select(r.c.id, r.c.address, r.c.doctype, r.c.doc_id)
+        .where(r.c.id > after, r.c.mailing_id == mailing.id, r.c.status == "queued")
+        .order_by(r.c.id)
+        .limit(size)
+    ).all()  # fmt: skip
+    if not rows:
+        finish(session, models, mailing, started)
+        return {"done": mailing.id}
+    sender = Sender(ctx, mailing, account, payload.get("base"))
+    sent, failed, temporary = sender.send(rows)
+    now = ctx.now()
+    if sent:
+        ids = [rid for rid, _ in sent]
+        session.execute(
+            sa.update(r).where(r.c.id.in_(ids)).values(
+                status="sent", sent_at=_naive(now), updated_at=_naive(now), error=None,
+                message_id=sa.case(dict(sent), value=r.c.id), version=r.c.version + 1,
+            )
+        )  # fmt: skip
+    for rid, reply in failed:
+        session.execute(
+            sa.update(r).where(r.c.id == rid).values(
+                status="failed", error=reply[:500], updated_at=_naive(now), version=r.c.version + 1
+            )
+        )  # fmt: skip
+    mailing.sent = (mailing.sent or 0) + len(sent)
+    mailing.failed = (mailing.failed or 0) + len(failed)
+    last = max([rid for rid, _ in sent] + [rid for rid, _ in failed] + [after])
+    retry = int(payload.get("retry") or 0)
+    n = int(payload.get("n") or 1) + 1
+    nxt: dict[str, Any] = {
+        "mailing": mailing.id,
+        "after": last,
+        "base": payload.get("base"),
+        "n": n,
+    }
+    if temporary is not None:
+        retry += 1
+        if retry >= MAX_TEMPORARY:  # the server keeps refusing this one: it fails, the rest goes on
+            stuck = next(rid for rid, *_ in rows if rid > last)
+            session.execute(
+                sa.update(r).where(r.c.id == stuck).values(status="failed", error=temporary[:500])
+            )
+            mailing.failed = (mailing.failed or 0) + 1
+            nxt |= {"after": stuck}
+            retry = 0
+        run_after = now + dt.timedelta(seconds=min(3600.0, RETRY_BASE * 2 ** max(0, retry - 1)))
+        if retry:
+            nxt["retry"] = retry
+    elif len(rows) < size:  # the last batch: nothing is left to queue
+        finish(session, models, mailing, now)
+        ctx.report(mailing.sent + mailing.failed, (mailing.total or 0) - (mailing.skipped or 0))
+        return {"sent": len(sent), "failed": len(failed), "done": mailing.id}
+    elif account.rate_limit:
+        done = len(sent) + len(failed)
+        run_after = started + dt.timedelta(seconds=60.0 * done / account.rate_limit)
+    else:
+        run_after = now
+    enqueue(session, BATCH_JOB, nxt, key=f"{BATCH_JOB}.{mailing.id}.{n}", run_after=run_after)
+    ctx.report(mailing.sent + mailing.failed, (mailing.total or 0) - (mailing.skipped or 0))
+    return {"sent": len(sent), "failed": len(failed), "temporary": temporary}
+
+
+def finish(session: Any, models: Any, mailing: Any, now: dt.datetime) -> None:
+    """The last batch: ``done``, ``finished_at`` and the counts as they are."""
+    found = counts(session, models, mailing.id)
+    mailing.status = "done"
+    mailing.finished_at = _naive(now)
+    mailing.total = sum(found.values())
+    for name in ("sent", "failed", "bounced", "unsubscribed", "skipped"):
+        setattr(mailing, name, found.get(name, 0))
+    # a recipient who unsubscribed after the letter reached them was sent it too
+    mailing.sent = found.get("sent", 0) + _unsubscribed_after_sending(session, models, mailing.id)
+
+
+def _unsubscribed_after_sending(session: Any, models: Any, mailing_id: int) -> int:
+    r = models.table(RECIPIENT)
+    return int(
+        session.execute(
+            sa.select(sa.func.count()).where(
+                r.c.mailing_id == mailing_id, r.c.status == "unsubscribed",
+                r.c.message_id.is_not(None),
+            )
+        ).scalar_one()
+    )  # fmt: skip
+
+
+class Sender:
+    """One batch's letters: the template compiled once, the batch's records
+    read in one query, one SMTP connection."""
+
+    def __init__(self, ctx: JobContext, mailing: Any, account: accounts.Account, base: Any):
+        self.ctx = ctx
+        self.mailing = mailing
+        self.account = account
+        self.docs = system_documents(ctx)
+        self.template = ctx.session.get(ctx.models.cls(lettering.TEMPLATE), mailing.template_id)
+        if self.template is None:
+            raise JobError(gettext("the mailing's template no longer exists"), retry=False)
+        self.secret = unsubscribe.secret_key()
+        self.base = str(base or outbox_base(ctx.registry) or "http://localhost").rstrip("/")
+        self.domain = account.address.rpartition("@")[2] or "crm"
+        self.date = format_datetime(ctx.now())
+
+    def records(self, rows: list[Any]) -> dict[int, tuple[Any, Any]]:
+        by_type: dict[str, list[int]] = {}
+        for row in rows:
+            if row.doctype and row.doc_id is not None:
+                by_type.setdefault(row.doctype, []).append(int(row.doc_id))
+        out: dict[int, tuple[Any, Any]] = {}
+        for name, ids in by_type.items():
+            d = self.ctx.registry.documents.get(name)
+            if d is None:
+                continue
+            cls = self.ctx.models.cls(name)
+            for obj in self.ctx.session.execute(sa.select(cls).where(cls.id.in_(ids))).scalars():
+                out[obj.id] = (d, obj)
+        return out
+
+    def letter(self, row: Any, record: tuple[Any, Any] | None) -> EmailMessage:
+        d, doc = record if record is not None else (None, None)
+        rendered = lettering.render_template(self.docs, self.template, d, doc)
+        token = unsubscribe.make_token(self.secret, row.id, row.address)
+        link = f"{self.base}/mail/unsubscribe/{token}"
+        message = EmailMessage()
+        message["From"] = self.account.sender
+        message["To"] = row.address
+        message["Subject"] = rendered.subject
+        message["Date"] = self.date
+        message["Message-ID"] = message_id(self.mailing.id, row.id, self.domain, self.secret)
+        message["List-Unsubscribe"] = f"<{link}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        message["Precedence"] = "bulk"
+        message.set_content(rendered.text)
+        if rendered.html:
+            message.add_alternative(rendered.html, subtype="html")
+        return message
+
+    def send(
+        self, rows: list[Any]
+    ) -> tuple[list[tuple[int, str]], list[tuple[int, str]], str | None]:
+        """(sent: (id, Message-ID)), (failed: (id, answer)), the temporary
+        refusal that stopped the batch or None."""
+        records = self.records(rows)
+        sent: list[tuple[int, str]] = []
+        failed: list[tuple[int, str]] = []
+        pool = outbox.connections(self.ctx.registry)
+        assert self.account.smtp is not None
+        try:
+            with pool.connection(self.account.smtp) as conn:
+                for i, row in enumerate(rows):
+                    try:
+                        message = self.letter(row, records.get(int(row.doc_id or 0)))
+                    except HandledError as exc:
+                        failed.append((row.id, str(exc)))
+                        continue
+                    try:
+                        deliver(conn, message, self.account.address, [row.address])
+                    except SendFailed as refused:
+                        if refused.temporary:
+                            if refused.reply.startswith("no connection"):
+                                raise
+                            return sent, failed, refused.reply
+                        failed.append((row.id, refused.reply))
+                        continue
+                    sent.append((row.id, str(message["Message-ID"])))
+                    if i % 50 == 49:
+                        self.ctx.checkpoint()
+        except SendFailed as lost:  # no connection, or lost mid-batch: try again later
+            return sent, failed, lost.reply
+        return sent, failed, None
+
+
+def preview(docs: Any, mailing: Any, recipient: Any = None) -> lettering.Letter:
+    """The mailing's letter over a real record: the given recipient's, else
+    the first record its segment or filter picks."""
+    registry, models, session = docs.registry, docs.models, docs.session
+    template = session.get(models.cls(lettering.TEMPLATE), mailing.template_id)
+    if template is None:
+        raise StartError(gettext("choose a template"), "template")
+    d, spec, field = audience(registry, models, mailing)
+    cls = models.cls(d.name)
+    if recipient is not None and recipient.doc_id is not None:
+        doc = session.get(models.cls(recipient.doctype or d.name), recipient.doc_id)
+    else:
+        try:
+            condition = compile_filter(models, d.name, spec, principal=docs.principal,
+                                       user_id=docs.principal.user_id)  # fmt: skip
+        except ValueError as exc:
+            raise StartError(
+                gettext("the filter is wrong: %(error)s", error=str(exc)), "filter"
+            ) from exc
+        table = models.table(d.name)
+        condition = sa.and_(condition, where(models, docs.principal, d.name, "read"),
+                            table.c[field.column].is_not(None))  # fmt: skip
+        doc = session.execute(sa.select(cls).where(condition).order_by(cls.id).limit(1)).scalar()
+    return lettering.render_template(docs, template, d if doc is not None else None, doc)
+
+
+def user_address(session: Any, models: Any, user_id: int | None) -> str | None:
+    if user_id is None:
+        return None
+    users = models.table(USER)
+    return session.execute(sa.select(users.c.email).where(users.c.id == user_id)).scalar()
