@@ -185,7 +185,7 @@ class MailingActionsView(BaseView):
         try:
             letter = delivery.preview(docs, row)
             outbox.queue(docs, account_id=row.account_id, to=to,
-                         subject=f"[{gettext('Test')}] {letter.subject}",
+                         subject=gettext("[Test] %(subject)s", subject=letter.subject),
                          text=letter.text, html=letter.html)  # fmt: skip
             session.commit()
         except (StartError, HandledError) as exc:
