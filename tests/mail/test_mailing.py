@@ -279,3 +279,23 @@ def test_a_scheduled_mailing_starts_when_its_time_comes(
     assert smtp.messages[0]["List-Unsubscribe"].startswith(
         "<https://crm.romashka.example/mail/unsubscribe/"
     )
+
+
+def test_a_letter_written_as_bytes_reads_back_with_its_cyrillic_subject_and_html() -> None:
+    import email
+    import email.policy
+
+    from plugins.mail.delivery import raw_letter
+
+    data = raw_letter(
+        {"From": "=?utf-8?b?0KDQvtC80LDRiNC60LA=?= <crm@romashka.example>", "To": "a@x.ru",
+         "Subject": "Весенние новости для ООО «Вектор» " * 3, "Message-ID": "<m.1.2@x>",
+         "List-Unsubscribe": "<https://crm.example/mail/unsubscribe/abc>"},
+        "Здравствуйте!\n.\nНовости.", "<p>Здравствуйте!</p>",
+    )  # fmt: skip
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert message["Subject"] == ("Весенние новости для ООО «Вектор» " * 3).strip()
+    assert str(message["From"]) == "Ромашка <crm@romashka.example>"
+    assert message.get_body(("plain",)).get_content() == "Здравствуйте!\n.\nНовости."
+    assert message.get_body(("html",)).get_content() == "<p>Здравствуйте!</p>"
+    assert message["List-Unsubscribe"] == "<https://crm.example/mail/unsubscribe/abc>"
