@@ -8,7 +8,8 @@ plugin on, and a local SMTP sink (aiosmtpd, a handler that only counts):
   target under a second on SQLite at 100 k;
 - *bare loop*: smtplib over one reused connection, N letters each written
   as bytes by an f-string (From, To, Subject, Message-ID, a line of text):
-  the floor of any sender;
+  the floor of any sender; run in a process of its own like the worker,
+  before and after the mailing, the better run counting;
 - *mailing*: the same N letters as the mailing, sent by ``crm worker`` as a
   process of its own (batches, templates over each record, the unsubscribe
   headers, the marks in the database); throughput counted at the sink from
@@ -85,6 +86,15 @@ def bare_loop(port: int, rows: int) -> float:
     return rows / (time.perf_counter() - started)
 
 
+def _bare_process(port: int, rows: int, env: dict[str, str]) -> float:
+    """The bare loop in a process of its own, as the worker is (the sink
+    stays in this one for both)."""
+    code = f"from bench.mailing import bare_loop; print(bare_loop({port}, {rows}))"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+    return float(done.stdout.strip())
+
+
 def _worker_rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -147,13 +157,13 @@ def run(rows: int, url: str | None = None) -> dict[str, Any]:
             figures["total"] = int(mailing.total)
         dispose(app)
 
-        figures["bare_per_s"] = bare_loop(port, rows)
+        env = {k: v for k, v in os.environ.items() if k != "CRM_DATABASE_URL"}
+        bare = [_bare_process(port, rows, env)]
         sink.reset()
 
         config = json.loads((folder / "config.yaml").read_text(encoding="utf-8"))
         config["jobs"] = {"runner": "external"}
         (folder / "config.yaml").write_text(json.dumps(config), encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if k != "CRM_DATABASE_URL"}
         worker = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "worker", str(folder), "--interval", "0.05"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -175,6 +185,9 @@ def run(rows: int, url: str | None = None) -> dict[str, Any]:
         figures["sent"] = sink.count
         span = max(1e-9, sink.last - sink.first)
         figures["mailing_per_s"] = (sink.count - 1) / span if sink.count > 1 else 0.0
+        bare.append(_bare_process(port, rows, env))  # again: the better of two runs counts
+        figures["bare_runs"] = bare
+        figures["bare_per_s"] = max(bare)
         if "Traceback" in err:
             figures["worker_error"] = err[-2000:]
     controller.stop()
@@ -188,7 +201,9 @@ def report(f: dict[str, Any]) -> list[str]:
     print(f"  start: {f['total']:,} recipients in {f['start_s'] * 1000:.0f} ms, "
           f"{f['start_inserts']} INSERT ... SELECT, {f['start_statements']} statements in all "
           f"(target < {START_TARGET:.0f} s on SQLite)")  # fmt: skip
-    print(f"  bare smtplib loop, one connection: {f['bare_per_s']:,.0f} letters/s")
+    runs = ", ".join(f"{r:,.0f}" for r in f["bare_runs"])
+    print(f"  bare smtplib loop, one connection: {f['bare_per_s']:,.0f} letters/s "
+          f"(the better of {runs}: before and after the mailing)")  # fmt: skip
     print(f"  mailing (crm worker): {f['mailing_per_s']:,.0f} letters/s, {f['sent']:,} sent; "
           f"ratio {ratio:.2f}x (target ≥ {RATIO_TARGET}x)")  # fmt: skip
     print(f"  worker peak memory: {f['worker_peak_mb']:.0f} MB (target ≤ {MEMORY_TARGET} MB)")

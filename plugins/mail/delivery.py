@@ -44,6 +44,7 @@ from engine.api import (
     compile_filter,
     enqueue,
     gettext,
+    render,
     system_documents,
     where,
 )
@@ -165,7 +166,7 @@ def recipients_insert(
     select = sa.select(
         sa.literal(mailing.id), first.c.address, sa.literal(d.name), first.c.doc_id, status,
         sa.literal(1), sa.literal(now), sa.literal(now),
-    ).order_by(first.c.doc_id)  # fmt: skip
+    )  # fmt: skip
     return sa.insert(recipients).from_select(
         ["mailing_id", "address", "doctype", "doc_id", "status", "version", "created_at",
          "updated_at"],
@@ -266,13 +267,6 @@ def outbox_base(registry: Any) -> str | None:
 
 
 # --- sending -------------------------------------------------------------------------------
-
-
-def message_id(mailing_id: int, recipient_id: int, domain: str, secret: str) -> str:
-    """The same Message-ID for a recipient every time it is sent (a resend
-    after a crash is one letter to the server that drops repeats)."""
-    tag = hashlib.sha256(f"{secret}:{mailing_id}".encode()).hexdigest()[:8]
-    return f"<mailing.{mailing_id}.{recipient_id}.{tag}@{domain or 'crm'}>"
 
 
 def _naive(value: dt.datetime) -> dt.datetime:
@@ -404,6 +398,13 @@ class Sender:
         if self.template is None:
             raise JobError(gettext("the mailing's template no longer exists"), retry=False)
         self.secret = unsubscribe.secret_key()
+        self.tokens = unsubscribe.Tokens(self.secret)
+        t = self.template
+        self.sources = (t.subject or "", t.body or "", t.html or "")
+        self.all_sources = "\n".join(self.sources)
+        # the same Message-ID for a recipient every time it is sent: a resend
+        # after a crash is one letter to a server that drops repeats
+        self.mid_tag = hashlib.sha256(f"{self.secret}:{mailing.id}".encode()).hexdigest()[:8]
         self.base = str(base or outbox_base(ctx.registry) or "http://localhost").rstrip("/")
         self.domain = account.address.rpartition("@")[2] or "crm"
         self.date = format_datetime(ctx.now())
@@ -427,9 +428,9 @@ class Sender:
     def letter(self, row: Any, record: tuple[Any, Any] | None) -> tuple[str, bytes]:
         """(Message-ID, the letter as the server gets it)."""
         d, doc = record if record is not None else (None, None)
-        rendered = lettering.render_template(self.docs, self.template, d, doc)
-        token = unsubscribe.make_token(self.secret, row.id, row.address)
-        mid = message_id(self.mailing.id, row.id, self.domain, self.secret)
+        rendered = self.render(d, doc)
+        token = self.tokens.make(row.id, row.address)
+        mid = f"<mailing.{self.mailing.id}.{row.id}.{self.mid_tag}@{self.domain}>"
         headers = {
             "From": self.sender,
             "To": row.address,
@@ -441,6 +442,22 @@ class Sender:
             "Precedence": "bulk",
         }
         return mid, raw_letter(headers, rendered.text, rendered.html)
+
+    def render(self, d: Any, doc: Any) -> lettering.Letter:
+        """The template over one record: one context for subject, text and
+        HTML (each template compiled once, by the engine's cache)."""
+        if d is None or doc is None:
+            return lettering.render_template(self.docs, self.template)
+        try:
+            view = self.docs.view(d, doc)
+            context = self.docs.expression_context(view, d.fields, self.all_sources, template=True)
+            subject, text, html = (render(s, context) if s else "" for s in self.sources)
+        except Exception as exc:
+            raise HandledError(
+                gettext("the template %(name)s cannot be filled in: %(error)s",
+                        name=self.template.name, error=str(exc))
+            ) from exc  # fmt: skip
+        return lettering.Letter(" ".join(subject.split()), text, html or None)
 
     def send(
         self, rows: list[Any]

@@ -13,12 +13,14 @@ CSRF token and no session) records the address as unsubscribed, once.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app, request
 from flask_appbuilder import BaseView, expose
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, Signer, base64_encode
 from sqlalchemy.exc import IntegrityError
 
 from engine.api import clock, crm, db_session, speaking
@@ -37,24 +39,41 @@ def secret_key() -> str:
         raise RuntimeError("unsubscribe links need the app's SECRET_KEY") from exc
 
 
+def _signer(secret: str) -> Signer:
+    return Signer(secret, salt=SALT, digest_method=hashlib.sha256)
+
+
+class Tokens:
+    """Tokens for many recipients: the key is derived once (a mailing's batch)."""
+
+    def __init__(self, secret: str) -> None:
+        self.signer = _signer(secret)
+        self.key = self.signer.derive_key()
+
+    def make(self, recipient_id: int, address: str) -> str:
+        value = f"{int(recipient_id)}.{_b64(address.encode())}".encode("ascii")
+        signature = base64_encode(self.signer.algorithm.get_signature(self.key, value))
+        return (value + b"." + signature).decode("ascii")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
 def make_token(secret: str, recipient_id: int, address: str) -> str:
-    return str(URLSafeSerializer(secret, salt=SALT).dumps([int(recipient_id), address]))
+    """The recipient's id and address, signed (HMAC-SHA256 with the site's key)."""
+    return Tokens(secret).make(recipient_id, address)
 
 
 def read_token(secret: str, token: str) -> tuple[int, str] | None:
     """(recipient id, address) of a genuine token; None for a forged or broken one."""
     try:
-        value = URLSafeSerializer(secret, salt=SALT).loads(token)
-    except BadSignature:
+        value = _signer(secret).unsign(token.encode("ascii")).decode("ascii")
+        rid, _, encoded = value.partition(".")
+        address = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
+        return int(rid), address
+    except (BadSignature, UnicodeError, ValueError):
         return None
-    if (
-        not isinstance(value, list)
-        or len(value) != 2
-        or not isinstance(value[0], int)
-        or not isinstance(value[1], str)
-    ):
-        return None
-    return value[0], value[1]
 
 
 def unsubscribe(session: Any, models: Any, recipient_id: int, address: str, reason: str) -> bool:
@@ -107,9 +126,7 @@ class UnsubscribePageView(BaseView):
     def _page(self, template: str, status: int = 200, **values: Any) -> Any:
         state = crm()
         with speaking(state.registry.locale):
-            html = self.render_template(
-                template, company=state.registry.settings.get("name") or "", **values
-            )
+            html = self.render_template(template, company=state.registry.name or "", **values)
         return html, status
 
     @expose("/<token>", methods=["GET", "POST"])
