@@ -280,6 +280,14 @@ def batch_size(registry: Any, account: accounts.Account) -> int:
     return max(1, size)
 
 
+def _add(session: Any, models: Any, mailing_id: int, **more: int) -> None:
+    """Add to a mailing's counts in SQL (see :func:`finish`)."""
+    m = models.table(MAILING)
+    values = {name: sa.func.coalesce(m.c[name], 0) + n for name, n in more.items() if n}
+    if values:
+        session.execute(sa.update(m).where(m.c.id == mailing_id).values(values))
+
+
 def batch_job(ctx: JobContext, payload: Mapping[str, Any]) -> Any:
     """``mail.mailing.batch``: ``{mailing, after, base, n, retry?}``. Sends
     the next batch of queued recipients whose id is past ``after``."""
@@ -304,7 +312,7 @@ def batch_job(ctx: JobContext, payload: Mapping[str, Any]) -> Any:
         .limit(size)
     ).all()  # fmt: skip
     if not rows:
-        finish(session, models, mailing, started)
+        finish(session, models, mailing.id, started)
         return {"done": mailing.id}
     sender = Sender(ctx, mailing, account, payload.get("base"))
     sent, failed, temporary = sender.send(rows)
@@ -323,8 +331,8 @@ def batch_job(ctx: JobContext, payload: Mapping[str, Any]) -> Any:
                 status="failed", error=reply[:500], updated_at=_naive(now), version=r.c.version + 1
             )
         )  # fmt: skip
-    mailing.sent = (mailing.sent or 0) + len(sent)
-    mailing.failed = (mailing.failed or 0) + len(failed)
+    _add(session, models, mailing.id, sent=len(sent), failed=len(failed))
+    progress = (mailing.sent or 0) + (mailing.failed or 0) + len(sent) + len(failed)
     last = max([rid for rid, _ in sent] + [rid for rid, _ in failed] + [after])
     retry = int(payload.get("retry") or 0)
     n = int(payload.get("n") or 1) + 1
@@ -341,15 +349,15 @@ def batch_job(ctx: JobContext, payload: Mapping[str, Any]) -> Any:
             session.execute(
                 sa.update(r).where(r.c.id == stuck).values(status="failed", error=temporary[:500])
             )
-            mailing.failed = (mailing.failed or 0) + 1
+            _add(session, models, mailing.id, failed=1)
             nxt |= {"after": stuck}
             retry = 0
         run_after = now + dt.timedelta(seconds=min(3600.0, RETRY_BASE * 2 ** max(0, retry - 1)))
         if retry:
             nxt["retry"] = retry
     elif len(rows) < size:  # the last batch: nothing is left to queue
-        finish(session, models, mailing, now)
-        ctx.report(mailing.sent + mailing.failed, (mailing.total or 0) - (mailing.skipped or 0))
+        finish(session, models, mailing.id, now)
+        ctx.report(progress, (mailing.total or 0) - (mailing.skipped or 0))
         return {"sent": len(sent), "failed": len(failed), "done": mailing.id}
     elif account.rate_limit:
         done = len(sent) + len(failed)
@@ -357,20 +365,30 @@ def batch_job(ctx: JobContext, payload: Mapping[str, Any]) -> Any:
     else:
         run_after = now
     enqueue(session, BATCH_JOB, nxt, key=f"{BATCH_JOB}.{mailing.id}.{n}", run_after=run_after)
-    ctx.report(mailing.sent + mailing.failed, (mailing.total or 0) - (mailing.skipped or 0))
+    ctx.report(progress, (mailing.total or 0) - (mailing.skipped or 0))
     return {"sent": len(sent), "failed": len(failed), "temporary": temporary}
 
 
-def finish(session: Any, models: Any, mailing: Any, now: dt.datetime) -> None:
-    """The last batch: ``done``, ``finished_at`` and the counts as they are."""
-    found = counts(session, models, mailing.id)
-    mailing.status = "done"
-    mailing.finished_at = _naive(now)
-    mailing.total = sum(found.values())
-    for name in ("sent", "failed", "bounced", "unsubscribed", "skipped"):
-        setattr(mailing, name, found.get(name, 0))
+def finish(session: Any, models: Any, mailing_id: int, now: dt.datetime) -> None:
+    """The last batch: ``done``, ``finished_at`` and the counts as they are —
+    unless the mailing was cancelled meanwhile (it stays cancelled). Written
+    in SQL, not through the record's version: a user saving the mailing
+    meanwhile must not make the batch fail and go out again."""
+    found = counts(session, models, mailing_id)
+    m = models.table(MAILING)
     # a recipient who unsubscribed after the letter reached them was sent it too
-    mailing.sent = found.get("sent", 0) + _unsubscribed_after_sending(session, models, mailing.id)
+    sent = found.get("sent", 0) + _unsubscribed_after_sending(session, models, mailing_id)
+    session.execute(
+        sa.update(m).where(m.c.id == mailing_id).values(
+            total=sum(found.values()), sent=sent, failed=found.get("failed", 0),
+            bounced=found.get("bounced", 0), unsubscribed=found.get("unsubscribed", 0),
+            skipped=found.get("skipped", 0),
+        )
+    )  # fmt: skip
+    session.execute(
+        sa.update(m).where(m.c.id == mailing_id, m.c.status == "sending")
+        .values(status="done", finished_at=_naive(now))
+    )  # fmt: skip
 
 
 def _unsubscribed_after_sending(session: Any, models: Any, mailing_id: int) -> int:

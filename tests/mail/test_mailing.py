@@ -299,3 +299,46 @@ def test_a_letter_written_as_bytes_reads_back_with_its_cyrillic_subject_and_html
     assert message.get_body(("plain",)).get_content() == "Здравствуйте!\n.\nНовости."
     assert message.get_body(("html",)).get_content() == "<p>Здравствуйте!</p>"
     assert message["List-Unsubscribe"] == "<https://crm.example/mail/unsubscribe/abc>"
+
+
+def test_cancelling_during_a_batch_lets_it_finish_once_and_stops(
+    mail_app: Any, smtp: Any, run_jobs: Any, login: Any
+) -> None:
+    """The mailing is cancelled (its record saved) while a batch is with the
+    server: the batch is marked as sent, not failed and sent again."""
+    app = mail_app(batch=2)
+    state = app.extensions["crm"]
+    with app.app_context():
+        session = state.db.session
+        docs = system_docs(app, session)
+        _customers(docs, [f"c{n}@x.ru" for n in range(5)])
+        mailing_id = make_mailing(docs, filter_="segment: A").id
+        session.commit()
+    client = login(app, "admin")
+    client.client.post(f"/mailings/{mailing_id}/start", data={"csrf_token": client.csrf})
+    original = type(smtp).handle_DATA
+    cancelled: list[bool] = []
+
+    async def cancel_on_first(self: Any, server: Any, session: Any, envelope: Any) -> str:
+        if not cancelled:
+            cancelled.append(True)
+            engine = sa.create_engine(state.registry.database)
+            with engine.begin() as conn:
+                conn.execute(sa.text("UPDATE mailing SET status = 'cancelled', "
+                                     "version = version + 1 WHERE id = :id"), {"id": mailing_id})  # fmt: skip
+            engine.dispose()
+        return await original(self, server, session, envelope)
+
+    type(smtp).handle_DATA = cancel_on_first
+    try:
+        run_jobs(app)
+        later = clock.now() + dt.timedelta(hours=2)
+        with clock.use(lambda: later):
+            run_jobs(app)
+    finally:
+        type(smtp).handle_DATA = original
+    assert len(smtp.messages) == 2 and smtp.dropped == 0
+    body = client.get(f"/mailings/{mailing_id}/progress.json").get_json()
+    assert (body["status"], body["sent"], body["queued"]) == ("cancelled", 2, 3)
+    with app.app_context():
+        assert counts_of(app, state.db.session, mailing_id) == {"sent": 2, "queued": 3}
