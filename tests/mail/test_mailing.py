@@ -342,3 +342,23 @@ def test_cancelling_during_a_batch_lets_it_finish_once_and_stops(
     assert (body["status"], body["sent"], body["queued"]) == ("cancelled", 2, 3)
     with app.app_context():
         assert counts_of(app, state.db.session, mailing_id) == {"sent": 2, "queued": 3}
+
+
+def test_a_segment_of_the_metadata_narrowed_by_the_mailings_filter(
+    mail_app: Any, smtp: Any, run_jobs: Any, login: Any
+) -> None:
+    app = mail_app(metadata="segments:\n  big: {document: Customer, filter: {segment: A}}\n")
+    state = app.extensions["crm"]
+    with app.app_context():
+        session = state.db.session
+        docs = system_docs(app, session)
+        _customers(docs, ["a@x.ru", "b@x.ru"])
+        docs.create("Customer", {"name": "Small", "email": "small@x.ru", "segment": "C"})
+        mailing_id = make_mailing(
+            docs, segment="big", doctype=None, filter_="{email: {contains: b}}"
+        ).id
+        session.commit()
+    client = login(app, "admin")
+    client.client.post(f"/mailings/{mailing_id}/start", data={"csrf_token": client.csrf})
+    run_jobs(app)
+    assert [m["To"] for m in smtp.messages] == ["b@x.ru"]
