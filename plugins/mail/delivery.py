@@ -206,12 +206,18 @@ def start(
     if principal is None:
         principal = owner_principal(mailing)
     insert = recipients_insert(models, mailing, principal, now)
-    session.execute(insert)
-    found = counts(session, models, mailing.id)
+    total = int(session.execute(insert).rowcount)
+    r = models.table(RECIPIENT)
+    skipped = int(
+        session.execute(
+            sa.select(sa.func.count()).where(r.c.status == "skipped", r.c.mailing_id == mailing.id)
+        ).scalar_one()
+    )
+    found = {"queued": total - skipped, "skipped": skipped}
     mailing.status = "sending"
     mailing.started_at = now
-    mailing.total = sum(found.values())
-    mailing.skipped = found.get("skipped", 0)
+    mailing.total = total
+    mailing.skipped = skipped
     mailing.sent = mailing.failed = mailing.bounced = mailing.unsubscribed = 0
     enqueue(
         session, BATCH_JOB, {"mailing": mailing.id, "after": 0, "base": base_url, "n": 1},
