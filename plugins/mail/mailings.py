@@ -146,7 +146,8 @@ class MailingActionsView(BaseView):
             flash(gettext("Only a draft can be scheduled"), "danger")
             return _back(row)
         try:
-            delivery.audience(api.crm().registry, api.crm().models, row)
+            # the filter is checked now, not when nobody is looking
+            delivery.recipients_insert(api.crm().models, row, api.principal(), api.clock.now())
         except StartError as exc:
             flash(_field_message(exc), "danger")
             return _back(row)

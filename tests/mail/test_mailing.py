@@ -196,10 +196,11 @@ def test_a_bad_filter_is_a_message_on_the_page_not_a_500(mail_app: Any, login: A
     client = login(app, "admin")
     for mailing_id, text in [(bad_yaml, "not valid YAML"), (no_field, "colour"),
                              (no_segment, "no segment vip")]:  # fmt: skip
-        response = client.client.post(f"/mailings/{mailing_id}/start",
-                                      data={"csrf_token": client.csrf}, follow_redirects=True)  # fmt: skip
-        assert response.status_code == 200
-        assert text in response.text
+        for action in ("start", "schedule"):
+            response = client.client.post(f"/mailings/{mailing_id}/{action}",
+                                          data={"csrf_token": client.csrf}, follow_redirects=True)  # fmt: skip
+            assert response.status_code == 200
+            assert text in response.text
         with app.app_context():
             m = state.db.session.get(state.models.cls("Mailing"), mailing_id)
             assert (m.status, m.total) == ("draft", 0)
