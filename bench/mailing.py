@@ -110,7 +110,7 @@ def run(rows: int, url: str | None = None) -> dict[str, Any]:
 
     from engine.testing import dispose, make_app
     from plugins.mail import delivery
-    from tests.mail.mailing_helpers import make_mailing, system_docs
+    from tests.mail.test_mailing_helpers import make_mailing, system_docs
 
     sink = Sink()
     port = _free_port()

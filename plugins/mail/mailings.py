@@ -9,7 +9,6 @@ a test of it; one who may read it sees its progress and preview.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request
@@ -21,8 +20,6 @@ from engine.api import HandledError, ValidationFailed, gettext, login_required
 
 from . import delivery, outbox, unsubscribe
 from .delivery import MAILING, RECIPIENT, StartError
-
-HERE = Path(__file__).parent
 
 #: background jobs of this part, by name (crm_jobs)
 JOBS: dict[str, Any] = {
@@ -131,7 +128,7 @@ class MailingActionsView(BaseView):
             session.commit()
         except StartError as exc:
             session.rollback()
-            flash(_field_message(exc), "danger")
+            flash(str(exc), "danger")
             return _back(row)
         flash(gettext("The mailing has started: %(n)s recipients",
                       n=found.get("queued", 0)), "success")  # fmt: skip
@@ -149,7 +146,7 @@ class MailingActionsView(BaseView):
             # the filter is checked now, not when nobody is looking
             delivery.recipients_insert(api.crm().models, row, api.principal(), api.clock.now())
         except StartError as exc:
-            flash(_field_message(exc), "danger")
+            flash(str(exc), "danger")
             return _back(row)
         row.status = "scheduled"
         row.version = (row.version or 0) + 1
@@ -199,10 +196,6 @@ class MailingActionsView(BaseView):
             return _back(row)
         flash(gettext("A test letter is on its way to %(address)s", address=to), "success")
         return _back(row)
-
-
-def _field_message(exc: StartError) -> str:
-    return str(exc)
 
 
 # --- the record's page -------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from engine import jobs
 from tests.browser.conftest import Server
-from tests.mail.mailing_helpers import make_mailing, system_docs
+from tests.mail.test_mailing_helpers import make_mailing, system_docs
 
 try:
     from playwright.sync_api import expect

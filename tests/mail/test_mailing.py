@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from engine.api import Documents, clock
 
-from .mailing_helpers import counts_of, make_mailing, statements, system_docs
+from .test_mailing_helpers import counts_of, make_mailing, statements, system_docs
 
 
 def _customers(docs: Documents, emails: list[str | None]) -> None:

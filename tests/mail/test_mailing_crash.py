@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from engine.testing import dispose
 
-from .mailing_helpers import make_mailing, system_docs
+from .test_mailing_helpers import make_mailing, system_docs
 
 RECIPIENTS = 300
 BATCH = 40

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from plugins.mail import unsubscribe
 
-from .mailing_helpers import make_mailing, system_docs
+from .test_mailing_helpers import make_mailing, system_docs
 
 
 def _sent_mailing(app: Any, smtp: Any, run_jobs: Any, login: Any, emails: list[str]) -> int:

@@ -1,4 +1,4 @@
-"""Helpers of the mailing tests: a template and a mailing, statements seen."""
+"""Helpers of the mailing tests (no tests here): a template and a mailing, the statements run."""
 
 from __future__ import annotations
 
