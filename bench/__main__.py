@@ -3,7 +3,8 @@
 ``python -m bench --discipline [--quick] [--rows N] [--db URL]`` for the
 executive discipline report; ``python -m bench --search [--quick] [--rows N] [--db URL]``
 for the search against an equality filter; ``python -m bench --imap [--quick] [--rows N]
-[--db URL]`` for the mail plugin's IMAP sync against imapclient alone."""
+[--db URL]`` for the mail plugin's IMAP sync against imapclient alone; ``python -m bench
+--mailing [--quick] [--rows N] [--db URL]`` for a mailing against a bare smtplib loop."""
 
 from __future__ import annotations
 
@@ -85,9 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         help="instead, the mail plugin's IMAP sync from Dovecot against imapclient alone "
         "(bench.mail_imap), 10 k letters (1 k with --quick)",
     )  # fmt: skip
+    parser.add_argument(
+        "--mailing", action="store_true",
+        help="instead, a mailing into a local SMTP sink against a bare smtplib loop, and its "
+        "start (bench.mailing), 100 k customers (10 k with --quick)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.imap:
         return _imap(args)
+    if args.mailing:
+        return _mailing(args)
     if args.search:
         return _search(args)
     if args.html:
@@ -151,6 +159,16 @@ def _imports(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     figures = imports.run(rows, url=args.db)
     return _finish(args, started, imports.report(figures))
+
+
+def _mailing(args: argparse.Namespace) -> int:
+    from bench import mailing
+
+    started = time.perf_counter()
+    figures = mailing.run(
+        args.rows or (mailing.QUICK_ROWS if args.quick else mailing.ROWS), args.db
+    )
+    return _finish(args, started, mailing.report(figures))
 
 
 def _discipline(args: argparse.Namespace) -> int:

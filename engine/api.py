@@ -42,6 +42,10 @@ from engine.fieldtypes import Context as Context  # what a field type's normaliz
 from engine.fieldtypes import FieldType as FieldType  # a field type: column, normalize, options
 from engine.fieldtypes import Invalid as Invalid  # raised by normalize() with the user's message
 from engine.fieldtypes import valid_id as valid_id  # a record id (1 to 2**31-1) from text, or None
+
+# a structured filter, written as in a segment ({city: Kazan, email: {set: true}}), as one
+# SQL WHERE clause on a type's table; raises FilterError (a ValueError) with a message
+from engine.filters import compile_filter as compile_filter
 from engine.hookspecs import hookimpl as hookimpl  # marks a plugin's function as a hook
 from engine.hookspecs import hookspec as hookspec  # marks a hook a plugin offers other plugins
 from engine.i18n import gettext as gettext  # a message in the user's language: gettext("Save")
@@ -149,6 +153,7 @@ __all__ = [
     "api_principal",
     "clock",
     "company_tz",
+    "compile_filter",
     "crm",
     "csv_file",
     "db_session",

@@ -84,6 +84,8 @@ def crm_record_actions(doctype: Any, doc: Any, principal: Any) -> list[Any]:
 @hookimpl
 def crm_record_sections(models: Any, doctype: Any, doc: Any, principal: Any) -> list[Any]:
     """Each part's sections of a record's page (``record_sections``, when it has one)."""
+    if not _on(models.registry):
+        return []
     from . import compose, inbox, mailings
 
     return [
