@@ -593,7 +593,7 @@ MAIL_TEMPLATES = (
      "Добрый день!\n\nНаправляем коммерческое предложение для {{ doc.name }}. Цены действуют "
      "до конца месяца, доставка по городу бесплатная.\n\nС уважением,\n{{ user.first_name }} "
      "{{ user.last_name }}\nООО «Демо Трейд»"),
-    ("Коммерческое предложение", "en", "Customer", "Our offer for {{ doc.name }}",
+    ("Commercial offer", "en", "Customer", "Our offer for {{ doc.name }}",
      "Good afternoon,\n\nplease find our offer for {{ doc.name }} attached. The prices hold until "
      "the end of the month; delivery within the city is free.\n\nKind regards,\n"
      "{{ user.first_name }} {{ user.last_name }}\nDemo Trade LLC"),
@@ -607,7 +607,7 @@ MAIL_TEMPLATES = (
     ("Приглашение на выставку", "ru", "", "Приглашаем на выставку «Офис-2026»",
      "Добрый день!\n\nПриглашаем {{ doc.name }} на наш стенд на выставке «Офис-2026»: новинки "
      "мебели и оргтехники, специальные цены для участников.\n\nООО «Демо Трейд»"),
-    ("Приглашение на выставку", "en", "", "Meet us at the Office-2026 fair",
+    ("Exhibition invitation", "en", "", "Meet us at the Office-2026 fair",
      "Good afternoon,\n\nwe invite {{ doc.name }} to our stand at the Office-2026 fair: new "
      "furniture and office equipment, special prices for visitors.\n\nDemo Trade LLC"),
 )  # fmt: skip

@@ -166,10 +166,12 @@ def fill(registry: Registry, models: Models, db: Database, config: str) -> None:
             docs.update(doctype, obj_id, values)
     # a file names an Interest by its subject: the demo's repeat, and a file
     # with two interests of one subject cannot say which a deal belongs to
-    interests = models.table("Interest")
-    db.session.execute(
-        interests.update().values(subject=interests.c.subject + " — " + sa.cast(interests.c.id, sa.String))
-    )  # fmt: skip
+    # (and a letter names its interaction by its subject: a thread's replies share one)
+    for name in ("Interest", "Interaction"):
+        named = models.table(name)
+        db.session.execute(
+            named.update().values(subject=named.c.subject + " — " + sa.cast(named.c.id, sa.String))
+        )
     for d in registry.documents.values():
         table = models.table(d.name)
         if not d.builtin and db.session.execute(sa.select(table.c.id).limit(1)).first() is None:

@@ -3,9 +3,8 @@ are sandboxed ``{{ }}`` templates (the consultant's template language) over
 the record the letter is about (``doc``, and its fields by name) and the
 user who writes (``user``).
 
-A template is chosen for the reader's language: of the templates with one
-name, the one in the recipient's (or the configuration's) language wins,
-then one with no language.
+A template's name is unique; its language says which readers it is for
+(the compose page offers the writer's language first).
 """
 
 from __future__ import annotations
@@ -57,7 +56,8 @@ def render_template(docs: Documents, template: Any, doctype: Any = None, doc: An
 
 
 def find(docs: Documents, name: str, locale: str | None = None) -> Any | None:
-    """The active template of that name, in ``locale`` if there is one."""
+    """The active template of that name (names are unique; ``locale`` breaks
+    a tie should a later layer lift that)."""
     cls = docs.models.cls(TEMPLATE)
     rows = list(
         docs.session.execute(sa.select(cls).where(cls.name == name, cls.active.is_(True))).scalars()

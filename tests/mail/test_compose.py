@@ -155,12 +155,12 @@ def test_a_template_fills_the_subject_and_text_over_the_record(
 ) -> None:
     anna, customer_id = customer
     head = Client(app, "head")
-    other = create(head, "email_template", name="Offer", locale="ru", doctype="Deal",
+    other = create(head, "email_template", name="Invoice", locale="ru", doctype="Deal",
                    subject="Счёт {{ doc.number }}", body="Для {{ doc.customer.name }}, {{ now.year }}")  # fmt: skip
     mine = create(head, "email_template", name="Offer", locale="en", doctype="Customer",
                   subject="Our offer for {{ doc.name }}",
                   body="Dear {{ doc.name }},\nyours, {{ user.first_name }}")  # fmt: skip
-    russian = create(head, "email_template", name="Offer", locale="ru", doctype="Customer",
+    russian = create(head, "email_template", name="Предложение", locale="ru", doctype="Customer",
                      subject="Предложение", body="Добрый день")  # fmt: skip
     anywhere = create(head, "email_template", name="News", subject="News", body="News")
     page = anna.get(f"/mail/compose?doctype=Customer&id={customer_id}")
