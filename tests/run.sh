@@ -53,6 +53,12 @@ if [ -d bench ] && [ -f bench/__main__.py ]; then
   .venv/bin/python -m bench --imports --quick
   echo "== executive discipline benchmark (quick)"
   .venv/bin/python -m bench --discipline --quick
+  echo "== mailing benchmark (quick)"
+  .venv/bin/python -m bench --mailing --quick
+  if [ -x /usr/sbin/dovecot ]; then
+    echo "== IMAP sync benchmark (quick)"
+    .venv/bin/python -m bench --imap --quick
+  fi
 fi
 
 # the closing counts of both runs, added up, on one plain line
