@@ -82,9 +82,7 @@ from engine.web.base import principal as principal  # the request's principal (a
 from engine.web.display import local as local_time  # a datetime on the company's clock
 from engine.web.fetch import documents as request_documents  # Documents for this request
 from engine.web.formatting import company_tz as company_tz  # the company's time zone
-from engine.web.views import (
-    menu_group as menu_group,
-)  # a type's navigation group: (category, label)
+from engine.web.views import menu_group as menu_group  # a type's menu group: (category, label)
 from engine.web.views import menu_label as menu_label  # a label as the navbar shows it as typed
 from engine.yamlload import LList, LMap
 
