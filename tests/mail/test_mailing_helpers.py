@@ -19,8 +19,10 @@ def system_docs(app: Any, session: Any) -> Documents:
 
 def make_mailing(docs: Documents, filter_: str = "", segment: str | None = None,
                  **more: Any) -> Any:  # fmt: skip
+    table = docs.models.table("EmailTemplate")
+    made = docs.session.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
     template = docs.create("EmailTemplate", {
-        "name": "news", "subject": "News for {{ name }}",
+        "name": f"news {made + 1}", "subject": "News for {{ name }}",
         "body": "Dear {{ name }},\nour news.",
     })  # fmt: skip
     account = docs.session.execute(sa.select(docs.models.table("EmailAccount").c.id)).scalar()
