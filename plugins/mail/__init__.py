@@ -44,17 +44,17 @@ def crm_notification_channels() -> list[str]:
 
 @hookimpl
 def crm_jobs() -> dict[str, Any]:
-    from . import channel, compose, inbox, mailings, outbox
+    from . import channel, inbox, mailings, outbox
 
     own = {outbox.SEND_JOB: outbox.send_job, channel.NOTIFY_JOB: channel.notify_job}
-    return {**own, **compose.JOBS, **inbox.JOBS, **mailings.JOBS}
+    return {**own, **inbox.JOBS, **mailings.JOBS}
 
 
 @hookimpl
 def crm_schedules() -> list[tuple[str, int]]:
-    from . import compose, inbox, mailings
+    from . import inbox, mailings
 
-    return [*compose.SCHEDULES, *inbox.SCHEDULES, *mailings.SCHEDULES]
+    return [*inbox.SCHEDULES, *mailings.SCHEDULES]
 
 
 # --- views -----------------------------------------------------------------------------------
@@ -83,15 +83,14 @@ def crm_record_actions(doctype: Any, doc: Any, principal: Any) -> list[Any]:
 
 @hookimpl
 def crm_record_sections(models: Any, doctype: Any, doc: Any, principal: Any) -> list[Any]:
-    """Each part's sections of a record's page (``record_sections``, when it has one)."""
+    """A letter's status and attachments; a mailing's progress and buttons."""
     if not _on(models.registry):
         return []
-    from . import compose, inbox, mailings
+    from . import compose, mailings
 
     return [
         s
-        for part in (compose, inbox, mailings)
-        if hasattr(part, "record_sections")
+        for part in (compose, mailings)
         for s in part.record_sections(models, doctype, doc, principal)
     ]
 

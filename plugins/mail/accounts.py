@@ -216,10 +216,8 @@ def load(session: Any, models: Any, registry: Any, account_id: int | None) -> Ac
 def may_use(row: Any, principal: Any) -> bool:
     """Whether ``principal`` may send from the mailbox ``row``: an active
     mailbox that is theirs or shared (no owner), and, when it names a role,
-    one of theirs. Administrators and the engine itself may use any."""
-    if principal is None or getattr(principal, "admin", False) or not principal.username:
-        return True
-    if principal.username == "system":
+    one of theirs. Administrators (the engine's jobs among them) may use any."""
+    if principal is None or principal.admin:  # the engine's own work acts as an administrator
         return True
     if not row.active:
         return False

@@ -28,11 +28,6 @@ from engine.api import USER, HandledError, ValidationFailed, gettext, login_requ
 
 from . import accounts, lettering, outbox
 
-#: background jobs of this part, by name (crm_jobs)
-JOBS: dict[str, Any] = {}
-#: periodic jobs of this part, as (job name, every N seconds) (crm_schedules)
-SCHEDULES: list[tuple[str, int]] = []
-
 HERE = Path(__file__).parent
 MESSAGE = outbox.MESSAGE
 ACCOUNT = accounts.ACCOUNT
@@ -399,7 +394,7 @@ class ComposeView(BaseView):
             templates=templates(session, state.models, d.name if d else None, api.locale())
             if may_templates else [],
             record_title=title, record_label=d.label.get(api.locale()) if d is not None else None,
-            hidden=target.hidden(), limit=outbox._size(limit),
+            hidden=target.hidden(), limit=outbox.size_text(limit),
         )  # fmt: skip
 
 
@@ -439,7 +434,7 @@ def record_sections(models: Any, doctype: Any, doc: Any, principal: Any) -> list
         items = Markup("").join(
             Markup('<li><a class="crm-mail-attachment" href="{}" download>{}</a> '
                    '<span class="text-muted small">{}</span></li>')
-            .format(attachment_url(doc.id, i), a.filename, outbox._size(int(a.size or 0)))
+            .format(attachment_url(doc.id, i), a.filename, outbox.size_text(int(a.size or 0)))
             for i, a in enumerate(files)
         )  # fmt: skip
         parts.append(Markup('<ul class="list-unstyled crm-mail-attachments">{}</ul>').format(items))

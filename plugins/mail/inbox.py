@@ -285,10 +285,9 @@ class ThreadView(BaseView):
         obj = _message_or_404(message_id)
         if not api.field_rights(state.registry, api.principal(), MESSAGE).readable("attachments"):
             abort(404)
-        found = [
-            a
-            for a in sorted(obj.attachments or (), key=lambda a: (getattr(a, "idx", 0) or 0, a.id))
-        ]
+        found = list(
+            obj.attachments or ()
+        )  # in their order (the rows' idx), as the page lists them
         if not 0 <= index < len(found):
             abort(404)
         a = found[index]

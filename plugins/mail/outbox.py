@@ -148,7 +148,7 @@ def queue(
     if total > limit:
         errors["attachments"] = gettext(
             "the attachments take %(size)s, more than the %(limit)s a letter may carry",
-            size=_size(total), limit=_size(limit),
+            size=size_text(total), limit=size_text(limit),
         )  # fmt: skip
     for a in attachments:
         no_newlines(a.filename, "attachments", errors)
@@ -218,7 +218,7 @@ def _link_names(registry: Any) -> list[str]:
     ]
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     if n >= 1024 * 1024:
         megabytes = round(n / 1024 / 1024, 1)
         return gettext("%(n)s MB", n=megabytes)

@@ -74,12 +74,10 @@ def connect(server: Server) -> smtplib.SMTP:
 
 def deliver(conn: smtplib.SMTP, message: EmailMessage, sender: str, to: Sequence[str]) -> None:
     """Hand one message over on an open connection; SendFailed if refused."""
-    try:
-        refused = conn.send_message(message, from_addr=sender, to_addrs=list(to))
+    try:  # some recipients refused, others taken: the message went out
+        conn.send_message(message, from_addr=sender, to_addrs=list(to))
     except (smtplib.SMTPException, OSError) as exc:
         raise classify(exc) from exc
-    if refused:  # some recipients taken, some not: the message went out
-        return
 
 
 class Connections:
