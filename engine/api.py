@@ -66,6 +66,7 @@ from engine.registry import Label as Label  # text by language: label.get(regist
 from engine.registry import Registry as Registry  # the checked configuration's metadata
 from engine.registry import Section as Section  # one named entry of a plugin's own section
 from engine.registry import State as State  # a state of a type's statuses
+from engine.schema import Secret as Secret  # a setting written only as ${NAME} (a password)
 from engine.schema import SettingsSchema as SettingsSchema  # base of a plugin's settings schema
 from engine.statuses import StatusEngine as StatusEngine  # moves documents between states
 from engine.timeline import entry_select as entry_select  # one timeline select, columns in order
@@ -141,6 +142,7 @@ __all__ = [
     "Principal",
     "Problem",
     "Registry",
+    "Secret",
     "Section",
     "SettingsSchema",
     "StaleVersion",

@@ -133,6 +133,8 @@ class Loader:
         self.text_length = TEXT_LENGTH
         #: what config.yaml read from the environment: value → variable, kept out of messages
         self.env_values: dict[str, str] = {}
+        #: every value config.yaml read from the environment (a Secret setting must be one)
+        self.env_secrets: frozenset[str] = frozenset()
 
     # -- entry point ----------------------------------------------------------
 
@@ -221,6 +223,7 @@ class Loader:
             self.problems.append(Problem(loc, OUTSIDE))
             return None, loc
         result = load_file(path, name, self.env, config_env_rule)
+        self.env_secrets = frozenset(self.env[v] for v in result.env_refs if v in self.env)
         self.env_values = {
             self.env[v]: v
             for v in result.env_refs
@@ -769,10 +772,15 @@ class Loader:
             node = plugins.get(name)
             node = LMap() if node is None else node
             where = plugins.value_loc(name) if isinstance(plugins, LMap) else config_loc
-            problems = S.check(schema, node, where, f"the settings of the `{name}` plugin")
-            self.problems += problems
-            if not problems:
-                self.plugin_settings[name] = schema.load(dict(node))
+            # a Secret setting is accepted only as written `${NAME}` (engine.schema.Secret)
+            token = S.ENV_VALUES.set(self.env_secrets)
+            try:
+                problems = S.check(schema, node, where, f"the settings of the `{name}` plugin")
+                self.problems += problems
+                if not problems:
+                    self.plugin_settings[name] = schema.load(dict(node))
+            finally:
+                S.ENV_VALUES.reset(token)
 
     # -- the built-in User type -------------------------------------------------
 

@@ -9,6 +9,7 @@ the whole configuration live in :mod:`engine.checks`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, validate
@@ -144,6 +145,27 @@ class SettingsSchema(Strict):
     unknown key is refused with the closest known one as a hint, and a field's
     ``ValidationError`` becomes one problem at the setting's place (for a list,
     ``{index: [message]}`` places it at that item)."""
+
+
+#: the values config.yaml read from the environment, while plugin settings are loaded
+ENV_VALUES: ContextVar[frozenset[str]] = ContextVar("ENV_VALUES", default=frozenset())
+
+
+class Secret(mf.String):
+    """A password, token or key in a plugin's settings: accepted only as a
+    ``${NAME}`` reference to an environment variable, never as the value
+    itself, so that no secret sits in a configuration's files. The engine
+    tells the schema which values came from the environment (``ENV_VALUES``,
+    set while a plugin's settings are loaded)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if text not in ENV_VALUES.get():
+            raise ValidationError(
+                "is a secret: write it as `${NAME}`, an environment variable that holds it, "
+                "not the value itself"
+            )
+        return text
 
 
 class FieldSchema(Strict):

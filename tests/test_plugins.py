@@ -508,19 +508,20 @@ def test_telephony_brings_its_provider_hooks_and_only_it() -> None:
 
     class Provider:
         @hookimpl
-        def crm_place_call(self, extension: str, number: str, settings: Any) -> str:
-            return f"call {extension}->{number}"
+        def crm_place_call(self, extension: str, number: str, call_id: str) -> str:
+            return f"call {extension}->{number} as {call_id}"
 
         @hookimpl
-        def crm_call_event(self, session: Any, event: Any) -> None:
+        def crm_call_event(self, event: Any, call: Any) -> None:
             seen.append(event["number"])
 
     seen: list[str] = []
     pm.register(Provider(), name="pbx")
-    assert pm.hook.crm_place_call(extension="101", number="+7495", settings=SETTINGS) == (
-        "call 101->+7495"
+    placed = pm.hook.crm_place_call(
+        session=SESSION, extension="101", number="+7495", call_id="crm-1", settings=SETTINGS
     )
-    pm.hook.crm_call_event(session=SESSION, event={"number": "+7495"})
+    assert placed == "call 101->+7495 as crm-1"
+    pm.hook.crm_call_event(session=SESSION, event={"number": "+7495"}, call=None)
     assert seen == ["+7495"]
 
 

@@ -1,0 +1,1 @@
+"""The `asterisk` provider (being written)."""

@@ -1,0 +1,1 @@
+"""The `cloudpbx` provider (being written)."""

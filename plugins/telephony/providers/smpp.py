@@ -1,0 +1,1 @@
+"""The `smpp` provider (being written)."""

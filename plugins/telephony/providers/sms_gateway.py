@@ -1,0 +1,1 @@
+"""The `sms_gateway` provider (being written)."""
