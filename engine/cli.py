@@ -185,13 +185,21 @@ def worker(path: Path, once: bool, interval: float | None) -> None:
             click.echo(f"ran {ran} job(s)" + (f", {queued} of them scheduled" if queued else ""))
             return
 
+        from engine import services
+
         def stop(signum: int, frame: Any) -> None:
             runner.stopping.set()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         click.echo(f"worker {runner.worker}: running jobs from {safe_url(crm.registry.database)}")
+        # the plugins' long-running services (a PBX's events) stop with the runner
+        threads = services.start(app, runner.stopping)
+        if threads:
+            click.echo(f"worker {runner.worker}: {len(threads)} service(s) running")
         runner.run_forever(interval if interval is not None else interval_of(crm.registry))
+        for thread in threads:
+            thread.join(timeout=10)
     click.echo(f"worker {runner.worker}: stopped")
 
 

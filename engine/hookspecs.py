@@ -212,3 +212,14 @@ def crm_jobs() -> dict[str, Any]:
 @hookspec
 def crm_schedules() -> list[tuple[str, int]]:
     """Return periodic jobs as ``(job name, every N seconds)`` pairs."""
+
+
+@hookspec
+def crm_worker_services(registry: Registry) -> list[Any]:
+    """Return long-running services for ``crm worker`` to run beside the
+    jobs: a telephone exchange's event listener, an SMSC connection. Each is
+    a callable ``service(stop)`` that works until ``stop`` (a
+    ``threading.Event``) is set, then returns. The worker runs each in a
+    thread of its own inside the app's context, starts one again (after a
+    pause that grows to a minute) when it returns or raises before the
+    worker stops, and sets ``stop`` on SIGTERM or Ctrl-C."""

@@ -144,6 +144,7 @@ CALLS: dict[str, dict[str, Any]] = {
     "crm_register_views": {"appbuilder": APPBUILDER, "registry": REGISTRY},
     "crm_jobs": {},
     "crm_schedules": {},
+    "crm_worker_services": {"registry": REGISTRY},
 }
 
 #: hook → what the recorder returns from it
@@ -170,6 +171,7 @@ RESULTS: dict[str, Any] = {
     "crm_register_views": None,
     "crm_jobs": {"recorder.ping": ping},
     "crm_schedules": [("recorder.ping", 60)],
+    "crm_worker_services": [ping],
 }
 
 
@@ -282,6 +284,10 @@ class Recorder:
     @hookimpl
     def crm_schedules(self) -> Any:
         return self._got("crm_schedules", locals())
+
+    @hookimpl
+    def crm_worker_services(self, registry: Any) -> Any:
+        return self._got("crm_worker_services", locals())
 
 
 def test_the_recorder_covers_every_hook() -> None:
