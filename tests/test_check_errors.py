@@ -1381,7 +1381,7 @@ def test_environment_references_are_read_in_config_yaml_only(problems_of: Proble
             """
         },
         config="name: ${COMPANY}\nlayers: []\ndatabase: 'sqlite:///${DB_PASSWORD}.db'\n"
-        "plugins: {telephony: {secret: '${AMI_SECRET}'}}\n",
+        "plugins: {telephony: {}, simulator: {}, mail: {smtp: {host: h, password: '${AMI_SECRET}'}}}\n",
         env=env,
     )
     assert got == [
@@ -1397,13 +1397,13 @@ def test_config_yaml_reads_its_variables(make_config: Callable[..., Path]) -> No
     folder = make_config(
         {},
         "name: ${COMPANY}\nlayers: []\ndatabase: 'sqlite:///${DB_PASSWORD}.db'\n"
-        "plugins: {telephony: {secret: '${AMI_SECRET}'}}\n",
+        "plugins: {mail: {smtp: {host: h, password: '${AMI_SECRET}'}}}\n",
     )
     env = {"COMPANY": "Acme", "DB_PASSWORD": "pw", "AMI_SECRET": "s3"}
     registry = load(folder, env=env)
     assert registry.name == "Acme"
     assert registry.database.endswith("/pw.db")
-    assert registry.plugin_yaml["telephony"][0]["secret"] == "s3"
+    assert registry.plugin_yaml["mail"][0]["smtp"]["password"] == "s3"
 
 
 def test_a_value_from_the_environment_is_not_in_the_message(problems_of: Problems) -> None:
