@@ -324,7 +324,21 @@ def receipt_job(ctx: JobContext, payload: Mapping[str, Any]) -> Any:
         str(payload.get("provider_id") or ""), str(payload.get("status") or ""),
         payload.get("error"), at,
     )  # fmt: skip
+    if row is None and payload.get("wait") and not _known(ctx, payload):
+        # a receipt that came before its message was recorded as sent: try again later
+        raise JobError(f"no SMS with the id {payload.get('provider_id')!r} (yet)")
     return {"message": row.id if row is not None else None}
+
+
+def _known(ctx: JobContext, payload: Mapping[str, Any]) -> bool:
+    model = ctx.models.cls(MESSAGE)
+    found = ctx.session.execute(
+        sa.select(model.id).where(
+            model.provider == str(payload.get("provider") or ""),
+            model.provider_id == str(payload.get("provider_id") or "")[:128],
+        )
+    )
+    return found.first() is not None
 
 
 # --- on the customer's timeline --------------------------------------------------------------
