@@ -14,6 +14,7 @@ PDUs are encoded and decoded with smpplib's own PDU classes.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -235,10 +236,8 @@ class SMSC:
         with self._lock:
             sessions = list(self.sessions)
         for s in sessions:
-            try:
+            with contextlib.suppress(OSError):
                 s.conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             s.conn.close()
 
     def wait(self, predicate: Any, timeout: float = 10.0) -> bool:
