@@ -107,7 +107,7 @@ def _show(value: Any) -> str:
 
 NOTIFY_KEYS = ("channel", "to", "text", "subject", "template")
 #: the built-in plugins that deliver a channel, for the hint of a config that has not turned them on
-CHANNEL_PLUGINS = {"email": "mail"}
+CHANNEL_PLUGINS = {"email": "mail", "sms": "telephony"}
 
 
 class Reader:

@@ -86,3 +86,45 @@ def event_job(ctx: JobContext, payload: Mapping[str, Any]) -> Any:
 @hookimpl
 def crm_jobs() -> dict[str, Any]:
     return {EVENT_JOB: event_job}
+
+
+# --- SMS: the simulator "delivers" every SMS it is given ---------------------------------------
+#
+# ``crm_send_sms`` answers with an id made from the outbox's key (the same
+# message asked twice gets the same id: delivered once). The hook has no
+# database session, so the receipt is queued where there is one: when the
+# telephony plugin records the message as sent by this provider (the
+# engine's ``crm_document_updated``, in the ``sms.send`` job's transaction),
+# a telephony ``sms.receipt`` job is queued for SMS_DELIVERY seconds later
+# and reports it ``delivered`` — as a real gateway's receipt would arrive.
+# A number ending in 000 stands for one that cannot be reached: its receipt
+# says ``failed``.
+
+SMS_DELIVERY = 2.0  # seconds from "sent" to "delivered"
+SMS_RECEIPT_JOB = "sms.receipt"  # the telephony plugin's job (plugins/telephony/sms.py)
+
+
+@hookimpl
+def crm_send_sms(to: str, text: str, settings: dict[str, Any], key: str) -> str | None:
+    if NAME not in settings:
+        return None
+    return f"sim-{key}"[:128]
+
+
+@hookimpl
+def crm_document_updated(
+    session: Any, doctype: Any, doc: Any, user: Any, changes: dict[str, Any], docs: Any
+) -> None:
+    if doctype.name != "SmsMessage" or getattr(doc, "provider", None) != NAME:
+        return
+    if "status" not in changes or changes["status"][1] != "sent" or not doc.provider_id:
+        return
+    at = clock.now() + dt.timedelta(seconds=SMS_DELIVERY)
+    failed = str(doc.number or "").endswith("000")
+    enqueue(
+        session, SMS_RECEIPT_JOB,
+        {"provider": NAME, "provider_id": doc.provider_id, "at": at.isoformat(),
+         "status": "failed" if failed else "delivered",
+         "error": "the simulator cannot reach numbers ending in 000" if failed else None},
+        key=f"sim-sms:{doc.provider_id}", run_after=at,
+    )  # fmt: skip
