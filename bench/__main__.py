@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--desk", action="store_true",
         help="instead, 20 operators pressing Next at once on the telephony desk "
-        "(bench.telephony_desk), 20 k targets (2 k with --quick); PostgreSQL with --db",
+        "(bench.telephony_desk), 20 k targets (1 k with --quick); PostgreSQL with --db",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.desk:

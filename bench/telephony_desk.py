@@ -1,6 +1,6 @@
 """The operator's desk benchmark: ``python -m bench --desk [--quick] [--rows N] [--db URL]``.
 
-A campaign of N targets (20 k, 2 k with ``--quick``) started over N customers
+A campaign of N targets (20 k, 1 k with ``--quick``) started over N customers
 of the base layer with telephony on; then 20 operators press "Next" at once —
 20 threads, each with its own database connection, calling the desk's real
 claim (plugins.telephony.campaigns.claim: one UPDATE, ``FOR UPDATE SKIP
@@ -8,7 +8,11 @@ LOCKED`` on PostgreSQL) and committing, until the queue is empty.
 
 Asserted: zero double claims (every target claimed exactly once). Reported:
 the latency of one "Next" (claim + commit) at the median and the 95th
-percentile against a goal of ≤ 50 ms, and claims per second. Runs on SQLite
+percentile against a goal of ≤ 50 ms on PostgreSQL, claims per second, and
+the floor: one operator alone pressing Next (the first 50 targets). The
+threads share one Python process (and its GIL): on a machine with few
+cores the crowd's latency is mostly waiting for the CPU, which the floor
+shows apart. Runs on SQLite
 (a file) for comparison, and on PostgreSQL with ``--db URL`` (a database the
 bench may empty).
 """
@@ -26,9 +30,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 ROWS = 20_000
-QUICK_ROWS = 2_000
+QUICK_ROWS = 1_000
 OPERATORS = 20
 P95_TARGET = 50.0  # ms
+BASELINE = 50  # claims by one operator alone first
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -116,6 +121,17 @@ def run_one(rows: int, url: str, folder: Path) -> dict[str, Any]:
             latencies.extend(mine_ms)
             claimed.extend(mine)
 
+    # the floor: one operator alone, BASELINE presses, before the crowd
+    alone: list[float] = []
+    with Session(pool) as s:
+        for _ in range(BASELINE):
+            t0 = time.perf_counter()
+            got = campaigns.claim(s, models, campaign_id, operators[0], now)
+            s.commit()
+            alone.append((time.perf_counter() - t0) * 1000)
+            if got is not None:
+                claimed.append(got)
+    figures["alone_ms"] = statistics.median(alone)
     threads = [threading.Thread(target=operator, args=(u,)) for u in operators]
     started = time.perf_counter()
     for t in threads:
@@ -169,6 +185,8 @@ def report(results: list[dict[str, Any]]) -> list[str]:
         print(f"  Next (claim + commit): median {f['p50_ms']:.1f} ms, p95 {f['p95_ms']:.1f} ms, "
               f"max {f['max_ms']:.1f} ms (goal p95 ≤ {P95_TARGET:.0f} ms); "
               f"{f['per_s']:,.0f} claims/s")  # fmt: skip
+        print(f"  one operator alone: median {f['alone_ms']:.1f} ms per Next "
+              f"(the first {BASELINE} targets)")  # fmt: skip
         for e in f["errors"]:
             print(f"  error: {e}")
         name = f["database"]
@@ -178,7 +196,7 @@ def report(results: list[dict[str, Any]]) -> list[str]:
             missed.append(f"{name}: {f['distinct']} of {f['total']} targets claimed")
         if f["errors"]:
             missed.append(f"{name}: {len(f['errors'])} operators failed")
-        if f["p95_ms"] > P95_TARGET:
+        if f["p95_ms"] > P95_TARGET and name == "postgresql":  # SQLite: for comparison
             missed.append(f"{name}: p95 {f['p95_ms']:.1f} ms")
     assert all(f["claims"] == f["distinct"] for f in results), "a target was claimed twice"
     return missed

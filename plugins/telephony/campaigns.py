@@ -7,8 +7,8 @@ record's name, and the customer where the target is a Customer or has a ref
 to one. Records without a phone are only counted (``skipped``). The
 campaign's counts are kept by SQL (``done = done + 1``), never by loops.
 
-Claiming (:func:`claim`) is one UPDATE that takes the next target and marks
-it ``claimed`` by the operator, so that two operators never get the same
+Claiming (:func:`claim`) is an atomic UPDATE per tier that takes the next
+target and marks it ``claimed`` by the operator, so that two operators never get the same
 one: on PostgreSQL the candidate is chosen by a sub-select ``FOR UPDATE SKIP
 LOCKED`` (a row another operator is taking is skipped, not waited for); on
 SQLite the statement is a conditional ``UPDATE ... WHERE id = (SELECT ...)
@@ -330,8 +330,9 @@ def claim(
     at = naive(now)
     values = {"cid": campaign_id, "me": user_id, "at": at, "grace_at": at - GRACE,
               "stale_at": at - ABANDONED}  # fmt: skip
-    for statement in _claim_statements(t, session.get_bind().dialect.name):
-        found = session.execute(statement, values).scalar()
+    connection = session.connection()  # Core: none of the ORM's work per statement
+    for statement in _claim_statements(t, connection.dialect.name):
+        found = connection.execute(statement, values).scalar()
         if found is not None:
             return int(found)
     return None
