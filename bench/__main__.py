@@ -4,7 +4,9 @@
 executive discipline report; ``python -m bench --search [--quick] [--rows N] [--db URL]``
 for the search against an equality filter; ``python -m bench --imap [--quick] [--rows N]
 [--db URL]`` for the mail plugin's IMAP sync against imapclient alone; ``python -m bench
---mailing [--quick] [--rows N] [--db URL]`` for a mailing against a bare smtplib loop."""
+--mailing [--quick] [--rows N] [--db URL]`` for a mailing against a bare smtplib loop;
+``python -m bench --desk [--quick] [--rows N] [--db URL]`` for 20 operators claiming
+campaign targets at once on the telephony desk."""
 
 from __future__ import annotations
 
@@ -91,7 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         help="instead, a mailing into a local SMTP sink against a bare smtplib loop, and its "
         "start (bench.mailing), 100 k customers (10 k with --quick)",
     )  # fmt: skip
+    parser.add_argument(
+        "--desk", action="store_true",
+        help="instead, 20 operators pressing Next at once on the telephony desk "
+        "(bench.telephony_desk), 20 k targets (1 k with --quick); PostgreSQL with --db",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.desk:
+        return _desk(args)
     if args.imap:
         return _imap(args)
     if args.mailing:
@@ -169,6 +178,15 @@ def _mailing(args: argparse.Namespace) -> int:
         args.rows or (mailing.QUICK_ROWS if args.quick else mailing.ROWS), args.db
     )
     return _finish(args, started, mailing.report(figures))
+
+
+def _desk(args: argparse.Namespace) -> int:
+    from bench import telephony_desk
+
+    started = time.perf_counter()
+    rows = args.rows or (telephony_desk.QUICK_ROWS if args.quick else telephony_desk.ROWS)
+    results = telephony_desk.run(rows, args.db)
+    return _finish(args, started, telephony_desk.report(results))
 
 
 def _discipline(args: argparse.Namespace) -> int:
