@@ -976,7 +976,7 @@ class DemoTelephony:
         call_id = f"demo-{self.calls:04d}"
         ring = self.rng.randint(4, 25)
         report = self.api.report
-        base = {"provider": self.provider, "call_id": call_id}
+        base: dict[str, Any] = {"provider": self.provider, "call_id": call_id}
         first = self.api.Event(**base, kind="ringing", direction=direction, number=self.dialed(number),
                                extension=extension, at=start, event_id=f"{call_id}.1")  # fmt: skip
         self.demo._moment = start
