@@ -4,7 +4,9 @@
 executive discipline report; ``python -m bench --search [--quick] [--rows N] [--db URL]``
 for the search against an equality filter; ``python -m bench --imap [--quick] [--rows N]
 [--db URL]`` for the mail plugin's IMAP sync against imapclient alone; ``python -m bench
---mailing [--quick] [--rows N] [--db URL]`` for a mailing against a bare smtplib loop."""
+--mailing [--quick] [--rows N] [--db URL]`` for a mailing against a bare smtplib loop;
+``python -m bench --lookup [--quick] [--rows N] [--db URL]`` for the telephony caller lookup
+against a raw indexed SELECT."""
 
 from __future__ import annotations
 
@@ -91,7 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         help="instead, a mailing into a local SMTP sink against a bare smtplib loop, and its "
         "start (bench.mailing), 100 k customers (10 k with --quick)",
     )  # fmt: skip
+    parser.add_argument(
+        "--lookup", action="store_true",
+        help="instead, the telephony plugin's caller lookup against a raw indexed SELECT "
+        "(bench.telephony_lookup), 1 M customers and 1 M contact persons (50 k with --quick)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.lookup:
+        return _lookup(args)
     if args.imap:
         return _imap(args)
     if args.mailing:
@@ -169,6 +178,14 @@ def _mailing(args: argparse.Namespace) -> int:
         args.rows or (mailing.QUICK_ROWS if args.quick else mailing.ROWS), args.db
     )
     return _finish(args, started, mailing.report(figures))
+
+
+def _lookup(args: argparse.Namespace) -> int:
+    from bench import telephony_lookup as lookup
+
+    started = time.perf_counter()
+    figures = lookup.run(args.rows or (lookup.QUICK_ROWS if args.quick else lookup.ROWS), args.db)
+    return _finish(args, started, lookup.report(figures))
 
 
 def _discipline(args: argparse.Namespace) -> int:
