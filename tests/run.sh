@@ -55,6 +55,8 @@ if [ -d bench ] && [ -f bench/__main__.py ]; then
   .venv/bin/python -m bench --discipline --quick
   echo "== mailing benchmark (quick)"
   .venv/bin/python -m bench --mailing --quick
+  echo "== telephony caller lookup benchmark (quick)"
+  .venv/bin/python -m bench --lookup --quick
   if [ -x /usr/sbin/dovecot ]; then
     echo "== IMAP sync benchmark (quick)"
     .venv/bin/python -m bench --imap --quick
