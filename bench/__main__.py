@@ -6,7 +6,9 @@ for the search against an equality filter; ``python -m bench --imap [--quick] [-
 [--db URL]`` for the mail plugin's IMAP sync against imapclient alone; ``python -m bench
 --mailing [--quick] [--rows N] [--db URL]`` for a mailing against a bare smtplib loop;
 ``python -m bench --desk [--quick] [--rows N] [--db URL]`` for 20 operators claiming
-campaign targets at once on the telephony desk."""
+campaign targets at once on the telephony desk;
+``python -m bench --lookup [--quick] [--rows N] [--db URL]`` for the telephony caller lookup
+against a raw indexed SELECT."""
 
 from __future__ import annotations
 
@@ -98,9 +100,16 @@ def main(argv: list[str] | None = None) -> int:
         help="instead, 20 operators pressing Next at once on the telephony desk "
         "(bench.telephony_desk), 20 k targets (1 k with --quick); PostgreSQL with --db",
     )  # fmt: skip
+    parser.add_argument(
+        "--lookup", action="store_true",
+        help="instead, the telephony plugin's caller lookup against a raw indexed SELECT "
+        "(bench.telephony_lookup), 1 M customers and 1 M contact persons (50 k with --quick)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.desk:
         return _desk(args)
+    if args.lookup:
+        return _lookup(args)
     if args.imap:
         return _imap(args)
     if args.mailing:
@@ -187,6 +196,14 @@ def _desk(args: argparse.Namespace) -> int:
     rows = args.rows or (telephony_desk.QUICK_ROWS if args.quick else telephony_desk.ROWS)
     results = telephony_desk.run(rows, args.db)
     return _finish(args, started, telephony_desk.report(results))
+
+
+def _lookup(args: argparse.Namespace) -> int:
+    from bench import telephony_lookup as lookup
+
+    started = time.perf_counter()
+    figures = lookup.run(args.rows or (lookup.QUICK_ROWS if args.quick else lookup.ROWS), args.db)
+    return _finish(args, started, lookup.report(figures))
 
 
 def _discipline(args: argparse.Namespace) -> int:

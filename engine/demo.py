@@ -11,6 +11,7 @@ and late, orders) and the next weeks' plans, in working hours.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -304,6 +305,8 @@ class Demo:
         self._plans(departments)
         if "EmailMessage" in self.models.registry.documents:
             counts |= DemoMail(self).fill(customers, contacts, interests, deals)
+        if "Call" in self.models.registry.documents:
+            counts |= DemoTelephony(self).fill(customers, contacts)
         return counts
 
     def _username(self, user_id: int) -> str:
@@ -868,6 +871,289 @@ class DemoMail:
             mailing.updated_at, mailing.updated_by_id = at, demo.users["marketer"]
             demo.docs("marketer", at).add_history(d, mailing, source, target)
         return 1, len(audience)
+
+
+#: SMS templates: (name, text over the record)
+SMS_TEMPLATES = (
+    ("Напоминание о встрече", "{{ doc.name }}, напоминаем о встрече завтра. ООО «Демо Трейд», +7 495 120-00-00"),
+    ("Заказ отгружен", "Ваш заказ отгружен, доставка завтра до 14:00. ООО «Демо Трейд»"),
+    ("Счёт выставлен", "Счёт на оплату отправлен на вашу почту. Вопросы: +7 495 120-00-00. ООО «Демо Трейд»"),
+    ("Приглашение на выставку", "Приглашаем на выставку «Офис-2026»: стенд B12, скидки до 15%. ООО «Демо Трейд»"),
+)  # fmt: skip
+CAMPAIGN_SCRIPT = (
+    "Здравствуйте, {{ doc.name }}! Меня зовут {{ user.first_name }}, компания «Демо Трейд».\n"
+    "Приглашаем вас на выставку «Офис-2026»: покажем новую офисную мебель и технику, "
+    "для участников — скидка до 15%.\nСможете прийти? Сколько человек от вашей компании?"
+)
+CAMPAIGN_QUESTIONS = (
+    {"key": "visit", "question": "Придёте на выставку?", "choices": "Да, Нет, Пока не знаю"},
+    {"key": "people", "question": "Сколько человек придёт?", "choices": "1, 2, 3 и больше"},
+    {"key": "interest", "question": "Что интересует больше всего?",
+     "choices": "Мебель, Компьютеры, Расходные материалы"},
+)  # fmt: skip
+CAMPAIGN_RESULTS = (
+    {"code": "coming", "label": "Придёт", "success": True, "retry": False},
+    {"code": "thinking", "label": "Думает, перезвонить", "success": False, "retry": True},
+    {"code": "declined", "label": "Отказ", "success": False, "retry": False},
+    {"code": "no_answer", "label": "Не ответил", "success": False, "retry": True},
+)  # fmt: skip
+CAMPAIGN_COMMENTS = ("Попросил прислать приглашение на почту", "Придут с главным инженером",
+                     "Интересует мебель для переговорной", "")  # fmt: skip
+
+
+@dataclass
+class DemoTelephony:
+    """The demo's telephony: a call log of the last weeks (answered, missed
+    and busy; incoming and outgoing; on today's calendar too), made of the
+    events an exchange reports (plugins.telephony.api.report), so that calls,
+    interactions and call-back tasks come out as in real use; a running
+    call campaign with its script, questionnaire, result codes, two
+    operators and targets in every state; SMS templates and messages.
+    Seeded apart from the rest of the demo."""
+
+    demo: Demo
+    rng: random.Random = field(default_factory=lambda: random.Random(1313))
+    provider: str = "simulator"
+
+    def __post_init__(self) -> None:
+        from plugins.telephony import api
+
+        self.api = api
+        demo = self.demo
+        # what the exchange reports is written as the engine itself, as a provider's events are
+        self.system = Documents(
+            demo.models, demo.session, None, ["Admin"], demo.pm,
+            now=lambda: demo._moment, username="system", trusted=True,
+        )  # fmt: skip
+        self.calls = 0
+
+    def fill(self, customers: list[Any], contacts: dict[int, list[int]]) -> dict[str, int]:
+        demo = self.demo
+        phones = self._phones(customers, contacts)
+        extensions = self._extensions()
+        self._log(customers, contacts, phones, extensions)
+        campaign, targets = self._campaign(customers, phones, extensions)
+        templates, messages = self._sms(customers, contacts, phones)
+        call = demo.models.table("Call")
+        made = demo.session.execute(sa.select(sa.func.count()).select_from(call)).scalar_one()
+        return {"Call": made, "Campaign": campaign, "CampaignCall": targets,
+                "SmsTemplate": templates, "SmsMessage": messages}  # fmt: skip
+
+    def _phones(self, customers: list[Any], contacts: dict[int, list[int]]) -> dict[Any, str]:
+        """("Customer"|"ContactPerson", id) → its phone, read in one query per type."""
+        out: dict[Any, str] = {("Customer", c.id): c.phone for c in customers if c.phone}
+        table = self.demo.models.table("ContactPerson")
+        ids = [i for mine in contacts.values() for i in mine]
+        for r in self.demo.session.execute(
+            sa.select(table.c.id, table.c.phone).where(table.c.id.in_(ids))
+        ):
+            if r.phone:
+                out[("ContactPerson", r.id)] = r.phone
+        return out
+
+    def _extensions(self) -> dict[int, str]:
+        users = self.demo.models.table("User")
+        rows = self.demo.session.execute(sa.select(users.c.id, users.c.extension)).all()
+        return {r.id: r.extension for r in rows if r.extension}
+
+    @staticmethod
+    def dialed(e164: str) -> str:
+        """A Russian number as an exchange writes it: 84951234567."""
+        return "8" + e164[2:] if e164.startswith("+7") else e164
+
+    def call(
+        self,
+        direction: str,
+        number: str,
+        extension: str | None,
+        start: dt.datetime,
+        outcome: str,
+        talk: int = 0,
+        recording: bool = False,
+    ) -> Any:
+        """One call as its events: ringing, answered (when it was), hung up."""
+        self.calls += 1
+        call_id = f"demo-{self.calls:04d}"
+        ring = self.rng.randint(4, 25)
+        report = self.api.report
+        base: dict[str, Any] = {"provider": self.provider, "call_id": call_id}
+        first = self.api.Event(**base, kind="ringing", direction=direction, number=self.dialed(number),
+                               extension=extension, at=start, event_id=f"{call_id}.1")  # fmt: skip
+        self.demo._moment = start
+        call = report(first, docs=self.system)
+        end = start + dt.timedelta(seconds=ring)
+        if outcome == "answered":
+            answered = end
+            self.demo._moment = answered
+            report(self.api.Event(**base, kind="answered", at=answered, event_id=f"{call_id}.2"),
+                   docs=self.system)  # fmt: skip
+            end = answered + dt.timedelta(seconds=talk)
+        self.demo._moment = end
+        link = f"https://pbx.demo-trade.example.ru/records/{call_id}.mp3" if recording else None
+        report(self.api.Event(**base, kind="hangup", at=end, status=outcome, event_id=f"{call_id}.3",
+                              duration=talk if outcome == "answered" else None, recording=link),
+               docs=self.system)  # fmt: skip
+        return call
+
+    def workday(self, back: int) -> dt.date:
+        """The working day ``back`` working days before today (always past)."""
+        day = self.demo.today
+        while back > 0:
+            day -= dt.timedelta(days=1)
+            back -= day.weekday() < 5
+        return day
+
+    def _moments(self) -> list[dt.datetime]:
+        """When the log's calls began: the last three weeks' working days,
+        and today's working hours so far."""
+        demo, rng = self.demo, self.rng
+        moments = []
+        for back in range(21, 0, -1):
+            day = demo.today - dt.timedelta(days=back)
+            if day.weekday() >= 5:
+                continue
+            for _ in range(rng.choice((1, 2, 2, 3))):
+                start = demo.at(day, rng.randint(9, 16)) + dt.timedelta(minutes=rng.randint(0, 12))
+                moments.append(start)
+        local = demo.now.astimezone(demo.tz)
+        if demo.today.weekday() < 5 and local.hour >= 10:
+            opening = dt.datetime.combine(demo.today, dt.time(9, 5), demo.tz).astimezone(dt.UTC)
+            closing = min(demo.now, dt.datetime.combine(demo.today, dt.time(17, 30), demo.tz))
+            span = int((closing - opening).total_seconds()) - 600
+            for k in range(4):
+                moments.append(opening + dt.timedelta(seconds=span * (k + 1) // 5))
+        return sorted(moments)
+
+    def _log(
+        self,
+        customers: list[Any],
+        contacts: dict[int, list[int]],
+        phones: dict[Any, str],
+        extensions: dict[int, str],
+    ) -> None:
+        demo, rng = self.demo, self.rng
+        # Anna's clients most often: the `manager` login sees its own calls
+        mine = [c for c in customers if c.manager_id == demo.users["manager"] and c.phone]
+        others = [c for c in customers if c.manager_id != demo.users["manager"] and c.phone]
+        operator = extensions.get(demo.users["operator"])
+        for n, start in enumerate(self._moments()):
+            c = rng.choice(mine if n % 3 else others)
+            people = contacts.get(c.id) or []
+            if n % 11 == 10:  # a number no client has: the caller card offers to create one
+                number = f"+7916{rng.randint(1000000, 9999999)}"
+            elif people and n % 2:
+                number = phones.get(("ContactPerson", people[0])) or c.phone
+            else:
+                number = c.phone
+            extension = extensions.get(c.manager_id) if n % 5 else operator
+            incoming = n % 5 in (0, 2, 3)
+            roll = rng.random()
+            if incoming:
+                outcome = "answered" if roll < 0.7 else "missed"
+            else:
+                outcome = "answered" if roll < 0.7 else "busy" if roll < 0.85 else "missed"
+            talk = rng.randint(40, 600) if outcome == "answered" else 0
+            self.call("in" if incoming else "out", number, extension, start, outcome, talk,
+                      recording=outcome == "answered")  # fmt: skip
+
+    def _campaign(
+        self, customers: list[Any], phones: dict[Any, str], extensions: dict[int, str]
+    ) -> tuple[int, int]:
+        """A running campaign inviting segment B to the exhibition, with
+        targets queued, in work, done (results, answers), to call back and
+        not reached."""
+        demo, rng = self.demo, self.rng
+        operators = (demo.users["operator"], demo.users["manager"])
+        created = demo.at(self.workday(7), 10)
+        campaign = demo.docs("head", created).create("Campaign", {
+            "name": "Обзвон: приглашение на выставку «Офис-2026»", "doctype": "Customer",
+            "filter": "{segment: B, phone: {set: true}}", "phone_field": "phone",
+            "script": CAMPAIGN_SCRIPT, "questions": [dict(q) for q in CAMPAIGN_QUESTIONS],
+            "results": [dict(r) for r in CAMPAIGN_RESULTS],
+            "operators": [{"user": u} for u in operators], "max_attempts": 3, "retry_minutes": 120,
+            "owner": demo.users["head"],
+        })  # fmt: skip
+        started = demo.at(self.workday(5), 9)
+        audience = [c for c in customers if c.segment == "B" and c.phone][:40]
+        counts = dict.fromkeys(("done", "failed", "skipped"), 0)
+        for i, c in enumerate(audience):
+            status = ("done", "done", "queued", "done", "callback", "queued", "failed", "claimed",
+                      "done", "queued")[i % 10]  # fmt: skip
+            if status == "claimed" and i > 10:
+                status = "queued"  # one in work per operator at a time
+            user = operators[i % 2]
+            values: dict[str, Any] = {
+                "campaign": campaign.id, "doctype": "Customer", "doc_id": c.id, "name": c.name,
+                "number": c.phone, "status": status, "customer": c.id,
+            }  # fmt: skip
+            # five working days of calls, eight an hour-slot apart each day
+            at = demo.at(self.workday(5 - i // 8), 9 + i % 8) + dt.timedelta(minutes=i % 7)
+            if status != "queued":
+                values |= {
+                    "operator": user,
+                    "claimed_at": at,
+                    "attempts": 0 if status == "claimed" else 1,
+                }
+            if status in ("done", "callback", "failed"):
+                outcome = {"done": "answered", "callback": "answered", "failed": "busy"}[status]
+                talk = rng.randint(60, 240) if outcome == "answered" else 0
+                call = self.call(
+                    "out", c.phone, extensions.get(user), at, outcome, talk, recording=talk > 0
+                )
+                values |= {"call": call.id, "interaction": call.interaction_id}
+                ended = at + dt.timedelta(seconds=talk + 30)
+                if status == "done":
+                    visit = rng.choice(("Да", "Да", "Нет"))
+                    code = "coming" if visit == "Да" else "declined"
+                    answers = {
+                        "visit": visit,
+                        "people": rng.choice(("1", "2", "3 и больше")) if visit == "Да" else "",
+                        "interest": rng.choice(("Мебель", "Компьютеры")),
+                    }
+                    values |= {"result": code, "done_at": ended, "comment": rng.choice(CAMPAIGN_COMMENTS) or None,
+                               "answers": json.dumps(answers, ensure_ascii=False)}  # fmt: skip
+                    counts["done"] += 1
+                elif status == "callback":
+                    back = demo.at(demo.day(1 + i % 3), 11)
+                    values |= {"result": "thinking", "callback_at": back,
+                               "comment": "Просили перезвонить после совещания",
+                               "answers": json.dumps({"visit": "Пока не знаю"}, ensure_ascii=False)}  # fmt: skip
+                else:
+                    values |= {"result": "no_answer", "attempts": 3, "done_at": ended}
+                    counts["failed"] += 1
+            demo.docs(demo._username(user), at).create("CampaignCall", values)
+        campaign.started_at, campaign.total = started, len(audience)
+        for name, value in counts.items():
+            setattr(campaign, name, value)
+        demo._walk(campaign, "Campaign", "status", ["running"], "head", until=started)
+        return 1, len(audience)
+
+    def _sms(
+        self, customers: list[Any], contacts: dict[int, list[int]], phones: dict[Any, str]
+    ) -> tuple[int, int]:
+        demo = self.demo
+        for name, text in SMS_TEMPLATES:
+            demo.docs("marketer").create(
+                "SmsTemplate", {"name": name, "doctype": "Customer", "text": text}
+            )
+        mine = [c for c in customers if c.manager_id == demo.users["manager"] and c.phone]
+        statuses = ("delivered", "delivered", "sent", "delivered", "failed", "delivered", "sent")
+        for n, (c, status) in enumerate(zip(mine, statuses, strict=False)):
+            person = next(iter(contacts.get(c.id) or ()), None)
+            number = phones.get(("ContactPerson", person)) if person and n % 2 else None
+            template = SMS_TEMPLATES[n % len(SMS_TEMPLATES)][1]
+            at = demo.ago(10, 1)
+            values = {
+                "direction": "out", "number": number or c.phone, "status": status,
+                "text": template.replace("{{ doc.name }}", c.name), "user": c.manager_id,
+                "provider": self.provider, "provider_id": f"demo-sms-{n + 1:03d}",
+                "sent_at": at, "attempts": 1, "doctype": "Customer", "doc_id": c.id,
+                "customer": c.id, "contact": person if number else None,
+                "delivered_at": at + dt.timedelta(seconds=7) if status == "delivered" else None,
+                "error": "Абонент недоступен (код 27)" if status == "failed" else None,
+            }  # fmt: skip
+            demo.docs("manager", at).create("SmsMessage", values)
+        return len(SMS_TEMPLATES), min(len(mine), len(statuses))
 
 
 def mail_sink(registry: Any) -> Any | None:

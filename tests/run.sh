@@ -61,6 +61,8 @@ if [ -d bench ] && [ -f bench/__main__.py ]; then
   else
     .venv/bin/python -m bench --desk --quick
   fi
+  echo "== telephony caller lookup benchmark (quick)"
+  .venv/bin/python -m bench --lookup --quick
   if [ -x /usr/sbin/dovecot ]; then
     echo "== IMAP sync benchmark (quick)"
     .venv/bin/python -m bench --imap --quick

@@ -162,3 +162,31 @@ def test_the_discipline_benchmark_runs_agrees_and_sends_one_statement(
     assert "Executive discipline report on" in out and "2,000 tasks" in out
     rows = [line for line in out.splitlines() if line.startswith(("  Dec 2025", "  year"))]
     assert len(rows) == 4 and all(line.endswith("  1") for line in rows), out
+
+
+def test_the_caller_lookup_benchmark_runs_agrees_with_the_hand_written_union(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # bench.telephony_lookup.measure compares each lookup's records with the
+    # hand-written UNION's, and EXPLAIN must show an index for every part
+    assert main(["--lookup", "--rows", "5000", "--db", db_url]) == 0
+    out = capsys.readouterr().out
+    assert "Caller lookup over 5,000 customers + 5,000 contact persons" in out
+    assert "disagreements with the raw UNION: 0" in out
+    assert "(every part indexed)" in out
+    assert "'nobody': 0" in out and "'contact': 180" in out
+    for name in ("raw SELECT", "raw UNION", "lookup.find", "bare lookup"):
+        assert f"    {name} " in out
+
+
+def test_the_lookup_plan_check_sees_a_scan() -> None:
+    from bench.telephony_lookup import indexed
+
+    searched = ["SEARCH customer USING INDEX ix_customer_phone (phone=?)",
+                "SEARCH contact_person USING INDEX ix_contact_person_phone (phone=?)"]  # fmt: skip
+    assert indexed(searched, ["customer", "contact_person"], "sqlite")
+    assert not indexed(
+        [searched[0], "SCAN contact_person"], ["customer", "contact_person"], "sqlite"
+    )
+    assert not indexed(["Seq Scan on customer", "Index Scan using ix on contact_person"],
+                       ["customer", "contact_person"], "postgresql")  # fmt: skip

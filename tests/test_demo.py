@@ -80,10 +80,12 @@ def test_demo_builds_a_realistic_company_once_and_reuses_it(tmp_path: Path, db_u
             subjects = conn.execute(
                 sa.text(
                     "SELECT DISTINCT kind, subject FROM interaction WHERE id NOT IN "
-                    "(SELECT interaction_id FROM email_message WHERE interaction_id IS NOT NULL)"
+                    "(SELECT interaction_id FROM email_message WHERE interaction_id IS NOT NULL) "
+                    "AND id NOT IN (SELECT interaction_id FROM call WHERE interaction_id IS NOT NULL)"
                 )
             ).all()
             mail = _mail(conn)
+            tele = _telephony(conn)
             lost = conn.execute(
                 sa.text("SELECT count(*), count(loss_reason) FROM deal WHERE stage = 'lost'")
             ).one()
@@ -144,9 +146,81 @@ def test_demo_builds_a_realistic_company_once_and_reuses_it(tmp_path: Path, db_u
     assert all(mail["mailing"][2:7]) and mail["unsubscribes"] >= 2
     assert "EmailMessage" in first.stdout and "1 Mailing" in first.stdout
 
+    # the call log: answered, missed and busy calls both ways, filed against
+    # clients; each answered one on the client's timeline, each missed
+    # incoming one a call-back task; a campaign under way; SMS
+    assert tele["calls"] > 40 and tele["events"] >= 2 * tele["calls"]
+    assert {("in", "answered"), ("in", "missed"), ("out", "answered"), ("out", "busy")} <= tele[
+        "kinds"
+    ]
+    assert tele["matched"] >= tele["calls"] - 6 and tele["with_contact"] > 5
+    assert tele["answered_with_customer"] == tele["on_timeline"] > 20
+    assert tele["missed_in"] == tele["callback_tasks"] > 2
+    assert tele["recorded"] == tele["answered"]
+    assert tele["campaign"][:2] == ("running", "Обзвон: приглашение на выставку «Офис-2026»")
+    total, done, failed = tele["campaign"][2:]
+    assert total == sum(tele["targets"].values()) and tele["targets"].keys() == {
+        "queued", "claimed", "done", "callback", "failed"
+    }  # fmt: skip
+    assert done == tele["targets"]["done"] == tele["done_answered"]
+    assert failed == tele["targets"]["failed"]
+    assert tele["operators"] == 2 and tele["questions"] == 3 and tele["results"] >= 3
+    assert tele["sms"] == {"sent", "delivered", "failed"} and tele["templates"] >= 3
+    assert "Call" in first.stdout and "1 Campaign" in first.stdout
+
     again = run_demo(tmp_path, db_url)
     assert again.returncode == 0, again.stderr
     assert "reusing it" in again.stdout
+
+
+def _telephony(conn: Any) -> dict[str, Any]:
+    """What the demo's calls, campaign and SMS look like, in a few queries."""
+
+    def one(sql: str) -> Any:
+        return conn.execute(sa.text(sql)).scalar_one()
+
+    return {
+        "calls": one("SELECT count(*) FROM call"),
+        "events": one("SELECT count(*) FROM call_event"),
+        "kinds": set(conn.execute(sa.text("SELECT DISTINCT direction, status FROM call")).all()),
+        "matched": one("SELECT count(*) FROM call WHERE customer_id IS NOT NULL"),
+        "with_contact": one("SELECT count(*) FROM call WHERE contact_id IS NOT NULL"),
+        "answered": one("SELECT count(*) FROM call WHERE status = 'answered'"),
+        "recorded": one(
+            "SELECT count(*) FROM call WHERE status = 'answered' AND recording IS NOT NULL "
+            "AND duration > 0 AND answered_at IS NOT NULL AND ended_at IS NOT NULL"
+        ),
+        "answered_with_customer": one(
+            "SELECT count(*) FROM call WHERE status = 'answered' AND customer_id IS NOT NULL"
+        ),
+        "on_timeline": one(
+            "SELECT count(*) FROM call c JOIN interaction i ON i.id = c.interaction_id "
+            "WHERE i.kind = 'call' AND i.status = 'done' AND i.customer_id = c.customer_id"
+        ),
+        "missed_in": one("SELECT count(*) FROM call WHERE status = 'missed' AND direction = 'in'"),
+        "callback_tasks": one(
+            "SELECT count(*) FROM task t JOIN call c ON t.doctype = 'Call' AND t.doc_id = c.id "
+            "WHERE c.status = 'missed' AND c.direction = 'in' AND t.status = 'open'"
+        ),
+        "campaign": tuple(
+            conn.execute(sa.text("SELECT status, name, total, done, failed FROM campaign")).one()
+        ),
+        "targets": dict(
+            conn.execute(
+                sa.text("SELECT status, count(*) FROM campaign_call GROUP BY status")
+            ).all()
+        ),
+        "done_answered": one(
+            "SELECT count(*) FROM campaign_call t JOIN call c ON c.id = t.call_id "
+            "WHERE t.status = 'done' AND c.status = 'answered' AND t.result IS NOT NULL "
+            "AND t.answers IS NOT NULL AND t.done_at IS NOT NULL"
+        ),
+        "operators": one("SELECT count(*) FROM campaign__operators"),
+        "questions": one("SELECT count(*) FROM campaign__questions"),
+        "results": one("SELECT count(*) FROM campaign__results"),
+        "sms": set(conn.execute(sa.text("SELECT DISTINCT status FROM sms_message")).scalars()),
+        "templates": one("SELECT count(*) FROM sms_template"),
+    }
 
 
 def _mail(conn: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ a user is shown of it (the caller card) goes through that user's read rule.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,8 +63,9 @@ def _parent(registry: Any, d: Any, types: dict[str, list[str]]) -> Any:
     return None
 
 
-def statement(models: Any, types: dict[str, list[str]], number: str, limit: int = 20) -> Any:
-    """The lookup as one SELECT (type, id, owner, parent type, parent id)."""
+def statement(models: Any, types: dict[str, list[str]], number: Any, limit: int = 20) -> Any:
+    """The lookup as one SELECT (type, id, owner, parent type, parent id);
+    ``number`` is the number, or a bound parameter to fill in at execution."""
     registry = models.registry
     parts = []
     for name, fields in types.items():
@@ -93,18 +95,38 @@ def statement(models: Any, types: dict[str, list[str]], number: str, limit: int 
     return sa.union_all(*parts).limit(limit) if len(parts) > 1 else parts[0].limit(limit)
 
 
+#: the tables (their MetaData) → (the ``match`` setting → the prepared lookup): built once per
+#: configuration, so that a lookup is one cached statement run with its number
+_PREPARED: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def prepared(models: Any, settings: dict[str, Any]) -> Any:
+    """The lookup of a configuration as one statement with the bound
+    parameter ``number`` (None when no type has a phone), made once."""
+    wanted = settings.get("match")
+    key = tuple(wanted) if wanted is not None else None
+    mine = _PREPARED.setdefault(models.metadata, {})  # the tables the statement reads
+    if key not in mine:
+        types = phone_fields(models.registry, settings)
+        mine[key] = statement(models, types, sa.bindparam("number", type_=sa.String()))
+    return mine[key]
+
+
 def find(session: Any, models: Any, settings: dict[str, Any], number: str | None) -> list[Party]:
     """The records whose phone is ``number`` (E.164): people first (a match
-    with a parent, such as a contact person), then in the order of the types."""
+    with a parent, such as a contact person), then in the order of the types.
+    One indexed statement, prepared once per configuration; run on the
+    session's connection (in its transaction) without the ORM's layer."""
     if not number:
         return []
-    types = phone_fields(models.registry, settings)
-    query = statement(models, types, number)
+    query = prepared(models, settings)
     if query is None:
         return []
     seen: set[tuple[str, int]] = set()
     found: list[Party] = []
-    for row in session.execute(query):
+    if session.autoflush:  # as session.execute would: records saved just now count
+        session.flush()
+    for row in session.connection().execute(query, {"number": number}):
         key = (row.doctype, row.id)
         if key in seen:
             continue
