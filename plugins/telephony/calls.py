@@ -192,25 +192,31 @@ def _changes(call: Any, event: Event, at: dt.datetime) -> dict[str, Any]:
         values["started_at"] = at
     if event.kind == "answered":
         if answered is None:
-            answered = values["answered_at"] = at
+            # an answer reported after the hangup, without its own moment, is not later than the end
+            moment = at
+            if ended is not None and event.at is None:
+                talk = dt.timedelta(seconds=call.duration or 0)
+                moment = min(at, ended - talk)
+            answered = values["answered_at"] = moment
         if call.status in ("ringing", "missed"):
             values["status"] = "answered"
     elif event.kind == "hangup":
         if ended is None:
             ended = values["ended_at"] = at
-            values["status"] = event.status or ("answered" if answered else "missed")
+            talked = bool(event.duration) and event.status in (None, "answered")
+            values["status"] = event.status or ("answered" if answered or talked else "missed")
+            if talked and answered is None:  # the exchange counted talk time: it was answered
+                answered = values["answered_at"] = at - dt.timedelta(seconds=event.duration or 0)
         elif event.status and event.status != call.status and call.status != "answered":
             values["status"] = event.status
     if event.recording:
         values["recording"] = event.recording[:2000]
     status = values.get("status", call.status)
-    if status == "answered" and answered is not None and ended is not None:
-        talk = event.duration if event.duration is not None and event.kind == "hangup" else None
-        values["duration"] = (
-            talk if talk is not None else max(0, int((ended - answered).total_seconds()))
-        )
-    elif event.kind == "hangup" and event.duration is not None and status == "answered":
-        values["duration"] = event.duration
+    if event.kind == "hangup" and event.duration is not None and status == "answered":
+        values["duration"] = event.duration  # the exchange's own count of the talk time
+    elif status == "answered" and answered is not None and ended is not None:
+        if call.duration is None:  # a late event never overwrites the exchange's figure
+            values["duration"] = max(0, int((ended - answered).total_seconds()))
     return {k: v for k, v in values.items() if getattr(call, k, None) != v}
 
 

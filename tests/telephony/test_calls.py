@@ -126,3 +126,14 @@ def test_click_to_call_rings_the_users_extension_and_the_simulator_carries_it_th
     assert (row["direction"], row["extension"], row["status"]) == ("out", "101", "answered")
     assert row["ended_at"] is not None and row["duration"] == 8
     assert rows(app, "Interaction")[0]["kind"] == "call"
+
+
+def test_the_exchanges_talk_time_stands_when_the_answer_is_reported_late(app: Any) -> None:
+    """A hangup that counts 95 s of talk is an answered call; a late answer
+    without its own moment changes neither the talk time nor the end."""
+    report(app, call_id="c9", kind="hangup", duration=95, at=at(100), event_id="h")
+    report(app, call_id="c9", kind="answered", event_id="a")
+    (call,) = rows(app, "Call")
+    assert (call["status"], call["duration"]) == ("answered", 95)
+    answered = call["answered_at"].replace(tzinfo=None)
+    assert answered == (T0 + dt.timedelta(seconds=5)).replace(tzinfo=None)
