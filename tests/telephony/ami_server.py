@@ -149,7 +149,11 @@ class AmiServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stopping = True
+        # wakes the accept(): a close alone leaves the port listening until it returns
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
+        self.thread.join(5)
         self.drop()
 
     def accept(self) -> None:
