@@ -248,6 +248,11 @@ class CloudPbxEventsView(BaseView):
                 session.rollback()
                 return webhooks.refused(NAME, 409, "replay: this signed request was seen before")
             call = api.report(event, session=session)
+            answer = (
+                {"ok": True, "duplicate": True}
+                if call is None  # read before the commit expires the record
+                else {"ok": True, "call": call.id, "status": call.status}
+            )
             session.commit()
         except ValidationFailed as exc:
             session.rollback()
@@ -259,9 +264,7 @@ class CloudPbxEventsView(BaseView):
         except Exception:
             session.rollback()
             raise
-        if call is None:
-            return {"ok": True, "duplicate": True}
-        return {"ok": True, "call": call.id, "status": call.status}
+        return answer
 
 
 @hookimpl

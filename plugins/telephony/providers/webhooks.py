@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.dialects.postgresql
+import sqlalchemy.dialects.sqlite
 
 from engine.api import HandledError, clock, gettext, json_error
 
@@ -58,13 +60,16 @@ def seen_before(session: Any, models: Any, provider: str, signature: str) -> boo
     a request that fails afterwards is not remembered."""
     table = models.table(SIGNATURES)
     key = f"{provider}:{signature.strip().lower()}"[:128]
+    values = {"provider": provider[:64], "signature": key, "received_at": clock.now()}
+    dialect = session.get_bind().dialect.name
+    if dialect in ("postgresql", "sqlite"):  # one statement: no savepoint around it
+        module = sa.dialects.postgresql if dialect == "postgresql" else sa.dialects.sqlite
+        insert = module.insert(table).values(**values)
+        done = session.execute(insert.on_conflict_do_nothing(index_elements=["signature"]))
+        return not done.rowcount
     try:
         with session.begin_nested():
-            session.execute(
-                sa.insert(table).values(
-                    provider=provider[:64], signature=key, received_at=clock.now()
-                )
-            )
+            session.execute(sa.insert(table).values(**values))
     except sa.exc.IntegrityError:
         return True
     return False
