@@ -93,8 +93,8 @@ def _first_time(docs: Documents, event: Event) -> bool:
         module = sa.dialects.postgresql if dialect == "postgresql" else sa.dialects.sqlite
         table = docs.models.table("CallEvent")
         insert = module.insert(table).values(**values, version=1, created_at=values["received_at"])
-        done = docs.session.execute(insert.on_conflict_do_nothing(index_elements=["event_id"]))
-        return bool(done.rowcount)
+        done: Any = docs.session.execute(insert.on_conflict_do_nothing(index_elements=["event_id"]))
+        return bool(done.rowcount)  # a CursorResult: 0 when the event id was known
     try:
         with docs.session.begin_nested():
             docs.create("CallEvent", values)

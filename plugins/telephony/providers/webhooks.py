@@ -16,6 +16,7 @@ store, signed requests to a provider's REST API.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import urllib.error
 import urllib.request
@@ -103,7 +104,7 @@ def send(
         with urllib.request.urlopen(req, timeout=timeout) as answer:  # noqa: S310 (the admin's URL)
             return int(answer.status), answer.read()
     except urllib.error.HTTPError as exc:
-        detail = exc.read()[:300].decode("utf-8", "replace")
+        detail = _said(exc.read())
         log.warning("%s refused %s %s: %s %s", provider, method, url, exc.code, detail)
         message = gettext(
             "The telephone exchange refused the call (%(status)s): %(detail)s",
@@ -116,3 +117,14 @@ def send(
         raise HandledError(
             gettext("The telephone exchange does not answer: %(reason)s", reason=str(reason))
         ) from exc
+
+
+def _said(body: bytes) -> str:
+    """What an error answer says: its JSON ``message`` or ``error``, else its text."""
+    try:
+        data = json.loads(body)
+        if isinstance(data, dict) and (data.get("message") or data.get("error")):
+            return str(data.get("message") or data.get("error"))[:300]
+    except ValueError:
+        pass
+    return body[:300].decode("utf-8", "replace").strip()
