@@ -16,7 +16,9 @@ server, as a cloud PBX would:
 - the load: threads in this process, each with one persistent HTTP/1.1
   connection, each posting the ``ringing``, ``answered`` and ``hangup`` of
   one call after another (every event signed anew: timestamp + HMAC-SHA256);
-  the calls of different threads at once. Two phases:
+  the calls of different threads at once. Two phases, each stopping at
+  3,000 calls (300 with ``--quick``) or after 120 s (12 s), the calls begun
+  by then finished:
 
   *throughput*: 16 connections, as fast as the server answers — the
   sustained events per second (goal ≥ 200/s);
@@ -51,7 +53,9 @@ from typing import Any
 import sqlalchemy as sa
 
 CALLS = 3_000
-QUICK_CALLS = 600
+QUICK_CALLS = 300
+LIMIT = 120.0  # seconds at most per phase: the calls begun by then are finished
+QUICK_LIMIT = 12.0
 EVENTS_TARGET = 200.0  # events per second, sustained
 P99_TARGET = 100.0  # ms, at the target rate
 WORKERS = 4
@@ -130,6 +134,7 @@ class Load:
         self.latencies: list[float] = []
         self.failures: list[str] = []
         self.sent = 0
+        self.calls = 0
         self.lock = threading.Lock()
 
     def _post(self, conn: http.client.HTTPConnection, event: dict[str, Any]) -> float:
@@ -158,24 +163,31 @@ class Load:
         ]
         return [self._post(conn, {"event_id": f"{name}:{s['type']}", **common, **s}) for s in steps]
 
-    def run(self, prefix: str, calls: int, connections: int, rate: float | None) -> float:
+    def run(
+        self, prefix: str, calls: int, connections: int, rate: float | None, limit: float
+    ) -> float:
         """``calls`` calls over ``connections`` threads, paced at ``rate``
-        events/s in all when given; the wall time."""
+        events/s in all when given, none begun after ``limit`` seconds; the
+        wall time."""
         per = [list(range(i, calls, connections)) for i in range(connections)]
         interval = connections / rate if rate else 0.0  # per thread, between events
 
         def work(numbers: list[int]) -> None:
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
             times: list[float] = []
+            made = 0
             due = time.perf_counter() + random.random() * interval
             try:
                 for n in numbers:
+                    if time.perf_counter() > deadline:
+                        break
                     if interval:
                         for lat in self._paced(conn, f"{prefix}-{n}", n, due, interval):
                             times.append(lat)
                         due += 3 * interval
                     else:
                         times += self.call(conn, f"{prefix}-{n}", n)
+                    made += 1
             except (OSError, http.client.HTTPException) as exc:
                 with self.lock:
                     self.failures.append(f"{type(exc).__name__}: {exc}")
@@ -184,9 +196,11 @@ class Load:
             with self.lock:
                 self.latencies += times
                 self.sent += len(times)
+                self.calls += made
 
         threads = [threading.Thread(target=work, args=(numbers,)) for numbers in per]
         started = time.perf_counter()
+        deadline = started + limit
         for t in threads:
             t.start()
         for t in threads:
@@ -236,7 +250,7 @@ def _wait_for(port: int, server: subprocess.Popen[Any], seconds: float = 60) -> 
     raise RuntimeError("gunicorn did not answer within a minute")
 
 
-def run(calls: int, url: str | None = None) -> dict[str, Any]:
+def run(calls: int, url: str | None = None, limit: float = LIMIT) -> dict[str, Any]:
     base = url or os.environ.get("CRM_PG_URL") or DEFAULT_DB
     if not base.startswith("postgresql"):
         raise SystemExit("the webhook benchmark runs on PostgreSQL: --db postgresql+psycopg://...")
@@ -263,22 +277,23 @@ def run(calls: int, url: str | None = None) -> dict[str, Any]:
             try:
                 _wait_for(port, server)
                 warm = Load(port)  # each worker's first requests load what they need
-                warm.run("warm", 4 * WORKERS, CONNECTIONS, None)
+                warm.run("warm", 4 * WORKERS, CONNECTIONS, None, limit)
                 load = Load(port)
-                wall = load.run("max", calls, CONNECTIONS, None)
+                wall = load.run("max", calls, CONNECTIONS, None, limit)
                 figures["events"] = load.sent
+                figures["made"] = load.calls
                 figures["per_s"] = load.sent / wall
                 figures["max_p50"] = _percentile(load.latencies, 50)
                 figures["max_p99"] = _percentile(load.latencies, 99)
                 paced = Load(port)
                 paced_calls = max(60, calls // 3)
-                wall = paced.run("paced", paced_calls, PACED_CONNECTIONS, EVENTS_TARGET)
+                wall = paced.run("paced", paced_calls, PACED_CONNECTIONS, EVENTS_TARGET, limit)
                 figures["paced_events"] = paced.sent
                 figures["paced_per_s"] = paced.sent / wall
                 figures["p50"] = _percentile(paced.latencies, 50)
                 figures["p99"] = _percentile(paced.latencies, 99)
                 figures["failures"] = warm.failures + load.failures + paced.failures
-                expected_calls = 4 * WORKERS + calls + paced_calls
+                expected_calls = warm.calls + load.calls + paced.calls
             finally:
                 server.send_signal(signal.SIGTERM)
                 try:
@@ -311,7 +326,7 @@ def report(f: dict[str, Any]) -> list[str]:
     print(f"\nWebhook call events (cloudpbx, signed) under gunicorn: {WORKERS} gthread workers × "
           f"{THREADS} threads, PostgreSQL; {f['cores']} cores shared by the server, PostgreSQL "
           "and the load generator")  # fmt: skip
-    print(f"  throughput: {f['events']:,} events ({f['calls']:,} calls × ringing/answered/"
+    print(f"  throughput: {f['events']:,} events ({f['made']:,} calls × ringing/answered/"
           f"hangup) over {CONNECTIONS} persistent connections: {f['per_s']:,.0f} events/s "
           f"(goal ≥ {EVENTS_TARGET:.0f}/s); latency there p50 {f['max_p50']:.0f} ms, "
           f"p99 {f['max_p99']:.0f} ms")  # fmt: skip

@@ -55,6 +55,10 @@ if [ -d bench ] && [ -f bench/__main__.py ]; then
   .venv/bin/python -m bench --discipline --quick
   echo "== mailing benchmark (quick)"
   .venv/bin/python -m bench --mailing --quick
+  if .venv/bin/python -c "import sqlalchemy as sa, sys; sa.create_engine(sys.argv[1]).connect().close()" "$PG_URL" 2>/dev/null; then
+    echo "== telephony webhook benchmark (quick, gunicorn on PostgreSQL)"
+    .venv/bin/python -m bench --webhooks --quick --db "$PG_URL"
+  fi
   if [ -x /usr/sbin/dovecot ]; then
     echo "== IMAP sync benchmark (quick)"
     .venv/bin/python -m bench --imap --quick
