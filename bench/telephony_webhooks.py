@@ -225,6 +225,24 @@ class Load:
         return times
 
 
+def _cpu_seconds(master: int) -> float:
+    """User + system CPU seconds of the server's worker processes so far
+    (Linux /proc): the cost of an event, whatever else the machine runs."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    except OSError:
+        return float("nan")
+    for pid in children:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def _percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -279,7 +297,10 @@ def run(calls: int, url: str | None = None, limit: float = LIMIT) -> dict[str, A
                 warm = Load(port)  # each worker's first requests load what they need
                 warm.run("warm", 4 * WORKERS, CONNECTIONS, None, limit)
                 load = Load(port)
+                cpu = _cpu_seconds(server.pid)
                 wall = load.run("max", calls, CONNECTIONS, None, limit)
+                figures["cpu_ms"] = (_cpu_seconds(server.pid) - cpu) / max(1, load.sent) * 1000
+                figures["load_avg"] = os.getloadavg()[0]
                 figures["events"] = load.sent
                 figures["made"] = load.calls
                 figures["per_s"] = load.sent / wall
@@ -330,6 +351,9 @@ def report(f: dict[str, Any]) -> list[str]:
           f"hangup) over {CONNECTIONS} persistent connections: {f['per_s']:,.0f} events/s "
           f"(goal ≥ {EVENTS_TARGET:.0f}/s); latency there p50 {f['max_p50']:.0f} ms, "
           f"p99 {f['max_p99']:.0f} ms")  # fmt: skip
+    print(f"  server CPU: {f['cpu_ms']:.1f} ms per event (the 4 workers' user+system time, "
+          f"PostgreSQL's not counted); the machine's load average during the run: "
+          f"{f['load_avg']:.1f}")  # fmt: skip
     print(f"  latency at {EVENTS_TARGET:.0f}/s offered over {PACED_CONNECTIONS} connections: "
           f"{f['paced_events']:,} events at {f['paced_per_s']:,.0f}/s, p50 {f['p50']:.1f} ms, "
           f"p99 {f['p99']:.1f} ms (goal p99 ≤ {P99_TARGET:.0f} ms)")  # fmt: skip
