@@ -93,8 +93,9 @@ def _first_time(docs: Documents, event: Event) -> bool:
         module = sa.dialects.postgresql if dialect == "postgresql" else sa.dialects.sqlite
         table = docs.models.table("CallEvent")
         insert = module.insert(table).values(**values, version=1, created_at=values["received_at"])
-        done: Any = docs.session.execute(insert.on_conflict_do_nothing(index_elements=["event_id"]))
-        return bool(done.rowcount)  # a CursorResult: 0 when the event id was known
+        insert = insert.on_conflict_do_nothing(index_elements=["event_id"]).returning(table.c.id)
+        # a row back when it was new (rowcount is no use here: the ORM session says -1)
+        return docs.session.execute(insert).first() is not None
     try:
         with docs.session.begin_nested():
             docs.create("CallEvent", values)

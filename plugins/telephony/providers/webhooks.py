@@ -66,8 +66,9 @@ def seen_before(session: Any, models: Any, provider: str, signature: str) -> boo
     if dialect in ("postgresql", "sqlite"):  # one statement: no savepoint around it
         module = sa.dialects.postgresql if dialect == "postgresql" else sa.dialects.sqlite
         insert = module.insert(table).values(**values)
-        done = session.execute(insert.on_conflict_do_nothing(index_elements=["signature"]))
-        return not done.rowcount
+        insert = insert.on_conflict_do_nothing(index_elements=["signature"]).returning(table.c.id)
+        # no row back: it was there (rowcount is no use: an ORM session's execute says -1)
+        return session.execute(insert).first() is None
     try:
         with session.begin_nested():
             session.execute(sa.insert(table).values(**values))
