@@ -63,6 +63,10 @@ if [ -d bench ] && [ -f bench/__main__.py ]; then
   fi
   echo "== telephony caller lookup benchmark (quick)"
   .venv/bin/python -m bench --lookup --quick
+  if .venv/bin/python -c "import sqlalchemy as sa, sys; sa.create_engine(sys.argv[1]).connect().close()" "$PG_URL" 2>/dev/null; then
+    echo "== telephony webhook benchmark (quick, gunicorn on PostgreSQL)"
+    .venv/bin/python -m bench --webhooks --quick --db "$PG_URL"
+  fi
   if [ -x /usr/sbin/dovecot ]; then
     echo "== IMAP sync benchmark (quick)"
     .venv/bin/python -m bench --imap --quick
