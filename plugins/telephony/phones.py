@@ -181,14 +181,13 @@ def _history(anchor: Any, anchor_obj: Any) -> list[dict[str, Any]]:
     if ref is None:
         return []
     model = state.models.cls(d.name)
-    when = next(
-        (f for f in d.fields.values() if f.type in ("datetime", "date") and f.stored), None
-    )
+    when = next((f for f in d.fields.values() if f.type in ("datetime", "date") and f.stored), None)
     order = getattr(model, when.column) if when is not None else model.created_at
     query = (
         sa.select(model)
         .where(
-            getattr(model, ref.column) == anchor_obj.id, api.where(state.models, who, d.name, "read")
+            getattr(model, ref.column) == anchor_obj.id,
+            api.where(state.models, who, d.name, "read"),
         )
         .order_by(order.desc().nulls_last() if when is not None else order.desc(), model.id.desc())
         .limit(CARD_ROWS)
@@ -296,6 +295,8 @@ class PhonesView(BaseView):
             return api.json_error(422, gettext("Give the number to call."))
         session = api.db_session()
         who = api.principal()
+        if who.user_id is None:
+            return api.json_error(401, gettext("Sign in to call."))
         from .api import system_documents
 
         try:

@@ -22,11 +22,15 @@ def app(phone_app: Any) -> Any:
     return phone_app(telephony={"region": "RU"}, simulator={"answer_after": 1, "talk": 2})
 
 
-def customer(app: Any, name: str = "Romashka", phone: str = "+74951234567", owner: str = "manager") -> int:
+def customer(
+    app: Any, name: str = "Romashka", phone: str = "+74951234567", owner: str = "manager"
+) -> int:
     return create(app, "Customer", {"name": name, "phone": phone, "manager": user_id(app, owner)})
 
 
-def ring(app: Any, number: str = "+74951234567", extension: str = "101", call_id: str = "in1") -> int:
+def ring(
+    app: Any, number: str = "+74951234567", extension: str = "101", call_id: str = "in1"
+) -> int:
     return int(report(app, call_id=call_id, kind="ringing", direction="in", number=number,
                       extension=extension))  # fmt: skip
 
@@ -82,7 +86,9 @@ def test_a_call_that_cannot_be_placed_is_a_4xx_with_a_message_and_no_record(
     assert rows(app, "Call") == []
 
 
-def test_without_a_provider_the_call_is_refused_and_nothing_is_kept(phone_app: Any, login: Any) -> None:
+def test_without_a_provider_the_call_is_refused_and_nothing_is_kept(
+    phone_app: Any, login: Any
+) -> None:
     app = phone_app(simulator=None)
     answer = login(app, "manager").api("POST", "/telephony/call", json={"number": "+74951234567"})
     assert answer.status_code == 422
@@ -139,7 +145,9 @@ def test_the_card_shows_the_caller_their_open_deals_and_interests_and_history(
                                 "planned_at": clock.now().isoformat(), "manager": manager})  # fmt: skip
     call = ring(app, "8 916 111 22 33")
     html = login(app, "manager").get(f"/telephony/card/{call}").get_json()["html"]
-    assert "Olga Petrova" in html and f"/contact_person/{person}" in html.replace("contactperson", "contact_person")
+    assert "Olga Petrova" in html and f"/contact_person/{person}" in html.replace(
+        "contactperson", "contact_person"
+    )
     assert "Romashka" in html and "Spring supplies" in html and "D-" in html
     assert "Talked about prices" in html and "Someone else" not in html
     assert 'data-phone="+79161112233"' in html
@@ -203,7 +211,10 @@ def test_the_call_log_has_quick_filters_and_a_playable_recording(app: Any, login
     assert "+7 495 123-45-67" in head.get(f"/call/?f_started_at={today}").text
     (first, _) = rows(app, "Call")
     page = login(app, "manager").get(f"/call/{first['id']}").text
-    assert '<audio class="crm-call-recording" controls preload="none" src="https://rec.example/in1.mp3">' in page
+    assert (
+        '<audio class="crm-call-recording" controls preload="none" src="https://rec.example/in1.mp3">'
+        in page
+    )
 
 
 def test_users_without_an_extension_get_none_set(app: Any) -> None:
