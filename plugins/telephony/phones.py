@@ -196,10 +196,11 @@ def _history(anchor: Any, anchor_obj: Any) -> list[dict[str, Any]]:
     tz = api.company_tz()
     for obj in api.db_session().execute(query).scalars():
         moment = getattr(obj, when.column) if when is not None else obj.created_at
+        day = "%d.%m.%Y" if api.locale() == "ru" else "%Y-%m-%d"  # as the engine's pages write it
         if isinstance(moment, dt.datetime):
-            text = api.local_time(moment, tz).strftime("%d.%m.%Y %H:%M")
+            text = api.local_time(moment, tz).strftime(f"{day} %H:%M")
         else:
-            text = moment.strftime("%d.%m.%Y") if moment is not None else ""
+            text = moment.strftime(day) if moment is not None else ""
         state_name = getattr(obj, d.statuses.field) if d.statuses else None
         state_ = d.statuses.states.get(state_name) if d.statuses and state_name else None
         out.append({
@@ -236,6 +237,7 @@ def card(call: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "call": call, "number": call.number, "shown": numbers.shown(call.number) or "—",
         "party": None, "parent": None, "open": [], "history": [], "create": None,
+        "keeps_history": False,
         "matched": bool(call.doctype and call.doc_id),
     }  # fmt: skip
     if party is None:
@@ -258,6 +260,8 @@ def card(call: Any) -> dict[str, Any]:
             anchor, anchor_obj = pd, parent
     out["open"] = _open_rows(anchor, anchor_obj)
     out["history"] = _history(anchor, anchor_obj)
+    kept = registry.documents.get(HISTORY_TYPE)
+    out["keeps_history"] = kept is not None and _ref_to(kept, anchor.name) is not None
     return out
 
 

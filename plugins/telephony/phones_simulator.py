@@ -96,12 +96,13 @@ class SimulatorView(BaseView):
             )  # fmt: skip
             d = registry.documents[CALL]
             tz = api.company_tz()
+            stamp = "%d.%m.%Y %H:%M:%S" if api.locale() == "ru" else "%Y-%m-%d %H:%M:%S"
             for c in api.db_session().execute(query).scalars():
                 status = d.fields["status"].values.get(c.status)
                 calls.append({
                     "id": c.id, "number": numbers.shown(c.number) or "—", "status": c.status,
                     "status_label": status.get(api.locale()) if status else c.status,
-                    "started": api.local_time(c.started_at, tz).strftime("%d.%m.%Y %H:%M:%S")
+                    "started": api.local_time(c.started_at, tz).strftime(stamp)
                     if c.started_at else "",
                     "answered": c.answered_at is not None, "ended": c.ended_at is not None,
                     "url": f"/{d.resource}/{c.id}",

@@ -225,3 +225,40 @@ def test_users_without_an_extension_get_none_set(app: Any) -> None:
     with app.app_context():
         docs = system_documents(app.extensions["crm"].db.session())
         assert placing.extension_of(docs, user_id(app, "manager")) is None
+
+
+OWN_CONFIG = """
+roles:
+  agent: {label: Agent}
+attributes:
+  User:
+    extension: {type: string, max_length: 16, index: true}
+documents:
+  Client:
+    title: "{{ name }}"
+    owner: agent
+    fields:
+      name:   {type: string, required: true}
+      mobile: {type: phone, index: true}
+      agent:  {type: ref, to: User, default: current_user}
+    access:
+      agent: {read: own, create: true, update: own}
+"""
+
+
+def test_in_a_configuration_of_its_own_the_card_shows_the_matched_record(
+    phone_app: Any, login: Any
+) -> None:
+    app = phone_app(OWN_CONFIG, layers=(), processes=None)
+    set_extensions(app, {"agent": "7"})
+    client = create(app, "Client", {"name": "Ivan Petrov", "mobile": "+74951234567",
+                                    "agent": user_id(app, "agent")})  # fmt: skip
+    call = ring(app, extension="7")
+    agent = login(app, "agent")
+    html = agent.get(f"/telephony/card/{call}").get_json()["html"]
+    assert "Ivan Petrov" in html and f"/client/{client}" in html
+    assert "Last interactions" not in html and "Open deals" not in html
+    unknown = ring(app, "+74957654321", extension="7", call_id="in2")
+    html = agent.get(f"/telephony/card/{unknown}").get_json()["html"]
+    assert "/client/add?mobile=%2B74957654321" in html
+    assert 'data-phone="+74951234567"' in agent.get("/client/").text
