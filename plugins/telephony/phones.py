@@ -10,9 +10,9 @@ progress, the caller card and the call log's recording.
   for the user) and follows the Call through ``/telephony/calls/<id>``: the
   user's own calls only, under the Call type's read rule.
 - The caller card: while the tab is visible the script asks
-  ``/telephony/ringing`` every half second — an indexed look at the user's
+  ``/telephony/ringing`` every 0.3 s — an indexed look at the user's
   incoming calls ringing in the last :data:`RINGING_WINDOW` — and opens
-  ``/telephony/card/<id>`` for a new one. The card shows what the Call was
+  the card of a new one (with the answer, or from ``/telephony/card/<id>``). The card shows what the Call was
   matched to, and the matched record's open deals and Interests and last
   interactions, each through the user's read rule: a record the user may
   not read is not shown, only the number.
@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
-from flask import Blueprint, jsonify, render_template
+from flask import Blueprint, jsonify, render_template, request
 from flask_appbuilder import BaseView, expose
 from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup
@@ -330,7 +330,7 @@ class PhonesView(BaseView):
         state = api.crm()
         who = api.principal()
         if who.user_id is None or CALL not in state.registry.documents:
-            return jsonify({"calls": []})
+            return jsonify({"calls": [], "cards": {}})
         table = state.models.table(CALL)
         since = api.clock.now() - RINGING_WINDOW
         query = (
@@ -347,7 +347,15 @@ class PhonesView(BaseView):
             .limit(3)
         )
         ids = list(api.db_session().execute(query).scalars())
-        return jsonify({"calls": ids})
+        # a call the page has not shown yet comes with its card: one request, not two
+        seen = {int(x) for x in request.args.get("seen", "").split(",")[:50] if x.isdigit()}
+        cards = {}
+        for call_id in ids:
+            if call_id not in seen:
+                found = _own_call(call_id)
+                if found is not None:
+                    cards[str(call_id)] = render_template("telephony/card.html", **card(found))
+        return jsonify({"calls": ids, "cards": cards})
 
     @expose("/card/<int:call_id>", methods=["GET"])
     @login_required

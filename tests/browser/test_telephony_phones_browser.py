@@ -95,10 +95,13 @@ def test_an_incoming_call_opens_the_caller_card_with_history_in_under_a_second(
     began = time.monotonic()
     report(site.app, call_id="pbx-1", kind="ringing", direction="in", number="8 495 123 45 67",
            extension="201")  # fmt: skip
+    reported = time.monotonic() - began
     card = page.locator(".crm-caller-card")
     card.wait_for(state="visible", timeout=3000)
     elapsed = time.monotonic() - began
-    print(f"the caller card opened {elapsed:.3f} s after the call rang")
+    print(
+        f"the caller card opened {elapsed:.3f} s after the call rang ({reported:.3f} s to report it)"
+    )
     assert elapsed < 1.0, f"the card opened {elapsed:.2f} s after the call rang"
     expect(card.locator(".crm-caller-party")).to_contain_text("Vector LLC")
     expect(card.locator(".crm-caller-open-list")).to_contain_text("D-")

@@ -115,18 +115,23 @@ def test_another_users_call_is_not_found(app: Any, login: Any) -> None:
 
 
 def test_a_ringing_call_is_offered_to_the_user_it_rings_only(app: Any, login: Any) -> None:
+    customer(app)
     call = ring(app)
-    assert login(app, "manager").get("/telephony/ringing").get_json() == {"calls": [call]}
-    assert login(app, "sales_head").get("/telephony/ringing").get_json() == {"calls": []}
+    anna = login(app, "manager")
+    first = anna.get("/telephony/ringing").get_json()
+    assert first["calls"] == [call] and "Romashka" in first["cards"][str(call)]
+    # a card the page has shown is not sent again
+    assert anna.get(f"/telephony/ringing?seen={call}").get_json() == {"calls": [call], "cards": {}}
+    assert login(app, "sales_head").get("/telephony/ringing").get_json()["calls"] == []
     report(app, call_id="in1", kind="answered")
-    assert login(app, "manager").get("/telephony/ringing").get_json() == {"calls": []}
+    assert anna.get("/telephony/ringing").get_json() == {"calls": [], "cards": {}}
 
 
 def test_an_old_ringing_call_opens_no_card(app: Any, login: Any) -> None:
     ring(app)
     later = clock.now() + dt.timedelta(minutes=3)
     with clock.use(lambda: later):
-        assert login(app, "manager").get("/telephony/ringing").get_json() == {"calls": []}
+        assert login(app, "manager").get("/telephony/ringing").get_json()["calls"] == []
 
 
 def test_the_card_shows_the_caller_their_open_deals_and_interests_and_history(

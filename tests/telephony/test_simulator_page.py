@@ -32,7 +32,7 @@ def test_ring_me_then_answer_and_hang_up_makes_an_answered_call_on_the_timeline(
     assert (call["user_id"], call["customer_id"], call["provider"]) == (
         user_id(app, "manager"), cid, "simulator",
     )  # fmt: skip
-    assert anna.get("/telephony/ringing").get_json() == {"calls": [call["id"]]}
+    assert anna.get("/telephony/ringing").get_json()["calls"] == [call["id"]]
     for action in ("answer", "hangup"):
         done = anna.client.post(f"/telephony/simulator/{call['id']}/{action}",
                                 data={"csrf_token": anna.csrf})  # fmt: skip
