@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import pytest
 
 from engine import jobs
 from engine.api import clock
@@ -26,6 +28,15 @@ CONFIG = (
     "jobs: {interval: 0.2}\n"
     "plugins:\n  processes: {}\n  telephony: {}\n  simulator: {answer_after: 2, talk: 2}\n"
 )
+
+
+@pytest.fixture(autouse=True)
+def quiet_at_the_end(serve: Callable[..., Server], page: Any) -> Iterator[None]:
+    """The pages poll every 0.3 s: leave them before the server stops, so that
+    no request holds a database connection while the app is disposed."""
+    yield
+    page.goto("about:blank")
+    page.wait_for_timeout(300)
 
 
 def started(serve: Callable[..., Server]) -> Server:
