@@ -228,6 +228,8 @@ def list_cells(
             elif f.type == "ref" and value is not None:
                 href = f"/{registry.documents[f.to].resource}/{value.id}" if readable.get(f.to) and value.readable else None  # fmt: skip
                 cells.append({"text": str(value.label), "href": href})
+            elif f.type == "phone" and value:  # a number a page script may call (data-phone)
+                cells.append({"text": shown(f, value), "href": None, "phone": str(value)})
             else:
                 cells.append({"text": shown(f, value), "href": None})
         out.append({"id": row["id"], "cells": cells})
