@@ -33,7 +33,7 @@ import sqlalchemy.dialects.sqlite
 
 from engine.api import USER, Documents, ValidationFailed, gettext, speaking
 
-from . import lookup, numbers, settings
+from . import lookup, numbers, once, settings
 from .api import ENDINGS, KINDS, Event
 
 INTERACTION = "Interaction"
@@ -85,17 +85,13 @@ def _first_time(docs: Documents, event: Event) -> bool:
         "received_at": docs.now(),
         "payload": json.dumps(dict(event.raw), ensure_ascii=False, default=str)[:10_000],
     }
-    dialect = docs.session.get_bind().dialect.name
-    if dialect in ("postgresql", "sqlite"):
+    if once.supported(docs.session):
         # the log of a provider's events: one INSERT that skips a known event id, instead
         # of a savepoint, a uniqueness SELECT and the insert (a third of a webhook's
         # statements); the values are the provider's, already cut to the columns' sizes
-        module = sa.dialects.postgresql if dialect == "postgresql" else sa.dialects.sqlite
         table = docs.models.table("CallEvent")
-        insert = module.insert(table).values(**values, version=1, created_at=values["received_at"])
-        insert = insert.on_conflict_do_nothing(index_elements=["event_id"]).returning(table.c.id)
-        # a row back when it was new (rowcount is no use here: the ORM session says -1)
-        return docs.session.execute(insert).first() is not None
+        row = {**values, "version": 1, "created_at": values["received_at"]}
+        return once.insert_new(docs.session, table, row, "event_id")
     try:
         with docs.session.begin_nested():
             docs.create("CallEvent", values)

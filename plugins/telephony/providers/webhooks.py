@@ -24,10 +24,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
-import sqlalchemy.dialects.postgresql
-import sqlalchemy.dialects.sqlite
 
 from engine.api import HandledError, clock, gettext, json_error
+
+from .. import once
 
 SIGNATURES = "WebhookSignature"
 
@@ -62,13 +62,8 @@ def seen_before(session: Any, models: Any, provider: str, signature: str) -> boo
     table = models.table(SIGNATURES)
     key = f"{provider}:{signature.strip().lower()}"[:128]
     values = {"provider": provider[:64], "signature": key, "received_at": clock.now()}
-    dialect = session.get_bind().dialect.name
-    if dialect in ("postgresql", "sqlite"):  # one statement: no savepoint around it
-        module = sa.dialects.postgresql if dialect == "postgresql" else sa.dialects.sqlite
-        insert = module.insert(table).values(**values)
-        insert = insert.on_conflict_do_nothing(index_elements=["signature"]).returning(table.c.id)
-        # no row back: it was there (rowcount is no use: an ORM session's execute says -1)
-        return session.execute(insert).first() is None
+    if once.supported(session):  # one statement: no savepoint around it
+        return not once.insert_new(session, table, values, "signature")
     try:
         with session.begin_nested():
             session.execute(sa.insert(table).values(**values))
