@@ -129,6 +129,7 @@ def sample(d: DocType, models: Models, db: Database) -> dict[str, Any]:
             "string": f"Образец {d.name}", "text": "Строка 1\nСтрока 2", "integer": 7,
             "boolean": True, "date": NOW.date(), "datetime": NOW, "money": Decimal("12.50"),
             "decimal": Decimal("1.5"), "email": "sample@demo.example.ru",
+            "phone": "+74959990001", "url": "https://sample.example.ru/",
             "enum": next(iter(f.values)) if f.values else None,
         }.get(f.type)  # fmt: skip
     return {k: v for k, v in values.items() if v is not None}

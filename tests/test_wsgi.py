@@ -24,7 +24,7 @@ def test_the_app_of_the_configuration(tmp_path: Path) -> None:
         {"CRM_CONFIG": "configs/wholesale", "CRM_DATABASE_URL": f"sqlite:///{tmp_path}/w.db"}
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "engine ['ContactPerson', 'Customer']"
+    assert done.stdout.strip() == "engine ['Call', 'CallEvent']"
 
 
 def test_without_a_configuration_it_says_what_to_set() -> None:

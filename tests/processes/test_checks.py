@@ -419,7 +419,8 @@ processes:
       done: {end: true}
 """,
         "sale.yaml:6:27: step `tell` of process `follow_up`: no enabled plugin delivers the "
-        "channel `sms`; channels here: `user`",
+        "channel `sms`; the `telephony` plugin delivers it: add `telephony: {}` under "
+        "`plugins` in config.yaml",
         "sale.yaml:9:27: step `mail` of process `follow_up`: no enabled plugin delivers the "
         "channel `emial`; channels here: `user`",
     ),
@@ -890,7 +891,8 @@ def test_channels_and_step_kinds_are_the_ones_plugins_bring(base_registry: Regis
         '`to`: a field (`customer.email`), a template (`"{{ doc.customer.email }}"`) or the '
         "users to write to (`owner`, a user field, `{role: R}`, `{user: LOGIN}`)",
         "sale.yaml:8:23: step `mail` of process `follow_up`: no enabled plugin delivers the "
-        "channel `sms`; channels here: `user`",
+        "channel `sms`; the `telephony` plugin delivers it: add `telephony: {}` under "
+        "`plugins` in config.yaml",
         "sale.yaml:9:23: step `mail` of process `follow_up`: no enabled plugin delivers the "
         "channel `email`; the `mail` plugin delivers it: add `mail: {}` under `plugins` in "
         "config.yaml",
@@ -997,7 +999,8 @@ def test_crm_check_prints_every_problem_of_a_file_and_exits_1(
         '(`customer.email`), a template (`"{{ doc.customer.email }}"`) or the users to write to '
         "(`owner`, a user field, `{role: R}`, `{user: LOGIN}`)",
         "sale.yaml:13:29: automation `tell`: no enabled plugin delivers the channel `sms`; "
-        "channels here: `user`",
+        "the `telephony` plugin delivers it: add `telephony: {}` under `plugins` in "
+        "config.yaml",
         "6 problems found",
     ]
     assert "Traceback" not in result.output

@@ -32,8 +32,8 @@ TOKEN, SECRET = "tok-3f9a", "whsec-5be1"
 
 
 def section(text: str) -> str:
-    start = text.index("<!-- section: writing a provider -->")
-    return text[start : text.index("\n## ", start)]
+    start = text.index("\n## Writing a provider\n")
+    return text[start : text.index("\n## ", start + 1)]
 
 
 def blocks(text: str, language: str) -> list[str]:
