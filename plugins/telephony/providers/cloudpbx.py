@@ -44,7 +44,6 @@ from engine.api import (
     JobContext,
     Secret,
     SettingsSchema,
-    ValidationFailed,
     clock,
     crm,
     db_session,
@@ -247,24 +246,10 @@ class CloudPbxEventsView(BaseView):
             if webhooks.seen_before(session, state.models, NAME, key):
                 session.rollback()
                 return webhooks.refused(NAME, 409, "replay: this signed request was seen before")
-            call = api.report(event, session=session)
-            answer = (
-                {"ok": True, "duplicate": True}
-                if call is None  # read before the commit expires the record
-                else {"ok": True, "call": call.id, "status": call.status}
-            )
-            session.commit()
-        except ValidationFailed as exc:
-            session.rollback()
-            reasons = "; ".join(f"{k}: {v}" for k, v in exc.errors.items())
-            return webhooks.refused(NAME, 400, reasons or "the event was refused")
-        except ValueError as exc:
-            session.rollback()
-            return webhooks.refused(NAME, 400, str(exc))
         except Exception:
             session.rollback()
             raise
-        return answer
+        return webhooks.applied(NAME, event, session)
 
 
 @hookimpl

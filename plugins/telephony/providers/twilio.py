@@ -51,7 +51,7 @@ from flask_appbuilder import BaseView, expose
 from marshmallow import fields as mf
 from marshmallow import validate
 
-from engine.api import Secret, SettingsSchema, ValidationFailed, crm, db_session, hookimpl
+from engine.api import Secret, SettingsSchema, crm, db_session, hookimpl
 
 from .. import api
 from . import webhooks
@@ -316,24 +316,7 @@ class TwilioView(BaseView):
             )
         except ValueError as exc:
             return webhooks.refused(NAME, 400, str(exc))
-        session = db_session()
-        try:
-            done = api.report(event, session=session)
-            answer = (
-                {"ok": True, "duplicate": True} if done is None else {"ok": True, "call": done.id}
-            )
-            session.commit()
-        except ValidationFailed as exc:
-            session.rollback()
-            reasons = "; ".join(f"{k}: {v}" for k, v in exc.errors.items())
-            return webhooks.refused(NAME, 400, reasons or "the event was refused")
-        except ValueError as exc:
-            session.rollback()
-            return webhooks.refused(NAME, 400, str(exc))
-        except Exception:
-            session.rollback()
-            raise
-        return answer
+        return webhooks.applied(NAME, event, db_session())
 
 
 @hookimpl

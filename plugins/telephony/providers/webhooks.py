@@ -72,6 +72,35 @@ def seen_before(session: Any, models: Any, provider: str, signature: str) -> boo
     return False
 
 
+def applied(provider: str, event: Any, session: Any) -> Any:
+    """Apply a webhook's call event in the request's session and commit; the
+    JSON answer (``duplicate`` for an event applied before), or a logged 400
+    for an event the Call refuses. Nothing is written on a refusal."""
+    from engine.api import ValidationFailed
+
+    from .. import api
+
+    try:
+        call = api.report(event, session=session)
+        answer = (
+            {"ok": True, "duplicate": True}
+            if call is None  # read before the commit expires the record
+            else {"ok": True, "call": call.id, "status": call.status}
+        )
+        session.commit()
+    except ValidationFailed as exc:
+        session.rollback()
+        reasons = "; ".join(f"{k}: {v}" for k, v in exc.errors.items())
+        return refused(provider, 400, reasons or "the event was refused")
+    except ValueError as exc:
+        session.rollback()
+        return refused(provider, 400, str(exc))
+    except Exception:
+        session.rollback()
+        raise
+    return answer
+
+
 def prune(session: Any, models: Any, window: int) -> int:
     """Forget the signatures received more than twice ``window`` seconds ago;
     how many. (A request's timestamp may be up to ``window`` ahead of the
