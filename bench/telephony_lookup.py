@@ -192,8 +192,9 @@ def measure(models: Any, engine: sa.Engine, numbers: list[tuple[str, str]]) -> d
     own = settings.of(models.registry)
     types = lookup.phone_fields(models.registry, own)
     mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-    customers = models.table("Customer").name
-    simple = sa.text(f"SELECT id FROM {customers} WHERE phone = :n")
+    table = models.table("Customer")
+    simple = sa.select(table.c.id).where(table.c.phone == sa.bindparam("n"))
+    customers = engine.dialect.identifier_preparer.quote(table.name)
     union = sa.text(raw_union_sql(models, ":n"))
     bare_simple = f"SELECT id FROM {customers} WHERE phone = {mark}"
     compiled = lookup.prepared(models, own).compile(engine)

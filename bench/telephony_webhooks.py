@@ -81,17 +81,15 @@ def _schema_url(url: str) -> str:
 
 
 def _reset_schema(url: str) -> None:
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-        conn.execute(sa.text(f"CREATE SCHEMA {SCHEMA}"))
-    engine.dispose()
+    _drop_schema(url, create=True)
 
 
-def _drop_schema(url: str) -> None:
+def _drop_schema(url: str, create: bool = False) -> None:
     engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+        conn.execute(sa.schema.DropSchema(SCHEMA, cascade=True, if_exists=True))
+        if create:
+            conn.execute(sa.schema.CreateSchema(SCHEMA))
     engine.dispose()
 
 
