@@ -112,6 +112,32 @@ def system_documents(ctx: JobContext) -> Documents:
     )  # fmt: skip
 
 
+def ref_links(
+    registry: Registry, about_type: str, doctype: DocType, doc: Any, skip: Any = ()
+) -> dict[str, Any]:
+    """The ref fields of ``about_type`` (a letter, an SMS) that a record of it
+    about ``doc`` fills in: the field that refers to ``doc``'s type, and those
+    ``doc`` itself has (a deal's letter is also its customer's). Fields named
+    in ``skip`` and refs to users are left alone."""
+    about = registry.documents.get(about_type)
+    if about is None or doc is None:
+        return {}
+    out: dict[str, Any] = {}
+    for f in about.fields.values():
+        if f.type != "ref" or f.name in skip or f.to == USER:
+            continue
+        if f.to == doctype.name:
+            out[f.name] = doc.id
+            continue
+        for own in doctype.fields.values():
+            if own.type == "ref" and own.to == f.to:
+                value = getattr(doc, own.column, None)
+                if value is not None:
+                    out.setdefault(f.name, value)
+                    break
+    return out
+
+
 #: the template every plugin page extends: ``{% extends PAGE_LAYOUT %}`` (the app's chrome)
 PAGE_LAYOUT = "appbuilder/base.html"
 
@@ -181,6 +207,7 @@ __all__ = [
     "menu_label",
     "ngettext",
     "principal",
+    "ref_links",
     "render",
     "request_documents",
     "rule",

@@ -32,6 +32,7 @@ from engine.api import (
     ValidationFailed,
     enqueue,
     gettext,
+    ref_links,
     system_documents,
 )
 
@@ -93,26 +94,8 @@ def normalized(address: str) -> str:
 
 
 def links(registry: Any, doctype: Any, doc: Any) -> dict[str, Any]:
-    """The EmailMessage's ref fields a letter about ``doc`` fills in: the
-    field that refers to ``doc``'s type, and those that ``doc`` itself has
-    (a deal's letter is also its customer's)."""
-    message = registry.documents.get(MESSAGE)
-    if message is None or doc is None:
-        return {}
-    out: dict[str, Any] = {}
-    for f in message.fields.values():
-        if f.type != "ref" or f.name in NOT_LINKS or f.to == USER:
-            continue
-        if f.to == doctype.name:
-            out[f.name] = doc.id
-            continue
-        for own in doctype.fields.values():
-            if own.type == "ref" and own.to == f.to:
-                value = getattr(doc, own.column, None)
-                if value is not None:
-                    out.setdefault(f.name, value)
-                    break
-    return out
+    """The ref fields a message about ``doc`` fills in (``engine.api.ref_links``)."""
+    return ref_links(registry, MESSAGE, doctype, doc, NOT_LINKS)
 
 
 def queue(

@@ -43,6 +43,7 @@ from engine.api import (
     ValidationFailed,
     enqueue,
     gettext,
+    ref_links,
     render,
     speaking,
     system_documents,
@@ -123,26 +124,8 @@ def user_phone_field(registry: Any) -> str | None:
 
 
 def links(registry: Any, doctype: Any, doc: Any) -> dict[str, Any]:
-    """The SmsMessage's ref fields an SMS about ``doc`` fills in: the field
-    that refers to ``doc``'s type, and those ``doc`` itself has (an order's
-    SMS is also its customer's)."""
-    message = registry.documents.get(MESSAGE)
-    if message is None or doc is None:
-        return {}
-    out: dict[str, Any] = {}
-    for f in message.fields.values():
-        if f.type != "ref" or f.name in NOT_LINKS or f.to == USER:
-            continue
-        if f.to == doctype.name:
-            out[f.name] = doc.id
-            continue
-        for own in doctype.fields.values():
-            if own.type == "ref" and own.to == f.to:
-                value = getattr(doc, own.column, None)
-                if value is not None:
-                    out.setdefault(f.name, value)
-                    break
-    return out
+    """The ref fields a message about ``doc`` fills in (``engine.api.ref_links``)."""
+    return ref_links(registry, MESSAGE, doctype, doc, NOT_LINKS)
 
 
 # --- writing one ---------------------------------------------------------------------------
