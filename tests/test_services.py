@@ -5,7 +5,6 @@ when it ends early, stopped with the worker."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +63,6 @@ def test_a_service_that_fails_is_started_again_and_stops_with_the_worker(
 def test_no_services_no_threads(tmp_path: Path) -> None:
     app = make_app(tmp_path, "{}\n")
     try:
-        started = time.monotonic()
         assert services.start(app, threading.Event()) == []
-        assert time.monotonic() - started < 5
     finally:
         dispose(app)
