@@ -1,0 +1,3 @@
+"""Report kinds: quality (see engine/reports/__init__.py)."""
+
+from __future__ import annotations
