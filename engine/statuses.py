@@ -500,6 +500,19 @@ class StatusEngine:
         return self.docs.view(d, p.values)
 
 
+def stage_order(d: DocType, kind: str | None = None) -> list[str]:
+    """The states of ``d`` in the order a funnel, a kanban and a report show
+    them, for records of a deal kind ``kind`` (None: every kind)."""
+    return list(_statuses(d).states)
+
+
+def stage_control(d: DocType, kind: str | None = None) -> str:
+    """How records of ``kind`` move between states: ``process`` (only their
+    route map moves them), ``manual`` (the declared transitions, by hand) or
+    ``free`` (any state, no gates: status only)."""
+    return "manual"
+
+
 def plan_field(d: DocType) -> Field | None:
     """The date a document is planned by: its calendar's date, else its first
     required date or datetime field, else its first date or datetime field."""
