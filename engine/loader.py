@@ -233,7 +233,7 @@ class Loader:
         if result.problems:
             return None, loc
         data = result.data
-        problems = S.check(S.ConfigSchema(), data, loc, "config.yaml")
+        problems = S.check(S.ConfigSchema, data, loc, "config.yaml")
         plugins = data.get("plugins") if isinstance(data, Mapping) else None
         if not isinstance(plugins, LMap):
             plugins = LMap()
@@ -315,7 +315,7 @@ class Loader:
         if spec is None:
             spec = LMap()
             spec.loc, spec.key_locs, spec.value_locs = vloc, {}, {}
-        problems = S.check(S.DocumentSchema(), spec, vloc, f"the document type `{name}`")
+        problems = S.check(S.DocumentSchema, spec, vloc, f"the document type `{name}`")
         if problems:
             self.problems += problems
             self.broken.add(name)
@@ -337,7 +337,7 @@ class Loader:
         for role, rule in (spec.get("access") or {}).items():
             rloc = spec["access"].value_loc(role)
             problems = S.check(
-                S.AccessSchema(), rule, rloc, f"the access of `{role}` to `{draft.name}`"
+                S.AccessSchema, rule, rloc, f"the access of `{role}` to `{draft.name}`"
             )
             if problems:
                 self.problems += problems
@@ -432,7 +432,7 @@ class Loader:
             # a later layer that only makes a field required (or relabels it) need not
             # repeat its type
             spec = _with(spec, "type", existing.spec["type"])
-        problems = S.check(S.FieldSchema(), spec, vloc, f"the field `{owner}.{name}`")
+        problems = S.check(S.FieldSchema, spec, vloc, f"the field `{owner}.{name}`")
         if problems:
             self.problems += problems
             return
@@ -617,7 +617,7 @@ class Loader:
                 sspec = LMap()
                 sspec.loc, sspec.key_locs, sspec.value_locs = sloc, {}, {}
             problems = S.check(
-                S.StateSchema(),
+                S.StateSchema,
                 sspec,
                 states.value_loc(sname),
                 f"the state `{sname}` of `{draft.name}`",
@@ -691,7 +691,7 @@ class Loader:
             )
             return
         spec = spec if spec is not None else {}
-        problems = S.check(S.RoleSchema(), spec, vloc, f"the role `{name}`")
+        problems = S.check(S.RoleSchema, spec, vloc, f"the role `{name}`")
         if problems:
             self.problems += problems
             return
@@ -704,7 +704,7 @@ class Loader:
     def _section_segments(self, name: Any, spec: Any, loc: Loc, vloc: Loc, layer: str) -> None:
         if not self._named("segment", name, loc, self.segments):
             return
-        problems = S.check(S.SegmentSchema(), spec, vloc, f"the segment `{name}`")
+        problems = S.check(S.SegmentSchema, spec, vloc, f"the segment `{name}`")
         if problems:
             self.problems += problems
             return
@@ -716,7 +716,7 @@ class Loader:
     def _section_reports(self, name: Any, spec: Any, loc: Loc, vloc: Loc, layer: str) -> None:
         if not self._named("report", name, loc, self.reports):
             return
-        problems = S.check(S.ReportSchema(), spec, vloc, f"the report `{name}`")
+        problems = S.check(S.ReportSchema, spec, vloc, f"the report `{name}`")
         if problems:
             self.problems += problems
             return
