@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from engine import access
 from engine.access import Principal
 from engine.filters import FilterError, compile_filter
+from engine.i18n import gettext
 from engine.registry import EVERYONE, USER, Card, Dashboard, Registry
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class Shown:
 
     @property
     def wide(self) -> bool:
-        return self.kind in ("chart", "table")
+        return self.card.what == "report" and self.card.show in ("chart", "table")
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ def aggregate_query(env: Env, card: Card) -> sa.Select[Any]:
     if card.what == "sum":
         f = d.fields[card.summed or ""]
         if not access.field_rights(env.registry, env.principal, d.name).readable(f.name):
-            raise Unavailable(f"`{f.name}` is hidden from you")
+            raise Unavailable(gettext("`%(field)s` is hidden from you", field=f.name))
         measure: Any = sa.func.coalesce(sa.func.sum(table.c[f.column]), 0)
     else:
         measure = sa.func.count()
@@ -239,12 +240,12 @@ def _department(env: Env) -> int:
     users = env.models.table(USER)
     f = env.registry.documents[USER].fields.get("department")
     if f is None or not f.stored or env.principal.user_id is None:
-        raise Unavailable("users have no department here")
+        raise Unavailable(gettext("users have no department here"))
     value = env.session.execute(
         sa.select(users.c[f.column]).where(users.c.id == env.principal.user_id)
     ).scalar_one_or_none()
     if value is None:
-        raise Unavailable("you belong to no department")
+        raise Unavailable(gettext("you belong to no department"))
     return int(value)
 
 
@@ -261,7 +262,7 @@ def report_params(env: Env, card: Card) -> tuple[Any, dict[str, str]]:
     manager = department = None
     if raw.pop("manager", None) == "me":
         if env.principal.user_id is None:
-            raise Unavailable("no user")
+            raise Unavailable(gettext("only a signed-in user has a plan of their own"))
         manager = env.principal.user_id
         query["manager"] = str(manager)
     if raw.pop("department", None) == "mine":
@@ -292,7 +293,9 @@ def _report(env: Env, card: Card, shown: Shown) -> None:
     report = env.registry.reports[card.target]
     kind = KINDS.get(report.type) or load_kinds().get(report.type)
     if kind is None:
-        raise Unavailable(f"reports of the type `{report.type}` are not served here")
+        raise Unavailable(
+            gettext("reports of the type `%(type)s` are not served here", type=report.type)
+        )
     params, query = report_params(env, card)
     shown.href = report_href(report.name, query)
     ctx = Context(env.models, env.session, env.principal, env.tz, env.now)
@@ -300,7 +303,7 @@ def _report(env: Env, card: Card, shown: Shown) -> None:
     if card.show == "chart":
         chart = chart_without_links(result.chart)
         if chart is None:
-            raise Unavailable("the report draws no chart")
+            raise Unavailable(gettext("the report draws no chart"))
         shown.kind, shown.svg = "chart", svg(chart)
         return
     if card.show == "table":
@@ -314,12 +317,12 @@ def _report(env: Env, card: Card, shown: Shown) -> None:
     if card.value is not None:
         column = next((c for c in result.columns if c.key == card.value), None)
         if column is None:
-            raise Unavailable(f"the report has no column `{card.value}`")
+            raise Unavailable(gettext("the report has no column `%(key)s`", key=card.value))
     else:
         numbers = _number_columns(result.columns)
         column = numbers[0] if numbers else None
     if column is None:
-        raise Unavailable("the report has no number to show")
+        raise Unavailable(gettext("the report has no number to show"))
     shown.value = None if row is None else row.get(column.key)
     shown.text = number(shown.value or 0, column.format)
 

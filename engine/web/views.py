@@ -159,7 +159,8 @@ def describe_filter(d: DocType, spec: dict[str, Any]) -> list[str]:
 
         for op, value in _ops(cond).items():
             if op == "set":
-                out.append(f"{name}: {gettext('filled in') if value else gettext('empty')}")
+                state = gettext("filled in") if value else gettext("empty")
+                out.append(f"{name}: {state}")
             elif op == "between" and isinstance(value, list) and len(value) == 2:
                 out.append(f"{name}: {text(value[0])} … {text(value[1])}")
             else:
