@@ -895,3 +895,126 @@ def _resolver(registry: Registry, d: DocType) -> Callable[[list[str]], str | Non
         return None
 
     return resolve
+
+
+# --- dashboards --------------------------------------------------------------------------
+
+#: what a report card's ``params`` take besides its kind's options, and the values they take
+CARD_PARAMS: dict[str, tuple[str, ...] | None] = {
+    "period": ("today", "week", "month", "quarter", "year"),
+    "manager": ("me",),
+    "department": ("mine",),
+    "kind": None,  # a deal kind: any word
+    "segment": None,  # a segment of the report's type
+}
+#: the keys only a report card takes, and those only a count or sum card takes
+_REPORT_ONLY = ("params", "show", "value")
+_AGGREGATE_ONLY = ("filter", "field")
+NUMERIC = ("integer", "decimal", "money")
+
+
+@check
+def dashboards_valid(registry: Registry) -> Iterator[Problem]:
+    for dash in registry.dashboards.values():
+        where = f"the dashboard `{dash.name}`"
+        roles_spec = _source("dashboard", dash.name, "roles")
+        if not dash.roles:
+            yield Problem(
+                dash.loc,
+                f"{where} needs `roles`: the roles that open on it, or `{EVERYONE}`",
+            )
+        for role in dash.roles:
+            if role != EVERYONE and role not in registry.roles:
+                yield Problem(
+                    _at(roles_spec, dash.loc, "roles", item=role),
+                    f"{where} names an unknown role `{role}`"
+                    f"{did_you_mean(role, registry.roles)}{_every(role)}",
+                )
+        for card in dash.cards:
+            yield from _card(registry, dash.name, card)
+
+
+def _card(registry: Registry, dashboard: str, card: Any) -> Iterator[Problem]:
+    from engine.reports import KINDS, load_kinds
+
+    where = f"the card `{card.name}` of the dashboard `{dashboard}`"
+    spec = card.spec
+    wrong = _AGGREGATE_ONLY if card.what == "report" else _REPORT_ONLY
+    for key in wrong:
+        if key in spec:
+            yield Problem(
+                spec.key_loc(key) if isinstance(spec, LMap) else card.loc,
+                f"{where}: `{key}` is for "
+                + ("a `count` or `sum` card" if card.what == "report" else "a `report` card"),
+            )
+    if card.what in ("count", "sum"):
+        d = registry.documents.get(card.target)
+        if d is None:
+            yield Problem(
+                _at(spec, card.loc, card.what),
+                f"{where} counts an unknown document type `{card.target}`"
+                f"{did_you_mean(card.target, registry.documents)}",
+            )
+            return
+        if card.what == "sum":
+            if card.summed is None:
+                yield Problem(card.loc, f"{where} needs `field`: the number it adds up")
+            else:
+                problem = field_path_problem(registry, d, card.summed)
+                if problem is None and "." in card.summed:
+                    problem = "it must be a field of the type itself"
+                if problem is None and d.fields[card.summed].type not in NUMERIC:
+                    problem = (
+                        f"`{d.name}.{card.summed}` is {a_or_an(d.fields[card.summed].type)}, "
+                        f"not a number ({', '.join(NUMERIC)})"
+                    )
+                if problem:
+                    yield Problem(_at(spec, card.loc, "field"), f"{where}, `field`: {problem}")
+        elif "field" in spec:
+            yield Problem(
+                spec.key_loc("field") if isinstance(spec, LMap) else card.loc,
+                f"{where}: `field` is for a `sum` card",
+            )
+        if card.filter:
+            yield from _filter(registry, d, card.filter, _at(spec, card.loc, "filter"), where)
+        return
+    report = registry.reports.get(card.target)
+    if report is None:
+        yield Problem(
+            _at(spec, card.loc, "report"),
+            f"{where} names an unknown report `{card.target}`"
+            f"{did_you_mean(card.target, registry.reports)}",
+        )
+        return
+    kind = load_kinds().get(report.type) or KINDS.get(report.type)
+    options = dict(kind.options) if kind is not None else {}
+    params = card.params
+    for key, value in params.items():
+        loc = _at(params, card.loc, key)
+        if key in CARD_PARAMS:
+            choices = CARD_PARAMS[key]
+            if choices is not None and value not in choices:
+                yield Problem(
+                    loc,
+                    f"{where}, `params.{key}`: `{value}` is not one of "
+                    + ", ".join(f"`{c}`" for c in choices),
+                )
+            elif key == "segment" and not any(
+                s.name == value and s.document == report.document
+                for s in registry.segments.values()
+            ):
+                yield Problem(
+                    loc,
+                    f"{where}, `params.segment`: {report.document} has no segment `{value}`",
+                )
+            elif not isinstance(value, (str, int)) or isinstance(value, bool):
+                yield Problem(loc, f"{where}, `params.{key}` must be a word")
+        elif key not in options:
+            known = [*CARD_PARAMS, *options]
+            yield Problem(
+                params.key_loc(key) if isinstance(params, LMap) else card.loc,
+                f"{where}: the report `{report.name}` takes no parameter `{key}`"
+                f"{did_you_mean(str(key), known)}; it takes " + ", ".join(f"`{k}`" for k in known),
+            )
+        elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            yield Problem(loc, f"{where}, `params.{key}` must be a word or a number")

@@ -28,6 +28,8 @@ from engine.registry import (
     SYSTEM_FIELDS,
     USER,
     Access,
+    Card,
+    Dashboard,
     DocType,
     Editable,
     Field,
@@ -52,7 +54,7 @@ from engine.yamlload import LList, LMap, load_file
 BASE_LAYER = ROOT / "metadata"
 CONFIG_FILE = "config.yaml"
 #: the sections the engine reads itself; plugins declare theirs (``crm_sections``)
-SECTIONS = ("documents", "attributes", "roles", "segments", "reports")
+SECTIONS = ("documents", "attributes", "roles", "segments", "reports", "dashboards")
 #: options a later layer may change on an existing field without an error
 MERGEABLE = {"label", "help", "default", "hidden", "readonly", "min", "max", "pattern", "where"}
 #: options a later layer may only switch on
@@ -91,6 +93,20 @@ class StatusesDraft:
 
 
 @dataclass
+class DashboardDraft:
+    """A dashboard while layers merge: a later layer's entry of the same name
+    changes its label, roles and order, and adds, replaces or removes cards by name."""
+
+    name: str
+    loc: Loc
+    spec: LMap
+    label: Label
+    roles: tuple[str, ...] | None = None
+    order: int = 0
+    cards: dict[str, Card] = field(default_factory=dict)
+
+
+@dataclass
 class DocDraft:
     name: str
     loc: Loc
@@ -112,6 +128,7 @@ class Loader:
         self.roles: dict[str, Role] = {}
         self.segments: dict[str, Segment] = {}
         self.reports: dict[str, Report] = {}
+        self.dashboards: dict[str, DashboardDraft] = {}
         #: a plugin's section → its entries, as loaded YAML (``crm_sections``)
         self.sections: dict[str, dict[str, Section]] = {}
         #: a plugin's section → what one entry of it is called in messages
@@ -725,6 +742,73 @@ class Loader:
             name, spec["type"], spec["document"], spec_view(spec, options), loc
         )
 
+    def _section_dashboards(self, name: Any, spec: Any, loc: Loc, vloc: Loc, layer: str) -> None:
+        if not self._named("dashboard", name, loc, self.dashboards):
+            return
+        if spec is None:
+            spec = LMap()
+            spec.loc, spec.key_locs, spec.value_locs = vloc, {}, {}
+        problems = S.check(S.DashboardSchema(), spec, vloc, f"the dashboard `{name}`")
+        if problems:
+            self.problems += problems
+            return
+        draft = self.dashboards.get(name)
+        if draft is None:
+            draft = self.dashboards[name] = DashboardDraft(
+                name, loc, spec, Label.of(spec.get("label"), name)
+            )
+        elif "label" in spec:
+            draft.label = draft.label.merged(Label.of(spec["label"], name))
+        if "roles" in spec:
+            draft.roles = tuple(spec["roles"])
+            self.sources["dashboard", name, "roles"] = spec
+        if "order" in spec:
+            draft.order = spec["order"]
+        cards = spec.get("cards") or LMap()
+        for cname, cspec in cards.items():
+            cloc, cvloc = cards.key_loc(cname), cards.value_loc(cname)
+            where = f"the card `{cname}` of the dashboard `{name}`"
+            problem = identifier_problem(cname, "card")
+            if problem:
+                self.problems.append(Problem(cloc, problem))
+                continue
+            if cspec is None:  # a later layer takes a card away
+                if draft.cards.pop(cname, None) is None:
+                    self.problems.append(
+                        Problem(cloc, f"{where}: no earlier layer has this card to remove")
+                    )
+                continue
+            problems = S.check(S.CardSchema(), cspec, cvloc, where)
+            if problems:
+                self.problems += problems
+                continue
+            kinds = [k for k in ("count", "sum", "report") if k in cspec]
+            if len(kinds) != 1:
+                self.problems.append(
+                    Problem(
+                        cvloc,
+                        f"{where} needs exactly one of `count: TYPE`, `sum: TYPE` or "
+                        f"`report: NAME`"
+                        + (f", not {' and '.join(f'`{k}`' for k in kinds)}" if kinds else ""),
+                    )
+                )
+                continue
+            what = kinds[0]
+            draft.cards[cname] = Card(
+                name=cname,
+                what=what,
+                target=cspec[what],
+                label=Label.of(cspec["label"], cname) if "label" in cspec else None,
+                filter=cspec.get("filter") or LMap(),
+                summed=cspec.get("field"),
+                params=cspec.get("params") or LMap(),
+                show=cspec.get("show", "kpi"),
+                value=cspec.get("value"),
+                tone=cspec.get("tone", "none"),
+                spec=cspec,
+                loc=cloc,
+            )
+
     def _plugin_section(self, section: str, name: Any, spec: Any, loc: Loc) -> None:
         """An entry of a section a plugin interprets: kept as loaded YAML for
         the plugin's own reading and checks; a later layer's entry replaces it."""
@@ -816,6 +900,14 @@ class Loader:
             roles=frozen_map(self.roles),
             segments=frozen_map(self.segments),
             reports=frozen_map(self.reports),
+            dashboards=frozen_map(
+                {
+                    n: Dashboard(
+                        n, d.label, d.roles or (), tuple(d.cards.values()), d.order, d.spec, d.loc
+                    )
+                    for n, d in self.dashboards.items()
+                }
+            ),
             sections=frozen_map({k: frozen_map(v) for k, v in self.sections.items()}),
             plugin_yaml=frozen_map(self.plugin_yaml),
             plugins=frozen_map(

@@ -229,6 +229,10 @@ imports: {max_rows: 200000, max_megabytes: 50}
             "roles": Key("Roles by name."),
             "segments": Key("Named filters of a type's records, offered on its list."),
             "reports": Key("Reports by name."),
+            "dashboards": Key(
+                "Home pages by name, each for some roles; a name that exists adds, replaces "
+                "or removes its cards."
+            ),
         },
         """\
 roles:
@@ -246,6 +250,7 @@ segments:
             "roles": "RoleSchema",
             "segments": "SegmentSchema",
             "reports": "ReportSchema",
+            "dashboards": "DashboardSchema",
         },
     ),
     "DocumentSchema": Section(
@@ -685,6 +690,73 @@ reports:
   funnel: {type: funnel, document: Deal, amount: amount, by: [manager]}
 """,
         at="reports.funnel",
+    ),
+    "DashboardSchema": Section(
+        "A dashboard",
+        "`dashboards: NAME:` in a metadata file",
+        "The home page of the users of some roles (see [reports.md](reports.md#dashboards)): "
+        "number cards in a strip, then charts and tables. A user with several roles opens on "
+        "the first dashboard that names one of them (by `order`, then as declared) and may "
+        "switch to the others; an administrator may open every one. A later layer's entry "
+        "of the same name changes the label, roles and order, adds cards, replaces a card of "
+        "the same name, and removes one written as `NAME: null`.",
+        {
+            "label": Key("Its name for people.", "its name"),
+            "roles": Key("The roles that open on it, or `everyone`; needed once over all layers."),
+            "order": Key("Which of several dashboards a user opens on: the lowest first.", "0"),
+            "cards": Key("Its cards by name, in the order shown."),
+        },
+        """\
+dashboards:
+  sales:
+    label: {en: My day, ru: Мой день}
+    roles: [manager]
+    cards:
+      overdue: {count: Interaction, filter: {status: planned, planned_at: {lt: now}, manager: current_user}, tone: bad}
+      plan: {report: sales_plan, params: {manager: me, period: month}}
+""",
+        at="dashboards.sales",
+        entries={"cards": "CardSchema"},
+    ),
+    "CardSchema": Section(
+        "A dashboard card",
+        "`cards: NAME:` of a dashboard",
+        "Exactly one of `count`, `sum` or `report`. A `count` or `sum` card is one SQL "
+        "aggregate of the records the user may read that its `filter` matches, and opens the "
+        "type's list filtered to exactly those records (`?filter=`). A `report` card runs the "
+        "report and shows a number, its chart or a small table, and opens the report's page "
+        "with the same parameters. A card of a type or report the user may not read is left "
+        "out; a report this installation does not serve shows as not available.",
+        {
+            "count": Key("The type whose records it counts."),
+            "sum": Key("The type whose records' `field` it adds up."),
+            "report": Key("The report it shows, by name (`reports:`)."),
+            "field": Key("The number field a `sum` card adds up."),
+            "filter": Key(
+                "Which records a `count` or `sum` card takes, in the filter language "
+                "([Filters](consultant-guide.md#filters)); `current_user`, `today`, `now`, "
+                "`-7d` are read when the page is shown.",
+                "all the user may read",
+            ),
+            "params": Key(
+                "A report card's parameters: `period` (today, week, month, quarter, year), "
+                "`manager: me`, `department: mine`, `kind`, `segment`, and the options of "
+                "the report's type.",
+                "period: month",
+            ),
+            "show": Key("How a report card shows: a number, its chart or a table.", "kpi"),
+            "value": Key(
+                "The column of the report's table a `kpi` card shows.",
+                "the first number of its totals row",
+            ),
+            "label": Key("Its title.", "the type's or the report's name"),
+            "tone": Key("The colour of a number other than zero: `bad` for what is late.", "none"),
+        },
+        """\
+cards:
+  pipeline: {sum: Deal, field: amount, filter: {stage: {nin: [won, lost]}, manager: current_user}, label: {en: My pipeline, ru: Мои сделки в работе}}
+""",
+        at="cards.pipeline",
     ),
 }
 

@@ -338,6 +338,48 @@ class Report:
 
 
 @dataclass(frozen=True)
+class Card:
+    """One card of a dashboard (docs/reports.md, "Dashboards"): a ``count`` or
+    ``sum`` of a type's records matching ``filter``, or a ``report`` shown as
+    a KPI, its chart or a small table. ``spec`` is the card as written (with
+    locations) for the checks' messages."""
+
+    name: str
+    #: count, sum or report
+    what: str
+    #: the document type (count, sum) or the report's name (report)
+    target: str
+    label: Label | None
+    filter: Mapping[str, Any]
+    #: the summed field (sum)
+    summed: str | None = None
+    #: the report's parameters (report): period, manager, department, kind, segment, options
+    params: Mapping[str, Any] = field(default_factory=frozen_map)
+    #: how a report card shows: kpi, chart or table
+    show: str = "kpi"
+    #: the column of a report's table a KPI shows (else the first number of its totals)
+    value: str | None = None
+    #: good, bad, warn or none: how a non-zero number is coloured
+    tone: str = "none"
+    spec: Mapping[str, Any] = field(default_factory=frozen_map)
+    loc: Loc = UNKNOWN
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """A home page for the users of some roles: its cards in declared order."""
+
+    name: str
+    label: Label
+    roles: tuple[str, ...]
+    cards: tuple[Card, ...]
+    #: which dashboard a user with several roles opens on: the lowest order, then declared order
+    order: int = 0
+    spec: Mapping[str, Any] = field(default_factory=frozen_map)
+    loc: Loc = UNKNOWN
+
+
+@dataclass(frozen=True)
 class Section:
     """One named entry of a section that a plugin interprets (``crm_sections``):
     kept as loaded YAML, with locations, for the plugin's own reading and checks."""
@@ -359,6 +401,8 @@ class Registry:
     plugins: Mapping[str, Mapping[str, Any]]
     layers: tuple[str, ...]
     database: str
+    #: the home pages by name (``dashboards:``), in declared order
+    dashboards: Mapping[str, Dashboard] = field(default_factory=frozen_map)
     #: the sections plugins interpret (``crm_sections``): section → entry name → Section
     sections: Mapping[str, Mapping[str, Section]] = field(default_factory=frozen_map)
     settings: Mapping[str, Any] = field(default_factory=frozen_map)

@@ -345,6 +345,31 @@ class ReportSchema(Schema):
     label = LabelField()
 
 
+class DashboardSchema(Strict):
+    """A home page for some roles (``dashboards: NAME:``); a later layer's entry
+    of the same name adds or replaces cards by name, and ``NAME: null`` removes one."""
+
+    label = LabelField()
+    roles = NameList()
+    order = Int()
+    cards = MapOf()
+
+
+class CardSchema(Strict):
+    """One card of a dashboard: exactly one of ``count``, ``sum``, ``report``."""
+
+    count = Text()
+    sum = Text()
+    report = Text()
+    field = Text()
+    filter = MapOf()
+    params = MapOf()
+    show = Text(validate=_one_of("kpi", "chart", "table"))
+    value = Text()
+    label = LabelField()
+    tone = Text(validate=_one_of("good", "bad", "warn", "none"))
+
+
 class NeedsSchema(Strict):
     """``needs:`` of a metadata file: it counts only when these layers are loaded."""
 
@@ -360,6 +385,7 @@ class FileSchema(Strict):
     roles = MapOf()
     segments = MapOf()
     reports = MapOf()
+    dashboards = MapOf()
 
 
 class JobsSchema(Strict):

@@ -130,7 +130,7 @@ KEY_CASES = [
         "unknown_section",
         {"deal.yaml": "document:\n  Deal: {}\n"},
         "deal.yaml:1:1: unknown section `document` (did you mean `documents`?); sections are "
-        "documents, attributes, roles, segments, reports",
+        "documents, attributes, roles, segments, reports, dashboards",
     ),
     case(
         "unknown_document_key",
@@ -1477,7 +1477,7 @@ def test_problems_in_several_files_are_all_reported(problems_of: Problems) -> No
         "b.yaml:2:3: the role name `sales-head` must start with a letter and hold only "
         "letters, digits and _",
         "c.yaml:1:1: unknown section `reprots` (did you mean `reports`?); sections are "
-        "documents, attributes, roles, segments, reports",
+        "documents, attributes, roles, segments, reports, dashboards",
     ]
 
 

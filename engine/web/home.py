@@ -1,4 +1,6 @@
-"""The home page: what the user has open, where to start, what to create.
+"""The home page: the user's dashboard (engine/dashboards.py) when a
+``dashboards:`` entry names one of their roles; otherwise what the user has
+open, where to start, what to create.
 
 Per document type with states and an owner that the user may read: how many
 of their own records are still open (not in a final state), linked to the
@@ -13,9 +15,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
+from flask import request
 from flask_appbuilder import IndexView, expose
 
-from engine import access
+from engine import access, clock, dashboards
+from engine.web import formatting
 from engine.web.base import crm, db_session, locale, principal
 
 
@@ -69,6 +73,19 @@ class HomeView(IndexView):
             return self.render_template("crm/home.html", counts=[], create=[], my_sales=False)
         from engine.web.views import first_board
 
+        state, who = crm(), principal()
+        board = dashboards.choose(state.registry, who, request.args.get("dashboard"))
+        if board is not None:
+            env = dashboards.Env(
+                state.models, db_session(), who, formatting.company_tz(), clock.now(), locale()
+            )
+            shown = dashboards.cards(env, board)
+            return self.render_template(
+                "crm/dashboard.html", board=board, cards=shown,
+                small=[c for c in shown if not c.wide], wide=[c for c in shown if c.wide],
+                boards=dashboards.available(state.registry, who), locale=locale(),
+                create=creatable()[:8], my_sales=first_board() is not None,
+            )  # fmt: skip
         return self.render_template(
             "crm/home.html", counts=open_counts(), create=creatable()[:8],
             my_sales=first_board() is not None,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from flask import (
@@ -88,6 +90,85 @@ def _filters_from_args(d: DocType) -> dict[str, Any]:
     return spec
 
 
+def _json_filter() -> dict[str, Any] | None:
+    """``?filter=<json>``: a structured filter, as the REST list takes it (a
+    dashboard card links to its list so). Compiled under the user's rules like
+    any other filter; raises FilterError for one that is not a JSON object."""
+    from engine.web.api import bad_text
+
+    raw = request.args.get("filter")
+    if not raw:
+        return None
+    try:
+        spec = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise FilterError(gettext("`filter` is not valid JSON")) from None
+    if not isinstance(spec, dict):
+        raise FilterError(gettext('`filter` must be a JSON object such as {"stage": "new"}'))
+    if bad_text(spec):
+        raise FilterError(gettext("`filter` must not hold NUL characters or unpaired surrogates"))
+    return spec
+
+
+def spec_of_segment(segments: dict[str, Any], segment: str | None) -> dict[str, Any]:
+    return dict(segments[segment].filter) if segment in segments else {}
+
+
+def _ops(cond: Any) -> dict[str, Any]:
+    if isinstance(cond, dict):
+        return dict(cond)
+    if isinstance(cond, (list, tuple)):
+        return {"in": list(cond)}
+    return {"eq": cond}
+
+
+def conjoin(first: dict[str, Any], then: dict[str, Any]) -> dict[str, Any]:
+    """Both filters at once: a field both name keeps the operators of each
+    (``status: {nin: [...]}`` and ``status: open``); where both use the same
+    operator on it, ``then``'s condition stands (the list's own field filter
+    over a card's)."""
+    out = dict(first)
+    for path, cond in then.items():
+        out[path] = {**_ops(out[path]), **_ops(cond)} if path in out else cond
+    return out
+
+
+#: how an operator reads on a filter's chip
+_OP_TEXT = {"eq": ":", "in": ":", "ne": " ≠", "nin": " ≠", "lt": " <", "lte": " ≤", "gt": " >",
+            "gte": " ≥", "contains": " ∋", "between": ":"}  # fmt: skip
+
+
+def describe_filter(d: DocType, spec: dict[str, Any]) -> list[str]:
+    """A structured filter as a person reads it, one condition a line:
+    ``Status ≠ Done, Cancelled``, ``Due < now``, ``Assignee: me``."""
+    words = {"current_user": gettext("me"), "today": gettext("today"), "now": gettext("now")}
+    out: list[str] = []
+    for path, cond in spec.items():
+        try:
+            f = _filter_field(d, str(path))
+        except (KeyError, FilterError):
+            continue
+        name = f.label.get(locale())
+
+        def text(v: Any, f: Field = f) -> str:
+            if isinstance(v, str) and v in words:
+                return words[v]
+            if f.type == "enum" and str(v) in f.values:
+                return f.values[str(v)].get(locale())
+            return "—" if v is None else str(v)
+
+        for op, value in _ops(cond).items():
+            if op == "set":
+                state = gettext("filled in") if value else gettext("empty")
+                out.append(f"{name}: {state}")
+            elif op == "between" and isinstance(value, list) and len(value) == 2:
+                out.append(f"{name}: {text(value[0])} … {text(value[1])}")
+            else:
+                values = value if isinstance(value, list) else [value]
+                out.append(f"{name}{_OP_TEXT.get(op, ' ' + op)} " + ", ".join(map(text, values)))
+    return out
+
+
 def _filter_field(d: DocType, name: str) -> Field:
     """The field a list filter asks for: a field of the type, or for a dotted
     name (``customer.rating``) the field it leads to, named by the whole path
@@ -152,11 +233,30 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         }
         if segment in segments:
             spec = {**segments[segment].filter, **spec}
+        card = _json_filter()
+        if card:
+            spec = conjoin(conjoin(spec_of_segment(segments, segment), card), _filters_from_args(d))
         order = fetch.clean(request.args.get("order"), 100) or None
         if order and not sortable(d, order.lstrip("-")):
             order = None
         search = fetch.clean(request.args.get("q"), 200).strip() or None
         return spec, search, order, segments
+
+    def _chip(self, d: DocType) -> dict[str, Any] | None:
+        """The ``?filter=`` a dashboard card linked with: what it says, and the
+        list without it."""
+        try:
+            spec = _json_filter()
+        except FilterError:
+            return None
+        if not spec:
+            return None
+        rest = {k: v for k, v in request.args.items() if k not in ("filter", "offset")}
+        return {
+            "text": " · ".join(describe_filter(d, spec)),
+            "raw": request.args.get("filter"),
+            "without": url_for(self.view_name + ".list") + (f"?{urlencode(rest)}" if rest else ""),
+        }
 
     @expose("/")
     @login_required
@@ -164,11 +264,16 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         d = self.d
         _require("read", d)
         state = crm()
-        spec, search, order, segments = self._list_query(d)
         offset = _offset()
         columns = list_columns(d)
         error = None
         try:
+            spec, search, order, segments = self._list_query(d)
+        except FilterError as exc:  # the query string itself is wrong (`filter=` not JSON)
+            spec, search, order, segments, error = {}, None, None, {}, str(exc)
+        try:
+            if error:
+                raise FilterError(error)
             page = lists.page(
                 state.models, db_session(), d.name, filter=spec or None, search=search,
                 order=order, offset=offset, limit=PAGE_SIZE, columns=columns,
@@ -190,7 +295,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             segment=request.args.get("segment"), spec=spec, offset=offset, page_size=PAGE_SIZE,
             order=order or (d.list.order if d.list else "-created_at"), view=self.view_name,
             filter_fields=filter_fields, refs=lookup.ref_labels(d, picked) if picked else {},
-            sortable=lambda c: sortable(d, c), args=args,
+            sortable=lambda c: sortable(d, c), args=args, chip=self._chip(d),
             can_create=access.allowed(state.registry, principal(), d.name, "create"), **_labels(),
         )  # fmt: skip
         return (html, 400) if error else html
@@ -202,7 +307,10 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         matching row, read a page at a time."""
         d = self.d
         _require("read", d)
-        spec, search, order, _ = self._list_query(d)
+        try:
+            spec, search, order, _ = self._list_query(d)
+        except FilterError as exc:
+            return Response(str(exc), status=400, mimetype="text/plain")
         state = crm()
         rows = transfer.list_rows(
             state.models, db_session(), d.name, principal(), filter=spec, search=search, order=order
