@@ -748,7 +748,7 @@ class Loader:
         if spec is None:
             spec = LMap()
             spec.loc, spec.key_locs, spec.value_locs = vloc, {}, {}
-        problems = S.check(S.DashboardSchema(), spec, vloc, f"the dashboard `{name}`")
+        problems = S.check(S.DashboardSchema, spec, vloc, f"the dashboard `{name}`")
         if problems:
             self.problems += problems
             return
@@ -778,7 +778,7 @@ class Loader:
                         Problem(cloc, f"{where}: no earlier layer has this card to remove")
                     )
                 continue
-            problems = S.check(S.CardSchema(), cspec, cvloc, where)
+            problems = S.check(S.CardSchema, cspec, cvloc, where)
             if problems:
                 self.problems += problems
                 continue
