@@ -41,8 +41,7 @@ def test_unknown_types_and_options_are_refused_where_written(
 ) -> None:
     problems = problems_of(
         {
-            "deal.yaml": DEAL
-            + "reports:\n"
+            "deal.yaml": DEAL + "reports:\n"
             "  one: {type: funel, document: Deal}\n"
             "  two: {type: funnel, document: Deal, amout: amount, by: [manager]}\n"
             "  three: {type: funnel, document: Deal, amount: note, roles: [manger]}\n"
