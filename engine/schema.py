@@ -342,6 +342,8 @@ class ReportSchema(Schema):
     type = Text(required=True)
     document = Text(required=True)
     label = LabelField()
+    roles = NameList()
+    filter = MapOf()
 
 
 class NeedsSchema(Strict):
