@@ -65,7 +65,7 @@ def kinds_of(registry: Registry, pm: Any) -> Mapping[str, Kind]:
     cached = registry.extensions.get(_KINDS_KEY)
     if cached is None:
         cached = registry.extensions[_KINDS_KEY] = {**load_kinds(), **plugin_kinds(pm, registry)}
-    return cached  # type: ignore[no-any-return]
+    return cached
 
 
 # --- access -----------------------------------------------------------------------------------
