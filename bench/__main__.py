@@ -10,7 +10,9 @@ campaign targets at once on the telephony desk;
 ``python -m bench --lookup [--quick] [--rows N] [--db URL]`` for the telephony caller lookup
 against a raw indexed SELECT;
 ``python -m bench --webhooks [--quick] [--rows N] [--db URL]`` for signed telephony webhook
-events under gunicorn on PostgreSQL."""
+events under gunicorn on PostgreSQL;
+``python -m bench --reports-funnel [--quick] [--rows N] [--db URL]`` for the deal funnel
+report against hand-written SQL."""
 
 from __future__ import annotations
 
@@ -113,7 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         "on PostgreSQL (bench.telephony_webhooks): events/s and p99 latency, 3,000 calls "
         "(300 and at most 12 s a phase with --quick; --rows sets the calls)",
     )  # fmt: skip
+    parser.add_argument(
+        "--reports-funnel", action="store_true",
+        help="instead, the deal funnel report from the status history against hand-written SQL "
+        "(bench.reports_funnel), 1 M deals (20 k with --quick)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.reports_funnel:
+        return _reports_funnel(args)
     if args.desk:
         return _desk(args)
     if args.lookup:
@@ -234,6 +243,15 @@ def _discipline(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     results = discipline.run(rows, url=args.db, quick=args.quick, show_plans=args.plans)
     return _finish(args, started, discipline.report(results))
+
+
+def _reports_funnel(args: argparse.Namespace) -> int:
+    from bench import reports_funnel
+
+    rows = args.rows or (reports_funnel.QUICK_ROWS if args.quick else reports_funnel.ROWS)
+    started = time.perf_counter()
+    results = reports_funnel.run(rows, url=args.db, quick=args.quick, show_plans=args.plans)
+    return _finish(args, started, reports_funnel.report(results))
 
 
 def _imap(args: argparse.Namespace) -> int:

@@ -66,6 +66,14 @@ from engine.registry import Label as Label  # text by language: label.get(regist
 from engine.registry import Registry as Registry  # the checked configuration's metadata
 from engine.registry import Section as Section  # one named entry of a plugin's own section
 from engine.registry import State as State  # a state of a type's statuses
+from engine.reports import Chart as Chart  # what a report draws: bars, funnel, columns, lines
+from engine.reports import Column as Column  # a column of a report's table: key, label, format
+from engine.reports import Context as ReportContext  # what a report kind runs with
+from engine.reports import Kind as Kind  # a report type: options, check, run, drill
+from engine.reports import Params as Params  # a report request's period, manager, kind, segment
+from engine.reports import ReportError as ReportError  # a parameter a report cannot take: a 400
+from engine.reports import Result as Result  # a report's table, totals, chart and drillable cells
+from engine.reports import Series as Series  # one series of values of a chart
 from engine.schema import Secret as Secret  # a setting written only as ${NAME} (a password)
 from engine.schema import SettingsSchema as SettingsSchema  # base of a plugin's settings schema
 from engine.statuses import StatusEngine as StatusEngine  # moves documents between states
@@ -151,6 +159,8 @@ def label_of(label: Label, registry: Registry) -> str:
 __all__ = [
     "PAGE_LAYOUT",
     "USER",
+    "Chart",
+    "Column",
     "Configuration",
     "Context",
     "DocType",
@@ -161,15 +171,21 @@ __all__ = [
     "Invalid",
     "JobContext",
     "JobError",
+    "Kind",
     "Label",
     "Loc",
     "MetadataError",
     "NotFound",
+    "Params",
     "Principal",
     "Problem",
     "Registry",
+    "ReportContext",
+    "ReportError",
+    "Result",
     "Secret",
     "Section",
+    "Series",
     "SettingsSchema",
     "StaleVersion",
     "State",

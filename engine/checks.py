@@ -10,7 +10,7 @@ the ``crm_check`` hook.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -23,11 +23,6 @@ from engine.yamlload import LList, LMap
 
 Check = Callable[[Registry], Iterator[Problem]]
 CHECKS: list[Check] = []
-#: the report types the engine draws; plugins add theirs (``crm_report_types``)
-REPORT_TYPES = {
-    "funnel", "conversion", "plan_fact", "by_manager", "by_department", "forecast",
-    "stage_time", "won_lost", "loss_reasons", "stale", "sources", "abc_xyz", "table",
-}  # fmt: skip
 
 
 def check(fn: Check) -> Check:
@@ -38,27 +33,27 @@ def check(fn: Check) -> Check:
 #: where the pieces of the registry were written (see ``Loader.sources``): the
 #: frozen registry keeps one location per field or type, the YAML has one per option
 _SOURCES: ContextVar[Mapping[tuple[Any, ...], Any]] = ContextVar("crm_check_sources")
-#: the report types of the enabled plugins, beside the engine's own
-_REPORT_TYPES: ContextVar[frozenset[str]] = ContextVar("crm_report_types", default=frozenset())
+#: the report kinds of the enabled plugins (``crm_report_kinds``), beside the engine's own
+_REPORT_KINDS: ContextVar[Mapping[str, Any] | None] = ContextVar("crm_report_kinds", default=None)
 
 
 def check_registry(
     registry: Registry,
     field_types: set[str] | None = None,
     sources: Mapping[tuple[Any, ...], Any] | None = None,
-    report_types: Iterable[str] = (),
+    report_kinds: Mapping[str, Any] | None = None,
 ) -> list[Problem]:
     """Run every check; ``sources`` (from the loader) sharpens the locations;
-    ``report_types`` are the ones the enabled plugins draw."""
+    ``report_kinds`` are the report kinds the enabled plugins serve, by type."""
     token = _SOURCES.set(sources or {})
-    types = _REPORT_TYPES.set(frozenset(report_types))
+    types = _REPORT_KINDS.set(dict(report_kinds or {}))
     try:
         problems: list[Problem] = []
         for fn in CHECKS:
             problems.extend(fn(registry))
         return problems
     finally:
-        _REPORT_TYPES.reset(types)
+        _REPORT_KINDS.reset(types)
         _SOURCES.reset(token)
 
 
@@ -78,6 +73,13 @@ def _at(node: Any, default: Loc, *keys: Any, item: Any = None) -> Loc:
             if value == item:
                 return node.item_loc(index)
     return loc
+
+
+def _key_at(node: Any, default: Loc, key: Any) -> Loc:
+    """Where the key ``key`` of ``node`` was written."""
+    if isinstance(node, LMap) and key in node.key_locs:
+        return node.key_loc(key)
+    return default
 
 
 def _option_loc(path: str, f: Field, option: str) -> Loc:
@@ -808,16 +810,45 @@ def segments_valid(registry: Registry) -> Iterator[Problem]:
         )
 
 
+def report_kinds() -> Mapping[str, Any]:
+    """The report kinds served: the engine's and the enabled plugins'."""
+    from engine.reports import load_kinds
+
+    return {**load_kinds(), **(_REPORT_KINDS.get() or {})}
+
+
 @check
 def reports_valid(registry: Registry) -> Iterator[Problem]:
+    from engine.reports import COMMON_OPTIONS, PENDING_KINDS
+
+    kinds = report_kinds()
+    types = set(kinds) | PENDING_KINDS
     for r in registry.reports.values():
-        types = REPORT_TYPES | _REPORT_TYPES.get()
+        k = kinds.get(r.type)
         if r.type not in types:
             yield Problem(
                 _at(r.options, r.loc, "type"),
                 f"the report `{r.name}` has an unknown type `{r.type}`"
                 f"{did_you_mean(r.type, types)}; types are {', '.join(sorted(types))}",
             )
+        if k is not None:
+            known = COMMON_OPTIONS | set(k.options)
+            for key in r.options:
+                if key not in known:
+                    yield Problem(
+                        _key_at(r.options, r.loc, key),
+                        f"the report `{r.name}`: a `{r.type}` report does not read `{key}`"
+                        f"{did_you_mean(str(key), known)}; its options are "
+                        f"{', '.join(sorted(known - {'type', 'document'}))}",
+                    )
+        roles = r.options.get("roles")
+        for role in roles if isinstance(roles, list) else []:
+            if role not in registry.roles:
+                yield Problem(
+                    _at(r.options, r.loc, "roles", item=role),
+                    f"the report `{r.name}`, `roles`: there is no role `{role}`"
+                    f"{did_you_mean(str(role), registry.roles)}",
+                )
         d = registry.documents.get(r.document)
         if d is None:
             yield Problem(
@@ -860,6 +891,8 @@ def reports_valid(registry: Registry) -> Iterator[Problem]:
                 f"the report `{r.name}` names an unknown plan type `{plan}`"
                 f"{did_you_mean(str(plan), registry.documents)}",
             )
+        if k is not None:
+            yield from k.check(registry, r)
         if "filter" in r.options:
             yield from _filter(
                 registry,

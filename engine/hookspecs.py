@@ -72,8 +72,12 @@ def crm_sections() -> dict[str, str]:
 
 
 @hookspec
-def crm_report_types() -> list[str]:
-    """Return the report types (``type:`` of a report) this plugin draws."""
+def crm_report_kinds(registry: Registry) -> list[Any]:
+    """Return the report kinds (``engine.api.ReportKind`` subclasses or
+    instances) this plugin serves in this configuration: a report whose
+    ``type:`` is a kind's ``name`` is checked, run and drilled by it, and
+    served as a page, files and JSON like the engine's own (docs/reports.md).
+    Return none when the plugin is not enabled in ``registry``."""
 
 
 @hookspec

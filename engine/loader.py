@@ -202,9 +202,10 @@ class Loader:
         registry = self._build(config)
         if not self.problems:
             from engine.checks import check_registry
+            from engine.reports.service import plugin_kinds
 
-            report_types = [t for result in self.pm.hook.crm_report_types() for t in result or ()]
-            self.problems += check_registry(registry, self.field_types, self.sources, report_types)
+            kinds = plugin_kinds(self.pm, registry)
+            self.problems += check_registry(registry, self.field_types, self.sources, kinds)
             for result in self.pm.hook.crm_check(registry=registry, pm=self.pm):
                 self.problems += result or []
         if self.problems:

@@ -678,16 +678,23 @@ segments:
     "ReportSchema": Section(
         "A report",
         "`reports: NAME:` in a metadata file",
-        "A report; besides the keys below it takes the options of its type (`amount`, "
-        "`date`, `subject`, `by`, `plan`, `filter`), whose fields `crm check` verifies.",
+        "A report, served at `/reports/NAME` and `/api/v1/reports/NAME` "
+        "([reports.md](reports.md)); besides the keys below it takes the options its type "
+        "reads (the funnel: `amount`), and `crm check` refuses any other key.",
         {
-            "type": Key("The report's type."),
+            "type": Key("The report's type: a kind the engine or an enabled plugin serves."),
             "document": Key("The type it reports on."),
             "label": Key("Its name for people.", "its name"),
+            "roles": Key(
+                "The roles that see it (besides, they must read the type and every field "
+                "it reads).",
+                "every role that may read the type and the fields it reads",
+            ),
+            "filter": Key("Only the records matching this filter count.", "every record"),
         },
         """\
 reports:
-  funnel: {type: funnel, document: Deal, amount: amount, by: [manager]}
+  funnel: {type: funnel, document: Deal, amount: amount, roles: [sales_head]}
 """,
         at="reports.funnel",
     ),

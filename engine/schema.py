@@ -343,6 +343,8 @@ class ReportSchema(Schema):
     type = Text(required=True)
     document = Text(required=True)
     label = LabelField()
+    roles = NameList()
+    filter = MapOf()
 
 
 class DashboardSchema(Strict):

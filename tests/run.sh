@@ -53,6 +53,8 @@ if [ -d bench ] && [ -f bench/__main__.py ]; then
   .venv/bin/python -m bench --imports --quick
   echo "== executive discipline benchmark (quick)"
   .venv/bin/python -m bench --discipline --quick
+  echo "== deal funnel benchmark (quick)"
+  .venv/bin/python -m bench --reports-funnel --quick
   echo "== mailing benchmark (quick)"
   .venv/bin/python -m bench --mailing --quick
   echo "== telephony desk benchmark (quick)"

@@ -164,6 +164,18 @@ def test_the_discipline_benchmark_runs_agrees_and_sends_one_statement(
     assert len(rows) == 4 and all(line.endswith("  1") for line in rows), out
 
 
+def test_the_funnel_benchmark_runs_agrees_and_sends_one_statement(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # bench.reports_funnel.run checks that the report and the hand-written query
+    # give the same figures and that the report is one statement
+    assert main(["--reports-funnel", "--rows", "2000", "--quick", "--db", db_url]) == 0
+    out = capsys.readouterr().out
+    assert "Deal funnel on" in out and "2,000 deals" in out
+    rows = [line for line in out.splitlines() if line.startswith(("  Dec 2025", "  Q4", "  year"))]
+    assert len(rows) == 4 and all(line.endswith("  1") for line in rows), out
+
+
 def test_the_caller_lookup_benchmark_runs_agrees_with_the_hand_written_union(
     db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

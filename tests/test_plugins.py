@@ -71,7 +71,7 @@ CALLS: dict[str, dict[str, Any]] = {
     "crm_field_types": {},
     "crm_settings_schema": {},
     "crm_sections": {},
-    "crm_report_types": {},
+    "crm_report_kinds": {"registry": REGISTRY},
     "crm_check": {"registry": REGISTRY, "pm": Stand("plugin manager")},
     "crm_document_created": {
         "session": SESSION,
@@ -155,7 +155,7 @@ RESULTS: dict[str, Any] = {
     "crm_field_types": [Stand("field type")],
     "crm_settings_schema": Stand("settings schema"),
     "crm_sections": {"recordings": "recording"},
-    "crm_report_types": ["recorded"],
+    "crm_report_kinds": [Stand("report kind")],
     "crm_check": [Problem(Loc("config.yaml", 3, 1), "the recorder objects")],
     "crm_document_created": None,
     "crm_document_updated": None,
@@ -198,8 +198,8 @@ class Recorder:
         return self._got("crm_sections", locals())
 
     @hookimpl
-    def crm_report_types(self) -> Any:
-        return self._got("crm_report_types", locals())
+    def crm_report_kinds(self, registry: Any) -> Any:
+        return self._got("crm_report_kinds", locals())
 
     @hookimpl
     def crm_startup(self, app: Any, registry: Any) -> Any:
@@ -574,10 +574,11 @@ def test_processes_brings_its_channels_and_step_kinds_hooks() -> None:
     assert pm.hook.crm_notification_channels() == [["pigeon"], ["user"]]
 
 
-def test_plugins_declare_their_sections_report_types_and_settings() -> None:
+def test_plugins_declare_their_sections_and_settings() -> None:
     pm, _ = make_plugin_manager({"processes": {}})
     assert {"processes": "process", "automations": "automation"} in pm.hook.crm_sections()
-    assert ["processes", "discipline"] in pm.hook.crm_report_types()
+    # processes serves its discipline report on its own page, not as a `reports:` type
+    assert pm.hook.crm_report_kinds(registry=None) == []
     assert plugins.processes.crm_settings_schema() in [
         type(s) if not isinstance(s, type) else s for s in pm.hook.crm_settings_schema()
     ]

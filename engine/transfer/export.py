@@ -207,13 +207,16 @@ def list_rows(
     search: str | None = None,
     order: str | None = None,
     batch: int = 500,
+    where: Any = None,
 ) -> Iterator[list[Any]]:
     """A list page's export: the header (``id``, then the labels of
     :func:`list_fields`), then every record ``principal`` may read that the
     list's filter and search match, in the list's order, read a page at a
     time by the list's keyset cursor. The cells are those of every CSV file
     of the type (:func:`export_rows`), so the file comes back in by import
-    (the ``id`` column is skipped there). Raises FilterError/ListError."""
+    (the ``id`` column is skipped there). ``where`` replaces the read rule
+    as the rows' base condition (the read rule and a report's drill-down).
+    Raises FilterError/ListError."""
     from engine import lists
 
     registry = models.registry
@@ -224,7 +227,8 @@ def list_rows(
     stmt = _select_with_keys(models, table, [f for f in fields if f.type != "table"], principal)
     tables = [f for f in fields if f.type == "table"]
     yield ["id", *(f.label.get(registry.locale) for f in fields)]
-    where = access.where(models, principal, d.name, "read")
+    if where is None:
+        where = access.where(models, principal, d.name, "read")
     after = None
     while True:
         page = lists.page(

@@ -349,6 +349,10 @@ class DocumentApi(BaseApi):
             name: search
             schema: {type: string}
           - in: query
+            name: drill
+            schema: {type: string}
+            description: A report cell's drill-down token (from /api/v1/reports/NAME)
+          - in: query
             name: order
             schema: {type: string}
             description: A field name; a leading minus sorts descending
@@ -436,13 +440,21 @@ class DocumentApi(BaseApi):
         state = crm()
         rights = access.field_rights(state.registry, g.crm_principal, d.name)
         columns = [n for n, f in d.fields.items() if f.type != "table" and rights.readable(n)]
+        base_where = access.where(state.models, g.crm_principal, d.name, "read")
+        from engine.reports.views import Refused, drilled
+
+        try:
+            drill, _banner = drilled(d.name, g.crm_principal)
+        except Refused as exc:
+            return json_error(exc.status, exc.message)
+        if drill is not None:
+            base_where = sa.and_(base_where, drill)
         try:
             page = lists.page(
                 state.models, db_session(), d.name, filter=spec, search=fetch.clean(request.args.get("search")) or None,
                 order=order, offset=page_no * size, limit=size, after=request.args.get("after") or None,
                 columns=columns, user_id=g.crm_principal.user_id,
-                base_where=access.where(state.models, g.crm_principal, d.name, "read"),
-                principal=g.crm_principal,
+                base_where=base_where, principal=g.crm_principal,
             )  # fmt: skip
         except FilterError as exc:
             return json_error(400, str(exc))

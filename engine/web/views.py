@@ -267,6 +267,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         offset = _offset()
         columns = list_columns(d)
         error = None
+        base_where, drill = _drill(d)
         try:
             spec, search, order, segments = self._list_query(d)
         except FilterError as exc:  # the query string itself is wrong (`filter=` not JSON)
@@ -277,8 +278,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             page = lists.page(
                 state.models, db_session(), d.name, filter=spec or None, search=search,
                 order=order, offset=offset, limit=PAGE_SIZE, columns=columns,
-                user_id=principal().user_id, base_where=access.where(state.models, principal(), d.name, "read"),
-                principal=principal(),
+                user_id=principal().user_id, base_where=base_where, principal=principal(),
             )  # fmt: skip
         except FilterError as exc:
             db_session().rollback()
@@ -295,7 +295,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             segment=request.args.get("segment"), spec=spec, offset=offset, page_size=PAGE_SIZE,
             order=order or (d.list.order if d.list else "-created_at"), view=self.view_name,
             filter_fields=filter_fields, refs=lookup.ref_labels(d, picked) if picked else {},
-            sortable=lambda c: sortable(d, c), args=args, chip=self._chip(d),
+            sortable=lambda c: sortable(d, c), args=args, chip=self._chip(d), drill=drill,
             can_create=access.allowed(state.registry, principal(), d.name, "create"), **_labels(),
         )  # fmt: skip
         return (html, 400) if error else html
@@ -312,9 +312,11 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         except FilterError as exc:
             return Response(str(exc), status=400, mimetype="text/plain")
         state = crm()
+        base_where, _drilled = _drill(d)
         rows = transfer.list_rows(
-            state.models, db_session(), d.name, principal(), filter=spec, search=search, order=order
-        )
+            state.models, db_session(), d.name, principal(), filter=spec, search=search,
+            order=order, where=base_where,
+        )  # fmt: skip
         try:
             header = next(rows)
             first = next(rows, None)
@@ -540,6 +542,19 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             return jsonify({"results": []})
         where = lookup.constraint(d, request.args)
         return jsonify({"results": lookup.lookup(d, request.args.get("q", ""), 20, where)})
+
+
+def _drill(d: DocType) -> tuple[Any, dict[str, str] | None]:
+    """The list's rows: those the user may read, narrowed to a report cell's
+    records by ``?drill=`` (with the banner saying so); a 400 for a bad token."""
+    from engine.reports.views import Refused, drilled
+
+    base = access.where(crm().models, principal(), d.name, "read")
+    try:
+        where, banner = drilled(d.name, principal())
+    except Refused as exc:
+        abort(exc.status, exc.message)
+    return (base if where is None else sa.and_(base, where)), banner
 
 
 def _arg_offset(name: str) -> int:

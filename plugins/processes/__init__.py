@@ -20,8 +20,6 @@ from .settings import ProcessesSettings
 
 METADATA = Path(__file__).parent / "metadata"
 CHANNELS = ["user"]
-#: the report types this plugin draws
-REPORT_TYPES = ["processes", "discipline"]
 
 
 def _runtime(docs: Any) -> runtime.Runtime | None:
@@ -51,11 +49,6 @@ def crm_settings_schema() -> Any:
 @hookimpl
 def crm_sections() -> dict[str, str]:
     return dict(SECTIONS)
-
-
-@hookimpl
-def crm_report_types() -> list[str]:
-    return list(REPORT_TYPES)
 
 
 @hookimpl

@@ -61,6 +61,8 @@ METADATA = (
       sales_head: {read: all, create: true, update: all, delete: true}
 segments:
   key_accounts: {document: Customer, label: Key accounts, filter: {segment: A}}
+reports:
+  deal_funnel: {type: funnel, document: Deal, amount: amount, label: Deal funnel}
 """
 )
 
