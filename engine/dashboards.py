@@ -251,14 +251,14 @@ def _department(env: Env) -> int:
 
 def report_params(env: Env, card: Card) -> tuple[Any, dict[str, str]]:
     """The card's ``params`` as the report's :class:`~engine.reports.Params`, and as
-    the query string of the report's page (start, end, manager, department, kind,
+    the query string of the report's page (from, to, manager, department, kind,
     segment and the kind's options)."""
     from engine import clock
     from engine.reports import Params
 
     raw = {str(k): v for k, v in card.params.items()}
     start, end = period(str(raw.pop("period", DEFAULT_PERIOD)), clock.today(env.tz))
-    query: dict[str, str] = {"start": start.isoformat(), "end": end.isoformat()}
+    query: dict[str, str] = {"from": start.isoformat(), "to": end.isoformat()}
     manager = department = None
     if raw.pop("manager", None) == "me":
         if env.principal.user_id is None:

@@ -256,7 +256,7 @@ def test_report_cards_run_their_kind_and_a_kind_not_served_is_a_quiet_card(
     query = parse_qs(href.query)
     start, end = period("month", clock.today("UTC"))  # the test config's clock
     assert query["manager"] == [str(user_id(app, "anna"))]
-    assert query["start"] == [start.isoformat()] and query["end"] == [end.isoformat()]
+    assert query["from"] == [start.isoformat()] and query["to"] == [end.isoformat()]
     # the chart, drawn on the server; its bars link nowhere, the card opens the report
     chart = shown["funnel"]["body"].split("</h4>", 1)[1]
     assert "<svg" in chart and "<a " not in chart
