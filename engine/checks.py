@@ -26,7 +26,7 @@ CHECKS: list[Check] = []
 #: the report types the engine draws; plugins add theirs (``crm_report_types``)
 REPORT_TYPES = {
     "funnel", "conversion", "plan_fact", "by_manager", "by_department", "forecast",
-    "stage_time", "won_lost", "loss_reasons", "stale", "sources", "abc_xyz", "table",
+    "stage_time", "won_lost", "loss_reasons", "stale", "sources", "abc_xyz", "table", "quality",
 }  # fmt: skip
 
 
