@@ -255,7 +255,7 @@ def _filled(col: Any) -> sa.ColumnElement[bool]:
 def _digits(col: Any, dialect: str) -> sa.ColumnElement[bool]:
     """``col`` holds digits only (and at least one)."""
     if dialect == "postgresql":
-        return col.op("~")("^[0-9]+$")  # type: ignore[no-any-return]
+        return col.op("~")("^[0-9]+$")
     return sa.and_(col != "", sa.not_(col.op("GLOB")("*[^0-9]*")))
 
 
@@ -555,12 +555,12 @@ def similar_clusters(rows: Any, similarity: int, block: int) -> list[list[int]]:
                 texts[i], choices[pos + 1 : upto], scorer=fuzz.ratio, processor=None,
                 score_cutoff=similarity, limit=None,
             )  # fmt: skip
-            for _, _, at in found:
-                j = members[pos + 1 + at]
+            for hit in found:
+                j = members[pos + 1 + int(hit[2])]
                 if digits[i] == digits[j]:
-                    a, b = root(i), root(j)
-                    if a != b:
-                        parent[max(a, b)] = min(a, b)
+                    ri, rj = root(i), root(j)
+                    if ri != rj:
+                        parent[max(ri, rj)] = min(ri, rj)
     clusters: dict[int, list[int]] = {}
     for i in range(len(ids)):
         clusters.setdefault(root(i), []).append(ids[i])
@@ -636,7 +636,11 @@ class Quality(Kind):
                 yield from _field_problems(registry, report, d, key, o[key], kinds)
         spec = o.get("contacts")
         if spec is not None:
-            cd = registry.documents.get(spec.get("document")) if isinstance(spec, Mapping) else None
+            cd = (
+                registry.documents.get(str(spec.get("document")))
+                if isinstance(spec, Mapping)
+                else None
+            )
             if cd is None:
                 yield Problem(
                     _loc(report, "contacts"),

@@ -16,9 +16,11 @@ from engine.web.menu import install_menu
 def register(appbuilder: Any, crm: Any) -> None:
     """Add every type's views and API to the app; called by the app factory."""
     from engine.web.api import register_apis
+    from engine.web.quality import register_quality
     from engine.web.views import register_views
 
     install_request_handling(appbuilder, crm)
     register_views(appbuilder, crm)
     register_apis(appbuilder, crm)
+    register_quality(appbuilder, crm)
     install_menu(appbuilder, crm)

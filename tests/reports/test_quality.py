@@ -162,11 +162,17 @@ def expected(data: dict[str, Any], visible: set[int] | None = None) -> dict[str,
         "dup_name": similar_by_brute_force(c),
         "bad_inn": {i for i, r in c.items() if r["inn"] and not inn_is_valid(r["inn"])},
         "no_phone": set(c) - has_phone,
-        "bad_phone": {i for i, r in c.items()
-                      if any(r[f] and not E164.match(r[f]) for f in ("phone", "phone2"))},  # fmt: skip
+        "bad_phone": {
+            i
+            for i, r in c.items()
+            if any(r[f] and not E164.match(r[f]) for f in ("phone", "phone2"))
+        },
         "no_email": {i for i, r in c.items() if not r["email"]},
-        "bad_email": {i for i, r in c.items() if r["email"]
-                      and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", r["email"])},  # fmt: skip
+        "bad_email": {
+            i
+            for i, r in c.items()
+            if r["email"] and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", r["email"])
+        },
         "no_manager": {i for i, r in c.items() if r["manager_id"] in (None, gone)},
         "inactive": set(c) - data["recent"],
     }
@@ -274,3 +280,111 @@ def test_a_large_block_costs_windows_not_pairs(monkeypatch: pytest.MonkeyPatch) 
     rows = [(i, f"Ромашка {i}") for i in range(2000)]
     Q.similar_clusters(rows, 85, 50)
     assert calls["compared"] < 2000 * 50  # not 2000² / 2
+
+
+# --- the quality page: counts, clusters, merge links, fixing, assigning ------------------
+
+
+def row_of(app: Any, ident: int) -> Any:
+    state = app.extensions["crm"]
+    table = state.models.table("Customer")
+    with app.app_context():
+        return state.db.session.execute(sa.select(table).where(table.c.id == ident)).one()
+
+
+def page_counts(html: str) -> dict[str, int]:
+    return {k: int(v) for k, v in re.findall(r'data-group="(\w+)" data-count="(\d+)"', html)}
+
+
+def test_the_page_shows_each_group_with_its_count_under_the_reader_s_rules(app: Any) -> None:
+    data = plant(app)
+    admin = Client(app, "admin")
+    page = admin.get("/quality/base_quality/")
+    assert page.status_code == 200
+    assert page_counts(page.text) == {k: len(v) for k, v in expected(data).items()}
+    assert 'id="quality-no-bounces"' in page.text
+    anna = Client(app, "anna")
+    mine = {i for i, r in data["customers"].items() if r["manager_id"] == user_ids(app)["anna"]}
+    counts = page_counts(anna.get("/quality/base_quality/").text)
+    assert counts == {k: len(v) for k, v in expected(data, mine).items() if k != "no_manager"} | {
+        "no_manager": 0
+    }
+    assert "/quality/" in admin.get("/").text  # the menu item
+    assert anna.get("/quality/nonexistent/").status_code == 404
+    assert admin.get("/quality/base_quality/nonexistent").status_code == 404
+
+
+def test_duplicate_clusters_link_to_the_merge_page(app: Any) -> None:
+    plant(app)
+    admin = Client(app, "admin")
+    html = admin.get("/quality/base_quality/dup_inn").text
+    clusters = re.findall(r'class="crm-panel quality-cluster" data-ids="([\d,]+)"', html)
+    assert sorted(clusters) == ["1,2", "4,5,6"]
+    assert 'href="/merge/customer/?ids=4,5,6"' in html
+    names = admin.get("/quality/base_quality/dup_name").text
+    assert 'data-ids="11,12,13"' in names and 'data-ids="16,17"' in names
+    # a manager's clusters hold only what she may read: 1 is anna's, 2 boris's
+    anna = Client(app, "anna").get("/quality/base_quality/dup_inn").text
+    assert 'data-ids="1,2"' not in anna
+
+
+def test_fixing_a_field_in_place_validates_and_audits(app: Any) -> None:
+    plant(app)
+    admin = Client(app, "admin")
+    url = "/quality/base_quality/bad_inn"
+    before = row_of(app, 20)
+    bad = admin.post_form(f"{url}/fix/20", {"field": "inn", "value": "1234567891",
+                                            "_version": str(before.version)})  # fmt: skip
+    assert bad.status_code == 422
+    assert re.search(
+        r'class="help-block quality-error" data-field="inn">[^<]*wrong check digit', bad.text
+    )
+    assert 'value="1234567891"' in bad.text  # what was typed stays in the field
+    assert row_of(app, 20).inn == "1234567890"
+    good = admin.post_form(f"{url}/fix/20", {"field": "inn", "value": "7707083893",
+                                             "_version": str(before.version)})  # fmt: skip
+    assert good.status_code == 302
+    after = row_of(app, 20)
+    assert after.inn == "7707083893" and after.version == before.version + 1
+    assert after.updated_by_id == user_ids(app)["admin"]
+    assert 'data-ids="20,' not in admin.get(url).text and 'data-id="20"' not in admin.get(url).text
+    stale = admin.post_form(
+        f"{url}/fix/21", {"field": "inn", "value": "7707083893", "_version": "99"}
+    )
+    assert stale.status_code == 409
+    # a field the group does not fix, a record she may not update
+    assert admin.post_form(f"{url}/fix/21", {"field": "name", "value": "X",
+                                             "_version": "1"}).status_code == 403  # fmt: skip
+    anna = Client(app, "anna")
+    boris_s = next(i for i in (20, 21) if row_of(app, i).manager_id == user_ids(app)["boris"])
+    assert anna.post_form(f"{url}/fix/{boris_s}", {"field": "inn", "value": "7707083893",
+                                                   "_version": "1"}).status_code == 404  # fmt: skip
+
+
+def test_assigning_a_manager_to_a_group_respects_rights_and_audits(app: Any) -> None:
+    data = plant(app)
+    ids = user_ids(app)
+    url = "/quality/base_quality/no_manager"
+    anna = Client(app, "anna")
+    assert 'id="quality-assign"' not in anna.get(url).text
+    assert (
+        anna.post_form(f"{url}/assign", {"manager": ids["anna"], "scope": "all"}).status_code == 403
+    )
+    head = Client(app, "head")
+    page = head.get(url).text
+    assert 'id="quality-assign"' in page and 'class="quality-pick"' in page
+    refused = head.post_form(f"{url}/assign", {"manager": ids["gone"], "scope": "all"})
+    assert refused.status_code == 422 and 'id="quality-alert"' in refused.text
+    # selected rows: a record outside the group is not touched
+    picked = head.post_form(f"{url}/assign", {"manager": ids["boris"], "ids": ["28", "40"]})
+    assert picked.status_code == 302
+    assert row_of(app, 28).manager_id == ids["boris"]
+    assert row_of(app, 40).manager_id == data["customers"][40]["manager_id"]
+    assert row_of(app, 40).version == 1
+    done = head.post_form(f"{url}/assign", {"manager": ids["boris"], "scope": "all"})
+    assert done.status_code == 302
+    assert "1 record assigned to" in head.get(done.headers["Location"]).text
+    after = row_of(app, 29)
+    assert after.manager_id == ids["boris"] and after.updated_by_id == ids["head"]
+    assert after.version == 2
+    assert page_counts(head.get("/quality/base_quality/").text)["no_manager"] == 0
