@@ -712,7 +712,7 @@ class Quality(Kind):
         )
         return Result(
             [
-                Column("problem", gettext("Problem")),
+                Column("problem", gettext("Problem found")),
                 Column("records", ctx.registry.documents[report.document].label.get(ctx.registry.locale), "count"),
                 Column("clusters", gettext("Groups of duplicates"), "count"),
             ],
