@@ -10,7 +10,9 @@ campaign targets at once on the telephony desk;
 ``python -m bench --lookup [--quick] [--rows N] [--db URL]`` for the telephony caller lookup
 against a raw indexed SELECT;
 ``python -m bench --webhooks [--quick] [--rows N] [--db URL]`` for signed telephony webhook
-events under gunicorn on PostgreSQL."""
+events under gunicorn on PostgreSQL;
+``python -m bench --quality [--quick] [--rows N] [--db URL]`` for the client base quality
+check's duplicate search at N and 10 N customers."""
 
 from __future__ import annotations
 
@@ -113,7 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         "on PostgreSQL (bench.telephony_webhooks): events/s and p99 latency, 3,000 calls "
         "(300 and at most 12 s a phase with --quick; --rows sets the calls)",
     )  # fmt: skip
+    parser.add_argument(
+        "--quality", action="store_true",
+        help="instead, the quality check's duplicate search (bench.quality) at N and 10 N "
+        "customers against hand-written SQL, 100 k and 1 M (2 k and 20 k with --quick)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.quality:
+        return _quality(args)
     if args.desk:
         return _desk(args)
     if args.lookup:
@@ -197,6 +206,15 @@ def _mailing(args: argparse.Namespace) -> int:
         args.rows or (mailing.QUICK_ROWS if args.quick else mailing.ROWS), args.db
     )
     return _finish(args, started, mailing.report(figures))
+
+
+def _quality(args: argparse.Namespace) -> int:
+    from bench import quality
+
+    started = time.perf_counter()
+    rows = args.rows or (quality.QUICK_ROWS if args.quick else quality.ROWS)
+    figures = quality.run(rows, args.db, quick=args.quick)
+    return _finish(args, started, quality.report(figures))
 
 
 def _desk(args: argparse.Namespace) -> int:

@@ -388,3 +388,45 @@ def test_assigning_a_manager_to_a_group_respects_rights_and_audits(app: Any) -> 
     assert after.manager_id == ids["boris"] and after.updated_by_id == ids["head"]
     assert after.version == 2
     assert page_counts(head.get("/quality/base_quality/").text)["no_manager"] == 0
+
+
+def test_the_duplicate_search_benchmark_runs_and_finds_what_was_planted(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.__main__ import main
+
+    # bench.quality.report checks each exact group's count against the
+    # hand-written SQL's and the planted duplicates (a miss is a non-zero exit)
+    assert main(["--quality", "--rows", "1000", "--db", db_url]) == 0
+    out = capsys.readouterr().out
+    assert "found dup_inn 18, dup_phone 18, dup_email 18, dup_name 8" in out
+    assert "10,000: found dup_inn 198, dup_phone 198, dup_email 198, dup_name 98" in out
+
+
+def test_the_kind_checks_its_options_where_they_are_written(load_config: Any) -> None:
+    registry = load_config(
+        {"reports.yaml": """
+            reports:
+              q:
+                type: quality
+                document: Customer
+                phones: [phone, name]
+                contacts: {document: ContactPerson, ref: name, colour: red}
+                activity: [Department]
+                similarity: 120
+            """},
+        config="name: T\nlocale: en\nlayers: [base]\n",
+    )  # fmt: skip
+    problems = [str(p) for p in load_kinds()["quality"].check(registry, registry.reports["q"])]
+    assert any(":6:" in p and "`name` is of type string, not phone" in p for p in problems)
+    assert any(":7:" in p and "`ref` must name a ref of ContactPerson to Customer" in p
+               for p in problems)  # fmt: skip
+    assert any(":7:" in p and "unknown key `colour`" in p for p in problems)
+    assert any(
+        ":8:" in p and "`Department` is no type with a ref to Customer" in p for p in problems
+    )
+    assert any(":9:" in p and "`similarity`: it must be a whole number from 50 to 100" in p
+               for p in problems)  # fmt: skip
+    assert len(problems) == 5
+    base = load_config(config="name: T\nlocale: en\nlayers: [base]\n")
+    assert list(load_kinds()["quality"].check(base, base.reports["base_quality"])) == []
