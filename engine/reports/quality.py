@@ -31,6 +31,7 @@ select its count is taken from.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
@@ -518,7 +519,19 @@ def blocks_of(words: Sequence[str]) -> set[str]:
 
 def similar_clusters(rows: Any, similarity: int, block: int) -> list[list[int]]:
     """Clusters (sorted ids, ordered by the first) of the (id, name) rows
-    whose names are similar, comparing within blocks only."""
+    whose names are similar, comparing within blocks only. The garbage
+    collector is paused meanwhile: the pass makes millions of small objects
+    that live until it ends, and each collection would walk them all again."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _similar_clusters(rows, similarity, block)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _similar_clusters(rows: Any, similarity: int, block: int) -> list[list[int]]:
     ids: list[int] = []
     texts: list[str] = []
     digits: list[str] = []
