@@ -12,7 +12,9 @@ against a raw indexed SELECT;
 ``python -m bench --webhooks [--quick] [--rows N] [--db URL]`` for signed telephony webhook
 events under gunicorn on PostgreSQL;
 ``python -m bench --reports-funnel [--quick] [--rows N] [--db URL]`` for the deal funnel
-report against hand-written SQL."""
+report against hand-written SQL;
+``python -m bench --quality [--quick] [--rows N] [--db URL]`` for the client base quality
+check's duplicate search at N and 10 N customers."""
 
 from __future__ import annotations
 
@@ -120,9 +122,16 @@ def main(argv: list[str] | None = None) -> int:
         help="instead, the deal funnel report from the status history against hand-written SQL "
         "(bench.reports_funnel), 1 M deals (20 k with --quick)",
     )  # fmt: skip
+    parser.add_argument(
+        "--quality", action="store_true",
+        help="instead, the quality check's duplicate search (bench.quality) at N and 10 N "
+        "customers against hand-written SQL, 100 k and 1 M (2 k and 20 k with --quick)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.reports_funnel:
         return _reports_funnel(args)
+    if args.quality:
+        return _quality(args)
     if args.desk:
         return _desk(args)
     if args.lookup:
@@ -206,6 +215,15 @@ def _mailing(args: argparse.Namespace) -> int:
         args.rows or (mailing.QUICK_ROWS if args.quick else mailing.ROWS), args.db
     )
     return _finish(args, started, mailing.report(figures))
+
+
+def _quality(args: argparse.Namespace) -> int:
+    from bench import quality
+
+    started = time.perf_counter()
+    rows = args.rows or (quality.QUICK_ROWS if args.quick else quality.ROWS)
+    figures = quality.run(rows, args.db, quick=args.quick)
+    return _finish(args, started, quality.report(figures))
 
 
 def _desk(args: argparse.Namespace) -> int:

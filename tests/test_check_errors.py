@@ -1048,7 +1048,7 @@ SEGMENT_CASES = [
         customer_with("reports:\n  sales: {type: funel, document: Custmer}\n"),
         "customer.yaml:9:17: the report `sales` has an unknown type `funel` "
         "(did you mean `funnel`?); types are abc_xyz, by_department, by_manager, conversion, "
-        "forecast, funnel, loss_reasons, plan_fact, sources, stage_time, stale, table, won_lost",
+        "forecast, funnel, loss_reasons, plan_fact, quality, sources, stage_time, stale, table, won_lost",
         "customer.yaml:9:34: the report `sales` is of an unknown document type `Custmer` "
         "(did you mean `Customer`?)",
     ),

@@ -17,10 +17,12 @@ def register(appbuilder: Any, crm: Any) -> None:
     """Add every type's views and API to the app; called by the app factory."""
     from engine.reports.views import register as register_reports
     from engine.web.api import register_apis
+    from engine.web.quality import register_quality
     from engine.web.views import register_views
 
     install_request_handling(appbuilder, crm)
     register_views(appbuilder, crm)
     register_apis(appbuilder, crm)
     register_reports(appbuilder, crm)
+    register_quality(appbuilder, crm)
     install_menu(appbuilder, crm)
