@@ -1252,22 +1252,29 @@ class Measure:
         return self.op if self.path is None else f"{self.op}_{self.path.replace('.', '_')}"
 
 
+def measure(item: Any) -> Measure | str:
+    """One item of ``measures``, or why it is not one: a message."""
+    if item == "count":
+        return Measure("count", None)
+    if isinstance(item, Mapping) and len(item) == 1:
+        op, path = next(iter(item.items()))
+        if op not in MEASURES[1:] or not isinstance(path, str):
+            return f"`{op}` is not one of {', '.join(MEASURES[1:])} of a field"
+        return Measure(str(op), path)
+    return f"`{item}`: write count or {{sum: FIELD}} (avg, min, max)"
+
+
 def measures(report: Report) -> list[Measure] | str:
-    """The report's ``measures`` (default ``[count]``), or why not: a message."""
+    """The report's ``measures`` (default ``[count]``), or the first reason they are not."""
     raw = report.options.get("measures", ["count"])
     if not isinstance(raw, list) or not raw:
         return "a list: count, {sum: FIELD}, {avg: FIELD}, {min: FIELD}, {max: FIELD}"
     out: list[Measure] = []
     for item in raw:
-        if item == "count":
-            out.append(Measure("count", None))
-        elif isinstance(item, Mapping) and len(item) == 1:
-            op, path = next(iter(item.items()))
-            if op not in MEASURES[1:] or not isinstance(path, str):
-                return f"`{op}` is not one of {', '.join(MEASURES[1:])} of a field"
-            out.append(Measure(str(op), path))
-        else:
-            return f"`{item}`: write count or {{sum: FIELD}} (avg, min, max)"
+        found = measure(item)
+        if isinstance(found, str):
+            return found
+        out.append(found)
     return out
 
 
@@ -1351,24 +1358,26 @@ class Table(Kind):
                 if isinstance(chain, str):
                     yield Problem(_loc(report, "by", item=name),
                                   f"the report `{report.name}`, `by`: {chain}")  # fmt: skip
-        found = measures(report)
-        if isinstance(found, str):
-            yield Problem(
-                _loc(report, "measures"), f"the report `{report.name}`, `measures`: {found}"
-            )
-        else:
-            for m in found:
-                if m.path is None:
-                    continue
-                chain = _path(registry, d, m.path)
-                if isinstance(chain, str):
-                    yield Problem(_loc(report, "measures"),
-                                  f"the report `{report.name}`, `measures`: {chain}")  # fmt: skip
-                elif chain[-1][1].type not in NUMERIC and m.op in ("sum", "avg"):
-                    yield Problem(
-                        _loc(report, "measures"),
-                        f"the report `{report.name}`, `measures`: `{m.path}` is not a number",
-                    )
+        raw = report.options.get("measures", ["count"])
+        if not isinstance(raw, list) or not raw:
+            yield Problem(_loc(report, "measures"),
+                          f"the report `{report.name}`, `measures`: {measures(report)}")  # fmt: skip
+            raw = []
+        for item in raw:
+            m = measure(item)
+            where = _loc(report, "measures", item=item)
+            if isinstance(m, str):
+                yield Problem(where, f"the report `{report.name}`, `measures`: {m}")
+                continue
+            if m.path is None:
+                continue
+            chain = _path(registry, d, m.path)
+            if isinstance(chain, str):
+                yield Problem(where, f"the report `{report.name}`, `measures`: {chain}")
+            elif chain[-1][1].type not in NUMERIC and m.op in ("sum", "avg"):
+                yield Problem(
+                    where, f"the report `{report.name}`, `measures`: `{m.path}` is not a number"
+                )
         date = report.options.get("date")
         if date is not None and date not in SYSTEM_DATES:
             f = _field(d, str(date))
