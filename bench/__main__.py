@@ -10,7 +10,9 @@ campaign targets at once on the telephony desk;
 ``python -m bench --lookup [--quick] [--rows N] [--db URL]`` for the telephony caller lookup
 against a raw indexed SELECT;
 ``python -m bench --webhooks [--quick] [--rows N] [--db URL]`` for signed telephony webhook
-events under gunicorn on PostgreSQL."""
+events under gunicorn on PostgreSQL;
+``python -m bench --reports-deals [--quick] [--rows N] [--db URL]`` for the deal report kinds
+(forecast, won/lost, loss reasons, stale, sources, table) against hand-written SQL."""
 
 from __future__ import annotations
 
@@ -113,7 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         "on PostgreSQL (bench.telephony_webhooks): events/s and p99 latency, 3,000 calls "
         "(300 and at most 12 s a phase with --quick; --rows sets the calls)",
     )  # fmt: skip
+    parser.add_argument(
+        "--reports-deals", action="store_true",
+        help="instead, the deal report kinds against hand-written SQL (bench.reports_deals), "
+        "1 M deals (10 k with --quick; --rows sets the deals)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.reports_deals:
+        return _reports_deals(args)
     if args.desk:
         return _desk(args)
     if args.lookup:
@@ -234,6 +243,15 @@ def _discipline(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     results = discipline.run(rows, url=args.db, quick=args.quick, show_plans=args.plans)
     return _finish(args, started, discipline.report(results))
+
+
+def _reports_deals(args: argparse.Namespace) -> int:
+    from bench import reports_deals
+
+    rows = args.rows or (reports_deals.QUICK_ROWS if args.quick else reports_deals.ROWS)
+    started = time.perf_counter()
+    database, figures = reports_deals.run(rows, url=args.db, quick=args.quick)
+    return _finish(args, started, reports_deals.report(database, rows, figures))
 
 
 def _imap(args: argparse.Namespace) -> int:
