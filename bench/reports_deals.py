@@ -293,14 +293,24 @@ def hand_sql(
             f"AND h.at >= {low} AND h.at < {high}{own} GROUP BY 1"
         )
     if name == "stale_deals":
+        # the same answer as the report: the 500 longest idle with their last
+        # activity, and every owner's count (one row per owner at least)
         cutoff = _at(engine, now - dt.timedelta(days=14))
+        greatest = "max" if engine.dialect.name == "sqlite" else "greatest"
+        changed = "coalesce(d.updated_at, d.created_at)"
         return (
-            "SELECT d.manager_id, count(*) FROM deal d "
+            "SELECT * FROM (SELECT s.*, row_number() OVER (ORDER BY s.last, s.id) AS rn, "
+            "row_number() OVER (PARTITION BY s.manager_id ORDER BY s.id) AS orn, "
+            "count(*) OVER (PARTITION BY s.manager_id) AS owned FROM (SELECT d.id, d.number, "
+            f"d.manager_id, d.stage, d.amount, {greatest}({changed}, "
+            f"coalesce((SELECT max(h.at) FROM deal__history h WHERE h.doc_id = d.id), {changed}), "
+            "coalesce((SELECT max(i.planned_at) FROM interaction i WHERE i.customer_id = d.customer_id), "
+            f"{changed})) AS last FROM deal d "
             "WHERE d.stage IN ('new', 'qualification', 'proposal', 'contract') "
-            f"AND coalesce(d.updated_at, d.created_at) < {cutoff}{own} "
+            f"AND {changed} < {cutoff}{own} "
             f"AND NOT EXISTS (SELECT 1 FROM deal__history h WHERE h.doc_id = d.id AND h.at >= {cutoff}) "
             "AND NOT EXISTS (SELECT 1 FROM interaction i WHERE i.customer_id = d.customer_id "
-            f"AND i.planned_at >= {cutoff}) GROUP BY d.manager_id"
+            f"AND i.planned_at >= {cutoff})) s) t WHERE t.rn <= 500 OR t.orn = 1"
         )
     if name == "deal_sources":
         return (
@@ -341,6 +351,8 @@ def _counts_of(name: str, result: Any) -> int:
 
 
 def _hand_count(name: str, rows: list[Any]) -> int:
+    if name == "stale_deals":  # each owner's count, on the owner's first row
+        return sum(int(r[-1]) for r in rows if int(r[-2]) == 1)
     index = {"deals_won_lost": 2, "deal_forecast": 1, "stale_deals": 1, "deals_table": 2}.get(
         name, 1
     )
