@@ -14,7 +14,9 @@ events under gunicorn on PostgreSQL;
 ``python -m bench --reports-funnel [--quick] [--rows N] [--db URL]`` for the deal funnel
 report against hand-written SQL;
 ``python -m bench --quality [--quick] [--rows N] [--db URL]`` for the client base quality
-check's duplicate search at N and 10 N customers."""
+check's duplicate search at N and 10 N customers;
+``python -m bench --reports-deals [--quick] [--rows N] [--db URL]`` for the deal report kinds
+(forecast, won/lost, loss reasons, stale, sources, table) against hand-written SQL."""
 
 from __future__ import annotations
 
@@ -127,11 +129,18 @@ def main(argv: list[str] | None = None) -> int:
         help="instead, the quality check's duplicate search (bench.quality) at N and 10 N "
         "customers against hand-written SQL, 100 k and 1 M (2 k and 20 k with --quick)",
     )  # fmt: skip
+    parser.add_argument(
+        "--reports-deals", action="store_true",
+        help="instead, the deal report kinds against hand-written SQL (bench.reports_deals), "
+        "1 M deals (10 k with --quick; --rows sets the deals)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.reports_funnel:
         return _reports_funnel(args)
     if args.quality:
         return _quality(args)
+    if args.reports_deals:
+        return _reports_deals(args)
     if args.desk:
         return _desk(args)
     if args.lookup:
@@ -270,6 +279,15 @@ def _reports_funnel(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     results = reports_funnel.run(rows, url=args.db, quick=args.quick, show_plans=args.plans)
     return _finish(args, started, reports_funnel.report(results))
+
+
+def _reports_deals(args: argparse.Namespace) -> int:
+    from bench import reports_deals
+
+    rows = args.rows or (reports_deals.QUICK_ROWS if args.quick else reports_deals.ROWS)
+    started = time.perf_counter()
+    database, figures = reports_deals.run(rows, url=args.db, quick=args.quick)
+    return _finish(args, started, reports_deals.report(database, rows, figures))
 
 
 def _imap(args: argparse.Namespace) -> int:

@@ -202,3 +202,15 @@ def test_the_lookup_plan_check_sees_a_scan() -> None:
     )
     assert not indexed(["Seq Scan on customer", "Index Scan using ix on contact_person"],
                        ["customer", "contact_person"], "postgresql")  # fmt: skip
+
+
+def test_the_deal_reports_benchmark_agrees_with_hand_sql_in_one_statement_each(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # bench.reports_deals.run checks that each report's count equals the
+    # hand-written query's and that each report sends exactly one statement
+    assert main(["--reports-deals", "--rows", "2000", "--quick", "--db", db_url]) == 0
+    out = capsys.readouterr().out
+    assert "Deal reports on" in out and "2,000 deals" in out
+    rows = [line for line in out.splitlines() if line.startswith(("deal", "stale", "customer"))]
+    assert len(rows) == 14, out
