@@ -366,70 +366,68 @@ def classify(session: Any, models: Any, p: Plan, now: dt.datetime) -> dict[str, 
     )  # fmt: skip
     conn = session.connection()
     run.drop(conn, checkfirst=True)
-    run.create(conn)
-    try:
-        found = classes(models, p, bounds, tz).subquery()
-        session.execute(
-            run.insert().from_select(
-                ["c", "revenue", "cv", "abc", "xyz"],
-                sa.select(found.c.c, found.c.revenue, sa.func.round(found.c.cv, 2),
-                          found.c.abc, found.c.xyz),
+    run.create(conn)  # a rollback drops it with the rest
+    found = classes(models, p, bounds, tz).subquery()
+    session.execute(
+        run.insert().from_select(
+            ["c", "revenue", "cv", "abc", "xyz"],
+            sa.select(found.c.c, found.c.revenue, sa.func.round(sa.cast(found.c.cv, sa.Numeric(18, 6)), 2),
+                      found.c.abc, found.c.xyz),
+        )
+    )  # fmt: skip
+    changed = 0
+    if HISTORY in registry.documents:
+        hd = registry.documents[HISTORY]
+        hist = models.table(HISTORY)
+        hc = {n: hist.c[f.column] for n, f in hd.fields.items() if f.stored}
+        values = {
+            "customer": cust.c.id,
+            "at": sa.literal(now, sa.DateTime(timezone=True)),
+            "from_abc": col["abc_class"],
+            "to_abc": run.c.abc,
+            "from_xyz": col["xyz_class"],
+            "to_xyz": run.c.xyz,
+            "period": sa.literal(period_text(bounds)),
+        }
+        if target.owner and "manager" in hc:
+            values["manager"] = cust.c[target.fields[target.owner].column]
+        values = {k: v for k, v in values.items() if k in hc}
+        pick = (
+            sa.select(
+                *[v.label(k) for k, v in values.items()],
+                sa.literal(now, sa.DateTime(timezone=True)).label("created_at"),
             )
-        )  # fmt: skip
-        changed = 0
-        if HISTORY in registry.documents:
-            hd = registry.documents[HISTORY]
-            hist = models.table(HISTORY)
-            hc = {n: hist.c[f.column] for n, f in hd.fields.items() if f.stored}
-            values = {
-                "customer": cust.c.id,
-                "at": sa.literal(now, sa.DateTime(timezone=True)),
-                "from_abc": col["abc_class"],
-                "to_abc": run.c.abc,
-                "from_xyz": col["xyz_class"],
-                "to_xyz": run.c.xyz,
-                "period": sa.literal(period_text(bounds)),
-            }
-            if target.owner and "manager" in hc:
-                values["manager"] = cust.c[target.fields[target.owner].column]
-            values = {k: v for k, v in values.items() if k in hc}
-            pick = (
-                sa.select(
-                    *[v.label(k) for k, v in values.items()],
-                    sa.literal(now, sa.DateTime(timezone=True)).label("created_at"),
-                )
-                .select_from(cust.outerjoin(run, run.c.c == cust.c.id))
-                .where(
-                    sa.or_(
-                        col["abc_class"].is_distinct_from(run.c.abc),
-                        col["xyz_class"].is_distinct_from(run.c.xyz),
-                    )
+            .select_from(cust.outerjoin(run, run.c.c == cust.c.id))
+            .where(
+                sa.or_(
+                    col["abc_class"].is_distinct_from(run.c.abc),
+                    col["xyz_class"].is_distinct_from(run.c.xyz),
                 )
             )
-            result = session.execute(
-                hist.insert().from_select([hc[k].name for k in values] + ["created_at"], pick)
-            )
-            changed = max(result.rowcount or 0, 0)
-        session.execute(
-            cust.update()
-            .where(cust.c.id == run.c.c)
-            .values({
-                col["abc_class"]: run.c.abc, col["xyz_class"]: run.c.xyz,
-                col["abc_revenue"]: run.c.revenue, col["xyz_cv"]: run.c.cv,
-                col["abc_xyz_at"]: now,
-            })
-        )  # fmt: skip
-        session.execute(
-            cust.update()
-            .where(cust.c.id.not_in(sa.select(run.c.c)))
-            .values({
-                col["abc_class"]: None, col["xyz_class"]: None,
-                col["abc_revenue"]: None, col["xyz_cv"]: None, col["abc_xyz_at"]: now,
-            })
-        )  # fmt: skip
-        classified = session.execute(sa.select(sa.func.count()).select_from(run)).scalar_one()
-    finally:
-        run.drop(conn)
+        )
+        result = session.execute(
+            hist.insert().from_select([hc[k].name for k in values] + ["created_at"], pick)
+        )
+        changed = max(result.rowcount or 0, 0)
+    session.execute(
+        cust.update()
+        .where(cust.c.id == run.c.c)
+        .values({
+            col["abc_class"]: run.c.abc, col["xyz_class"]: run.c.xyz,
+            col["abc_revenue"]: run.c.revenue, col["xyz_cv"]: run.c.cv,
+            col["abc_xyz_at"]: now,
+        })
+    )  # fmt: skip
+    session.execute(
+        cust.update()
+        .where(cust.c.id.not_in(sa.select(run.c.c)))
+        .values({
+            col["abc_class"]: None, col["xyz_class"]: None,
+            col["abc_revenue"]: None, col["xyz_cv"]: None, col["abc_xyz_at"]: now,
+        })
+    )  # fmt: skip
+    classified = session.execute(sa.select(sa.func.count()).select_from(run)).scalar_one()
+    run.drop(conn)
     return {"report": p.report.name, "classified": classified, "changed": changed}
 
 
