@@ -10,7 +10,9 @@ campaign targets at once on the telephony desk;
 ``python -m bench --lookup [--quick] [--rows N] [--db URL]`` for the telephony caller lookup
 against a raw indexed SELECT;
 ``python -m bench --webhooks [--quick] [--rows N] [--db URL]`` for signed telephony webhook
-events under gunicorn on PostgreSQL."""
+events under gunicorn on PostgreSQL;
+``python -m bench --abc-xyz [--quick] [--rows N] [--db URL]`` for the nightly ABC/XYZ
+classification against the same work in hand-written SQL."""
 
 from __future__ import annotations
 
@@ -113,7 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         "on PostgreSQL (bench.telephony_webhooks): events/s and p99 latency, 3,000 calls "
         "(300 and at most 12 s a phase with --quick; --rows sets the calls)",
     )  # fmt: skip
+    parser.add_argument(
+        "--abc-xyz", action="store_true",
+        help="instead, the nightly ABC/XYZ classification against the same work in hand-written "
+        "SQL (bench.abc_xyz), 1 M orders of 100 k customers (50 k orders with --quick; --rows sets "
+        "the orders)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.abc_xyz:
+        return _abc_xyz(args)
     if args.desk:
         return _desk(args)
     if args.lookup:
@@ -197,6 +207,16 @@ def _mailing(args: argparse.Namespace) -> int:
         args.rows or (mailing.QUICK_ROWS if args.quick else mailing.ROWS), args.db
     )
     return _finish(args, started, mailing.report(figures))
+
+
+def _abc_xyz(args: argparse.Namespace) -> int:
+    from bench import abc_xyz
+
+    started = time.perf_counter()
+    figures = abc_xyz.run(
+        args.rows or (abc_xyz.QUICK_ROWS if args.quick else abc_xyz.ROWS), args.db
+    )
+    return _finish(args, started, abc_xyz.report(figures))
 
 
 def _desk(args: argparse.Namespace) -> int:

@@ -674,7 +674,9 @@ segments:
         "A report",
         "`reports: NAME:` in a metadata file",
         "A report; besides the keys below it takes the options of its type (`amount`, "
-        "`date`, `subject`, `by`, `plan`, `filter`), whose fields `crm check` verifies.",
+        "`date`, `subject`, `by`, `plan`, `filter`), whose fields `crm check` verifies; "
+        "`abc_xyz` also takes `states`, `period`, `thresholds`, `at` and `store` (see "
+        "[reports.md](reports.md#abc-and-xyz-classes-of-customers)).",
         {
             "type": Key("The report's type."),
             "document": Key("The type it reports on."),

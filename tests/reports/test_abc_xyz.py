@@ -101,7 +101,12 @@ class World:
             self._insert(self.state.db.session(), orders)
 
     def expected(
-        self, a: float = 80, b: float = 95, x: float = 10, y: float = 25, today: dt.date | None = None
+        self,
+        a: float = 80,
+        b: float = 95,
+        x: float = 10,
+        y: float = 25,
+        today: dt.date | None = None,
     ) -> dict[int, tuple[str, str, float, int]]:
         """customer → (abc, xyz, cv %, revenue), computed in Python."""
         today = today or self.today
@@ -194,11 +199,10 @@ def test_the_nightly_job_stores_the_classes_an_independent_computation_gives(app
         assert runner.drain() == 0
     before = world.stored()
     tomorrow = dt.datetime.combine(world.today + dt.timedelta(days=1), dt.time(3, 30), dt.UTC)
-    with clock.use(lambda: tomorrow):
-        with app.app_context():
-            runner = runner_for(app)
-            runner.run_schedules()
-            assert runner.drain() == 1
+    with clock.use(lambda: tomorrow), app.app_context():
+        runner = runner_for(app)
+        runner.run_schedules()
+        assert runner.drain() == 1
     after = world.stored()
     assert all(after[c][4] > before[c][4] for c in after)
 
@@ -256,7 +260,9 @@ def context(app: Any, who: str | None) -> Context:
     return Context(state.models, session, principal, dt.UTC, clock.now())
 
 
-def test_the_matrix_counts_only_readable_customers_and_each_cell_drills_to_its_count(app: Any) -> None:
+def test_the_matrix_counts_only_readable_customers_and_each_cell_drills_to_its_count(
+    app: Any,
+) -> None:
     world = World(app, seed=5)
     world.force()
     expected = world.expected()
@@ -271,7 +277,7 @@ def test_the_matrix_counts_only_readable_customers_and_each_cell_drills_to_its_c
             report = ctx.registry.reports["abc_xyz"]
             result = kind.run(ctx, report, params)
             seen = {c: v for c, v in expected.items() if c in mine}
-            for i, row in enumerate(result.rows):
+            for row in result.rows:
                 for x in "XYZ":
                     cell = [c for c, v in seen.items() if v[:2] == (row["abc"], x)]
                     assert row[f"{x}_count"] == len(cell)
@@ -373,8 +379,23 @@ def test_crm_check_refuses_a_subject_that_is_no_ref_and_two_stores(problems_of: 
         "  a2: {type: abc_xyz, document: Deal, subject: customer, amount: amount}\n"
     )
     problems = problems_of({"r.yaml": text}, config=BASE_CONFIG)
-    assert any(p.startswith("r.yaml:2:") and "`subject`: must be a ref field" in p for p in problems)
     assert any(
-        p.startswith("r.yaml:3:") and "already stores the classes of Customer; set `store: false`" in p
+        p.startswith("r.yaml:2:") and "`subject`: must be a ref field" in p for p in problems
+    )
+    assert any(
+        p.startswith("r.yaml:3:")
+        and "already stores the classes of Customer; set `store: false`" in p
         for p in problems
     ), problems
+
+
+def test_the_benchmark_runs_small_and_agrees_with_the_hand_written_sql(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.__main__ import main
+
+    assert main(["--abc-xyz", "--rows", "3000", "--db", db_url]) == 0
+    out = capsys.readouterr().out
+    assert "ABC/XYZ classification of 300 customers from 3,000 orders" in out
+    assert "disagreements with the hand-written SQL: 0" in out
+    assert "×" in out and "history rows: " in out and "'AZ'" in out
