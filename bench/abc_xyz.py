@@ -119,6 +119,7 @@ def hand_sql(models: Any, dialect: str, bounds: list[dt.date]) -> list[str]:
                    CASE WHEN above * 100 < 80 * total THEN 'A' WHEN above * 100 < 95 * total THEN 'B' ELSE 'C' END,
                    CASE WHEN cv <= 10 THEN 'X' WHEN cv <= 25 THEN 'Y' ELSE 'Z' END
             FROM cv""",
+        "ANALYZE hand_run" if dialect == "postgresql" else "SELECT 1",
         f"""INSERT INTO {h} (customer_id, at, from_abc, to_abc, from_xyz, to_xyz, period, manager_id, created_at)
             SELECT cu.id, :now, cu.abc_class, r.abc, cu.xyz_class, r.xyz, '{period}', cu.manager_id, :now
             FROM {c} cu LEFT OUTER JOIN hand_run r ON r.c = cu.id

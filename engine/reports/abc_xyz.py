@@ -375,6 +375,8 @@ def classify(session: Any, models: Any, p: Plan, now: dt.datetime) -> dict[str, 
                       found.c.abc, found.c.xyz),
         )
     )  # fmt: skip
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text(f"ANALYZE {run.name}"))  # its size, for the joins below
     changed = 0
     if HISTORY in registry.documents:
         hd = registry.documents[HISTORY]
@@ -415,7 +417,7 @@ def classify(session: Any, models: Any, p: Plan, now: dt.datetime) -> dict[str, 
         .values({
             col["abc_class"]: run.c.abc, col["xyz_class"]: run.c.xyz,
             col["abc_revenue"]: run.c.revenue, col["xyz_cv"]: run.c.cv,
-            col["abc_xyz_at"]: now,
+            col["abc_xyz_at"]: now, cust.c.updated_at: cust.c.updated_at,
         })
     )  # fmt: skip
     session.execute(
@@ -424,6 +426,7 @@ def classify(session: Any, models: Any, p: Plan, now: dt.datetime) -> dict[str, 
         .values({
             col["abc_class"]: None, col["xyz_class"]: None,
             col["abc_revenue"]: None, col["xyz_cv"]: None, col["abc_xyz_at"]: now,
+            cust.c.updated_at: cust.c.updated_at,  # not an edit: no onupdate
         })
     )  # fmt: skip
     classified = session.execute(sa.select(sa.func.count()).select_from(run)).scalar_one()

@@ -185,6 +185,10 @@ def test_the_nightly_job_stores_the_classes_an_independent_computation_gives(app
         assert runner.run_schedules() >= 1
         assert runner.drain() == 1  # the schedule's first run: no classes yet, so due
     assert_classes(world, expected)
+    with app.app_context():  # not an edit of the customers: no new version, no updated_at
+        cust = world.state.models.table("Customer")
+        q = sa.select(sa.func.max(cust.c.version), sa.func.count(cust.c.updated_at))
+        assert tuple(world.state.db.session().execute(q).one()) == (1, 0)
     # every classified customer got its first history row, with its manager
     history = world.history()
     assert sorted(h[0] for h in history) == sorted(expected)
