@@ -16,7 +16,9 @@ report against hand-written SQL;
 ``python -m bench --quality [--quick] [--rows N] [--db URL]`` for the client base quality
 check's duplicate search at N and 10 N customers;
 ``python -m bench --reports-deals [--quick] [--rows N] [--db URL]`` for the deal report kinds
-(forecast, won/lost, loss reasons, stale, sources, table) against hand-written SQL."""
+(forecast, won/lost, loss reasons, stale, sources, table) against hand-written SQL;
+``python -m bench --abc-xyz [--quick] [--rows N] [--db URL]`` for the nightly ABC/XYZ
+classification against the same work in hand-written SQL."""
 
 from __future__ import annotations
 
@@ -134,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         help="instead, the deal report kinds against hand-written SQL (bench.reports_deals), "
         "1 M deals (10 k with --quick; --rows sets the deals)",
     )  # fmt: skip
+    parser.add_argument(
+        "--abc-xyz", action="store_true",
+        help="instead, the nightly ABC/XYZ classification against the same work in hand-written "
+        "SQL (bench.abc_xyz), 1 M orders of 100 k customers (50 k orders with --quick; --rows sets "
+        "the orders)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.reports_funnel:
         return _reports_funnel(args)
@@ -141,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         return _quality(args)
     if args.reports_deals:
         return _reports_deals(args)
+    if args.abc_xyz:
+        return _abc_xyz(args)
     if args.desk:
         return _desk(args)
     if args.lookup:
@@ -233,6 +243,16 @@ def _quality(args: argparse.Namespace) -> int:
     rows = args.rows or (quality.QUICK_ROWS if args.quick else quality.ROWS)
     figures = quality.run(rows, args.db, quick=args.quick)
     return _finish(args, started, quality.report(figures))
+
+
+def _abc_xyz(args: argparse.Namespace) -> int:
+    from bench import abc_xyz
+
+    started = time.perf_counter()
+    figures = abc_xyz.run(
+        args.rows or (abc_xyz.QUICK_ROWS if args.quick else abc_xyz.ROWS), args.db
+    )
+    return _finish(args, started, abc_xyz.report(figures))
 
 
 def _desk(args: argparse.Namespace) -> int:

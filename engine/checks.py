@@ -903,6 +903,18 @@ def reports_valid(registry: Registry) -> Iterator[Problem]:
             )
 
 
+@check
+def report_options_valid(registry: Registry) -> Iterator[Problem]:
+    """Each report's options, by its kind (``Kind.check``)."""
+    from engine.reports import load_kinds
+
+    kinds = load_kinds()
+    for r in registry.reports.values():
+        k = kinds.get(r.type)
+        if k is not None and r.document in registry.documents:
+            yield from k.check(registry, r)
+
+
 def _resolver(registry: Registry, d: DocType) -> Callable[[list[str]], str | None]:
     """Dotted names in expressions: ``doc.customer.phone`` or ``customer.phone``."""
 

@@ -299,7 +299,7 @@ class Demo:
         self._interactions(customers, interests, contacts, sizes)
         counts["Interaction"] = sizes.past_interactions + sizes.planned_interactions
         self._orders(customers, interests, deals, sizes.orders)
-        counts["CustomerOrder"] = sizes.orders
+        counts["CustomerOrder"] = sizes.orders + self._regular_orders(customers)
         if "Task" in self.models.registry.documents:
             counts["Task"] = self._tasks(deals, sizes.tasks)
         self._plans(departments)
@@ -307,7 +307,20 @@ class Demo:
             counts |= DemoMail(self).fill(customers, contacts, interests, deals)
         if "Call" in self.models.registry.documents:
             counts |= DemoTelephony(self).fill(customers, contacts)
+        counts |= self._classify()
         return counts
+
+    def _classify(self) -> dict[str, int]:
+        """The night's ABC/XYZ classification, run once now: the customers
+        have their classes, the matrix report its numbers, the `vip` segment
+        its members and each customer card its first history row."""
+        from engine.reports.abc_xyz import HISTORY, classify, storing
+
+        self.session.flush()
+        changed = 0
+        for p in storing(self.models.registry):
+            changed += classify(self.session, self.models, p, self.now)["changed"]
+        return {HISTORY: changed} if changed else {}
 
     def _username(self, user_id: int) -> str:
         return next(name for name, uid in self.users.items() if uid == user_id)
@@ -519,6 +532,38 @@ class Demo:
             else:
                 path = rng.choice([[], ["confirmed"]])
             self._walk(order, "CustomerOrder", "status", path, owner)
+
+    def _regular_orders(self, customers: list[Any]) -> int:
+        """Regular clients: one customer in fifteen orders office supplies every
+        month of the year, some in steady amounts, some less so, so that the
+        ABC/XYZ matrix has its X and Y besides the one-off Z orders."""
+        rng = self.rng
+        year_ago = self.at(self.day(-370))
+        regulars = [c for c in customers if c.created_at < year_ago][3::15]
+        made = 0
+        supplies = ["Бумага офисная А4", "Картридж лазерный", "Кофе в зёрнах, 1 кг",
+                    "Вода питьевая, 19 л", "Чай чёрный, ящик"]  # fmt: skip
+        by_name = dict(PRODUCTS)
+        for n, c in enumerate(regulars):
+            owner = self._username(c.manager_id)
+            spread = (0.04, 0.2, 0.45)[n % 3]  # steady, variable, irregular
+            base = rng.randint(60, 160)
+            for month in range(12, 0, -1):
+                day = self.day(-30 * month + rng.randint(1, 20))
+                if day >= self.today or day < c.created_at.astimezone(self.tz).date():
+                    continue
+                qty = max(1, round(base * (1 + rng.uniform(-spread, spread))))
+                at = self.at(day)
+                order = self.docs(owner, at).create("CustomerOrder", {
+                    "date": day, "customer": c.id, "manager": c.manager_id,
+                    "lines": [{"product": name, "qty": Decimal(qty), "price": Decimal(by_name[name])}
+                              for name in supplies[n % 3 : n % 3 + 2]],
+                })  # fmt: skip
+                self._walk(
+                    order, "CustomerOrder", "status", ["confirmed", "shipped", "closed"], owner
+                )
+                made += 1
+        return made
 
     def _tasks(self, deals: list[Any], count: int) -> int:
         """A year of the managers' own tasks on their deals: most done on

@@ -327,6 +327,12 @@ class Runner:
                     log.warning("the schedule of `%s` is ignored: no enabled plugin runs it", name)
                     continue
                 self.schedules.setdefault(name, every)
+        # the engine's own periodic jobs, by what the configuration declares
+        from engine.reports.abc_xyz import schedules as abc_xyz_schedules
+
+        for name, every in abc_xyz_schedules(self.registry):
+            if name in self.handlers:
+                self.schedules.setdefault(name, every)
         self._postgres = self.engine.dialect.name == "postgresql"
         self._db = _db_name(self.engine)
         self._side: sa.Engine | None = None

@@ -28,7 +28,8 @@ class CorePlugin:
     """What the engine itself contributes through its own hooks: the core
     field types, the jobs that deliver email and SMS (``crm.email``,
     ``crm.sms``) through whichever plugin implements the sending hook, and
-    the web pages' background import (``crm.import``)."""
+    the web pages' background import (``crm.import``) and the nightly ABC/XYZ
+    classification (``crm.abc_xyz``, scheduled by the configuration's reports)."""
 
     @hookimpl
     def crm_field_types(self) -> list[Any]:
@@ -39,9 +40,11 @@ class CorePlugin:
     @hookimpl
     def crm_jobs(self) -> dict[str, Any]:
         from engine.jobs import CORE_JOBS
+        from engine.reports.abc_xyz import JOB as ABC_XYZ_JOB
+        from engine.reports.abc_xyz import abc_xyz_job
         from engine.transfer import IMPORT_JOB, import_job
 
-        return {**CORE_JOBS, IMPORT_JOB: import_job}
+        return {**CORE_JOBS, IMPORT_JOB: import_job, ABC_XYZ_JOB: abc_xyz_job}
 
 
 def available_plugins() -> dict[str, Any]:
