@@ -104,6 +104,17 @@ def json_body() -> dict[str, Any] | Response:
 _NOT_JSON = object()
 
 
+def _duplicates() -> dict[str, Any]:
+    """``duplicates``: the records holding the values a ``unique`` field refused."""
+    found = g.get("crm_duplicates") or {}
+    return {"duplicates": {n: dup.as_json() for n, dup in found.items()}} if found else {}
+
+
+def _warnings() -> list[dict[str, Any]]:
+    """The ``unique: warn`` values of the saved record that other records hold."""
+    return [dup.as_json() for dup in fetch.documents().warnings.values()]
+
+
 def _parse(data: bytes | str) -> Any:
     try:
         return json.loads(data)
@@ -504,6 +515,7 @@ class DocumentApi(BaseApi):
                       id: {type: integer}
                       version: {type: integer}
                       result: {$ref: '#/components/schemas/{{self.__class__.__name__}}.get'}
+                      warnings: {type: array, items: {type: object}}
             400: {$ref: '#/components/responses/400'}
             422: {$ref: '#/components/responses/422'}
             401: {$ref: '#/components/responses/401'}
@@ -517,8 +529,12 @@ class DocumentApi(BaseApi):
         if not errors:
             obj, errors = writes.create(self.d, body)
         if errors or obj is None:
-            return json_error(422, gettext("The record was not saved"), errors=errors)
-        response = jsonify(id=obj.id, version=obj.version, result=self._doc(obj))
+            return json_error(
+                422, gettext("The record was not saved"), errors=errors, **_duplicates()
+            )
+        response = jsonify(
+            id=obj.id, version=obj.version, result=self._doc(obj), warnings=_warnings()
+        )
         response.status_code = 201
         return response
 
@@ -547,6 +563,7 @@ class DocumentApi(BaseApi):
                       id: {type: integer}
                       version: {type: integer}
                       result: {$ref: '#/components/schemas/{{self.__class__.__name__}}.get'}
+                      warnings: {type: array, items: {type: object}}
             404: {$ref: '#/components/responses/404'}
             409: {description: Changed by someone else since it was read}
             422: {$ref: '#/components/responses/422'}
@@ -575,9 +592,14 @@ class DocumentApi(BaseApi):
             return json_error(409, errors["_version"])
         if errors or saved is None:
             return json_error(
-                422, errors.pop("_form", gettext("The record was not saved")), errors=errors
+                422,
+                errors.pop("_form", gettext("The record was not saved")),
+                errors=errors,
+                **_duplicates(),
             )
-        return jsonify(id=saved.id, version=saved.version, result=self._doc(saved))
+        return jsonify(
+            id=saved.id, version=saved.version, result=self._doc(saved), warnings=_warnings()
+        )
 
     @expose("/<int:pk>", methods=["DELETE"])
     @authorized("delete")

@@ -17,6 +17,7 @@ from flask import (
     Response,
     abort,
     flash,
+    g,
     has_request_context,
     jsonify,
     redirect,
@@ -46,6 +47,19 @@ def _require(action: str, d: DocType) -> None:
         abort(403 if principal().user_id is not None else 401)
 
 
+def _stop_at_duplicates() -> None:
+    """A form stops at the first ``unique: warn`` duplicates and shows them;
+    posted again ("save anyway") with the same ones, it saves."""
+    docs = fetch.documents()
+    docs.stop_at_warnings = True
+    docs.confirmed = set(fetch.clean(request.form.get("_save_anyway"), 2000).split())
+
+
+def _status(errors: dict[str, str]) -> int:
+    """Warnings to confirm are no error: the form asks (200); errors are 422."""
+    return 200 if set(errors) == {writes.WARNINGS} else 422
+
+
 def form_fields(d: DocType) -> list[tuple[str, list[Field]]]:
     return forms.form_sections(d)
 
@@ -61,7 +75,7 @@ def unplaced(errors: dict[str, str], shown: set[str], d: DocType | None = None) 
     (a column of a table ``d`` shows no input for, hidden from the user, too)."""
     out = []
     for path, message in errors.items():
-        if path in ("_version", "_form"):
+        if path in ("_version", "_form", writes.WARNINGS):
             continue
         head, *rest = path.split(".")
         table = d.fields.get(head) if d is not None else None
@@ -268,7 +282,8 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             "crm/form.html", d=d, obj=obj, sections=sections, values=values, errors=errors,
             unplaced=unplaced(errors, shown, d), title=title, action=action, view=self.view_name,
             refs=lookup.ref_labels(d, values, extra), locked=forms.locked_fields(d, obj),
-            row_defaults=defaults, computes=forms.computes(d), **_labels(),
+            row_defaults=defaults, computes=forms.computes(d),
+            duplicates=g.get("crm_duplicates") or {}, **_labels(),
         )  # fmt: skip
 
     @expose("/add", methods=["GET", "POST"])
@@ -288,9 +303,10 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             }
             return self._form(None, values, {}, title, action)
         values = {**forms.form_values(d, request.form), **forms.refused_values(d, request.form)}
+        _stop_at_duplicates()
         obj, errors = writes.create(d, values)
         if errors:
-            return self._form(None, values, errors, title, action), 422
+            return self._form(None, values, errors, title, action), _status(errors)
         if not access.may_touch(crm().models, principal(), d.name, "read", obj):
             # saved for someone else, whose records this user does not see
             flash(f"{d.label.get(locale())} #{obj.id}: ✓", "info")
@@ -343,10 +359,11 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         if version is None:
             errors = {"_version": gettext("The form did not say which version of the record it edits; reload it")}  # fmt: skip
             return self._form(obj, values, errors, title, action), 409
+        _stop_at_duplicates()
         saved, errors = writes.update(d, obj, values, version)
         if errors:
             values["_version"] = version
-            status = 409 if "_version" in errors else 422
+            status = 409 if "_version" in errors else _status(errors)
             return self._form(obj, values, errors, title, action), status
         return redirect(url_for(f"{self.view_name}.show", obj_id=saved.id))
 
