@@ -33,7 +33,7 @@ from engine import access, lists, transfer
 from engine.filters import FilterError, resolve_path
 from engine.i18n import gettext, lazy_gettext
 from engine.registry import USER, DocType, Field, Label
-from engine.web import fetch, formatting, forms, lookup, related, writes
+from engine.web import fetch, formatting, forms, lookup, merge, related, writes
 from engine.web.base import crm, db_session, locale, principal
 from engine.web.boards import BoardsMixin
 from engine.web.display import input_value
@@ -265,7 +265,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             related=related.related_lists(d, obj), actions=related.record_actions(d, obj),
             can_update=allows != () and access.may_touch(state.models, principal(), d.name, "update", obj),
             can_delete=allows is None and access.may_touch(state.models, principal(), d.name, "delete", obj),
-            **_labels(),
+            merge_info=merge.record_info(d, obj), **_labels(),
         )  # fmt: skip
 
     # -- add and edit ------------------------------------------------------------
@@ -525,6 +525,7 @@ class UserLookupView(BaseView):
 def register_views(appbuilder: Any, state: Any) -> None:
     registry = state.registry
     appbuilder.add_view_no_menu(UserLookupView())
+    appbuilder.add_view_no_menu(merge.MergeView())
     category_of = _categories(registry)
     if any("kanban" in d.views for d in registry.documents.values()):
         appbuilder.add_view_no_menu(MySalesView())

@@ -31,7 +31,6 @@ from engine.web.base import crm, db_session, principal
 from engine.web.fetch import documents
 from engine.web.forms import locked_fields
 
-
 #: the errors key of a save stopped at ``unique: warn`` duplicates (the
 #: duplicates themselves are in ``flask.g.crm_duplicates``)
 WARNINGS = "_warnings"
@@ -78,8 +77,10 @@ def unique_violation(exc: sa.exc.IntegrityError) -> dict[str, str] | None:
     text = str(exc.orig)
     for d in crm().registry.documents.values():
         for f in d.fields.values():
-            if f.unique and f.stored and (
-                f"{d.table}.{f.column}" in text or f'"ix_{d.table}_{f.column}"' in text
+            if (
+                f.unique
+                and f.stored
+                and (f"{d.table}.{f.column}" in text or f'"ix_{d.table}_{f.column}"' in text)
             ):
                 return {
                     f.name: gettext(
