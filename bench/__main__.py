@@ -10,7 +10,9 @@ campaign targets at once on the telephony desk;
 ``python -m bench --lookup [--quick] [--rows N] [--db URL]`` for the telephony caller lookup
 against a raw indexed SELECT;
 ``python -m bench --webhooks [--quick] [--rows N] [--db URL]`` for signed telephony webhook
-events under gunicorn on PostgreSQL."""
+events under gunicorn on PostgreSQL;
+``python -m bench --merge [--quick] [--rows N] [--db URL]`` for merging two customers with
+their linked records against hand-written UPDATEs."""
 
 from __future__ import annotations
 
@@ -113,7 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         "on PostgreSQL (bench.telephony_webhooks): events/s and p99 latency, 3,000 calls "
         "(300 and at most 12 s a phase with --quick; --rows sets the calls)",
     )  # fmt: skip
+    parser.add_argument(
+        "--merge", action="store_true",
+        help="instead, merging two customers with N linked records of each kind (bench.merge) "
+        "and its undo against hand-written UPDATEs, 1,000 (200 with --quick)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.merge:
+        return _merge(args)
     if args.desk:
         return _desk(args)
     if args.lookup:
@@ -206,6 +215,17 @@ def _desk(args: argparse.Namespace) -> int:
     rows = args.rows or (telephony_desk.QUICK_ROWS if args.quick else telephony_desk.ROWS)
     results = telephony_desk.run(rows, args.db)
     return _finish(args, started, telephony_desk.report(results))
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from bench import merge
+
+    started = time.perf_counter()
+    figures = merge.run(
+        args.rows or (merge.QUICK_ROWS if args.quick else merge.ROWS), args.db,
+        repeats=merge.QUICK_REPEATS if args.quick else merge.REPEATS,
+    )  # fmt: skip
+    return _finish(args, started, merge.report(figures))
 
 
 def _lookup(args: argparse.Namespace) -> int:

@@ -190,3 +190,15 @@ def test_the_lookup_plan_check_sees_a_scan() -> None:
     )
     assert not indexed(["Seq Scan on customer", "Index Scan using ix on contact_person"],
                        ["customer", "contact_person"], "postgresql")  # fmt: skip
+
+
+def test_the_merge_benchmark_moves_every_linked_record(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--merge", "--rows", "50", "--quick", "--db", db_url]) == 0
+    out = capsys.readouterr().out
+    # five kinds of linked record, 50 each, moved in one merge and back by its undo
+    assert "Merge of two customers with 50 linked records of each kind" in out
+    assert "references moved: 250;" in out
+    for name in ("merge", "undo", "hand-written SQL"):
+        assert f"    {name} " in out
