@@ -150,7 +150,9 @@ def _may_change(models: Models, principal: Principal, doctype: str, action: str,
     if r is False or principal.user_id is None:
         return False
     d = models.registry.documents[doctype]
-    return bool(d.owner) and getattr(obj, d.fields[d.owner].column, None) == principal.user_id
+    if not d.owner:
+        return False
+    return bool(getattr(obj, d.fields[d.owner].column, None) == principal.user_id)
 
 
 def parse_ids(text: str | Sequence[Any] | None) -> list[int]:
@@ -271,7 +273,7 @@ def merge(
     )
     merges = models.merges
     assert merges is not None
-    merge_id = session.execute(
+    merge_id = session.execute(  # type: ignore[attr-defined]
         merges.insert().values(
             doctype=doctype,
             survivor_id=survivor.id,
@@ -295,7 +297,7 @@ def _move(
     for ref in refs:
         t = ref.table
         col = t.c[ref.column]
-        cond = col.in_(from_ids)
+        cond: sa.ColumnElement[bool] = col.in_(from_ids)
         if ref.type_column is not None:
             cond = sa.and_(t.c[ref.type_column] == doctype, cond)
         rows = session.execute(sa.select(t.c.id, col).where(cond)).all()

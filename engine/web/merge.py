@@ -100,7 +100,7 @@ class MergeView(BaseView):
             value = request.form.get(f"field_{f.name}", type=int)
             if value is not None:
                 chosen[f.name] = value
-        if survivor not in by_id:
+        if survivor is None or survivor not in by_id:
             return self._render(d, records, records[0].id, chosen,
                                 gettext("choose the record to keep"), 400)  # fmt: skip
         others = [r.id for r in records if r.id != survivor]
@@ -176,7 +176,7 @@ def _reference_counts(d: DocType, records: list[Any]) -> dict[int, int]:
     for ref in merging.references(state.models, d.name):
         t = ref.table
         col = t.c[ref.column]
-        cond = col.in_(ids)
+        cond: sa.ColumnElement[bool] = col.in_(ids)
         if ref.type_column is not None:
             cond = sa.and_(t.c[ref.type_column] == d.name, cond)
         for target, n in db_session().execute(
