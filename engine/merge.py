@@ -351,6 +351,8 @@ def _row(row: Any) -> Merge:
 def get(models: Models, session: Any, merge_id: int) -> Merge | None:
     merges = models.merges
     assert merges is not None
+    if not 0 < merge_id < 2**31:  # no such id fits the column
+        return None
     row = session.execute(sa.select(merges).where(merges.c.id == merge_id)).first()
     return _row(row) if row is not None else None
 
