@@ -18,7 +18,9 @@ check's duplicate search at N and 10 N customers;
 ``python -m bench --reports-deals [--quick] [--rows N] [--db URL]`` for the deal report kinds
 (forecast, won/lost, loss reasons, stale, sources, table) against hand-written SQL;
 ``python -m bench --abc-xyz [--quick] [--rows N] [--db URL]`` for the nightly ABC/XYZ
-classification against the same work in hand-written SQL."""
+classification against the same work in hand-written SQL;
+``python -m bench --merge [--quick] [--rows N] [--db URL]`` for merging two customers with
+their linked records against hand-written UPDATEs."""
 
 from __future__ import annotations
 
@@ -142,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         "SQL (bench.abc_xyz), 1 M orders of 100 k customers (50 k orders with --quick; --rows sets "
         "the orders)",
     )  # fmt: skip
+    parser.add_argument(
+        "--merge", action="store_true",
+        help="instead, merging two customers with N linked records of each kind (bench.merge) "
+        "and its undo against hand-written UPDATEs, 1,000 (200 with --quick)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.reports_funnel:
         return _reports_funnel(args)
@@ -151,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         return _reports_deals(args)
     if args.abc_xyz:
         return _abc_xyz(args)
+    if args.merge:
+        return _merge(args)
     if args.desk:
         return _desk(args)
     if args.lookup:
@@ -262,6 +271,17 @@ def _desk(args: argparse.Namespace) -> int:
     rows = args.rows or (telephony_desk.QUICK_ROWS if args.quick else telephony_desk.ROWS)
     results = telephony_desk.run(rows, args.db)
     return _finish(args, started, telephony_desk.report(results))
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from bench import merge
+
+    started = time.perf_counter()
+    figures = merge.run(
+        args.rows or (merge.QUICK_ROWS if args.quick else merge.ROWS), args.db,
+        repeats=merge.QUICK_REPEATS if args.quick else merge.REPEATS,
+    )  # fmt: skip
+    return _finish(args, started, merge.report(figures))
 
 
 def _lookup(args: argparse.Namespace) -> int:

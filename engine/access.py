@@ -26,6 +26,8 @@ from engine.registry import (
 )
 
 Rule = Literal[True, False, "own"]
+#: the archive flag's column (engine/models.py: ARCHIVE_COLUMN)
+ARCHIVE_COLUMN = "merged_into"
 ADMIN_ROLE = "Admin"
 
 
@@ -86,20 +88,36 @@ def where(
     doctype: str,
     action: str = "read",
     table: sa.FromClause | None = None,
+    *,
+    archived: bool = False,
 ) -> sa.ColumnElement[bool]:
     """The rows the principal may act on, as a WHERE clause; on ``table`` (an
-    alias of the type's table, in a join) when given."""
+    alias of the type's table, in a join) when given.
+
+    Records archived by a merge (engine/merge.py) are left out: a list, a
+    count, a report, a picker, an export or a search never shows them as
+    live. ``archived=True`` keeps them, for the paths that name one record
+    by id to read it (its page says what it was merged into) or its title."""
     r = rule(models.registry, principal, doctype, action)
-    if r is True:
-        return sa.true()
-    if r is False or principal.user_id is None:
+    if r is False or (r is not True and principal.user_id is None):
         return sa.false()
+    kept = sa.true() if archived else live(models, doctype, table)
+    if r is True:
+        return kept
     d = models.registry.documents[doctype]
     owner = d.fields[d.owner] if d.owner else None
     if owner is None:
         return sa.false()
     source = table if table is not None else models.table(doctype)
-    return source.c[owner.column] == principal.user_id
+    return sa.and_(source.c[owner.column] == principal.user_id, kept)
+
+
+def live(models: Any, doctype: str, table: sa.FromClause | None = None) -> sa.ColumnElement[bool]:
+    """The rows of ``doctype`` that no merge archived (every row of a type
+    without the archive column: the users)."""
+    source = table if table is not None else models.table(doctype)
+    column = source.c.get(ARCHIVE_COLUMN)
+    return sa.true() if column is None else column.is_(None)
 
 
 def visible(
@@ -110,7 +128,7 @@ def visible(
     (the people pickers), and the engine's own work (no principal) sees all."""
     if principal is None or doctype == USER:
         return sa.true()
-    return where(models, principal, doctype, "read", table)
+    return where(models, principal, doctype, "read", table, archived=True)
 
 
 def may_see(models: Any, principal: Principal | None, doctype: str, obj: Any) -> bool:
@@ -130,7 +148,10 @@ def hidden_label(registry: Registry, target_id: Any, locale: str | None = None) 
 
 
 def may_touch(models: Any, principal: Principal, doctype: str, action: str, obj: Any) -> bool:
-    """For one loaded record: the same rule as :func:`where`, without a query."""
+    """For one loaded record: the same rule as :func:`where`, without a query
+    (an archived record may still be read, never changed)."""
+    if action != "read" and getattr(obj, ARCHIVE_COLUMN, None) is not None:
+        return False
     r = rule(models.registry, principal, doctype, action)
     if r is True:
         return True

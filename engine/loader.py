@@ -61,6 +61,11 @@ MERGEABLE = {"label", "help", "default", "hidden", "readonly", "min", "max", "pa
 SWITCH_ON = {"required", "index", "unique"}
 
 
+def _strength(value: Any) -> int:
+    """How far a switch-on option is on: off, ``warn`` (of ``unique``), on."""
+    return 1 if value == "warn" else 2 if value else 0
+
+
 def shown_path(path: Path) -> str:
     """How a file is named in messages: relative to the working folder when inside it."""
     try:
@@ -540,7 +545,7 @@ class Loader:
             elif key in MERGEABLE or old == value:
                 draft.spec[key] = value
             elif key in SWITCH_ON:
-                if value is False and old:
+                if _strength(value) < _strength(old):
                     self.problems.append(
                         Problem(
                             spec.key_loc(key),
@@ -945,7 +950,8 @@ class Loader:
             label=Label.of(s.get("label"), d.name.replace("_", " ").capitalize()),
             required=bool(s.get("required", False)),
             default=s.get("default"),
-            unique=bool(s.get("unique", False)),
+            unique=s.get("unique") is True,
+            unique_warn=s.get("unique") == "warn",
             index=bool(s.get("index", False)),
             help=Label.of(s["help"], "") if s.get("help") else None,
             readonly=bool(s.get("readonly", False)),
@@ -973,6 +979,14 @@ class Loader:
                 self.sources["where", f"{d.name}.{fd.name}"] = fd.spec["where"]
             for child in fd.children.values():
                 self.sources["field", f"{d.name}.{fd.name}.{child.name}"] = child.locs
+                if child.spec.get("unique") == "warn":
+                    self.problems.append(
+                        Problem(
+                            child.locs.get("unique", child.loc),
+                            f"`{d.name}.{fd.name}.{child.name}`: `unique: warn` applies to "
+                            "a record's fields, not to a table's rows (use `unique: true`)",
+                        )
+                    )
         fields: dict[str, Field] = {}
         numbering = None
         if "numbering" in d.settings:

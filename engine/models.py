@@ -33,6 +33,10 @@ NAMING = {
 SEQUENCE_TABLE = "crm_sequence"
 OUTBOX_TABLE = "crm_outbox"
 SCHEDULE_TABLE = "crm_schedule"
+MERGE_TABLE = "crm_merge"
+#: the archive flag of every document table: the record it was merged into
+#: (engine/merge.py); archived rows are left out of lists, counts and pickers
+ARCHIVE_COLUMN = "merged_into"
 #: columns of Flask-AppBuilder's user table that the engine reads
 USER_COLUMNS = ("username", "first_name", "last_name", "email", "active")
 #: how long an SQLite connection waits for another's write transaction (milliseconds)
@@ -86,6 +90,7 @@ class Models:
     schedule: sa.Table | None = None
     sessions: sa.Table | None = None
     locales: sa.Table | None = None
+    merges: sa.Table | None = None
 
     def cls(self, doctype: str) -> type[Any]:
         return self.classes[doctype]
@@ -114,6 +119,7 @@ def build(registry: Registry, field_types: dict[str, FieldType] | None = None) -
         sa.Column("value", sa.BigInteger, nullable=False, server_default="0"),
     )  # fmt: skip
     models.outbox, models.schedule = job_tables(metadata)
+    models.merges = merge_table(metadata)
     models.sessions = session_table(metadata)
     models.locales = locale_table(metadata)
     # tables first (refs may point forward), then mappers with relationships
@@ -160,6 +166,29 @@ def job_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("next_run", sa.DateTime(timezone=True), nullable=False),
     )  # fmt: skip
     return outbox, schedule
+
+
+def merge_table(metadata: sa.MetaData) -> sa.Table:
+    """The merge log (engine/merge.py): who merged which records into which,
+    every reference it moved and every value it overwrote, so that the merge
+    can be undone exactly."""
+    return sa.Table(
+        MERGE_TABLE, metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("doctype", sa.String(64), nullable=False),
+        sa.Column("survivor_id", sa.Integer, nullable=False),
+        #: JSON: the ids of the archived records
+        sa.Column("merged_ids", sa.Text, nullable=False),
+        sa.Column("by_id", sa.Integer),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False, default=clock.now),
+        sa.Column("undone_at", sa.DateTime(timezone=True)),
+        sa.Column("undone_by_id", sa.Integer),
+        #: JSON: [[table, column, {from id: [row ids]}], ...]
+        sa.Column("moved", sa.Text, nullable=False),
+        #: JSON: {"survivor": {field: old value}, "cleared": {id: {column: value}}}
+        sa.Column("before", sa.Text, nullable=False),
+        sa.Index(f"ix_{MERGE_TABLE}_doctype_survivor_id", "doctype", "survivor_id"),
+    )  # fmt: skip
 
 
 def _column(models: Models, doc_table: str, f: Field, composite: bool = False) -> sa.Column[Any]:
@@ -221,6 +250,7 @@ def _doc_table(models: Models, d: DocType) -> sa.Table:
         ),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True, onupdate=clock.now),
         sa.Column("updated_by_id", sa.Integer, sa.ForeignKey("ab_user.id", use_alter=True)),
+        sa.Column(ARCHIVE_COLUMN, sa.Integer, nullable=True),
     ]
     skip = {"id", "version", "created_at", "created_by", "updated_at", "updated_by"}
     composites = _composite_indexes(d)

@@ -149,7 +149,9 @@ def table_problems(registry: Registry) -> Iterator[Problem]:
                         "the user accounts; choose another name",
                     )
             continue
-        yield from _shared_columns(d.name, d.fields.values(), {})
+        # the archive flag (engine/merge.py) is a column of every document table
+        archive = {"merged_into": "the engine's archive flag (merged records)"}
+        yield from _shared_columns(d.name, d.fields.values(), archive)
         for f in d.fields.values():
             if f.type == "table":
                 rows = {c: "the rows themselves" for c in ROW_COLUMNS}

@@ -312,7 +312,16 @@ documents:
                 "The value of a new record: a literal, or `today`, `now`, `current_user`. "
                 "It is the column's server default too.",
             ),
-            "unique": Key("No two records may hold the same value.", "`false`"),
+            "unique": Key(
+                "`true`: no two records may hold the same value (a unique index; a duplicate "
+                "is refused at the field, naming and linking the record that holds it). "
+                "`warn`: no index; a form saving a value another record holds shows "
+                '"this INN already belongs to …" with a link beside the field and saves '
+                'on "Save anyway"; REST saves and lists it under `warnings`. Records a '
+                "merge archived are not counted. Emails compare case-insensitively, phones "
+                "as E.164. Not for a table's rows (`warn`).",
+                "`false`",
+            ),
             "index": Key("Give the column an index.", "`false`"),
             "help": Key("A hint under the input."),
             "readonly": Key("Shown, never editable.", "`false`"),
@@ -938,7 +947,8 @@ def _extending() -> list[str]:
         "",
         "A field that the base layer or a plugin defines is changed under `documents:`, "
         "by writing the field again with only what changes; its `type` may be left out. "
-        f"A later layer may change {mergeable}; it may switch on {switch} but not off; "
+        f"A later layer may change {mergeable}; it may switch on {switch} but not off "
+        "(`unique` goes from `false` to `warn` to `true`, never back); "
         "it may add enum `values` and table `fields`. Anything else — the type, `to`, "
         "`max_length`, `digits`, `places`, `compute` — may not change, and a field may "
         "not be removed (hide it with `hidden: true`): each is an error that names both "

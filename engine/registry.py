@@ -115,6 +115,9 @@ class Field:
     required: bool = False
     default: Any = None
     unique: bool = False
+    #: ``unique: warn``: no unique index; a form warns of a record holding the
+    #: same value (with a link) and saves anyway once confirmed
+    unique_warn: bool = False
     index: bool = False
     help: Label | None = None
     readonly: bool = False

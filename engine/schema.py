@@ -34,6 +34,16 @@ class StrictBool(mf.Field):
         return value
 
 
+class UniqueOption(mf.Field):
+    """``unique``: ``true`` (refused, a unique index), ``false`` or ``warn``
+    (a warning with a link to the record that holds the value)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool | str:
+        if isinstance(value, bool) or value == "warn":
+            return value
+        raise ValidationError("must be true, false or warn")
+
+
 class Text(mf.Field):
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
         if not isinstance(value, str):
@@ -174,7 +184,7 @@ class FieldSchema(Strict):
     label = LabelField()
     required = StrictBool()
     default = AnyValue(allow_none=True)
-    unique = StrictBool()
+    unique = UniqueOption()
     index = StrictBool()
     help = LabelField()
     readonly = StrictBool()

@@ -66,6 +66,17 @@ class CoreTimeline:
                     hist.c.at, "status", doctype.name, hist.c.doc_id, hist.c.to_state
                 ).where(hist.c.doc_id == doc_id)
             )
+        merges = getattr(models, "merges", None)
+        if merges is not None:  # the merges this record survived (engine/merge.py)
+            selects.append(
+                entry_select(
+                    merges.c.at, "merged", doctype.name, merges.c.survivor_id, merges.c.merged_ids
+                ).where(
+                    merges.c.doctype == doctype.name,
+                    merges.c.survivor_id == doc_id,
+                    merges.c.undone_at.is_(None),
+                )
+            )
         for other in registry.documents.values():
             if other.builtin or not access.allowed(registry, principal, other.name, "read"):
                 continue

@@ -214,3 +214,15 @@ def test_the_deal_reports_benchmark_agrees_with_hand_sql_in_one_statement_each(
     assert "Deal reports on" in out and "2,000 deals" in out
     rows = [line for line in out.splitlines() if line.startswith(("deal", "stale", "customer"))]
     assert len(rows) == 14, out
+
+
+def test_the_merge_benchmark_moves_every_linked_record(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--merge", "--rows", "50", "--quick", "--db", db_url]) == 0
+    out = capsys.readouterr().out
+    # five kinds of linked record, 50 each, moved in one merge and back by its undo
+    assert "Merge of two customers with 50 linked records of each kind" in out
+    assert "references moved: 250;" in out
+    for name in ("merge", "undo", "hand-written SQL"):
+        assert f"    {name} " in out

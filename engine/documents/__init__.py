@@ -19,8 +19,14 @@ with), :mod:`~.plans` (a save worked out before it is written), :mod:`~.views`
 :mod:`~.service` (:class:`Documents`, the public face).
 """
 
-from engine.documents.errors import DeleteRefused, NotFound, StaleVersion, ValidationFailed
-from engine.documents.plans import Plan, RowPlan
+from engine.documents.errors import (
+    DeleteRefused,
+    DuplicatesFound,
+    NotFound,
+    StaleVersion,
+    ValidationFailed,
+)
+from engine.documents.plans import Duplicate, Plan, RowPlan
 from engine.documents.service import Documents
 from engine.documents.values import (
     AUDIT,
@@ -42,6 +48,8 @@ __all__ = [
     "NUMBERS",
     "DeleteRefused",
     "Documents",
+    "Duplicate",
+    "DuplicatesFound",
     "NotFound",
     "Plan",
     "RowPlan",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from typing import Any
 
 from engine.errors import HandledError
 
@@ -14,8 +15,10 @@ class ValidationFailed(HandledError):
     (``customer``, ``lines.2.qty``, ``next.0.due``; rows count from 0), so a
     form can show each message next to its input. Nothing has been written."""
 
-    def __init__(self, errors: Mapping[str, str]):
+    def __init__(self, errors: Mapping[str, str], duplicates: Mapping[str, Any] | None = None):
         self.errors = dict(errors)
+        #: field → the other record holding a ``unique`` value (plans.Duplicate)
+        self.duplicates = dict(duplicates or {})
         super().__init__("; ".join(f"{path}: {message}" for path, message in self.errors.items()))
 
 
@@ -36,3 +39,12 @@ class NotFound(HandledError):
 
 class DeleteRefused(HandledError):
     """Other records still refer to the one being deleted."""
+
+
+class DuplicatesFound(HandledError):
+    """Values of ``unique: warn`` fields that other records hold, while the
+    caller asked to stop at warnings (a form before "save anyway")."""
+
+    def __init__(self, warnings: Mapping[str, Any]):
+        self.warnings = dict(warnings)
+        super().__init__("; ".join(w.message for w in self.warnings.values()))

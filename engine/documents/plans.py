@@ -19,6 +19,32 @@ class RowPlan:
     values: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Duplicate:
+    """Another record that holds a value a ``unique`` field gets: refused
+    (``unique: true``) or warned of (``unique: warn``)."""
+
+    field: str
+    doctype: str
+    id: int
+    title: str
+    message: str
+
+    @property
+    def url(self) -> str:
+        return f"/{_resource(self.doctype)}/{self.id}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"field": self.field, "message": self.message, "id": self.id, "url": self.url,
+                "title": self.title}  # fmt: skip
+
+
+def _resource(doctype: str) -> str:
+    from engine.registry import snake_case
+
+    return snake_case(doctype)
+
+
 @dataclass
 class Plan:
     """A save worked out in full before anything is written.
@@ -35,6 +61,10 @@ class Plan:
     rows: dict[str, list[RowPlan]] = field(default_factory=dict)
     changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    #: ``unique: warn`` fields whose value another record holds
+    warnings: dict[str, Duplicate] = field(default_factory=dict)
+    #: ``unique: true`` fields refused: the record that holds the value
+    duplicates: dict[str, Duplicate] = field(default_factory=dict)
 
     @property
     def creating(self) -> bool:
@@ -48,7 +78,7 @@ class Plan:
 
     def raise_errors(self) -> None:
         if self.errors:
-            raise ValidationFailed(self.errors)
+            raise ValidationFailed(self.errors, self.duplicates)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.documents.errors import DeleteRefused, NotFound
+from engine.documents.errors import DeleteRefused, DuplicatesFound, NotFound
+from engine.documents.plans import Plan
 from engine.documents.values import (
     AUDIT,
     jsonable,
@@ -58,6 +59,7 @@ class Documents(DocumentWriting):
             raise HandledError(f"{quoted(d.label)} records are managed on the security pages")
         p = self.plan(d, None, values)
         p.raise_errors()
+        self._warn(p)
         obj = self.write(p)
         self.flush(d, obj)
         self.add_history(d, obj, None, p.values.get(d.statuses.field) if d.statuses else None)
@@ -76,6 +78,7 @@ class Documents(DocumentWriting):
         self.check_version(d, obj, expected_version)
         p = self.plan(d, obj, values)
         p.raise_errors()
+        self._warn(p)
         if not p.changes:
             return obj
         self.write(p)
@@ -134,6 +137,13 @@ class Documents(DocumentWriting):
             self._masking = False
 
     # -- helpers ---------------------------------------------------------------
+
+    def _warn(self, p: Plan) -> None:
+        """Keep the plan's duplicate warnings; stop if the caller asked to."""
+        self.warnings = dict(p.warnings)
+        seen = {f"{name}:{w.id}" for name, w in p.warnings.items()}
+        if seen and self.stop_at_warnings and not seen <= self.confirmed:
+            raise DuplicatesFound(p.warnings)
 
     def _writable(self, doctype: str) -> DocType:
         d = self.registry.documents.get(doctype)

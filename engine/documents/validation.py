@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine import access, expressions, refwhere
-from engine.documents.plans import Plan, RowPlan, Shape
+from engine.documents.plans import Duplicate, Plan, RowPlan, Shape
 from engine.documents.values import (
     AUDIT,
     INVALID,
@@ -470,14 +470,17 @@ class DocumentPlanning(DocumentViews):
         return cached[1]
 
     def _check_unique(self, p: Plan, lookups: bool = True) -> None:
-        """One query per table for all its unique fields that change; without
+        """One indexed query per ``unique`` field whose value changes: a value
+        another record holds refuses a ``unique: true`` field and warns of a
+        ``unique: warn`` one (not of a record a merge archived), naming that
+        record; emails compare case-insensitively, phones as E.164. Without
         ``lookups`` only the rows of one table field against each other."""
         d = p.doctype
         wanted = [
             f
             for f in d.fields.values()
             if lookups
-            and f.unique
+            and (f.unique or f.unique_warn)
             and not f.system
             and f.type != "table"
             and p.values.get(f.name) is not None
@@ -487,18 +490,51 @@ class DocumentPlanning(DocumentViews):
         label = quoted(d.label, None, self.registry.locale) if lookups or p.rows else ""
         if wanted:
             table = self.models.table(d.name)
-            cond = sa.or_(*(table.c[f.column] == p.values[f.name] for f in wanted))
-            stmt = sa.select(*(table.c[f.column] for f in wanted)).where(cond)
-            if p.obj is not None:
-                stmt = stmt.where(table.c.id != p.obj.id)
-            taken = self.session.execute(stmt.limit(len(wanted))).all()
             for f in wanted:
-                if any(same(row._mapping[f.column], p.values[f.name]) for row in taken):
-                    p.error(
-                        f.name, gettext("is already used by another %(document)s", document=label)
-                    )
+                column, value = table.c[f.column], p.values[f.name]
+                cond = (
+                    sa.func.lower(column) == str(value).lower()
+                    if f.type == "email"
+                    else column == value
+                )
+                stmt = sa.select(table.c.id).where(cond)
+                if f.unique_warn:
+                    stmt = stmt.where(access.live(self.models, d.name))
+                if p.obj is not None:
+                    stmt = stmt.where(table.c.id != p.obj.id)
+                other = self.session.execute(stmt.order_by(table.c.id).limit(1)).scalar()
+                if other is None:
+                    continue
+                found = self.duplicate(d, f, other)
+                if f.unique:
+                    p.error(f.name, found.message)
+                    p.duplicates[f.name] = found
+                else:
+                    p.warnings[f.name] = found
         for f, c in self._shape(d).unique_children:
             self._check_unique_rows(p, f, c, label, lookups)
+
+    def duplicate(self, d: DocType, f: Field, other_id: int) -> Duplicate:
+        """Who holds the value: the record's title, or only its id to a user
+        who may not read it."""
+        obj = self.session.get(self.models.cls(d.name), other_id)
+        me = self.principal
+        # the engine's own work (no user, no roles: a job, an import) sees every record
+        who = None if self.trusted or (me.user_id is None and not me.roles) else me
+        if obj is not None and access.may_see(self.models, who, d.name, obj):
+            self._masking = True
+            try:
+                name = f"“{self.view(d.name, obj)}”"
+            finally:
+                self._masking = False
+        else:
+            name = access.hidden_label(self.registry, other_id)
+        message = gettext(
+            "this %(field)s already belongs to %(record)s",
+            field=f.label.get(self.registry.locale),
+            record=name,
+        )
+        return Duplicate(f.name, d.name, other_id, name, message)
 
     def _check_unique_rows(
         self, p: Plan, f: Field, c: Field, label: str, lookups: bool = True

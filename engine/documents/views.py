@@ -54,6 +54,12 @@ class DocumentViews:
         self._shapes: dict[str, Shape] = {}
         #: while a title is rendered for a person: refs they may not read show no name
         self._masking = False
+        #: the ``unique: warn`` values of the last save that other records hold
+        self.warnings: dict[str, Any] = {}
+        #: refuse a save with such values (DuplicatesFound): a form before "save anyway"
+        self.stop_at_warnings = False
+        #: the warnings the user saw and confirmed ("field:id"): these no longer stop
+        self.confirmed: set[str] = set()
 
     @classmethod
     def for_principal(

@@ -84,7 +84,7 @@ class Context:
         from engine import access
 
         if self.principal is None:
-            return sa.true()
+            return access.live(self.models, doctype)  # never the records a merge archived
         return access.where(self.models, self.principal, doctype, "read")
 
 

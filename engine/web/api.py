@@ -26,8 +26,10 @@ from marshmallow import Schema, validate
 from marshmallow import fields as mf
 
 from engine import access, lists
+from engine import merge as merging
 from engine.access import Principal
-from engine.documents import jsonable
+from engine.documents import ValidationFailed, jsonable
+from engine.errors import HandledError
 from engine.fieldtypes import MAX_ID
 from engine.filters import FilterError
 from engine.i18n import gettext
@@ -102,6 +104,17 @@ def json_body() -> dict[str, Any] | Response:
 
 
 _NOT_JSON = object()
+
+
+def _duplicates() -> dict[str, Any]:
+    """``duplicates``: the records holding the values a ``unique`` field refused."""
+    found = g.get("crm_duplicates") or {}
+    return {"duplicates": {n: dup.as_json() for n, dup in found.items()}} if found else {}
+
+
+def _warnings() -> list[dict[str, Any]]:
+    """The ``unique: warn`` values of the saved record that other records hold."""
+    return [dup.as_json() for dup in fetch.documents().warnings.values()]
 
 
 def _parse(data: bytes | str) -> Any:
@@ -516,6 +529,7 @@ class DocumentApi(BaseApi):
                       id: {type: integer}
                       version: {type: integer}
                       result: {$ref: '#/components/schemas/{{self.__class__.__name__}}.get'}
+                      warnings: {type: array, items: {type: object}}
             400: {$ref: '#/components/responses/400'}
             422: {$ref: '#/components/responses/422'}
             401: {$ref: '#/components/responses/401'}
@@ -529,8 +543,12 @@ class DocumentApi(BaseApi):
         if not errors:
             obj, errors = writes.create(self.d, body)
         if errors or obj is None:
-            return json_error(422, gettext("The record was not saved"), errors=errors)
-        response = jsonify(id=obj.id, version=obj.version, result=self._doc(obj))
+            return json_error(
+                422, gettext("The record was not saved"), errors=errors, **_duplicates()
+            )
+        response = jsonify(
+            id=obj.id, version=obj.version, result=self._doc(obj), warnings=_warnings()
+        )
         response.status_code = 201
         return response
 
@@ -559,6 +577,7 @@ class DocumentApi(BaseApi):
                       id: {type: integer}
                       version: {type: integer}
                       result: {$ref: '#/components/schemas/{{self.__class__.__name__}}.get'}
+                      warnings: {type: array, items: {type: object}}
             404: {$ref: '#/components/responses/404'}
             409: {description: Changed by someone else since it was read}
             422: {$ref: '#/components/responses/422'}
@@ -587,9 +606,114 @@ class DocumentApi(BaseApi):
             return json_error(409, errors["_version"])
         if errors or saved is None:
             return json_error(
-                422, errors.pop("_form", gettext("The record was not saved")), errors=errors
+                422,
+                errors.pop("_form", gettext("The record was not saved")),
+                errors=errors,
+                **_duplicates(),
             )
-        return jsonify(id=saved.id, version=saved.version, result=self._doc(saved))
+        return jsonify(
+            id=saved.id, version=saved.version, result=self._doc(saved), warnings=_warnings()
+        )
+
+    @expose("/merge", methods=["POST"])
+    @authorized("update")
+    def merge(self) -> Response:
+        """Merge duplicates into one record; every reference moves to it, the
+        others are archived (see docs/reports.md, "Merging duplicates").
+        ---
+        post:
+          summary: Merge duplicate records
+          requestBody:
+            required: true
+            content:
+              application/json:
+                schema:
+                  type: object
+                  required: [survivor, others]
+                  properties:
+                    survivor: {type: integer, description: the record to keep}
+                    others: {type: array, items: {type: integer}, description: the records merged into it}
+                    fields: {type: object, additionalProperties: {type: integer}, description: "field → the id of the record whose value the survivor takes"}
+          responses:
+            200:
+              description: Merged
+              content:
+                application/json:
+                  schema:
+                    type: object
+                    properties:
+                      id: {type: integer, description: the merge's id (to undo it)}
+                      survivor: {type: integer}
+                      merged: {type: array, items: {type: integer}}
+            400: {$ref: '#/components/responses/400'}
+            404: {$ref: '#/components/responses/404'}
+            422: {$ref: '#/components/responses/422'}
+            401: {$ref: '#/components/responses/401'}
+            403: {$ref: '#/components/responses/403'}
+            415: {description: The body is not JSON}
+        """
+        body = json_body()
+        if isinstance(body, Response):
+            return body
+        survivor, others, fields = body.get("survivor"), body.get("others"), body.get("fields")
+        fields = {} if fields is None else fields
+        if (
+            isinstance(survivor, bool) or not isinstance(survivor, int)
+            or not isinstance(others, list) or not isinstance(fields, dict)
+        ):  # fmt: skip
+            return json_error(
+                422,
+                gettext('Send {"survivor": id, "others": [ids], "fields": {field: id}}'),
+            )
+        session = db_session()
+        try:
+            merge_id = merging.merge(fetch.documents(), self.doctype, survivor, others, fields)
+            session.commit()
+        except merging.MergeError as exc:
+            session.rollback()
+            return json_error(exc.status, str(exc))
+        except ValidationFailed as exc:
+            session.rollback()
+            return json_error(422, gettext("The record was not saved"), errors=exc.errors)
+        except HandledError as exc:
+            session.rollback()
+            return json_error(422, str(exc))
+        return jsonify(id=merge_id, survivor=survivor, merged=[int(o) for o in others])
+
+    @expose("/merge/<int:merge_id>/undo", methods=["POST"])
+    @authorized("update")
+    def undo_merge(self, merge_id: int) -> Response:
+        """Undo a merge: the references go back, the archived records return.
+        ---
+        post:
+          summary: Undo a merge
+          parameters:
+          - {in: path, name: merge_id, required: true, schema: {type: integer}}
+          responses:
+            200: {description: Undone}
+            404: {$ref: '#/components/responses/404'}
+            409: {description: Undone already, or merged again since}
+            401: {$ref: '#/components/responses/401'}
+            403: {$ref: '#/components/responses/403'}
+        """
+        state = crm()
+        found = merging.get(state.models, db_session(), merge_id)
+        if found is None or found.doctype != self.doctype:
+            return json_error(404, gettext("there is no merge #%(id)s", id=merge_id))
+        session = db_session()
+        try:
+            m = merging.undo(fetch.documents(), merge_id)
+            session.commit()
+        except merging.MergeError as exc:
+            session.rollback()
+            return json_error(exc.status, str(exc))
+        except ValidationFailed as exc:
+            session.rollback()
+            return json_error(409, gettext("The merge was not undone"), errors=exc.errors)
+        except HandledError as exc:
+            session.rollback()
+            return json_error(409, str(exc))
+        return jsonify(id=m.id, survivor=m.survivor_id, restored=list(m.merged_ids))
 
     @expose("/<int:pk>", methods=["DELETE"])
     @authorized("delete")

@@ -6,6 +6,7 @@ plugins add to a record's page.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,6 +16,7 @@ from markupsafe import escape
 
 from engine import access
 from engine.errors import HandledError
+from engine.i18n import gettext
 from engine.registry import USER, DocType, Field
 from engine.statuses import StatusEngine
 from engine.web.base import crm, db_session, locale, principal
@@ -281,6 +283,12 @@ def timeline(d: DocType, obj: Any, offset: int = 0) -> dict[str, Any]:
         detail = e.detail or ""
         if e.kind == "status" and td.statuses and detail in td.statuses.states:
             detail = td.statuses.states[detail].label.get(locale())
+        elif e.kind == "merged":
+            merged = [int(i) for i in json.loads(detail or "[]")]
+            detail = gettext(
+                "merged %(n)s records into this one: %(ids)s",
+                n=len(merged), ids=", ".join(f"#{i}" for i in merged),
+            )  # fmt: skip
         out.append({
             "at": shown(Field("at", "datetime"), e.at), "kind": e.kind, "type": td.label.get(locale()),
             "title": titles.get((e.doctype, e.doc_id)) or access.hidden_label(registry, e.doc_id, locale()),

@@ -19,6 +19,7 @@ from flask import (
     Response,
     abort,
     flash,
+    g,
     has_request_context,
     jsonify,
     redirect,
@@ -34,7 +35,7 @@ from engine import access, lists, transfer
 from engine.filters import FilterError, resolve_path
 from engine.i18n import gettext, lazy_gettext
 from engine.registry import USER, DocType, Field, Label
-from engine.web import fetch, formatting, forms, lookup, related, writes
+from engine.web import fetch, formatting, forms, lookup, merge, related, writes
 from engine.web.base import crm, db_session, locale, principal
 from engine.web.boards import BoardsMixin
 from engine.web.display import input_value
@@ -46,6 +47,19 @@ PAGE_SIZE = 25
 def _require(action: str, d: DocType) -> None:
     if not access.allowed(crm().registry, principal(), d.name, action):
         abort(403 if principal().user_id is not None else 401)
+
+
+def _stop_at_duplicates() -> None:
+    """A form stops at the first ``unique: warn`` duplicates and shows them;
+    posted again ("save anyway") with the same ones, it saves."""
+    docs = fetch.documents()
+    docs.stop_at_warnings = True
+    docs.confirmed = set(fetch.clean(request.form.get("_save_anyway"), 2000).split())
+
+
+def _status(errors: dict[str, str]) -> int:
+    """Warnings to confirm are no error: the form asks (200); errors are 422."""
+    return 200 if set(errors) == {writes.WARNINGS} else 422
 
 
 def form_fields(d: DocType) -> list[tuple[str, list[Field]]]:
@@ -63,7 +77,7 @@ def unplaced(errors: dict[str, str], shown: set[str], d: DocType | None = None) 
     (a column of a table ``d`` shows no input for, hidden from the user, too)."""
     out = []
     for path, message in errors.items():
-        if path in ("_version", "_form"):
+        if path in ("_version", "_form", writes.WARNINGS):
             continue
         head, *rest = path.split(".")
         table = d.fields.get(head) if d is not None else None
@@ -361,7 +375,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             related=related.related_lists(d, obj), actions=related.record_actions(d, obj),
             can_update=allows != () and access.may_touch(state.models, principal(), d.name, "update", obj),
             can_delete=allows is None and access.may_touch(state.models, principal(), d.name, "delete", obj),
-            **_labels(),
+            merge_info=merge.record_info(d, obj), **_labels(),
         )  # fmt: skip
 
     # -- add and edit ------------------------------------------------------------
@@ -378,7 +392,8 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             "crm/form.html", d=d, obj=obj, sections=sections, values=values, errors=errors,
             unplaced=unplaced(errors, shown, d), title=title, action=action, view=self.view_name,
             refs=lookup.ref_labels(d, values, extra), locked=forms.locked_fields(d, obj),
-            row_defaults=defaults, computes=forms.computes(d), **_labels(),
+            row_defaults=defaults, computes=forms.computes(d),
+            duplicates=g.get("crm_duplicates") or {}, **_labels(),
         )  # fmt: skip
 
     @expose("/add", methods=["GET", "POST"])
@@ -398,9 +413,10 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             }
             return self._form(None, values, {}, title, action)
         values = {**forms.form_values(d, request.form), **forms.refused_values(d, request.form)}
+        _stop_at_duplicates()
         obj, errors = writes.create(d, values)
         if errors:
-            return self._form(None, values, errors, title, action), 422
+            return self._form(None, values, errors, title, action), _status(errors)
         if not access.may_touch(crm().models, principal(), d.name, "read", obj):
             # saved for someone else, whose records this user does not see
             flash(f"{d.label.get(locale())} #{obj.id}: ✓", "info")
@@ -453,10 +469,11 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         if version is None:
             errors = {"_version": gettext("The form did not say which version of the record it edits; reload it")}  # fmt: skip
             return self._form(obj, values, errors, title, action), 409
+        _stop_at_duplicates()
         saved, errors = writes.update(d, obj, values, version)
         if errors:
             values["_version"] = version
-            status = 409 if "_version" in errors else 422
+            status = 409 if "_version" in errors else _status(errors)
             return self._form(obj, values, errors, title, action), status
         return redirect(url_for(f"{self.view_name}.show", obj_id=saved.id))
 
@@ -631,6 +648,7 @@ class UserLookupView(BaseView):
 def register_views(appbuilder: Any, state: Any) -> None:
     registry = state.registry
     appbuilder.add_view_no_menu(UserLookupView())
+    appbuilder.add_view_no_menu(merge.MergeView())
     category_of = _categories(registry)
     if any("kanban" in d.views for d in registry.documents.values()):
         appbuilder.add_view_no_menu(MySalesView())

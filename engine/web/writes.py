@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from flask import g
 
 from engine import access
 from engine.documents import (
     DeleteRefused,
+    DuplicatesFound,
     NotFound,
     StaleVersion,
     ValidationFailed,
@@ -29,16 +31,37 @@ from engine.web.base import crm, db_session, principal
 from engine.web.fetch import documents
 from engine.web.forms import locked_fields
 
+#: the errors key of a save stopped at ``unique: warn`` duplicates (the
+#: duplicates themselves are in ``flask.g.crm_duplicates``)
+WARNINGS = "_warnings"
+
 
 def _saved(write: Any) -> tuple[Any, dict[str, str]]:
-    """Run one write in the request's transaction: commit, or roll back and say why."""
+    """Run one write in the request's transaction: commit, or roll back and say why.
+
+    The records holding the values of ``unique`` fields (refused or warned
+    of) are left in ``g.crm_duplicates`` (field → Duplicate) for the page or
+    the JSON to link to."""
     session = db_session()
+    g.crm_duplicates = {}
     try:
         obj = write()
         session.commit()
     except ValidationFailed as exc:
         session.rollback()
+        g.crm_duplicates = exc.duplicates
         return None, exc.errors
+    except DuplicatesFound as exc:
+        session.rollback()
+        g.crm_duplicates = exc.warnings
+        return None, {WARNINGS: str(exc)}
+    except sa.exc.IntegrityError as exc:
+        # a twin saved between our check and our insert: the unique index says so
+        session.rollback()
+        errors = unique_violation(exc)
+        if errors is None:
+            raise
+        return None, errors
     except StaleVersion as exc:
         session.rollback()
         return None, {"_version": str(exc)}
@@ -46,6 +69,26 @@ def _saved(write: Any) -> tuple[Any, dict[str, str]]:
         session.rollback()
         return None, {"_form": str(exc)}
     return obj, {}
+
+
+def unique_violation(exc: sa.exc.IntegrityError) -> dict[str, str] | None:
+    """The field whose unique index refused a row, as a field error: SQLite
+    names ``table.column``, PostgreSQL the index ``ix_table_column``."""
+    text = str(exc.orig)
+    for d in crm().registry.documents.values():
+        for f in d.fields.values():
+            if (
+                f.unique
+                and f.stored
+                and (f"{d.table}.{f.column}" in text or f'"ix_{d.table}_{f.column}"' in text)
+            ):
+                return {
+                    f.name: gettext(
+                        "this %(field)s already belongs to another record (saved a moment ago)",
+                        field=f.label.get(crm().registry.locale),
+                    )
+                }
+    return None
 
 
 def _id_of(value: Any) -> Any:

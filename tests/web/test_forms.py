@@ -218,7 +218,7 @@ def test_required_min_max_pattern_and_unique_are_checked_on_the_server(
     assert response.status_code == 422
     html = response.text
     assert error_at(html, "name") == "is required"
-    assert error_at(html, "code").startswith("is already used by another")
+    assert error_at(html, "code").startswith("this Code already belongs to")
     assert error_at(html, "employees") == "must be at least 1"
     assert error_at(html, "rating") == "must be at most 10"
     assert error_at(html, "email")

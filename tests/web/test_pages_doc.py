@@ -47,6 +47,8 @@ def test_every_documented_address_opens(
     deal = admin.api("POST", "/api/v1/deal/", {"customer": customer.json["id"], "amount": 2e6})
     assert deal.status_code == 201, deal.json
     assert deal.json["id"] == 1  # the doc's examples open record 1
+    twin = admin.api("POST", "/api/v1/customer/", {"name": "Romashka LLC", "kind": "company"})
+    assert twin.json["id"] == 2  # the merge page's example merges customers 1 and 2
     failed = []
     for url in documented():
         response = admin.get(url, follow_redirects=True)  # /my_sales/ leads to a kanban
