@@ -245,7 +245,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         return self.render_template(
             "crm/show.html", d=d, obj=obj, sections=form_fields(d), values=formatting.display_values(d, obj),
             links=formatting.ref_links(d, obj), rows=formatting.shown_rows(d, obj), view=self.view_name,
-            moves=writes.transition_moves(d, obj), history=formatting.history(d, obj),
+            moves=writes.transition_moves(d, obj), stage_note=writes.stage_note(d, obj), history=formatting.history(d, obj),
             audit=formatting.audit_line(d, obj), timeline=formatting.timeline(full, obj, _arg_offset("tl")),
             plugin_sections=formatting.record_sections(full, obj),
             related=related.related_lists(d, obj), actions=related.record_actions(d, obj),
