@@ -833,7 +833,9 @@ def test_the_shipped_typical_sale_passes_and_can_be_switched_off(problems_of: Pr
     off = "processes:\n  typical_sale: {enabled: false}\n"
     # typical deals would never move: the config must let people move them
     [stuck] = problems_of({"sale.yaml": off}, config=CONFIG)
-    assert "`typical` move only through a process, but no enabled process sets `Deal.stage`" in stuck
+    assert (
+        "`typical` move only through a process, but no enabled process sets `Deal.stage`" in stuck
+    )
     by_hand = off + "documents:\n  Deal:\n    statuses:\n      control: {process: []}\n"
     assert problems_of({"sale.yaml": by_hand}, config=CONFIG) == []
 
