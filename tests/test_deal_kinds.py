@@ -64,7 +64,9 @@ def deal(client: Client, kind: str, **values: Any) -> int:
 
 
 def move(client: Client, deal_id: int, to: str, **fields: Any) -> Any:
-    return client.api("POST", f"/api/v1/deal/{deal_id}/transition", json={"to": to, "fields": fields})
+    return client.api(
+        "POST", f"/api/v1/deal/{deal_id}/transition", json={"to": to, "fields": fields}
+    )
 
 
 def stage(client: Client, deal_id: int) -> str:
@@ -112,7 +114,10 @@ def test_a_manual_deal_moves_through_the_declared_stages_in_their_order(app: Any
     assert move(anna, d, "presale", hours=40).status_code == 200
     # the firm's gate: a statement of work needs the effort and the rate
     gate = move(anna, d, "sow")
-    assert gate.status_code == 422 and "the condition `hours and rate` is not met" in gate.json["reasons"]
+    assert (
+        gate.status_code == 422
+        and "the condition `hours and rate` is not met" in gate.json["reasons"]
+    )
     assert move(anna, d, "sow", rate="5000").status_code == 200
     assert move(anna, d, "contract").status_code == 200
     assert stage(anna, d) == "contract"
@@ -124,7 +129,7 @@ def test_a_status_only_deal_changes_state_freely_by_anyone_who_may_edit_it(app: 
     page = anna.get(f"/deal/{d}").text
     # every state, each a direct button: nothing to fill in, no gate
     assert targets(page) == [s for s in ALL if s != "new"]
-    assert 'crm-move-refused' not in page
+    assert "crm-move-refused" not in page
     # new → won, though the manual stages go to won only from proposal or contract
     assert move(anna, d, "won").status_code == 200
     # a final state is left as freely, and qualification asks for no planned close
@@ -173,7 +178,9 @@ def columns(page: str) -> dict[str, list[int]]:
         r'<div class="crm-column" data-column="(\w+)"(.*?)(?=<div class="crm-column" |'
         r'<input type="hidden" id="crm-csrf")', page, re.S,
     ):  # fmt: skip
-        out[name] = [int(i) for i in re.findall(r'crm-card[^"]*" draggable="\w+" data-id="(\d+)"', body)]
+        out[name] = [
+            int(i) for i in re.findall(r'crm-card[^"]*" draggable="\w+" data-id="(\d+)"', body)
+        ]
     return out
 
 
@@ -188,7 +195,7 @@ def test_the_kanban_shows_each_kind_by_its_own_stages(app: Any) -> None:
     board = columns(helen.get("/deal/kanban?kind=manual").text)
     assert list(board) == ALL and board["new"] == [manual]
     board = columns(helen.get("/deal/kanban?kind=simple").text)
-    assert sum(board.values(), []) == [simple]
+    assert [i for ids in board.values() for i in ids] == [simple]
     # a typical sale's card cannot be dragged; the others can
     assert f'draggable="false" data-id="{typical}"' in everything
     assert f'draggable="true" data-id="{manual}"' in everything

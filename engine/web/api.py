@@ -394,9 +394,14 @@ class DocumentApi(BaseApi):
                     400, gettext("`filter` must not hold NUL characters or unpaired surrogates")
                 )
         if request.args.get("segment"):
-            # the list page's ?segment=: the segment's filter, the `filter` given over it
-            segment = crm().registry.segments.get(request.args["segment"])
-            if segment is None or segment.document != d.name:
+            # the list page's ?segment=: the segment's filter, the `filter` given over it;
+            # a consultant's, or a saved one the caller may use (own or shared)
+            from engine.segments import find
+
+            segment = find(
+                crm().models, db_session(), request.args["segment"], g.crm_principal, d.name
+            )
+            if segment is None:
                 name = fetch.clean(request.args["segment"], 50)
                 return json_error(
                     400,
