@@ -225,7 +225,7 @@ class StageControl:
     #: values whose states change freely: any state to any state, no gates
     free: tuple[str, ...] = ()
     #: value → the states records of it go through (default: every state)
-    stages: Mapping[str, tuple[str, ...]] = field(default_factory=frozen_map)
+    stages: Mapping[str, tuple[str, ...]] = MappingProxyType({})
     loc: Loc = UNKNOWN
 
     def of(self, value: str | None) -> str:

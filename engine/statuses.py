@@ -532,7 +532,7 @@ class StatusEngine:
     def _kind(self, d: DocType, kind: str | None) -> str:
         c = _statuses(d).control
         f = d.fields.get(c.field) if c is not None else None
-        if f is None or kind not in f.values:
+        if f is None or kind is None or kind not in f.values:
             return quoted(d.label, None, self.locale)
         return quoted(f.values[kind], kind, self.locale)
 

@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from flask import (
@@ -175,8 +176,8 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             # a segment by a field hidden from the user would tell its values
             and all(access.path_readable(state.registry, principal(), d.name, p) for p in s.filter)
         }
-        for found in segments_api.saved(state.models, db_session(), principal(), d.name):
-            segments[found.name] = found.label
+        for own in segments_api.saved(state.models, db_session(), principal(), d.name):
+            segments[own.name] = own.label
         if segment:
             found = segments_api.find(state.models, db_session(), segment, principal(), d.name)
             if found is None or found.name not in segments:
@@ -252,7 +253,8 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         except (FilterError, segments_api.SegmentError) as exc:
             db_session().rollback()
             flash(str(exc), "danger")
-            return redirect(url_for(f"{self.view_name}.list", **_save_args(d)))
+            back = url_for(f"{self.view_name}.list") + "?" + urlencode(_save_args(d))
+            return redirect(back)
         flash(gettext("Segment “%(name)s” saved", name=found.label), "info")
         return redirect(url_for(f"{self.view_name}.list", segment=found.name))
 
