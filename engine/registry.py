@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from dataclasses import field as dataclass_field  # StageControl has a `field` of its own
 from types import MappingProxyType
 from typing import Any
 
@@ -225,7 +226,7 @@ class StageControl:
     #: values whose states change freely: any state to any state, no gates
     free: tuple[str, ...] = ()
     #: value → the states records of it go through (default: every state)
-    stages: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+    stages: Mapping[str, tuple[str, ...]] = dataclass_field(default_factory=frozen_map)
     loc: Loc = UNKNOWN
 
     def of(self, value: str | None) -> str:
