@@ -76,6 +76,9 @@ from engine.reports import Result as Result  # a report's table, totals, chart a
 from engine.reports import Series as Series  # one series of values of a chart
 from engine.schema import Secret as Secret  # a setting written only as ${NAME} (a password)
 from engine.schema import SettingsSchema as SettingsSchema  # base of a plugin's settings schema
+from engine.segments import (
+    find as find_segment,  # a segment by name (consultant's or a user's saved one) or None
+)
 from engine.statuses import StatusEngine as StatusEngine  # moves documents between states
 from engine.timeline import entry_select as entry_select  # one timeline select, columns in order
 from engine.transfer.export import csv_file as csv_file  # rows → a CSV file, formulas guarded
@@ -206,6 +209,7 @@ __all__ = [
     "expression_problems",
     "field_path_problem",
     "field_rights",
+    "find_segment",
     "gettext",
     "hookimpl",
     "hookspec",

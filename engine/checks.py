@@ -508,6 +508,95 @@ def statuses_consistent(registry: Registry) -> Iterator[Problem]:
             yield from _transition(registry, d, t, _source("transition", d.name, index))
         for s in st.states.values():
             yield from _state(registry, d, s, _source("state", d.name, s.name))
+            yield from _after(d, s, _source("state", d.name, s.name))
+        if st.control is not None:
+            yield from _control(d, st.control, _source("control", d.name))
+
+
+def _after(d: DocType, s: Any, raw: Any) -> Iterator[Problem]:
+    """``after:`` names another state, and following it leads to no loop."""
+    st = d.statuses
+    if s.after is None or st is None:
+        return
+    where = f"`after` of the state `{s.name}` of `{d.name}`"
+    if s.after not in st.states:
+        yield Problem(
+            _at(raw, s.loc, "after"),
+            f"{where} names an unknown state `{s.after}`{did_you_mean(s.after, st.states)}",
+        )
+        return
+    seen = [s.name]
+    name: str | None = s.after
+    while name is not None and name in st.states:
+        if name in seen:
+            yield Problem(_at(raw, s.loc, "after"), f"{where} goes round in a loop: "
+                          + " → ".join(f"`{n}`" for n in [*seen, name]))  # fmt: skip
+            return
+        seen.append(name)
+        name = st.states[name].after
+
+
+def _control(d: DocType, c: Any, raw: Any) -> Iterator[Problem]:
+    """``statuses.control``: an enum field, its values, and states of the type."""
+    st = d.statuses
+    assert st is not None
+    where = f"`statuses.control` of `{d.name}`"
+    f = d.fields.get(c.field)
+    if not c.field:
+        yield Problem(_at(raw, c.loc), f"{where} needs the `field` whose value picks the control")
+        return
+    if f is None or f.type != "enum" or f.name == st.field:
+        found = "" if f is not None else did_you_mean(c.field, d.fields)
+        yield Problem(
+            _at(raw, c.loc, "field"),
+            f"{where}: `field` must be an enum field of `{d.name}` other than its status, "
+            f"not `{c.field}`{found}",
+        )
+        return
+    values = list(f.values)
+    shown = ", ".join(f"`{v}`" for v in values)
+    for key in ("process", "free"):
+        for value in getattr(c, key):
+            if value not in f.values:
+                yield Problem(
+                    _at(raw, c.loc, key, item=value),
+                    f"{where}: `{key}` names `{value}`, not a value of `{d.name}.{f.name}`"
+                    f"{did_you_mean(value, values)}; its values are {shown}",
+                )
+    for value in set(c.process) & set(c.free):
+        yield Problem(
+            _at(raw, c.loc, "free", item=value),
+            f"{where}: `{value}` cannot be both `process` and `free`",
+        )
+    written = raw.get("stages") if isinstance(raw, LMap) else None
+    for value, names in c.stages.items():
+        key_loc = written.key_loc(value) if isinstance(written, LMap) else _at(raw, c.loc, "stages")
+        if value not in f.values:
+            yield Problem(
+                key_loc,
+                f"{where}: `stages` names `{value}`, not a value of `{d.name}.{f.name}`"
+                f"{did_you_mean(value, values)}; its values are {shown}",
+            )
+        item = written.get(value) if isinstance(written, LMap) else None
+        if not isinstance(item, list) or not names:
+            yield Problem(
+                _at(written, key_loc, value) if isinstance(written, LMap) else key_loc,
+                f"{where}: the stages of `{value}` must be a list of its states",
+            )
+            continue
+        for name in names:
+            if name not in st.states:
+                yield Problem(
+                    _at(written, key_loc, value, item=name),
+                    f"{where}: the stages of `{value}` name an unknown state `{name}`"
+                    f"{did_you_mean(name, st.states)}",
+                )
+        if st.initial in st.states and st.initial not in names:
+            yield Problem(
+                _at(written, key_loc, value),
+                f"{where}: the stages of `{value}` must include the initial state "
+                f"`{st.initial}`: a new record starts there",
+            )
 
 
 def _transition(registry: Registry, d: DocType, t: Any, raw: Any) -> Iterator[Problem]:

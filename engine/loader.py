@@ -44,6 +44,7 @@ from engine.registry import (
     Role,
     Section,
     Segment,
+    StageControl,
     State,
     Statuses,
     Transition,
@@ -95,6 +96,8 @@ class StatusesDraft:
     loc: Loc
     states: dict[str, tuple[LMap, Loc, Label]] = field(default_factory=dict)
     transitions: list[tuple[LMap, Loc]] = field(default_factory=list)
+    #: ``control:`` merged key by key over the layers (a later layer's key wins)
+    control: LMap | None = None
 
 
 @dataclass
@@ -662,6 +665,16 @@ class Loader:
         transitions = spec.get("transitions") or LList()
         for i, t in enumerate(transitions):
             draft.statuses.transitions.append((t, transitions.item_loc(i)))
+        control = spec.get("control")
+        if isinstance(control, LMap):
+            old = draft.statuses.control
+            if old is None:
+                draft.statuses.control = control
+            else:
+                merged = LMap({**old, **control})
+                merged.loc, merged.key_locs = control.loc, {**old.key_locs, **control.key_locs}
+                merged.value_locs = {**old.value_locs, **control.value_locs}
+                draft.statuses.control = merged
 
     def _check_merged(self, plugins: Mapping[str, Any]) -> None:
         """What only the merge of all layers can tell."""
@@ -1098,6 +1111,7 @@ class Loader:
                 if rn
                 else None,
                 _editable(spec.get("editable")),
+                spec.get("after"),
             )
         transitions = tuple(
             Transition(
@@ -1105,12 +1119,29 @@ class Loader:
             )
             for t, loc in st.transitions
         )
+        control = None
+        if st.control is not None:
+            c = st.control
+            self.sources["control", d.name] = c
+            control = StageControl(
+                str(c.get("field", "")),
+                tuple(c.get("process", ())),
+                tuple(c.get("free", ())),
+                frozen_map(
+                    {
+                        str(k): tuple(v) if isinstance(v, list) else ()
+                        for k, v in (c.get("stages") or {}).items()
+                    }
+                ),
+                c.loc,
+            )
         return Statuses(
             st.spec.get("field", "status"),
             st.spec.get("initial", ""),
-            frozen_map(states),
+            frozen_map({name: states[name] for name in _placed(states)}),
             transitions,
             st.loc,
+            control,
         )
 
     def _next_link(self, d: DocDraft, rn: Mapping[str, Any]) -> Mapping[str, str]:
@@ -1207,6 +1238,32 @@ def _is_label(value: Any) -> bool:
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return True
     return isinstance(value, Mapping) and all(isinstance(v, str) for v in value.values())
+
+
+def _placed(states: Mapping[str, State]) -> list[str]:
+    """The states in their declared order, each one with ``after: X`` moved
+    right behind X (behind the states placed after X before it): a later
+    layer's stages take their place in the base's order. A state after an
+    unknown one, or in a loop, stays where it was declared (crm check says why)."""
+    following: dict[str, list[str]] = {}
+    roots: list[str] = []
+    for name, s in states.items():
+        if s.after and s.after in states and s.after != name:
+            following.setdefault(s.after, []).append(name)
+        else:
+            roots.append(name)
+    out: list[str] = []
+
+    def place(name: str) -> None:
+        out.append(name)
+        for later in following.get(name, ()):
+            if later not in out:
+                place(later)
+
+    for name in roots:
+        place(name)
+    out += [name for name in states if name not in out]  # loops of `after`
+    return out
 
 
 def _names(value: Any) -> tuple[str, ...]:

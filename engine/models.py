@@ -21,6 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, relationship
 from engine import clock
 from engine.fieldtypes import CORE_TYPES, FieldType
 from engine.registry import USER, DocType, Field, Registry
+from engine.segments import segment_table
 from engine.sessions import locale_table, session_table
 
 NAMING = {
@@ -91,6 +92,7 @@ class Models:
     sessions: sa.Table | None = None
     locales: sa.Table | None = None
     merges: sa.Table | None = None
+    user_segments: sa.Table | None = None
 
     def cls(self, doctype: str) -> type[Any]:
         return self.classes[doctype]
@@ -122,6 +124,7 @@ def build(registry: Registry, field_types: dict[str, FieldType] | None = None) -
     models.merges = merge_table(metadata)
     models.sessions = session_table(metadata)
     models.locales = locale_table(metadata)
+    models.user_segments = segment_table(metadata)
     # tables first (refs may point forward), then mappers with relationships
     tables = {name: _doc_table(models, d) for name, d in registry.documents.items()}
     for name, d in registry.documents.items():

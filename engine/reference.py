@@ -530,6 +530,11 @@ documents:
                 "The allowed moves, see [a transition](#a-transition).",
                 "none: any state may go to any other",
             ),
+            "control": Key(
+                "How records move by the value of an enum field (the deal's kind), see "
+                "[stage control](#stage-control); a later layer changes it key by key.",
+                "every record by the transitions",
+            ),
         },
         """\
 documents:
@@ -567,6 +572,12 @@ documents:
             "require_next": Key(
                 "New planned records demanded in the same move, see [require_next](#require_next)."
             ),
+            "after": Key(
+                "The state this one follows in the stage order (kanban columns, funnels, "
+                "the form's buttons): a later layer's state takes its place among the "
+                "base's instead of coming after the final ones. Final states are shown last.",
+                "after the states declared before it",
+            ),
         },
         """\
 documents:
@@ -577,6 +588,37 @@ documents:
                editable: {roles: [sales_head], fields: [loss_reason]}}
 """,
         at="documents.Deal.statuses.states.lost",
+    ),
+    "ControlSchema": Section(
+        "stage control",
+        "`documents: TYPE: statuses: control:`",
+        "Which value of an enum field means which stage control. A `process` value's "
+        "records are moved only by their route map (the processes plugin's; nobody moves "
+        "them by hand, and `crm check` wants an enabled process that sets the status); a "
+        "`free` value's records are status only: anyone who may edit one moves it from any "
+        "state to any state, with no transitions, roles, `when`, `require` or "
+        "`require_next`; every other value (`manual`) moves by the transitions.",
+        {
+            "field": Key("The enum field (not the status) whose value picks the control."),
+            "process": Key("Values moved only through their process.", "none"),
+            "free": Key("Values whose states change freely.", "none"),
+            "stages": Key(
+                "Value → the states its records go through, with the initial one: the "
+                "kanban and funnels show that kind by these, and a move elsewhere is refused.",
+                "every state",
+            ),
+        },
+        """\
+documents:
+  Deal:
+    statuses:
+      control:
+        field: kind
+        process: [typical]
+        free: [simple]
+        stages: {typical: [new, qualification, proposal, contract, won, lost]}
+""",
+        at="documents.Deal.statuses.control",
     ),
     "EditableSchema": Section(
         "editable by role",

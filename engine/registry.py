@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from dataclasses import field as dataclass_field  # StageControl has a `field` of its own
 from types import MappingProxyType
 from typing import Any
 
@@ -187,6 +188,8 @@ class State:
     require_next: RequireNext | None = None
     #: None: the default — everything in a state that is not final, nothing in a final one
     editable: Editable | None = None
+    #: the state this one follows in the stage order (``after:``), as written
+    after: str | None = None
 
     def editable_by(self, roles: frozenset[str] | set[str], admin: bool = False) -> Any:
         """The fields a user with these roles may change in this state:
@@ -211,13 +214,41 @@ class Transition:
         return target in self.targets and ("*" in self.sources or source in self.sources)
 
 
+#: how records of a kind move between states (``statuses.control``)
+PROCESS, MANUAL, FREE = "process", "manual", "free"
+
+
+@dataclass(frozen=True)
+class StageControl:
+    """``statuses: control:``: which value of an enum field (the deal's
+    ``kind``) means which stage control, and the states a kind shows."""
+
+    field: str
+    #: values moved only by their route map: no move by hand
+    process: tuple[str, ...] = ()
+    #: values whose states change freely: any state to any state, no gates
+    free: tuple[str, ...] = ()
+    #: value → the states records of it go through (default: every state)
+    stages: Mapping[str, tuple[str, ...]] = dataclass_field(default_factory=frozen_map)
+    loc: Loc = UNKNOWN
+
+    def of(self, value: str | None) -> str:
+        if value in self.process:
+            return PROCESS
+        if value in self.free:
+            return FREE
+        return MANUAL
+
+
 @dataclass(frozen=True)
 class Statuses:
     field: str
     initial: str
+    #: in the declared order: a state's ``after:`` places it after another one
     states: Mapping[str, State]
     transitions: tuple[Transition, ...]
     loc: Loc = UNKNOWN
+    control: StageControl | None = None
 
     @property
     def free(self) -> bool:

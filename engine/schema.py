@@ -302,6 +302,7 @@ class StateSchema(Strict):
     outcome = Text(validate=_one_of("won", "lost", "cancelled", "done"))
     require = NameList()
     require_next = mf.Nested(RequireNextSchema)
+    after = Text()
 
 
 class TransitionSchema(Strict):
@@ -312,12 +313,22 @@ class TransitionSchema(Strict):
     when = Text()
 
 
+class ControlSchema(Strict):
+    # required once all layers are merged; `crm check` says so
+    field = Text()
+    process = NameList()
+    free = NameList()
+    #: value → list of states; `crm check` verifies the names
+    stages = MapOf()
+
+
 class StatusesSchema(Strict):
     field = Text()
     # required of the layer that first defines the statuses; the loader checks that
     initial = Text()
     states = MapOf()
     transitions = mf.List(mf.Nested(TransitionSchema))
+    control = mf.Nested(ControlSchema)
 
 
 class DocumentSchema(Strict):

@@ -36,7 +36,18 @@ from engine.documents import Documents, Plan, ValidationFailed, aware, empty, qu
 from engine.errors import HandledError
 from engine.filters import user_name
 from engine.i18n import gettext
-from engine.registry import SELF, USER, DocType, Field, State, Statuses, Transition
+from engine.registry import (
+    FREE,
+    MANUAL,
+    PROCESS,
+    SELF,
+    USER,
+    DocType,
+    Field,
+    State,
+    Statuses,
+    Transition,
+)
 
 
 @dataclass(frozen=True)
@@ -93,7 +104,7 @@ class StatusEngine:
         view = self._view_after(d, obj, fields)
         reasons = self.rules(d, obj, target, view)
         state = _statuses(d).states.get(target)
-        if state is not None and state.require_next is not None:
+        if state is not None and state.require_next is not None and not _free(d, obj):
             reasons += self._count_next(d, state, len(next or ()))
         if not reasons:
             reasons = self._vetoes(d, obj, target)
@@ -137,6 +148,32 @@ class StatusEngine:
             return [
                 Reason("state", gettext("it is already %(state)s", state=self._state(d, target)))
             ]
+        kind = record_kind(d, obj)
+        control = stage_control(d, kind)
+        if control == PROCESS:
+            return [
+                Reason(
+                    "process",
+                    gettext(
+                        "%(kind)s moves only through its process: its stages are not changed "
+                        "by hand",
+                        kind=self._kind(d, kind),
+                    ),
+                )
+            ]
+        if target not in stage_order(d, kind):
+            return [
+                Reason(
+                    "state",
+                    gettext(
+                        "%(state)s is not a stage of %(kind)s",
+                        state=self._state(d, target),
+                        kind=self._kind(d, kind),
+                    ),
+                )
+            ]
+        if control == FREE:
+            return []  # status only: any state to any state, no gates
         leaving_final = source in st.states and st.states[source].final
         if st.free:
             candidates: list[Transition] = []
@@ -292,7 +329,7 @@ class StatusEngine:
             raise TransitionRefused(reasons)
         state = st.states[target]
         next_plans: list[Plan] = []
-        if state.require_next is not None:
+        if state.require_next is not None and not _free(d, obj):
             next_plans = self._plan_next(d, obj, state, field_plan, next or ())
             reasons = self._count_next(d, state, len(next_plans)) + self._planned(state, next_plans)
         elif next:
@@ -492,6 +529,13 @@ class StatusEngine:
         state = d.statuses.states.get(name) if d.statuses else None
         return quoted(state.label, name, self.locale) if state else f"`{name}`"
 
+    def _kind(self, d: DocType, kind: str | None) -> str:
+        c = _statuses(d).control
+        f = d.fields.get(c.field) if c is not None else None
+        if f is None or kind is None or kind not in f.values:
+            return quoted(d.label, None, self.locale)
+        return quoted(f.values[kind], kind, self.locale)
+
     def _view_after(self, d: DocType, obj: Any, fields: Mapping[str, Any] | None) -> Any:
         if not fields:
             return self.docs.view(d, obj)
@@ -502,15 +546,41 @@ class StatusEngine:
 
 def stage_order(d: DocType, kind: str | None = None) -> list[str]:
     """The states of ``d`` in the order a funnel, a kanban and a report show
-    them, for records of a deal kind ``kind`` (None: every kind)."""
-    return list(_statuses(d).states)
+    them, for records of a deal kind ``kind`` (None: every kind): the declared
+    order (a state's ``after:`` places a later layer's stage among the
+    base's), the final states last; a kind with its own ``control.stages``
+    goes through those states only."""
+    st = _statuses(d)
+    names = list(st.states)
+    own = st.control.stages.get(kind) if st.control is not None and kind else None
+    if own:
+        names = [n for n in names if n in own]
+    return [n for n in names if not st.states[n].final] + [n for n in names if st.states[n].final]
 
 
 def stage_control(d: DocType, kind: str | None = None) -> str:
     """How records of ``kind`` move between states: ``process`` (only their
     route map moves them), ``manual`` (the declared transitions, by hand) or
-    ``free`` (any state, no gates: status only)."""
-    return "manual"
+    ``free`` (any state, no gates: status only). ``statuses.control`` says
+    which kind is which; without it, or for no kind, every record is manual."""
+    c = d.statuses.control if d.statuses is not None else None
+    if c is None or kind is None:
+        return MANUAL
+    return c.of(kind)
+
+
+def record_kind(d: DocType, obj: Any) -> str | None:
+    """The value of the control field (the deal's ``kind``) of a record as
+    stored, or None when its statuses have no ``control``."""
+    c = d.statuses.control if d.statuses is not None else None
+    if c is None or c.field not in d.fields or obj is None:
+        return None
+    value = getattr(obj, d.fields[c.field].column, None)
+    return None if value is None else str(value)
+
+
+def _free(d: DocType, obj: Any) -> bool:
+    return stage_control(d, record_kind(d, obj)) == FREE
 
 
 def plan_field(d: DocType) -> Field | None:

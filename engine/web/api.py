@@ -411,9 +411,14 @@ class DocumentApi(BaseApi):
                     400, gettext("`filter` must not hold NUL characters or unpaired surrogates")
                 )
         if request.args.get("segment"):
-            # the list page's ?segment=: the segment's filter, the `filter` given over it
-            segment = crm().registry.segments.get(request.args["segment"])
-            if segment is None or segment.document != d.name:
+            # the list page's ?segment=: the segment's filter, the `filter` given over it;
+            # a consultant's, or a saved one the caller may use (own or shared)
+            from engine.segments import find
+
+            segment = find(
+                crm().models, db_session(), request.args["segment"], g.crm_principal, d.name
+            )
+            if segment is None:
                 name = fetch.clean(request.args["segment"], 50)
                 return json_error(
                     400,
@@ -845,14 +850,17 @@ class DocumentApi(BaseApi):
         if board is not None:
             from engine.web.boards import board_where, column_totals
 
-            extra["columns"] = column_totals(d, board_where(d, board[1], board[2]), board[0])
+            where = board_where(d, board[1], board[2], board[3])
+            extra["columns"] = column_totals(d, where, board[0])
         return jsonify(id=pk, state=state, version=obj.version if obj else None,
                        result=self._doc(obj) if obj is not None else None, **extra)  # fmt: skip
 
     @staticmethod
-    def _board_args(d: DocType) -> tuple[list[str], int | None, int | None] | Response | None:
-        """``?columns=a,b`` (with the board's ``owner``/``department``): the
-        kanban columns whose count and sum the answer carries; checked before
+    def _board_args(
+        d: DocType,
+    ) -> tuple[list[str], int | None, int | None, str | None] | Response | None:
+        """``?columns=a,b`` (with the board's ``owner``/``department``/``kind``):
+        the kanban columns whose count and sum the answer carries; checked before
         the move, so a bad one refuses the request rather than half-answers it."""
         from engine.fieldtypes import valid_id
 
@@ -875,7 +883,15 @@ class DocumentApi(BaseApi):
             ids.append(valid_id(value) if value not in (None, "") else None)
             if value not in (None, "") and ids[-1] is None:
                 return json_error(400, gettext("`%(key)s` must be the id of a record", key=key))
-        return names, ids[0], ids[1]
+        from engine.web.boards import board_kinds
+
+        kind = request.args.get("kind") or None
+        kinds = [v for v, _ in board_kinds(d)]
+        if kind is not None and kind not in kinds:
+            return json_error(
+                400, gettext("`kind`: one of %(kinds)s", kinds=", ".join(kinds) or "—")
+            )
+        return names, ids[0], ids[1], kind
 
     @staticmethod
     def _next_errors(state: State, nexts: list[dict[str, Any]]) -> dict[str, str]:

@@ -28,7 +28,8 @@ from flask_login import login_required
 
 from engine import access, clock
 from engine.i18n import gettext
-from engine.registry import USER, DocType
+from engine.registry import PROCESS, USER, DocType
+from engine.statuses import record_kind, stage_control, stage_order
 from engine.web.base import crm, db_session, locale, principal
 from engine.web.display import local
 
@@ -41,10 +42,33 @@ ENTRIES_PER_DAY = 8
 MAX_OFFSET = 100_000
 
 
-def kanban_columns(d: DocType) -> tuple[str, list[str]]:
+def kanban_columns(d: DocType, kind: str | None = None) -> tuple[str, list[str]]:
+    """The field a board groups by and its columns: by the status, the
+    stages of the deal kind it is switched to (every state without one), in
+    their order; by another field, its values."""
     by = d.views["kanban"]["by"]
-    f = d.fields[by]
-    return by, list(f.values)
+    if d.statuses is not None and by == d.statuses.field:
+        return by, stage_order(d, kind)
+    return by, list(d.fields[by].values)
+
+
+def board_kinds(d: DocType) -> list[tuple[str, str]]:
+    """The kinds a board switches between (``statuses.control``'s field): value, label."""
+    c = d.statuses.control if d.statuses is not None else None
+    if c is None or c.field not in d.fields:
+        return []
+    return [(v, label.get(locale())) for v, label in d.fields[c.field].values.items()]
+
+
+def board_kind(d: DocType) -> str | None:
+    """``?kind=``: the kind the board shows, by that kind's own stages."""
+    raw = request.args.get("kind")
+    if raw in (None, ""):
+        return None
+    kinds = [v for v, _ in board_kinds(d)]
+    if raw not in kinds:
+        abort(400, gettext("`kind`: one of %(kinds)s", kinds=", ".join(kinds) or "—"))
+    return raw
 
 
 def _arg_id(name: str) -> int | None:
@@ -82,13 +106,23 @@ def _person(user: Any) -> str:
     return f"{user.first_name or ''} {user.last_name or ''}".strip() or str(user.username)
 
 
-def board_where(d: DocType, owner: int | None, department: int | None) -> sa.ColumnElement[bool]:
+def board_where(
+    d: DocType, owner: int | None, department: int | None, kind: str | None = None
+) -> sa.ColumnElement[bool]:
     """The records a board shows: those the user may read, of the owner or
-    department it is switched to."""
+    department and the deal kind it is switched to."""
     models = crm().models
+    table = models.table(d.name)
+    c = d.statuses.control if d.statuses is not None else None
+    of_kind = (
+        table.c[d.fields[c.field].column] == kind
+        if kind is not None and c is not None
+        else sa.true()
+    )
     return sa.and_(
         access.where(models, principal(), d.name, "read"),
-        owner_filter(d, models.table(d.name), d.owner, owner, department),
+        owner_filter(d, table, d.owner, owner, department),
+        of_kind,
     )
 
 
@@ -186,6 +220,8 @@ def card_rows(d: DocType, where: sa.ColumnElement[bool], by: str, states: list[s
     )
     for obj in objs.scalars():
         card = {"id": obj.id, "title": title(d, obj), "version": obj.version}
+        # a typical sale's card stays put: its process moves it
+        card["fixed"] = stage_control(d, record_kind(d, obj)) == PROCESS
         if amount:
             card["amount"] = shown(d.fields[amount], getattr(obj, amount))
         if d.owner:
@@ -212,8 +248,9 @@ class BoardsMixin:
         from engine.web.views import _labels
 
         d = self._board_doc("kanban")
-        by, states = kanban_columns(d)
-        where = board_where(d, _arg_id("owner"), _arg_id("department"))
+        kind = board_kind(d)
+        by, states = kanban_columns(d, kind)
+        where = board_where(d, _arg_id("owner"), _arg_id("department"), kind)
         amount = board_amount(d)
         totals = column_totals(d, where, states)
         cards = card_rows(d, where, by, states, CARDS_PER_COLUMN)
@@ -234,6 +271,7 @@ class BoardsMixin:
             amount_label=d.fields[amount].label.get(locale()) if amount else "",
             departments=_departments(), department=_arg_id("department"), boards=_boards(),
             needs=_needed_inputs(d, states), undo_ms=UNDO_MS, refs={}, **_labels(),
+            kinds=board_kinds(d), kind=kind,
             company_tz=getattr(company_tz(), "key", "UTC"),
         )  # fmt: skip
 
@@ -242,7 +280,8 @@ class BoardsMixin:
     def kanban_cards(self) -> Any:
         """The next page of one column, as JSON."""
         d = self._board_doc("kanban")
-        by, states = kanban_columns(d)
+        kind = board_kind(d)
+        by, states = kanban_columns(d, kind)
         column = request.args.get("column", "")
         if column not in states:
             return jsonify({"message": gettext("unknown column `%(name)s`", name=column[:50])}), 400
@@ -250,7 +289,7 @@ class BoardsMixin:
         if not 0 <= offset <= MAX_OFFSET:
             message = gettext("the offset must be between 0 and %(most)s", most=MAX_OFFSET)
             return jsonify({"message": message}), 400
-        where = board_where(d, _arg_id("owner"), _arg_id("department"))
+        where = board_where(d, _arg_id("owner"), _arg_id("department"), kind)
         return jsonify(
             {"cards": card_rows(d, where, by, [column], CARDS_PER_COLUMN, offset)[column]}
         )

@@ -32,6 +32,7 @@ from flask_login import login_required
 from markupsafe import escape
 
 from engine import access, lists, transfer
+from engine import segments as segments_api
 from engine.filters import FilterError, resolve_path
 from engine.i18n import gettext, lazy_gettext
 from engine.registry import USER, DocType, Field, Label
@@ -124,10 +125,6 @@ def _json_filter() -> dict[str, Any] | None:
     return spec
 
 
-def spec_of_segment(segments: dict[str, Any], segment: str | None) -> dict[str, Any]:
-    return dict(segments[segment].filter) if segment in segments else {}
-
-
 def _ops(cond: Any) -> dict[str, Any]:
     if isinstance(cond, dict):
         return dict(cond)
@@ -195,6 +192,28 @@ def _filter_field(d: DocType, name: str) -> Field:
     return dataclasses.replace(last, name=name, label=label)
 
 
+def _saved_segments(d: DocType) -> list[dict[str, Any]]:
+    """The user's own and the shared saved segments of the type, for the
+    list page's segment manager: which the user may rename or delete."""
+    who = principal()
+    return [
+        {
+            "name": f.name,
+            "label": f.label,
+            "shared": f.shared,
+            "mine": f.owner_id == who.user_id,
+            "may_change": segments_api.may_change(f.owner_id, f.shared, who),
+        }
+        for f in segments_api.saved(crm().models, db_session(), who, d.name)
+    ]
+
+
+def _save_args(d: DocType) -> dict[str, str]:
+    """What "Save as segment" saves: the list's filters and segment."""
+    names = {f"f_{n}" for n in (d.list.filters if d.list else ())} | {"segment"}
+    return {k: v for k, v in request.args.items() if k in names and v}
+
+
 def _offset() -> int:
     try:
         return min(max(0, int(request.args.get("offset", 0))), fetch.MAX_OFFSET)
@@ -234,22 +253,34 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
     # -- list ------------------------------------------------------------------
 
     def _list_query(self, d: DocType) -> tuple[dict[str, Any], str | None, str | None, Any]:
-        """Filters, search and order from the URL (segment presets included)."""
+        """Filters, search and order from the URL (segment presets included):
+        the consultant's segments and the user's own and shared saved ones.
+        An unknown ``segment`` raises FilterError: it is never ignored."""
         state = crm()
         spec = _filters_from_args(d)
         segment = request.args.get("segment")
         segments = {
-            n: s
+            n: s.label.get(locale()) if s.label else n
             for n, s in state.registry.segments.items()
             if s.document == d.name
             # a segment by a field hidden from the user would tell its values
             and all(access.path_readable(state.registry, principal(), d.name, p) for p in s.filter)
         }
-        if segment in segments:
-            spec = {**segments[segment].filter, **spec}
+        for own in segments_api.saved(state.models, db_session(), principal(), d.name):
+            segments[own.name] = own.label
+        chosen: dict[str, Any] = {}
+        if segment:
+            found = segments_api.find(state.models, db_session(), segment, principal(), d.name)
+            if found is None or found.name not in segments:
+                raise FilterError(
+                    gettext("`segment`: %(document)s has no segment `%(name)s`",
+                            document=d.label.get(locale()), name=fetch.clean(segment, 50))
+                )  # fmt: skip
+            chosen = dict(found.filter)
+            spec = {**chosen, **spec}
         card = _json_filter()
         if card:
-            spec = conjoin(conjoin(spec_of_segment(segments, segment), card), _filters_from_args(d))
+            spec = conjoin(conjoin(chosen, card), _filters_from_args(d))
         order = fetch.clean(request.args.get("order"), 100) or None
         if order and not sortable(d, order.lstrip("-")):
             order = None
@@ -284,8 +315,9 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         base_where, drill = _drill(d)
         try:
             spec, search, order, segments = self._list_query(d)
-        except FilterError as exc:  # the query string itself is wrong (`filter=` not JSON)
-            spec, search, order, segments, error = {}, None, None, {}, str(exc)
+        except FilterError as exc:  # the query string itself is wrong (`filter=`, `segment=`)
+            spec, search, order, segments = _filters_from_args(d), None, None, {}
+            error = str(exc)
         try:
             if error:
                 raise FilterError(error)
@@ -311,8 +343,58 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             filter_fields=filter_fields, refs=lookup.ref_labels(d, picked) if picked else {},
             sortable=lambda c: sortable(d, c), args=args, chip=self._chip(d), drill=drill,
             can_create=access.allowed(state.registry, principal(), d.name, "create"), **_labels(),
+            saved=_saved_segments(d), save_args=_save_args(d),
         )  # fmt: skip
         return (html, 400) if error else html
+
+    @expose("/segments/save", methods=["POST"])
+    @login_required
+    def save_segment(self) -> Any:
+        """Save the list's filter (its ``f_`` filters and its segment, given
+        in the query string as the list page has them) as the user's segment."""
+        d = self.d
+        _require("read", d)
+        try:
+            spec, _, _, _ = self._list_query(d)
+            found = segments_api.save(
+                crm().models, db_session(), principal(), d.name, request.form.get("label", ""),
+                spec, shared=request.form.get("shared") == "on",
+            )  # fmt: skip
+            db_session().commit()
+        except (FilterError, segments_api.SegmentError) as exc:
+            db_session().rollback()
+            flash(str(exc), "danger")
+            back = url_for(f"{self.view_name}.list") + "?" + urlencode(_save_args(d))
+            return redirect(back)
+        flash(gettext("Segment “%(name)s” saved", name=found.label), "info")
+        return redirect(url_for(f"{self.view_name}.list", segment=found.name))
+
+    @expose("/segments/<name>", methods=["POST"])
+    @login_required
+    def change_segment(self, name: str) -> Any:
+        """Rename, share, unshare or delete a saved segment (``action``)."""
+        d = self.d
+        _require("read", d)
+        action = request.form.get("action", "")
+        if action not in ("rename", "share", "unshare", "delete"):
+            abort(400)
+        try:
+            if segments_api.find(crm().models, db_session(), name, principal(), d.name) is None:
+                abort(404)
+            segments_api.change(
+                crm().models, db_session(), principal(), name,
+                label=request.form.get("label") if action == "rename" else None,
+                shared={"share": True, "unshare": False}.get(action), delete=action == "delete",
+            )  # fmt: skip
+            db_session().commit()
+        except segments_api.SegmentError as exc:
+            db_session().rollback()
+            flash(str(exc), "danger")
+            return redirect(url_for(f"{self.view_name}.list", segment=name))
+        if action == "delete":
+            flash(gettext("Segment deleted"), "info")
+            return redirect(url_for(f"{self.view_name}.list"))
+        return redirect(url_for(f"{self.view_name}.list", segment=name))
 
     @expose("/export.csv")
     @login_required
@@ -369,7 +451,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
         return self.render_template(
             "crm/show.html", d=d, obj=obj, sections=form_fields(d), values=formatting.display_values(d, obj),
             links=formatting.ref_links(d, obj), rows=formatting.shown_rows(d, obj), view=self.view_name,
-            moves=writes.transition_moves(d, obj), history=formatting.history(d, obj),
+            moves=writes.transition_moves(d, obj), stage_note=writes.stage_note(d, obj), history=formatting.history(d, obj),
             audit=formatting.audit_line(d, obj), timeline=formatting.timeline(full, obj, _arg_offset("tl")),
             plugin_sections=formatting.record_sections(full, obj),
             related=related.related_lists(d, obj), actions=related.record_actions(d, obj),

@@ -25,8 +25,14 @@ from engine.documents import (
 from engine.errors import HandledError
 from engine.fieldtypes import MAX_ID
 from engine.i18n import gettext
-from engine.registry import USER, DocType, Field, State
-from engine.statuses import StatusEngine, TransitionRefused
+from engine.registry import FREE, PROCESS, USER, DocType, Field, State
+from engine.statuses import (
+    StatusEngine,
+    TransitionRefused,
+    record_kind,
+    stage_control,
+    stage_order,
+)
 from engine.web.base import crm, db_session, principal
 from engine.web.fetch import documents
 from engine.web.forms import locked_fields
@@ -257,6 +263,8 @@ class Move:
 
     state: State
     reasons: list[str] = field(default_factory=list)
+    #: a status-only record (``control: free``): nothing is required to move
+    free: bool = False
 
     @property
     def allowed(self) -> bool:
@@ -265,7 +273,7 @@ class Move:
     @property
     def direct(self) -> bool:
         """Nothing to ask for: the button posts the transition itself."""
-        return not self.state.require and self.state.require_next is None
+        return self.free or (not self.state.require and self.state.require_next is None)
 
 
 def transition_moves(d: DocType, obj: Any) -> list[Move]:
@@ -278,14 +286,18 @@ def transition_moves(d: DocType, obj: Any) -> list[Move]:
     engine = StatusEngine(documents())
     view = documents().view(d, obj)
     source = getattr(obj, d.statuses.field)
+    kind = record_kind(d, obj)
+    control = stage_control(d, kind)
+    if control == PROCESS:
+        return []  # its route map moves it: stage_note() says so
     moves = []
-    for name, st in d.statuses.states.items():
+    for name in stage_order(d, kind):
         if name == source:
             continue
         reasons = engine.rules(d, obj, name, view, require=False)
         if any(r.rule in ("state", "transition", "final") for r in reasons):
             continue
-        moves.append(Move(st, [r.message for r in reasons]))
+        moves.append(Move(d.statuses.states[name], [r.message for r in reasons], control == FREE))
     # what plugins would veto, asked once for every move still allowed
     allowed = [m.state.name for m in moves if m.allowed]
     if allowed:
@@ -296,6 +308,16 @@ def transition_moves(d: DocType, obj: Any) -> list[Move]:
                 if answer and m.state.name in answer:
                     m.reasons.append(str(answer[m.state.name]))
     return moves
+
+
+def stage_note(d: DocType, obj: Any) -> str:
+    """Why the record page offers no move, for a record its process moves."""
+    if d.statuses is None or stage_control(d, record_kind(d, obj)) != PROCESS:
+        return ""
+    engine = StatusEngine(documents())
+    target = next((n for n in d.statuses.states if n != getattr(obj, d.statuses.field)), "")
+    reasons = engine.rules(d, obj, target, documents().view(d, obj), require=False)
+    return "; ".join(r.message for r in reasons if r.rule == "process")
 
 
 def refusals(d: DocType, obj: Any, target: str) -> list[str]:

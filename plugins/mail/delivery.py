@@ -34,6 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
+from sqlalchemy.orm import object_session
 
 from engine.api import (
     USER,
@@ -43,6 +44,7 @@ from engine.api import (
     Principal,
     compile_filter,
     enqueue,
+    find_segment,
     gettext,
     render,
     system_documents,
@@ -95,12 +97,16 @@ def parse_filter(text: str | None) -> dict[str, Any]:
     return dict(spec)
 
 
-def audience(registry: Any, models: Any, mailing: Any) -> tuple[Any, dict[str, Any], Any]:
+def audience(
+    registry: Any, models: Any, mailing: Any, principal: Principal | None = None
+) -> tuple[Any, dict[str, Any], Any]:
     """(document type, filter spec, address field) of a mailing; StartError when wrong."""
     spec: dict[str, Any] = {}
     doctype = mailing.doctype or None
     if mailing.segment:
-        segment = registry.segments.get(mailing.segment)
+        # a consultant's segment, or a user's saved one the starting user may
+        # use: the same records as the list ?segment= shows them
+        segment = find_segment(models, object_session(mailing), mailing.segment, principal)
         if segment is None:
             raise StartError(
                 gettext("there is no segment %(name)s", name=mailing.segment), "segment"
@@ -131,7 +137,7 @@ def recipients_insert(
     end. SQLite's GROUP BY already gives that order (``ordered=False`` spares
     it a second sort); PostgreSQL's hashed one does not."""
     registry = models.registry
-    d, spec, field = audience(registry, models, mailing)
+    d, spec, field = audience(registry, models, mailing, principal)
     table = models.table(d.name)
     try:
         condition = compile_filter(models, d.name, spec, now=now, principal=principal,
@@ -590,7 +596,7 @@ def preview(docs: Any, mailing: Any, recipient: Any = None) -> lettering.Letter:
     template = session.get(models.cls(lettering.TEMPLATE), mailing.template_id)
     if template is None:
         raise StartError(gettext("choose a template"), "template")
-    d, spec, field = audience(registry, models, mailing)
+    d, spec, field = audience(registry, models, mailing, docs.principal)
     cls = models.cls(d.name)
     if recipient is not None and recipient.doc_id is not None:
         doc = session.get(models.cls(recipient.doctype or d.name), recipient.doc_id)

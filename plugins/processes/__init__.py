@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.api import Registry, hookimpl
+from engine.api import Problem, Registry, hookimpl
 
 from . import hookspecs, runtime
 from .definitions import SECTIONS, definitions_for
@@ -53,7 +53,34 @@ def crm_sections() -> dict[str, str]:
 
 @hookimpl
 def crm_check(registry: Registry, pm: Any) -> list[Any]:
-    return list(definitions_for(registry, pm).problems)
+    defs = definitions_for(registry, pm)
+    return [*defs.problems, *_unsteered(registry, defs)]
+
+
+def _unsteered(registry: Registry, defs: Any) -> list[Problem]:
+    """A kind under ``statuses.control.process`` moves only by a process: some
+    enabled process must set its status field, or its records never move."""
+    problems = []
+    for d in registry.documents.values():
+        c = d.statuses.control if d.statuses is not None else None
+        if c is None or not c.process or d.statuses is None:
+            continue
+        field = d.statuses.field
+        if any(
+            p.document == d.name and any(field in s.set for s in p.steps.values())
+            for p in defs.processes.values()
+        ):
+            continue
+        kinds = ", ".join(f"`{k}`" for k in c.process)
+        problems.append(
+            Problem(
+                c.loc,
+                f"`statuses.control` of `{d.name}`: {kinds} move only through a process, "
+                f"but no enabled process sets `{d.name}.{field}`; give them one, or write "
+                "`control: {process: []}` to let people move them by hand",
+            )
+        )
+    return problems
 
 
 @hookimpl

@@ -33,8 +33,18 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.orm import object_session
 
-from engine.api import Documents, HandledError, Principal, compile_filter, gettext, speaking, where
+from engine.api import (
+    Documents,
+    HandledError,
+    Principal,
+    compile_filter,
+    find_segment,
+    gettext,
+    speaking,
+    where,
+)
 
 from . import calls, numbers
 
@@ -88,12 +98,16 @@ def parse_filter(text: str | None) -> dict[str, Any]:
     return dict(spec)
 
 
-def audience(registry: Any, campaign: Any) -> tuple[Any, dict[str, Any], Any]:
+def audience(
+    registry: Any, campaign: Any, models: Any = None, principal: Principal | None = None
+) -> tuple[Any, dict[str, Any], Any]:
     """(document type, filter spec, phone field) of a campaign; DeskError when wrong."""
     spec: dict[str, Any] = {}
     doctype = campaign.doctype or None
     if campaign.segment:
-        segment = registry.segments.get(campaign.segment)
+        # a consultant's segment, or a user's saved one the starting user may
+        # use: the same records as the list ?segment= shows them
+        segment = find_segment(models, object_session(campaign), campaign.segment, principal)
         if segment is None:
             raise DeskError(
                 gettext("there is no segment %(name)s", name=campaign.segment), field="segment"
@@ -141,7 +155,7 @@ def start(
     if campaign.status != "draft":
         raise DeskError(gettext("Only a draft campaign can be started"), status=409)
     registry = models.registry
-    d, spec, field = audience(registry, campaign)
+    d, spec, field = audience(registry, campaign, models, principal)
     table = models.table(d.name)
     try:
         condition = compile_filter(models, d.name, spec, now=now, principal=principal,

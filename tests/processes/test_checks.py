@@ -679,6 +679,9 @@ automations:
         "sale.yaml:5:14: process `follow_up`: `enabled` is `true` or `false`, not `yes`",
         "sale.yaml:15:16: automation `starts_off`: the process `typical_sale` is switched off "
         "(`enabled: false`)",
+        "metadata/deal.yaml:23:16: `statuses.control` of `Deal`: `typical` move only through a "
+        "process, but no enabled process sets `Deal.stage`; give them one, or write "
+        "`control: {process: []}` to let people move them by hand",
     ),
     case(
         "shapes",
@@ -828,7 +831,13 @@ def test_a_loop_with_a_task_or_a_wait_in_it_is_fine(problems_of: Problems) -> No
 def test_the_shipped_typical_sale_passes_and_can_be_switched_off(problems_of: Problems) -> None:
     assert problems_of({}, config=CONFIG) == []
     off = "processes:\n  typical_sale: {enabled: false}\n"
-    assert problems_of({"sale.yaml": off}, config=CONFIG) == []
+    # typical deals would never move: the config must let people move them
+    [stuck] = problems_of({"sale.yaml": off}, config=CONFIG)
+    assert (
+        "`typical` move only through a process, but no enabled process sets `Deal.stage`" in stuck
+    )
+    by_hand = off + "documents:\n  Deal:\n    statuses:\n      control: {process: []}\n"
+    assert problems_of({"sale.yaml": by_hand}, config=CONFIG) == []
 
 
 def registry_with(registry: Registry, text: str) -> Registry:

@@ -275,8 +275,8 @@ def test_the_typical_sale_of_the_base_configuration(world_for: Any) -> None:
     [qualify] = open_tasks(w, s)
     assert qualify.title.startswith(f"Квалифицировать сделку {deal.number}")
     assert stage(w, s, deal.id) == "qualification"
-    # fixed stages: a person cannot drag the deal elsewhere while the process runs
-    with pytest.raises(TransitionRefused, match="its stages follow the process “Typical sale”"):
+    # fixed stages: a person cannot drag a typical sale elsewhere, its process moves it
+    with pytest.raises(TransitionRefused, match="moves only through its process"):
         StatusEngine(w.docs(s)).apply("Deal", deal, "proposal")
     s.rollback()
     task_api.complete(w.docs(s), qualify.id, "qualified")
@@ -333,7 +333,13 @@ def test_a_deals_tasks_are_on_its_customers_timeline(world_for: Any) -> None:
 
 
 def test_a_config_switches_the_typical_sale_off(world_for: Any) -> None:
-    w = world_for({"off.yaml": "processes:\n  typical_sale: {enabled: false}\n"})
+    # with its process switched off, a typical deal is moved by hand: the
+    # config says so (crm check refuses a `process` kind no process moves)
+    off = (
+        "processes:\n  typical_sale: {enabled: false}\n"
+        "documents:\n  Deal:\n    statuses:\n      control: {process: []}\n"
+    )
+    w = world_for({"off.yaml": off})
     s = w.session()
     customer = w.customer(s)
     deal = w.docs(s).create("Deal", {"customer": customer.id, "kind": "typical", "amount": 10})

@@ -142,11 +142,11 @@ def test_the_record_page_disables_the_moves_a_running_process_refuses(
     with statements_of(engine) as seen:
         page = anna.get(f"/deal/{steered_id}")
     assert page.status_code == 200
-    refused = refused_moves(page.text)
+    # a typical sale offers no move by hand: the page says its process moves it
+    assert refused_moves(page.text) == {} and 'data-to="qualification"' not in page.text
+    assert "moves only through its process" in html.unescape(page.text)
     why = "its stages follow the process “Big sale”: complete the process's tasks to move it"
-    # every move the stage rules allow (to qualification, to lost) is refused
-    assert refused == {"qualification": why, "lost": why}
-    # one query for the record's running instances, not one per move
+    # no query for the record's running instances: its kind alone says no
     running = [st for st in seen if "process_instance.status" in st and "running" in st.lower()]
     assert len(running) <= 1, running
     # a deal without a process keeps its moves
@@ -173,8 +173,15 @@ def test_the_record_page_disables_the_moves_a_running_process_refuses(
     late = anna.api("POST", f"/api/v1/task/{task_id}/complete", json={"outcome": "ok"})
     assert late.status_code == 409
     assert late.json["message"] == "the task was cancelled: the process “Big sale” was cancelled"
-    # and the deal's moves are free again
-    assert refused_moves(anna.get(f"/deal/{steered_id}").text) == {}
+    # the deal is still a typical sale: it stays where the process left it
+    # until someone who may edit it changes its kind to manual stages
+    assert 'data-to="qualification"' not in anna.get(f"/deal/{steered_id}").text
+    with app.app_context():
+        docs = Documents(state.models, session, ids["anna"], ["manager"], state.pm, username="anna")
+        docs.update("Deal", steered_id, {"kind": "manual"})
+        session.commit()
+    page = anna.get(f"/deal/{steered_id}").text
+    assert refused_moves(page) == {} and 'data-to="qualification"' in page
 
 
 def refused_moves(page: str) -> dict[str, str]:

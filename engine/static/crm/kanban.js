@@ -65,7 +65,7 @@
     var params = new URLSearchParams(window.location.search);
     var query = new URLSearchParams();
     query.set("columns", from + "," + to);
-    ["owner", "department"].forEach(function (key) {
+    ["owner", "department", "kind"].forEach(function (key) {
       if (params.get(key)) { query.set(key, params.get(key)); }
     });
     return query.toString();
@@ -311,6 +311,7 @@
           var card = template.content.firstElementChild.cloneNode(true);
           card.setAttribute("data-id", c.id);
           card.setAttribute("data-version", c.version);
+          if (c.fixed) { card.setAttribute("draggable", "false"); card.classList.add("crm-card-fixed"); }
           var link = card.querySelector("a");
           link.textContent = c.title;
           link.href = window.location.pathname.replace(/kanban\/?$/, "") + c.id;
