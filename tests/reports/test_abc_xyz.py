@@ -18,6 +18,7 @@ from engine.access import ADMIN_ROLE, Principal
 from engine.filters import compile_filter
 from engine.jobs import enqueue, runner_for
 from engine.reports import KINDS, Context, Params, load_kinds
+from engine.testing import crm_app  # noqa: F401  (the plugin fixture; tests/reports/conftest.py has the web one)
 
 USERS = {"admin": ["Admin"], "anna": ["manager"], "boris": ["manager"], "head": ["sales_head"]}
 COUNTED = ("confirmed", "shipped", "closed")
@@ -170,7 +171,7 @@ def assert_classes(world: World, expected: dict[int, tuple[str, str, float, int]
 
 
 @pytest.fixture
-def app(crm_app: Any, db_url: str) -> Any:
+def app(crm_app: Any, db_url: str) -> Any:  # noqa: F811
     return crm_app("", layers=("base",), database=db_url, users=USERS)
 
 
@@ -240,7 +241,7 @@ def test_history_rows_are_written_only_on_a_change(app: Any) -> None:
         assert (to_abc, to_xyz) == second[c][:2]
 
 
-def test_thresholds_and_period_are_the_reports(crm_app: Any, db_url: str) -> None:
+def test_thresholds_and_period_are_the_reports(crm_app: Any, db_url: str) -> None:  # noqa: F811
     app = crm_app(
         "reports:\n  abc_xyz: " + REPORT % ", thresholds: {a: 50, b: 90, x: 20, y: 40}, at: '01:00'",
         layers=("base",), database=db_url, users=USERS,
@@ -300,7 +301,7 @@ def test_the_matrix_counts_only_readable_customers_and_each_cell_drills_to_its_c
             assert any("Classes as of" in n for n in result.notes)
 
 
-def test_a_live_matrix_of_won_deals_and_the_vip_segment(crm_app: Any, db_url: str) -> None:
+def test_a_live_matrix_of_won_deals_and_the_vip_segment(crm_app: Any, db_url: str) -> None:  # noqa: F811
     app = crm_app(
         "reports:\n  won_abc: {type: abc_xyz, document: Deal, subject: customer, amount: amount, "
         "store: false}\n",
