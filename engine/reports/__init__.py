@@ -168,6 +168,6 @@ def kind(cls: type[Kind]) -> type[Kind]:
 
 def load_kinds() -> Mapping[str, Kind]:
     """Import the engine's kind modules (each registers its kinds)."""
-    from engine.reports import abc_xyz, deals, history, quality  # noqa: F401
+    from engine.reports import abc_xyz, deals, history, history_kinds, plans, quality  # noqa: F401
 
     return KINDS
