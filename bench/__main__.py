@@ -9,6 +9,8 @@ for the search against an equality filter; ``python -m bench --imap [--quick] [-
 campaign targets at once on the telephony desk;
 ``python -m bench --lookup [--quick] [--rows N] [--db URL]`` for the telephony caller lookup
 against a raw indexed SELECT;
+``python -m bench --reports-history [--quick] [--rows N] [--db URL]`` for the history
+reports (conversion, compared funnels, time in stage, plan and fact) against hand-written SQL;
 ``python -m bench --webhooks [--quick] [--rows N] [--db URL]`` for signed telephony webhook
 events under gunicorn on PostgreSQL."""
 
@@ -113,7 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         "on PostgreSQL (bench.telephony_webhooks): events/s and p99 latency, 3,000 calls "
         "(300 and at most 12 s a phase with --quick; --rows sets the calls)",
     )  # fmt: skip
+    parser.add_argument(
+        "--reports-history", action="store_true",
+        help="instead, the history reports (conversion, by manager and department, time in "
+        "stage, plan and fact) against hand-written SQL (bench.reports_history), 1 M deals "
+        "(20 k with --quick)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.reports_history:
+        return _reports_history(args)
     if args.desk:
         return _desk(args)
     if args.lookup:
@@ -234,6 +244,15 @@ def _discipline(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     results = discipline.run(rows, url=args.db, quick=args.quick, show_plans=args.plans)
     return _finish(args, started, discipline.report(results))
+
+
+def _reports_history(args: argparse.Namespace) -> int:
+    from bench import reports_history
+
+    rows = args.rows or (reports_history.QUICK_ROWS if args.quick else reports_history.ROWS)
+    started = time.perf_counter()
+    database, figures = reports_history.run(rows, url=args.db, quick=args.quick)
+    return _finish(args, started, reports_history.report(database, rows, figures))
 
 
 def _imap(args: argparse.Namespace) -> int:

@@ -161,15 +161,23 @@ def check_states(registry: Registry, report: Report) -> Iterator[Problem]:
         )
 
 
-def _entries(ctx: Context, report: Report, params: Params, *columns: Any) -> sa.Select[Any]:
-    """History rows of the records that count, joined to their records."""
+def _everything(condition: sa.ColumnElement[bool]) -> bool:
+    """The condition lets every row through (a head's read rule, no parameters)."""
+    inner = getattr(condition, "element", condition)
+    return isinstance(inner, sa.sql.elements.True_)
+
+
+def _entries(
+    ctx: Context, report: Report, params: Params, *columns: Any, records: bool = True
+) -> sa.Select[Any]:
+    """History rows of the records that count, joined to their records
+    (unless nothing narrows them and ``records=False``: no column of theirs is read)."""
     h = common.history(ctx, report)
     t = ctx.models.table(common.doctype(ctx, report).name)
-    return (
-        sa.select(*columns)
-        .select_from(h.join(t, t.c.id == h.c.doc_id))
-        .where(common.narrowing(ctx, report, params))
-    )
+    condition = common.narrowing(ctx, report, params)
+    if not records and _everything(condition):
+        return sa.select(*columns).select_from(h)
+    return sa.select(*columns).select_from(h.join(t, t.c.id == h.c.doc_id)).where(condition)
 
 
 # -- conversion ----------------------------------------------------------------------------------
@@ -209,6 +217,7 @@ class Conversion(Kind):
                 h.c.at,
                 rank.label("r"),
                 later.label("later"),
+                records=False,
             )
             .where(h.c.at >= low, h.c.to_state.in_(stages))
             .subquery("entries")
@@ -552,7 +561,16 @@ class StageTime(Kind):
         left = sa.func.lead(h.c.at).over(partition_by=h.c.doc_id, order_by=(h.c.at, h.c.id))
         # rows from the period's end on are left out: a stay they would end is open then
         stays = (
-            _entries(ctx, report, params, h.c.doc_id, h.c.to_state, h.c.at, left.label("left_at"))
+            _entries(
+                ctx,
+                report,
+                params,
+                h.c.doc_id,
+                h.c.to_state,
+                h.c.at,
+                left.label("left_at"),
+                records=False,
+            )
             .where(h.c.at < high)
             .subquery("stays")
         )
