@@ -9,6 +9,8 @@ for the search against an equality filter; ``python -m bench --imap [--quick] [-
 campaign targets at once on the telephony desk;
 ``python -m bench --lookup [--quick] [--rows N] [--db URL]`` for the telephony caller lookup
 against a raw indexed SELECT;
+``python -m bench --reports-history [--quick] [--rows N] [--db URL]`` for the history
+reports (conversion, compared funnels, time in stage, plan and fact) against hand-written SQL;
 ``python -m bench --webhooks [--quick] [--rows N] [--db URL]`` for signed telephony webhook
 events under gunicorn on PostgreSQL;
 ``python -m bench --reports-funnel [--quick] [--rows N] [--db URL]`` for the deal funnel
@@ -149,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         help="instead, merging two customers with N linked records of each kind (bench.merge) "
         "and its undo against hand-written UPDATEs, 1,000 (200 with --quick)",
     )  # fmt: skip
+    parser.add_argument(
+        "--reports-history", action="store_true",
+        help="instead, the history reports (conversion, by manager and department, time in "
+        "stage, plan and fact) against hand-written SQL (bench.reports_history), 1 M deals "
+        "(20 k with --quick)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.reports_funnel:
         return _reports_funnel(args)
@@ -160,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         return _abc_xyz(args)
     if args.merge:
         return _merge(args)
+    if args.reports_history:
+        return _reports_history(args)
     if args.desk:
         return _desk(args)
     if args.lookup:
@@ -328,6 +338,15 @@ def _reports_deals(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     database, figures = reports_deals.run(rows, url=args.db, quick=args.quick)
     return _finish(args, started, reports_deals.report(database, rows, figures))
+
+
+def _reports_history(args: argparse.Namespace) -> int:
+    from bench import reports_history
+
+    rows = args.rows or (reports_history.QUICK_ROWS if args.quick else reports_history.ROWS)
+    started = time.perf_counter()
+    database, figures = reports_history.run(rows, url=args.db, quick=args.quick)
+    return _finish(args, started, reports_history.report(database, rows, figures))
 
 
 def _imap(args: argparse.Namespace) -> int:

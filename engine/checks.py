@@ -908,10 +908,10 @@ def report_kinds() -> Mapping[str, Any]:
 
 @check
 def reports_valid(registry: Registry) -> Iterator[Problem]:
-    from engine.reports import COMMON_OPTIONS, PENDING_KINDS
+    from engine.reports import COMMON_OPTIONS
 
     kinds = report_kinds()
-    types = set(kinds) | PENDING_KINDS
+    types = set(kinds)
     for r in registry.reports.values():
         k = kinds.get(r.type)
         if r.type not in types:
@@ -990,18 +990,6 @@ def reports_valid(registry: Registry) -> Iterator[Problem]:
                 _at(r.options, r.loc, "filter"),
                 f"the report `{r.name}`",
             )
-
-
-@check
-def report_options_valid(registry: Registry) -> Iterator[Problem]:
-    """Each report's options, by its kind (``Kind.check``)."""
-    from engine.reports import load_kinds
-
-    kinds = load_kinds()
-    for r in registry.reports.values():
-        k = kinds.get(r.type)
-        if k is not None and r.document in registry.documents:
-            yield from k.check(registry, r)
 
 
 def _resolver(registry: Registry, d: DocType) -> Callable[[list[str]], str | None]:

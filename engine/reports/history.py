@@ -262,3 +262,9 @@ class Funnel(Kind):
         else:
             raise ReportError(gettext("this cell has no list"))
         return d.name, stmt
+
+
+# --- conversion, compared funnels, time in stage, plan and fact ---
+# conversion, by_manager, by_department and stage_time live in
+# engine/reports/history_kinds.py, plan_fact in engine/reports/plans.py
+# (load_kinds() imports both).

@@ -22,7 +22,6 @@ segments:
   big_deals: {document: Deal, label: Big deals, filter: {amount: {gte: 5000}}}
 reports:
   heads_funnel: {type: funnel, document: Deal, amount: amount, roles: [sales_head], label: {en: Heads' funnel, ru: Воронка руководителя}}
-  waiting_report: {type: stale, document: Deal, label: Stale}
 """
 STEPS = ["new", "qualification", "proposal", "contract", "won"]
 KINDS = ["typical", "manual", "simple"]

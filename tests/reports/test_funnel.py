@@ -172,12 +172,10 @@ def test_the_reports_list_and_the_menu(world: World) -> None:
     listed = helen.get("/reports/")
     assert listed.status_code == 200
     assert "Deal funnel" in listed.text and "Heads&#39; funnel" in listed.text
-    # a report of a kind not served here is not offered
-    assert "waiting_report" not in listed.text
     assert "Heads&#39; funnel" not in anna.get("/reports/").text
     assert 'href="/reports/"' in helen.get("/deal/").text
     names = [r["name"] for r in helen.get("/api/v1/reports/").get_json()["result"]]
-    assert "deal_funnel" in names and "heads_funnel" in names and "waiting_report" not in names
+    assert "deal_funnel" in names and "heads_funnel" in names
     assert "heads_funnel" not in [
         r["name"] for r in anna.get("/api/v1/reports/").get_json()["result"]
     ]
@@ -197,8 +195,6 @@ def test_bad_requests_are_4xx_never_500(world: World) -> None:
     assert anna.get("/api/v1/reports/heads_funnel").status_code == 403
     assert helen.get("/reports/no_such_report").status_code == 404
     assert helen.get("/api/v1/reports/no_such_report").status_code == 404
-    pending = helen.get("/reports/waiting_report")
-    assert pending.status_code == 404 and "does not serve" in pending.text
     assert world.app.test_client().get("/api/v1/reports/deal_funnel").status_code == 401
 
 
