@@ -1027,7 +1027,7 @@ SEGMENT_CASES = [
             "      email: {in: [true]}\n"
             "      revenue: {between: [false, 100]}\n"
             "reports:\n"
-            "  recent: {type: table, document: Customer, filter: {manager.active: {gt: true}}}\n"
+            "  recent: {type: table, document: Customer, filter: {manager.active: {gt: true}}, by: manager}\n"
         ),
         "customer.yaml:12:18: the filter of the segment `big`: `name` is a string field and "
         "takes text, not the number `5`",
@@ -1048,7 +1048,8 @@ SEGMENT_CASES = [
         customer_with("reports:\n  sales: {type: funel, document: Custmer}\n"),
         "customer.yaml:9:17: the report `sales` has an unknown type `funel` "
         "(did you mean `funnel`?); types are abc_xyz, by_department, by_manager, conversion, "
-        "forecast, funnel, loss_reasons, plan_fact, quality, sources, stage_time, stale, table, won_lost",
+        "forecast, funnel, loss_reasons, plan_fact, quality, sources, stage_time, stale, table, "
+        "won_lost",
         "customer.yaml:9:34: the report `sales` is of an unknown document type `Custmer` "
         "(did you mean `Customer`?)",
     ),
@@ -1057,13 +1058,13 @@ SEGMENT_CASES = [
         customer_with(
             "reports:\n"
             "  by_manager:\n"
-            "    type: by_manager\n"
+            "    type: table\n"
             "    document: Customer\n"
-            "    amount: revenu\n"
+            "    date: creatd_at\n"
             "    by: [manager, managr, manager.departmnt]\n"
         ),
-        "customer.yaml:12:13: the report `by_manager`, `amount`: `Customer` has no field "
-        "`revenu` (did you mean `revenue`?)",
+        "customer.yaml:12:11: the report `by_manager`, `date`: `Customer` has no field "
+        "`creatd_at` (did you mean `created_at`?)",
         "customer.yaml:13:19: the report `by_manager`, `by`: `Customer` has no field `managr` "
         "(did you mean `manager`?)",
         "customer.yaml:13:27: the report `by_manager`, `by`: `User` has no field `departmnt`",

@@ -51,7 +51,7 @@ def test_unknown_types_and_options_are_refused_where_written(
     assert problems == [
         "deal.yaml:22:15: the report `one` has an unknown type `funel` (did you mean `funnel`?); "
         "types are abc_xyz, by_department, by_manager, conversion, forecast, funnel, "
-        "loss_reasons, plan_fact, sources, stage_time, stale, table, won_lost",
+        "loss_reasons, plan_fact, quality, sources, stage_time, stale, table, won_lost",
         "deal.yaml:23:39: the report `two`: a `funnel` report does not read `amout` "
         "(did you mean `amount`?); its options are amount, filter, label, roles",
         "deal.yaml:23:54: the report `two`: a `funnel` report does not read `by`; "

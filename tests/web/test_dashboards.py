@@ -21,7 +21,18 @@ from engine.access import Principal
 from engine.dashboards import available, choose, period
 from engine.loader import load
 from engine.registry import Registry, Report
-from engine.reports import KINDS, Chart, Column, Context, Kind, Params, Result, Series, load_kinds
+from engine.reports import (
+    KINDS,
+    Chart,
+    Column,
+    Context,
+    Kind,
+    Params,
+    ReportError,
+    Result,
+    Series,
+    load_kinds,
+)
 from engine.reports.common import narrowing
 from tests.web.conftest import SALES, Browser
 
@@ -100,12 +111,21 @@ class DealsByStage(Kind):
         )
 
 
+class Refusing(Kind):
+    """A kind that cannot answer here: its card must say so, not break the page."""
+
+    name = "won_lost"
+
+    def run(self, ctx: Context, report: Any, params: Params) -> Result:
+        raise ReportError("the won/lost report cannot run here")
+
+
 @pytest.fixture
 def funnel_kind(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The test funnel registered as `funnel`; `won_lost` served by nobody."""
+    """The test funnel registered as `funnel`; `won_lost` refusing to run."""
     load_kinds()
     monkeypatch.setitem(KINDS, "funnel", DealsByStage())
-    monkeypatch.delitem(KINDS, "won_lost", raising=False)
+    monkeypatch.setitem(KINDS, "won_lost", Refusing())
     yield
 
 
@@ -264,7 +284,7 @@ def test_report_cards_run_their_kind_and_a_kind_not_served_is_a_quiet_card(
     # a small table (her deals: the report is narrowed by her read rule)
     assert "<table" in shown["funnel_table"]["body"]
     assert re.search(r"<td>new</td><td>2</td>", shown["funnel_table"]["body"])
-    # no kind serves won_lost here: the card says so, the page stands
+    # the won/lost report cannot run here: the card says so, the page stands
     assert "Not available" in shown["won_lost"]["body"]
     assert "<svg" not in shown["won_lost"]["body"]
 
@@ -359,7 +379,7 @@ dashboards:
         "dash.yaml:7:33: the filter of the card `c` of the dashboard `sales`: `Deal` has no field `stag` (did you mean `stage`?)",
         "dash.yaml:8:19: the card `d` of the dashboard `sales` names an unknown report `deal_funel` (did you mean `deal_funnel`?)",
         "dash.yaml:9:50: the card `e` of the dashboard `sales`, `params.manager`: `you` is not one of `me`",
-        "dash.yaml:9:55: the card `e` of the dashboard `sales`: the report `deal_funnel` takes no parameter `colour`; it takes `period`, `manager`, `department`, `kind`, `segment`",
+        "dash.yaml:9:55: the card `e` of the dashboard `sales`: the report `deal_funnel` takes no parameter `colour`; it takes `period`, `manager`, `department`, `kind`, `segment`, `amount`",
         "dash.yaml:10:24: the card `f` of the dashboard `sales`: `show` is for a `report` card",
         "dash.yaml:11:32: the card `g` of the dashboard `sales`: `filter` is for a `count` or `sum` card",
         "dash.yaml:12:3: the dashboard `nobody` needs `roles`: the roles that open on it, or `everyone`",
