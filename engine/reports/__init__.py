@@ -145,6 +145,10 @@ class Kind:
     name: ClassVar[str] = ""
     #: the options of the report this kind reads, beyond type/document/label/roles
     options: ClassVar[Mapping[str, str]] = {}
+    #: the options a user may change per request, on the page and over REST
+    #: (name → its label, translated): the others are the consultant's alone
+    #: (a request could otherwise group by a field hidden from its user)
+    parameters: ClassVar[Mapping[str, Any]] = {}
 
     def check(self, registry: Registry, report: Report) -> Iterator[Problem]:
         """Problems of the report's options (unknown keys are refused by the

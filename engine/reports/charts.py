@@ -62,7 +62,7 @@ def _bars(chart: Chart, fmt: Callable[[float | None], str]) -> str:
         link = chart.links[i] if i < len(chart.links) else None
         parts.append(
             f'<text class="crm-chart-label" x="{LABEL_W - 6}" y="{y0 + n_series * BAR / 2 + 4:.0f}" '
-            f'text-anchor="end">{_a(link, escape(_cut(label, 28)))}</text>'
+            f'text-anchor="end">{_a(link, escape(_cut(label, 25)))}</text>'
         )
         for k, s in enumerate(chart.series):
             value = s.values[i] if i < len(s.values) else None

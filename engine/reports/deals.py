@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from engine.errors import Loc, Problem
 from engine.filters import label_column, user_name
-from engine.i18n import gettext
+from engine.i18n import gettext, lazy_gettext
 from engine.registry import USER, DocType, Field, Registry, Report
 from engine.reports import (
     Chart,
@@ -550,6 +550,9 @@ class WonLost(Kind):
     ``cancelled``; ``won:``/``lost:`` name the states instead."""
 
     name = "won_lost"
+    parameters: ClassVar[Mapping[str, Any]] = {
+        "group": lazy_gettext("Group by: week, month or quarter")
+    }
     options: ClassVar[Mapping[str, str]] = {
         "amount": "the amount field summed",
         "group": "week, month (default) or quarter; a request's `group=` overrides it",
@@ -856,6 +859,7 @@ class Stale(Kind):
     stale record per owner."""
 
     name = "stale"
+    parameters: ClassVar[Mapping[str, Any]] = {"days": lazy_gettext("Idle for, days")}
     options: ClassVar[Mapping[str, str]] = {
         "amount": "the amount field shown",
         "days": "days without a change or an interaction (default 14); a request's `days=` "

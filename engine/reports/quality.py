@@ -624,6 +624,10 @@ class Quality(Kind):
     """``type: quality``: the client base's problems, a row per group."""
 
     name = "quality"
+    parameters: ClassVar[Mapping[str, Any]] = {
+        "days": lazy_gettext("No activity for, days"),
+        "similarity": lazy_gettext("Name similarity"),
+    }
     options: ClassVar[Mapping[str, str]] = {
         "name": "the field of names compared for similar names (default `name`)",
         "inn": "the taxpayer-number field: duplicates and check digits (default: the `inn` field)",

@@ -205,7 +205,7 @@ def parse(
                     document=report.document, name=segment[:50],
                 )
             )  # fmt: skip
-    extra = {key: str(args[key]) for key in k.options if args.get(key) not in (None, "")}
+    extra = {key: str(args[key]) for key in k.parameters if args.get(key) not in (None, "")}
     return Params(start, end, manager, department, kind, segment, extra)
 
 

@@ -231,7 +231,7 @@ class ReportsView(BaseView):
             template, report=report, kind=k, title=service.title(state.registry, report, locale()),
             params=shown, result=result, error=error, urls=urls,
             chart=charts.svg(chart) if chart is not None else None, args=args,
-            query=urlencode(args), presets=_presets(), options=k.options,
+            query=urlencode(args), presets=_presets(), options=k.parameters,
             choices=_choices(report), fmt=charts.number, now=clock.now(),
             document=state.registry.documents[report.document],
         )  # fmt: skip

@@ -200,7 +200,7 @@ class QualityView(BaseView):
             status = 409 if "_version" in errs else 422
             message = errs.get(field) or next(iter(errs.values()))
             return self._group_page(name, group, {obj_id: {field: message}}, posted, status=status)
-        flash(gettext("Saved: %(record)s", record=f"#{saved.id}"), "success")
+        flash(gettext("Saved: %(record)s", record="#" + str(saved.id)), "success")
         return redirect(_back(name, group))
 
     @expose("/<name>/<group>/assign", methods=["POST"])
