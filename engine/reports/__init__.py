@@ -158,7 +158,7 @@ class Kind:
     def run(self, ctx: Context, report: Report, params: Params) -> Result:
         raise NotImplementedError
 
-    def drill_document(self, report: Report, cell: str) -> str:
+    def drill_document(self, registry: Registry, report: Report, cell: str) -> str:
         """The document type whose list a cell's token opens (what
         :meth:`drill` returns first): the report's own type unless the kind
         counts another one (a customer per cell of an order report)."""

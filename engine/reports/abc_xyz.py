@@ -637,6 +637,10 @@ class AbcXyz(Kind):
             last = last.replace(tzinfo=dt.UTC)
         return str(last.astimezone(ctx.tz).strftime("%Y-%m-%d %H:%M"))
 
+    def drill_document(self, registry: Registry, report: Report, cell: str) -> str:
+        """A cell counts customers (the type ``subject`` refers to), not orders."""
+        return plan(registry, report).target
+
     def drill(
         self, ctx: Context, report: Report, params: Params, cell: str
     ) -> tuple[str, sa.Select[Any]]:

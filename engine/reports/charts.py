@@ -10,6 +10,7 @@ when the chart has one.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from html import escape
@@ -26,10 +27,14 @@ HEIGHT = 240  # of column and line charts
 SERIES = 6  # colour classes
 
 
-def number(value: float | Decimal | int | None, fmt: Format = "number") -> str:
+def number(value: float | Decimal | int | dt.date | str | None, fmt: Format = "number") -> str:
     """A value as the chart's labels show it: thin-space thousands, a % sign, one decimal where it matters."""
     if value is None:
         return "—"
+    if isinstance(value, dt.date):  # a date column (a datetime is a date too)
+        return value.strftime("%d.%m.%Y %H:%M" if isinstance(value, dt.datetime) else "%d.%m.%Y")
+    if isinstance(value, str):
+        return value
     v = float(value)
     if fmt == "percent":
         return f"{v:.1f}\u00a0%"

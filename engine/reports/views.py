@@ -96,7 +96,7 @@ def drill_urls(
     period = f"{params.start.isoformat()} – {params.end.isoformat()}"
     urls: dict[tuple[int, str], str] = {}
     for (row, key), cell in result.drill.items():
-        d = registry.documents.get(k.drill_document(report, cell))
+        d = registry.documents.get(k.drill_document(registry, report, cell))
         if d is None:
             continue
         caption = f"{_caption(result, row, key)} ({period})"
@@ -112,7 +112,7 @@ def _chart_links(report: Report, k: Kind, params: Params, result: Result) -> Any
     registry, secret = crm().registry, current_app.config["SECRET_KEY"]
     links: list[str | None] = []
     for i, cell in enumerate(result.chart.links):
-        d = registry.documents.get(k.drill_document(report, cell)) if cell else None
+        d = registry.documents.get(k.drill_document(registry, report, cell)) if cell else None
         if d is None or cell is None:
             links.append(None)
             continue
