@@ -44,9 +44,11 @@ from engine.registry import EVERYONE, USER, Card, Dashboard, Registry
 
 log = logging.getLogger(__name__)
 
-#: how many rows a table card shows, and how many columns
+#: how many rows a table card shows, and how many columns: its first text
+#: columns (what a row is about) and its first figures, in the report's order
 TABLE_ROWS = 5
-TABLE_COLUMNS = 4
+TABLE_TEXT_COLUMNS = 2
+TABLE_NUMBER_COLUMNS = 3
 #: a report card's period when its params name none
 DEFAULT_PERIOD = "month"
 
@@ -307,7 +309,10 @@ def _report(env: Env, card: Card, shown: Shown) -> None:
         shown.kind, shown.svg = "chart", svg(chart)
         return
     if card.show == "table":
-        columns = result.columns[:TABLE_COLUMNS]
+        texts = [c for c in result.columns if c.format in ("text", "date")][:TABLE_TEXT_COLUMNS]
+        figures = [c for c in result.columns if c.format not in ("text", "date")]
+        keep = {id(c) for c in texts + figures[:TABLE_NUMBER_COLUMNS]}
+        columns = [c for c in result.columns if id(c) in keep]
         shown.kind, shown.columns = "table", [c.label for c in columns]
         shown.rows = [
             [_cell(row.get(c.key), c.format) for c in columns] for row in result.rows[:TABLE_ROWS]

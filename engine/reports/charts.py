@@ -22,7 +22,7 @@ from engine.reports import Chart, Format
 WIDTH = 640
 BAR = 22  # a horizontal bar's thickness
 GAP = 8
-LABEL_W = 180  # room for the labels left of horizontal bars
+LABEL_W = 190  # room for the labels left of horizontal bars
 HEIGHT = 240  # of column and line charts
 SERIES = 6  # colour classes
 
@@ -67,7 +67,7 @@ def _bars(chart: Chart, fmt: Callable[[float | None], str]) -> str:
         link = chart.links[i] if i < len(chart.links) else None
         parts.append(
             f'<text class="crm-chart-label" x="{LABEL_W - 6}" y="{y0 + n_series * BAR / 2 + 4:.0f}" '
-            f'text-anchor="end">{_a(link, escape(_cut(label, 25)))}</text>'
+            f'text-anchor="end">{_a(link, escape(_cut(label, 22)))}</text>'
         )
         for k, s in enumerate(chart.series):
             value = s.values[i] if i < len(s.values) else None
@@ -148,7 +148,7 @@ def _legend(chart: Chart) -> str:
             f'<rect class="crm-chart-s{k % SERIES}" x="{x}" y="2" width="12" height="12"/>'
             f'<text class="crm-chart-label" x="{x + 16}" y="12">{escape(_cut(s.label, 24))}</text>'
         )
-        x += 24 + 7 * min(len(s.label), 24)
+        x += 28 + 8 * min(len(s.label), 24)
     return "".join(out)
 
 
