@@ -45,14 +45,16 @@ VIEW_NAMES = frozenset(
         "PermissionViewModelView", "ResetMyPasswordView", "ResetPasswordView", "RoleModelView",
         "SecurityApi", "SwaggerView", "UserDBModelView", "UserGroupModelView",
         "UserInfoEditView", "UserLookupView", "UserStatsChartView", "UtilView",
-        "ViewMenuModelView", "MySalesView", "HomeView",
+        "ViewMenuModelView", "MySalesView", "HomeView", "ReportsView", "ReportsApi",
+        "QualityView", "MergeView",
     }
 )  # fmt: skip
 #: the first segment of the application's own page addresses: a type's pages
 #: are at ``/<its table name>/``
 ROUTES = frozenset(
     {
-        "api", "appbuilder", "back", "crm_users", "groups", "lang", "login", "logout", "my_sales",
+        "api", "appbuilder", "back", "crm_users", "groups", "lang", "login", "logout", "merge",
+        "my_sales", "quality", "reports",
         "permissions", "permissionviews", "resetmypassword", "resetpassword", "roles",
         "static", "swagger", "userinfoeditview", "users", "userstatschartview", "viewmenus",
     }

@@ -149,7 +149,7 @@ def test_the_html_list_page_benchmark_runs_and_counts_statements() -> None:
 
     lines = html.run(rows=2_000, repeat=2)
     assert lines[1].strip().startswith("GET /customer/?f_industry=retail")
-    assert "(4 statements)" in lines[1]
+    assert "(5 statements)" in lines[1]
 
 
 def test_the_discipline_benchmark_runs_agrees_and_sends_one_statement(

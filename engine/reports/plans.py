@@ -228,7 +228,7 @@ class PlanFact(Kind):
             Column("period", gettext("Period")),
             Column("manager", gettext("Manager")),
             Column("department", gettext("Department")),
-            Column("plan", gettext("Plan"), "money"),
+            Column("plan", gettext("Target"), "money"),
             Column("fact", gettext("Fact"), "money"),
             Column("done", gettext("Done, %"), "percent"),
             Column("forecast", gettext("Forecast"), "money"),
@@ -335,7 +335,7 @@ class PlanFact(Kind):
             labels,
             [
                 Series(
-                    gettext("Plan"),
+                    gettext("Target"),
                     [_num(row["plan"] if has_amount else row["plan_count"]) for row in result.rows],
                 ),
                 Series(gettext("Fact"), [_num(row[key]) for row in result.rows]),

@@ -192,6 +192,15 @@ def _filter_field(d: DocType, name: str) -> Field:
     return dataclasses.replace(last, name=name, label=label)
 
 
+def _saved(d: DocType) -> list[Any]:
+    """The user's own and the shared saved segments of the type: read once a
+    request (the list's query and its segment manager both need them)."""
+    cache = g.setdefault("crm_saved_segments", {})
+    if d.name not in cache:
+        cache[d.name] = segments_api.saved(crm().models, db_session(), principal(), d.name)
+    return cache[d.name]
+
+
 def _saved_segments(d: DocType) -> list[dict[str, Any]]:
     """The user's own and the shared saved segments of the type, for the
     list page's segment manager: which the user may rename or delete."""
@@ -204,7 +213,7 @@ def _saved_segments(d: DocType) -> list[dict[str, Any]]:
             "mine": f.owner_id == who.user_id,
             "may_change": segments_api.may_change(f.owner_id, f.shared, who),
         }
-        for f in segments_api.saved(crm().models, db_session(), who, d.name)
+        for f in _saved(d)
     ]
 
 
@@ -266,7 +275,7 @@ class DocumentView(BoardsMixin, ImportMixin, BaseView):
             # a segment by a field hidden from the user would tell its values
             and all(access.path_readable(state.registry, principal(), d.name, p) for p in s.filter)
         }
-        for own in segments_api.saved(state.models, db_session(), principal(), d.name):
+        for own in _saved(d):
             segments[own.name] = own.label
         chosen: dict[str, Any] = {}
         if segment:

@@ -76,7 +76,7 @@ processes:
         label: "<img src=x onerror=alert(1)>"
         task: {title: "<script>alert(1)</script> & co", assignee: owner}
         outcomes: {ok: done, "no<b>": done}
-      done: {end: true}
+      done: {end: true, set: {stage: won}}
 """
 
 # fifteen steps: a retry loop, a three-way split with a loop inside a

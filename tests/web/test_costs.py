@@ -56,7 +56,7 @@ def fill_customers(app: Flask, n: int) -> None:
 
 
 @pytest.mark.parametrize("username", ["admin", "helen", "anna"])
-def test_a_list_page_costs_four_statements_whatever_its_size(
+def test_a_list_page_costs_five_statements_whatever_its_size(
     crm_app: Callable[..., Flask], login: Callable[..., Any], username: str
 ) -> None:
     app = crm_app()
@@ -75,13 +75,15 @@ def test_a_list_page_costs_four_statements_whatever_its_size(
 
     for url, offset in (("/customer/", 0), ("/customer/?q=C&f_segment=A&order=name&offset=25", 25)):
         few, many = statements(url, 5, offset), statements(url, 60, offset)
-        assert len(few) == len(many) == 4, many
-    # which four: the user with their roles and groups in one statement, the
-    # built-in menu items' permissions in one, then the page's rows and count
+        assert len(few) == len(many) == 5, many
+    # which five: the user with their roles and groups in one statement, the
+    # built-in menu items' permissions in one, the user's own and the shared
+    # saved segments of the type (the segment picker), then the rows and count
     assert many[0].startswith("SELECT ab_user.id") and "ab_role" in many[0]
-    assert "FROM customer" in many[1] and "LIMIT" in many[1]
-    assert many[2].startswith("SELECT count(*)")
-    assert "ab_permission_view" in many[3]
+    assert "FROM crm_user_segment" in many[1]
+    assert "FROM customer" in many[2] and "LIMIT" in many[2]
+    assert many[3].startswith("SELECT count(*)")
+    assert "ab_permission_view" in many[4]
 
 
 def test_the_menu_shows_what_each_user_may_open(
