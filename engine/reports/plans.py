@@ -196,6 +196,10 @@ class PlanFact(Kind):
                 h.c.at < span[1],
             )
             .cte("won")
+            # computed once, first: PostgreSQL would otherwise inline it and,
+            # misjudging the plans' VALUES as one row, join the plans to every
+            # record before the history narrows them down
+            .prefix_with("MATERIALIZED", dialect="postgresql")
         )
         per = (
             sa.select(plans.c.pid, won.c.doc_id, won.c.amount)
