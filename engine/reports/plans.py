@@ -9,8 +9,8 @@ manager, department, kind, segment). % done = fact / plan; the forecast runs
 the fact on linearly to the period's end: fact / elapsed days × the period's
 days, the elapsed days counted on the company's clock, today included.
 
-Three statements whatever the data size: the plans' distinct periods, the
-plans with their facts, and the totals row.
+Two statements whatever the data size: the plans' distinct periods, then
+the plans with their facts and the totals row.
 """
 
 from __future__ import annotations
@@ -131,14 +131,14 @@ class PlanFact(Kind):
         return sa.and_(*parts)
 
     def _facts(self, ctx: Context, report: Report, params: Params) -> Any:
-        """(plans with their UTC windows, one row per (plan, won record)), or None without plans."""
+        """(one row per (plan, won record), the plans with their UTC windows), or None without plans."""
         _, table, c = self._plan(ctx, report)
         where = self._plans_where(ctx, report, params)
         periods = ctx.session.execute(
             sa.select(c["plan_start"], c["plan_end"]).where(where).distinct()
         ).all()
         if not periods:
-            return None
+            return None, None
         bounds = []
         for start, end in periods:
             low, high = common.period(ctx, Params(start, end))
@@ -222,11 +222,11 @@ class PlanFact(Kind):
             .group_by(plans.c.pid, won.c.doc_id, won.c.amount)
             .cte("per")
         )
-        return per
+        return per, plans
 
     def run(self, ctx: Context, report: Report, params: Params) -> Result:
         _, table, c = self._plan(ctx, report)
-        per = self._facts(ctx, report, params)
+        per, plans = self._facts(ctx, report, params)
         has_amount = amount_column(ctx, report) is not None
         columns = [
             Column("period", gettext("Period")),
@@ -260,6 +260,24 @@ class PlanFact(Kind):
             .group_by(per.c.pid)
             .subquery("agg")
         )
+        # the totals row: the distinct records won in the level's plans (the
+        # managers' when there are any, else the departments'), in the same statement
+        managers = sa.exists().where(plans.c.manager.is_not(None))
+        in_level = sa.select(plans.c.pid).where(
+            sa.or_(
+                sa.and_(plans.c.manager.is_not(None), managers),
+                sa.and_(plans.c.manager.is_(None), ~managers),
+            )
+        )
+        won = (
+            sa.select(per.c.doc_id, per.c.amount)
+            .where(per.c.pid.in_(in_level))
+            .group_by(per.c.doc_id, per.c.amount)
+            .subquery("won_in_level")
+        )
+        totals = sa.select(
+            sa.func.count().label("total_n"), sa.func.sum(won.c.amount).label("total_s")
+        ).subquery("totals")
         statement = (
             sa.select(
                 table.c.id,
@@ -275,9 +293,12 @@ class PlanFact(Kind):
                 dept_name.label("dept_name"),
                 agg.c.n,
                 agg.c.s,
+                totals.c.total_n,
+                totals.c.total_s,
             )
             .select_from(
-                table.outerjoin(agg, agg.c.pid == table.c.id)
+                table.join(totals, sa.true())
+                .outerjoin(agg, agg.c.pid == table.c.id)
                 .outerjoin(users, users.c.id == c["plan_manager"])
                 .outerjoin(depts, depts.c.id == c["plan_department"])
             )
@@ -291,17 +312,7 @@ class PlanFact(Kind):
         today = ctx.now.astimezone(ctx.tz).date()
         managers_level = any(r.manager is not None for r in rows)
         level = [r for r in rows if (r.manager is not None) == managers_level]
-        # the totals row: the distinct records won in the level's plans
-        ids = [r.id for r in level]
-        won = (
-            sa.select(per.c.doc_id, per.c.amount)
-            .where(per.c.pid.in_(ids))
-            .group_by(per.c.doc_id, per.c.amount)
-            .subquery("won_in_level")
-        )
-        total_n, total_s = ctx.session.execute(
-            sa.select(sa.func.count(), sa.func.sum(won.c.amount))
-        ).one()
+        total_n, total_s = (rows[0].total_n, rows[0].total_s) if rows else (0, None)
         for i, r in enumerate(rows):
             who = f"{r.first_name or ''} {r.last_name or ''}".strip() or (r.username or "")
             row = self._figures(r.start, r.end, r.plan_amount, r.plan_count, r.n or 0, r.s, today)
@@ -369,7 +380,7 @@ class PlanFact(Kind):
     def drill(
         self, ctx: Context, report: Report, params: Params, cell: str
     ) -> tuple[str, sa.Select[Any]]:
-        per = self._facts(ctx, report, params)
+        per, _ = self._facts(ctx, report, params)
         d = common.doctype(ctx, report).name
         if cell == "total":
             if per is None:
