@@ -82,10 +82,11 @@ def fill(models: Any, engine: sa.Engine, rows: int) -> tuple[int, int]:
         with engine.begin() as conn:
             for t in models.metadata.sorted_tables:
                 if "id" in t.c and isinstance(t.c.id.type, sa.Integer) and t.c.id.primary_key:
-                    conn.execute(sa.text(
-                        f"SELECT setval(pg_get_serial_sequence('{t.name}', 'id'), "
-                        f"coalesce((SELECT max(id) FROM {t.name}), 0) + 1, false)"
-                    ))  # fmt: skip
+                    # the sequence past the ids written by hand: bound name, Core max()
+                    name = engine.dialect.identifier_preparer.format_table(t)
+                    top = sa.func.coalesce(sa.select(sa.func.max(t.c.id)).scalar_subquery(), 0)
+                    sequence = sa.func.pg_get_serial_sequence(sa.literal(name), "id")
+                    conn.execute(sa.select(sa.func.setval(sequence, top + 1, False)))
             conn.execute(sa.text("ANALYZE"))
     else:
         with engine.begin() as conn:

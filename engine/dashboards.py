@@ -130,7 +130,7 @@ def cards(env: Env, dashboard: Dashboard) -> list[Shown]:
                     _aggregate(env, card, shown)
         except Unavailable as exc:
             shown.kind, shown.reason = "unavailable", str(exc)
-        except (FilterError, ValueError, NotImplementedError) as exc:
+        except (FilterError, ValueError) as exc:
             shown.kind, shown.reason = "unavailable", str(exc)
         except sa.exc.SQLAlchemyError as exc:
             log.warning("dashboard card %s.%s: %s", dashboard.name, card.name, exc)

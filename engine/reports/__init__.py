@@ -21,6 +21,7 @@ table; ``abc_xyz``; ``quality``). Plugins add theirs through the
 from __future__ import annotations
 
 import datetime as dt
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -137,7 +138,7 @@ class ReportError(ValueError):
     """A parameter the report cannot take: a 400 (form error / JSON error) with this message."""
 
 
-class Kind:
+class Kind(ABC):
     """One ``type:`` of report. Subclasses set ``name``, the options they take
     (``options``: key → a short description for docs/reports.md), and
     implement :meth:`run` and, where cells are drillable, :meth:`drill`."""
@@ -155,8 +156,9 @@ class Kind:
         engine from ``options``; this checks their values)."""
         return iter(())
 
+    @abstractmethod
     def run(self, ctx: Context, report: Report, params: Params) -> Result:
-        raise NotImplementedError
+        """The report's figures for ``params`` (one SQL statement or a fixed few)."""
 
     def drill_document(self, registry: Registry, report: Report, cell: str) -> str:
         """The document type whose list a cell's token opens (what

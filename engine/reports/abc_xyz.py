@@ -376,7 +376,8 @@ def classify(session: Any, models: Any, p: Plan, now: dt.datetime) -> dict[str, 
         )
     )  # fmt: skip
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(sa.text(f"ANALYZE {run.name}"))  # its size, for the joins below
+        quoted = session.get_bind().dialect.identifier_preparer.format_table(run)
+        session.execute(sa.text(f"ANALYZE {quoted}"))  # its size, for the joins below
     changed = 0
     if HISTORY in registry.documents:
         hd = registry.documents[HISTORY]

@@ -74,6 +74,11 @@ def test_a_plugins_kind_is_served_and_checked(
         name = "meetings"
         options = {"days": "how many days back"}  # noqa: RUF012
 
+        def run(
+            self, ctx: reports.Context, report: object, params: reports.Params
+        ) -> reports.Result:
+            return reports.Result(columns=[], rows=[])
+
     monkeypatch.setattr(service, "plugin_kinds", lambda pm, registry: {"meetings": Meetings()})
     text = DEAL + "reports:\n  m: {type: meetings, document: Deal, days: 7, weeks: 1}\n"
     assert problems_of({"deal.yaml": text}) == [
